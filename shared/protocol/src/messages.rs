@@ -1,0 +1,439 @@
+//! Every frame on the wire. Frames are JSON text with a `type` field;
+//! times are Unix milliseconds; keys and signatures are base58.
+//!
+//! Validator -> hub messages refuse unknown fields (a hub stores what it
+//! verified, nothing else); hub -> validator messages ignore them, so a
+//! newer hub can add optional fields without breaking older validators.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::crypto::{Nonce, PublicKey, Signature, TaskToken};
+
+/// Hub -> validator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMessage {
+    Challenge(Challenge),
+    Welcome(Welcome),
+    HeartbeatAck(HeartbeatAck),
+    Task(Task),
+    ResultAck(ResultAck),
+    Error(ErrorFrame),
+    Reconnect(Reconnect),
+}
+
+/// Validator -> hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ValidatorMessage {
+    Hello(Hello),
+    Heartbeat(Heartbeat),
+    Result(CheckResult),
+}
+
+/// First frame on every connection: the validator must sign `nonce`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Challenge {
+    pub nonce: Nonce,
+    pub hub_id: String,
+    /// Versions this hub speaks.
+    pub protocol_versions: Vec<u16>,
+    pub server_time_ms: i64,
+}
+
+/// The validator's answer to the challenge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub public_key: PublicKey,
+    /// Where the validator runs, e.g. `eu-west`. 1..=32 bytes of `[a-z0-9-]`.
+    pub region: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Most checks it runs at once (1..=1000).
+    pub capacity: u32,
+    pub client_version: String,
+    /// Versions this validator speaks.
+    pub protocol_versions: Vec<u16>,
+    /// Over `hello_signing_bytes(nonce, hello)`.
+    pub signature: Signature,
+}
+
+/// Limits the hub enforces on this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Limits {
+    pub max_frame_bytes: u32,
+    pub max_messages_per_sec: u32,
+    pub message_burst: u32,
+    pub auth_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Welcome {
+    pub validator_id: i64,
+    pub protocol_version: u16,
+    pub hub_id: String,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub seq: u64,
+    /// Checks running now.
+    pub in_flight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeartbeatAck {
+    pub seq: u64,
+    pub server_time_ms: i64,
+}
+
+/// Inclusive range of HTTP status codes that count as up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl StatusRange {
+    /// 2xx and 3xx.
+    pub const DEFAULT: Self = Self { min: 200, max: 399 };
+
+    pub fn contains(&self, code: u16) -> bool {
+        (self.min..=self.max).contains(&code)
+    }
+}
+
+/// How to check a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckSpec {
+    /// Whole-request timeout.
+    pub timeout_ms: u32,
+    pub expected_status: StatusRange,
+    /// If set, the body must contain this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    /// Follow up to 5 redirects (each target is checked like the URL).
+    pub follow_redirects: bool,
+}
+
+/// One check to run and report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Task {
+    pub task_id: Uuid,
+    pub website_id: i64,
+    pub round_id: i64,
+    pub slot: i64,
+    pub scheduled_at_ms: i64,
+    pub url: String,
+    pub check: CheckSpec,
+    /// The validator the task is assigned to (the token binds it).
+    pub validator: PublicKey,
+    /// Absolute, judged by the hub's clock: a result received later is rejected.
+    pub deadline_ms: i64,
+    pub token: TaskToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Up,
+    Down,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// A signed check result. It repeats the task's identifying fields and token
+/// so that any hub can verify it without knowing the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckResult {
+    pub task_id: Uuid,
+    pub website_id: i64,
+    pub round_id: i64,
+    pub slot: i64,
+    pub scheduled_at_ms: i64,
+    pub deadline_ms: i64,
+    pub validator: PublicKey,
+    pub token: TaskToken,
+    pub status: CheckStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub latency_ms: u32,
+    /// Why it is down, at most 512 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub checked_at_ms: i64,
+    /// Over `result_signing_bytes(result)`.
+    pub signature: Signature,
+}
+
+impl CheckResult {
+    /// A result for `task`, unsigned (all-zero signature) until `sign_result`.
+    pub fn for_task(
+        task: &Task,
+        status: CheckStatus,
+        http_status: Option<u16>,
+        latency_ms: u32,
+        error: Option<String>,
+        checked_at_ms: i64,
+    ) -> Self {
+        Self {
+            task_id: task.task_id,
+            website_id: task.website_id,
+            round_id: task.round_id,
+            slot: task.slot,
+            scheduled_at_ms: task.scheduled_at_ms,
+            deadline_ms: task.deadline_ms,
+            validator: task.validator,
+            token: task.token.clone(),
+            status,
+            http_status,
+            latency_ms,
+            error,
+            checked_at_ms,
+            signature: Signature([0; 64]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOutcome {
+    /// Committed to the database now.
+    Stored,
+    /// Already committed earlier (a resend); nothing new was written.
+    Duplicate,
+    /// Not stored and never will be; `code` says why. Do not resend.
+    Rejected,
+}
+
+/// Sent only after the tick is committed (or known to be a duplicate, or
+/// rejected). A validator resends an unacknowledged result until its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResultAck {
+    pub task_id: Uuid,
+    pub outcome: AckOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+}
+
+/// Stable error codes. Documented, with what the hub does next, in
+/// docs/protocol.md; never renamed, only added to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedFrame,
+    UnknownType,
+    FrameTooLarge,
+    RateLimited,
+    AuthTimeout,
+    NotAuthenticated,
+    AlreadyAuthenticated,
+    InvalidHello,
+    UnsupportedVersion,
+    BadSignature,
+    BadToken,
+    NotAssigned,
+    DeadlinePassed,
+    ImplausibleTime,
+    InvalidResult,
+    HeartbeatTimeout,
+    SessionReplaced,
+    SlowConsumer,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::MalformedFrame,
+        Self::UnknownType,
+        Self::FrameTooLarge,
+        Self::RateLimited,
+        Self::AuthTimeout,
+        Self::NotAuthenticated,
+        Self::AlreadyAuthenticated,
+        Self::InvalidHello,
+        Self::UnsupportedVersion,
+        Self::BadSignature,
+        Self::BadToken,
+        Self::NotAssigned,
+        Self::DeadlinePassed,
+        Self::ImplausibleTime,
+        Self::InvalidResult,
+        Self::HeartbeatTimeout,
+        Self::SessionReplaced,
+        Self::SlowConsumer,
+        Self::ShuttingDown,
+        Self::Internal,
+    ];
+
+    /// The wire name, also used as the `reason` label in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedFrame => "malformed_frame",
+            Self::UnknownType => "unknown_type",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::AuthTimeout => "auth_timeout",
+            Self::NotAuthenticated => "not_authenticated",
+            Self::AlreadyAuthenticated => "already_authenticated",
+            Self::InvalidHello => "invalid_hello",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadSignature => "bad_signature",
+            Self::BadToken => "bad_token",
+            Self::NotAssigned => "not_assigned",
+            Self::DeadlinePassed => "deadline_passed",
+            Self::ImplausibleTime => "implausible_time",
+            Self::InvalidResult => "invalid_result",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::SessionReplaced => "session_replaced",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// The hub is going away: finish in-flight results, then reconnect after
+/// `retry_after_ms`, to one of `urls` if any are given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reconnect {
+    pub reason: String,
+    pub retry_after_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+/// Why a text frame could not be read as a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not a JSON object with a string `type`: {0}")]
+    Malformed(String),
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("invalid {kind} message: {detail}")]
+    Invalid { kind: String, detail: String },
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Malformed(_) | Self::Invalid { .. } => ErrorCode::MalformedFrame,
+            Self::UnknownType(_) => ErrorCode::UnknownType,
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
+    match serde_json::from_str::<T>(text) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            // Tell "unknown type" apart from "bad fields" so each gets its code.
+            #[derive(Deserialize)]
+            struct Head {
+                #[serde(rename = "type")]
+                kind: String,
+            }
+            match serde_json::from_str::<Head>(text) {
+                Err(_) => Err(DecodeError::Malformed(e.to_string())),
+                Ok(h) if !known.contains(&h.kind.as_str()) => Err(DecodeError::UnknownType(h.kind)),
+                Ok(h) => Err(DecodeError::Invalid {
+                    kind: h.kind,
+                    detail: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+impl ValidatorMessage {
+    pub const TYPES: &'static [&'static str] = &["hello", "heartbeat", "result"];
+
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text, Self::TYPES)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("messages always serialize")
+    }
+}
+
+impl HubMessage {
+    pub const TYPES: &'static [&'static str] = &[
+        "challenge",
+        "welcome",
+        "heartbeat_ack",
+        "task",
+        "result_ack",
+        "error",
+        "reconnect",
+    ];
+
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text, Self::TYPES)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("messages always serialize")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error(ErrorFrame {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_tells_malformed_unknown_and_invalid_apart() {
+        let e = ValidatorMessage::decode("{not json").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedFrame);
+        let e = ValidatorMessage::decode(r#"{"type":"launch_missiles"}"#).unwrap_err();
+        assert_eq!(e, DecodeError::UnknownType("launch_missiles".into()));
+        assert_eq!(e.code(), ErrorCode::UnknownType);
+        let e = ValidatorMessage::decode(r#"{"type":"heartbeat","seq":"x"}"#).unwrap_err();
+        assert!(matches!(e, DecodeError::Invalid { .. }));
+        assert_eq!(e.code(), ErrorCode::MalformedFrame);
+        let e = ValidatorMessage::decode(r#"{"type":"heartbeat","seq":1,"in_flight":0,"x":1}"#)
+            .unwrap_err();
+        assert!(matches!(e, DecodeError::Invalid { .. }), "unknown fields are refused");
+    }
+
+    #[test]
+    fn error_codes_are_listed_once_with_their_wire_names() {
+        for c in ErrorCode::ALL {
+            let wire = serde_json::to_value(c).unwrap();
+            assert_eq!(wire, serde_json::Value::String(c.as_str().into()));
+        }
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+}

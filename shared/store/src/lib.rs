@@ -1,0 +1,516 @@
+//! All SQL in one place.
+//!
+//! # Layout
+//! - [`Store`]: a PostgreSQL pool with one method per query the services run.
+//! - [`migrate`]: applies `migrations/` (sqlx takes an advisory lock, so any
+//!   number of hubs may start at once).
+//! - [`WebsiteUrl`]: a validated check target, parsed once at the edge.
+//!
+//! Times cross this boundary as Unix milliseconds (`i64`), like the wire
+//! protocol; conversion to `timestamptz` happens in SQL.
+
+mod website_url;
+
+pub use crate::website_url::{UrlError, WebsiteUrl};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use sqlx;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies pending migrations. Safe to call from many processes at once.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// A website as the scheduler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Website {
+    pub id: i64,
+    pub url: String,
+    pub interval_secs: i32,
+    pub timeout_ms: i32,
+    pub expected_status_min: i16,
+    pub expected_status_max: i16,
+    pub keyword: Option<String>,
+    pub follow_redirects: bool,
+    pub enabled: bool,
+    pub owner: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWebsite {
+    pub url: WebsiteUrl,
+    pub interval_secs: i32,
+    pub timeout_ms: i32,
+    pub expected_status_min: i16,
+    pub expected_status_max: i16,
+    pub keyword: Option<String>,
+    pub follow_redirects: bool,
+    pub owner: String,
+}
+
+/// A round to open: (website, slot) and its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewRound {
+    pub website_id: i64,
+    pub slot: i64,
+    pub scheduled_at_ms: i64,
+    pub deadline_ms: i64,
+}
+
+/// A round this caller opened (no other caller opened the same slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedRound {
+    pub round_id: i64,
+    pub website_id: i64,
+    pub scheduled_at_ms: i64,
+}
+
+/// A round closed by this call, with the quorum it reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedRound {
+    pub round_id: i64,
+    pub website_id: i64,
+    pub status: String,
+    pub up: i64,
+    pub down: i64,
+}
+
+/// One verified result ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewTick {
+    pub website_id: i64,
+    pub round_id: i64,
+    pub validator_id: i64,
+    pub task_id: Uuid,
+    pub scheduled_at_ms: i64,
+    pub up: bool,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub checked_at_ms: i64,
+    pub reward_lamports: i64,
+}
+
+/// A website's latest closed round and what each validator saw.
+#[derive(Debug, Clone)]
+pub struct SiteStatus {
+    pub website: Website,
+    pub round: Option<RoundSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoundSummary {
+    pub round_id: i64,
+    pub status: String,
+    pub scheduled_at_ms: i64,
+    pub results: Vec<RegionResult>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegionResult {
+    pub region: String,
+    pub up: bool,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub checked_at_ms: i64,
+}
+
+macro_rules! website_columns {
+    () => {
+        "id, url, interval_secs, timeout_ms, expected_status_min, \
+         expected_status_max, keyword, follow_redirects, enabled, owner"
+    };
+}
+
+fn website_from_row(r: &sqlx::postgres::PgRow) -> Website {
+    Website {
+        id: r.get("id"),
+        url: r.get("url"),
+        interval_secs: r.get("interval_secs"),
+        timeout_ms: r.get("timeout_ms"),
+        expected_status_min: r.get("expected_status_min"),
+        expected_status_max: r.get("expected_status_max"),
+        keyword: r.get("keyword"),
+        follow_redirects: r.get("follow_redirects"),
+        enabled: r.get("enabled"),
+        owner: r.get("owner"),
+    }
+}
+
+/// Majority of at least two results, else unknown. Shared by every close.
+const CLOSE_ROUNDS_SQL: &str = "
+WITH counts AS (
+    SELECT r.id,
+           count(t.task_id) FILTER (WHERE t.status = 'up')   AS up,
+           count(t.task_id) FILTER (WHERE t.status = 'down') AS down
+      FROM rounds r
+      LEFT JOIN ticks t
+        ON t.round_id = r.id AND t.website_id = r.website_id AND t.scheduled_at = r.scheduled_at
+     WHERE r.id = ANY($1) AND r.status = 'open'
+     GROUP BY r.id
+)
+UPDATE rounds r
+   SET status = CASE
+           WHEN c.up + c.down >= 2 AND c.up * 2 > c.up + c.down THEN 'up'
+           WHEN c.up + c.down >= 2 AND c.down * 2 > c.up + c.down THEN 'down'
+           ELSE 'unknown' END,
+       results_up = c.up, results_down = c.down,
+       closed_at = now(), closed_by = $2
+  FROM counts c
+ WHERE r.id = c.id AND r.status = 'open'
+RETURNING r.id, r.website_id, r.status, c.up, c.down";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects a pool of at most `max_connections`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("uptime");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        migrate(&self.pool).await
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Makes sure tick partitions exist from last month to `months` ahead.
+    pub async fn ensure_partitions(&self, months: i32) -> Result<i32> {
+        let n: i32 =
+            sqlx::query_scalar("SELECT ensure_tick_partitions(now() - interval '1 month', $1)")
+                .bind(months + 1)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n)
+    }
+
+    // ---- websites ----
+
+    pub async fn add_website(&self, w: &NewWebsite) -> Result<Website> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO websites (url, interval_secs, timeout_ms, expected_status_min, \
+             expected_status_max, keyword, follow_redirects, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+            website_columns!()
+        ))
+        .bind(w.url.as_str())
+        .bind(w.interval_secs)
+        .bind(w.timeout_ms)
+        .bind(w.expected_status_min)
+        .bind(w.expected_status_max)
+        .bind(&w.keyword)
+        .bind(w.follow_redirects)
+        .bind(&w.owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(website_from_row(&row))
+    }
+
+    pub async fn list_websites(&self) -> Result<Vec<Website>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            website_columns!(),
+            " FROM websites ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(website_from_row).collect())
+    }
+
+    pub async fn enabled_websites(&self) -> Result<Vec<Website>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            website_columns!(),
+            " FROM websites WHERE enabled ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(website_from_row).collect())
+    }
+
+    /// Returns false if there is no such website.
+    pub async fn set_website_enabled(&self, id: i64, enabled: bool) -> Result<bool> {
+        let r = sqlx::query("UPDATE websites SET enabled = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(enabled)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ---- validators ----
+
+    /// Records a validator's hello; returns its id.
+    pub async fn upsert_validator(
+        &self,
+        public_key: &str,
+        region: &str,
+        tags: &[String],
+        client_version: &str,
+    ) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO validators (public_key, region, tags, client_version) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (public_key) DO UPDATE SET region = EXCLUDED.region, \
+               tags = EXCLUDED.tags, client_version = EXCLUDED.client_version, last_seen = now() \
+             RETURNING id",
+        )
+        .bind(public_key)
+        .bind(region)
+        .bind(tags)
+        .bind(client_version)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Bumps `last_seen` for many validators in one statement.
+    pub async fn touch_validators(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE validators SET last_seen = now() WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- rounds ----
+
+    /// Inserts rounds; returns only those this call created. A slot that
+    /// already has a round (opened by anyone) is skipped by the unique key.
+    pub async fn open_rounds(&self, hub_id: &str, rounds: &[NewRound]) -> Result<Vec<OpenedRound>> {
+        if rounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let website: Vec<i64> = rounds.iter().map(|r| r.website_id).collect();
+        let slot: Vec<i64> = rounds.iter().map(|r| r.slot).collect();
+        let sched: Vec<i64> = rounds.iter().map(|r| r.scheduled_at_ms).collect();
+        let deadline: Vec<i64> = rounds.iter().map(|r| r.deadline_ms).collect();
+        let rows = sqlx::query(
+            "INSERT INTO rounds (website_id, slot, scheduled_at, deadline, hub_id) \
+             SELECT w, s, to_timestamp(a / 1000.0), to_timestamp(d / 1000.0), $5 \
+               FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(w, s, a, d) \
+             ON CONFLICT (website_id, scheduled_at) DO NOTHING \
+             RETURNING id, website_id, \
+               (extract(epoch FROM scheduled_at) * 1000)::int8 AS scheduled_at_ms",
+        )
+        .bind(&website)
+        .bind(&slot)
+        .bind(&sched)
+        .bind(&deadline)
+        .bind(hub_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OpenedRound {
+                round_id: r.get("id"),
+                website_id: r.get("website_id"),
+                scheduled_at_ms: r.get("scheduled_at_ms"),
+            })
+            .collect())
+    }
+
+    /// Closes open rounds from the ticks in the database. Rounds already
+    /// closed (by anyone) are skipped, so closing is idempotent.
+    pub async fn close_rounds(&self, round_ids: &[i64], closed_by: &str) -> Result<Vec<ClosedRound>> {
+        if round_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(CLOSE_ROUNDS_SQL)
+            .bind(round_ids)
+            .bind(closed_by)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ClosedRound {
+                round_id: r.get("id"),
+                website_id: r.get("website_id"),
+                status: r.get("status"),
+                up: r.get("up"),
+                down: r.get("down"),
+            })
+            .collect())
+    }
+
+    /// Closes rounds whose deadline passed more than `grace` ago, whoever
+    /// opened them: a round never stays open because its hub died.
+    pub async fn close_overdue_rounds(
+        &self,
+        grace: Duration,
+        limit: i64,
+        closed_by: &str,
+    ) -> Result<Vec<ClosedRound>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM rounds WHERE status = 'open' \
+               AND deadline < now() - make_interval(secs => $1) \
+             ORDER BY deadline LIMIT $2",
+        )
+        .bind(grace.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        self.close_rounds(&ids, closed_by).await
+    }
+
+    // ---- ticks ----
+
+    /// Writes a batch of ticks in one statement. Returns the `(task_id,
+    /// validator_id)` pairs that were new; the rest were already stored
+    /// (the primary key is the duplicate guard).
+    pub async fn insert_ticks(&self, hub_id: &str, ticks: &[NewTick]) -> Result<Vec<(Uuid, i64)>> {
+        if ticks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = ticks.len();
+        let mut website = Vec::with_capacity(n);
+        let mut round = Vec::with_capacity(n);
+        let mut validator = Vec::with_capacity(n);
+        let mut task = Vec::with_capacity(n);
+        let mut sched = Vec::with_capacity(n);
+        let mut status = Vec::with_capacity(n);
+        let mut http = Vec::with_capacity(n);
+        let mut latency = Vec::with_capacity(n);
+        let mut error = Vec::with_capacity(n);
+        let mut checked = Vec::with_capacity(n);
+        let mut reward = Vec::with_capacity(n);
+        for t in ticks {
+            website.push(t.website_id);
+            round.push(t.round_id);
+            validator.push(t.validator_id);
+            task.push(t.task_id);
+            sched.push(t.scheduled_at_ms);
+            status.push(if t.up { "up" } else { "down" });
+            http.push(t.http_status);
+            latency.push(t.latency_ms);
+            error.push(t.error.as_deref());
+            checked.push(t.checked_at_ms);
+            reward.push(t.reward_lamports);
+        }
+        let rows = sqlx::query(
+            "INSERT INTO ticks (website_id, round_id, validator_id, task_id, scheduled_at, status, \
+               http_status, latency_ms, error, checked_at, reward_lamports, hub_id) \
+             SELECT w, r, v, t, to_timestamp(s / 1000.0), st, h, l, e, to_timestamp(c / 1000.0), \
+                    rw, $12 \
+               FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::uuid[], $5::int8[], \
+                           $6::text[], $7::int2[], $8::int4[], $9::text[], $10::int8[], \
+                           $11::int8[]) AS u(w, r, v, t, s, st, h, l, e, c, rw) \
+             ON CONFLICT DO NOTHING \
+             RETURNING task_id, validator_id",
+        )
+        .bind(&website)
+        .bind(&round)
+        .bind(&validator)
+        .bind(&task)
+        .bind(&sched)
+        .bind(&status)
+        .bind(&http)
+        .bind(&latency)
+        .bind(&error)
+        .bind(&checked)
+        .bind(&reward)
+        .bind(hub_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("task_id"), r.get("validator_id")))
+            .collect())
+    }
+
+    // ---- status ----
+
+    /// Every website with its latest closed round and per-validator results.
+    pub async fn site_statuses(&self) -> Result<Vec<SiteStatus>> {
+        let sites = self.list_websites().await?;
+        let rows = sqlx::query(
+            "SELECT w.id AS website_id, r.id AS round_id, r.status, \
+                    (extract(epoch FROM r.scheduled_at) * 1000)::int8 AS sched_ms, \
+                    v.region, t.status = 'up' AS up, t.http_status, t.latency_ms, t.error, \
+                    (extract(epoch FROM t.checked_at) * 1000)::int8 AS checked_ms \
+               FROM websites w \
+               JOIN LATERAL (SELECT id, status, scheduled_at FROM rounds \
+                              WHERE website_id = w.id AND status <> 'open' \
+                              ORDER BY scheduled_at DESC LIMIT 1) r ON true \
+               LEFT JOIN ticks t ON t.round_id = r.id AND t.website_id = w.id \
+                                AND t.scheduled_at = r.scheduled_at \
+               LEFT JOIN validators v ON v.id = t.validator_id \
+              ORDER BY w.id, v.region",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<SiteStatus> = sites
+            .into_iter()
+            .map(|website| SiteStatus {
+                website,
+                round: None,
+            })
+            .collect();
+        for row in rows {
+            let wid: i64 = row.get("website_id");
+            let Some(site) = out.iter_mut().find(|s| s.website.id == wid) else {
+                continue;
+            };
+            let round = site.round.get_or_insert_with(|| RoundSummary {
+                round_id: row.get("round_id"),
+                status: row.get("status"),
+                scheduled_at_ms: row.get("sched_ms"),
+                results: Vec::new(),
+            });
+            if let Some(region) = row.get::<Option<String>, _>("region") {
+                round.results.push(RegionResult {
+                    region,
+                    up: row.get("up"),
+                    http_status: row.get("http_status"),
+                    latency_ms: row.get("latency_ms"),
+                    error: row.get("error"),
+                    checked_at_ms: row.get("checked_ms"),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
