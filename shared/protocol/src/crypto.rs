@@ -511,8 +511,8 @@ mod tests {
     #[test]
     fn token_binds_every_field_and_rotates() {
         let old = Keyring::parse(&format!("old:{}", "11".repeat(32))).unwrap();
-        let both = Keyring::parse(&format!("new:{},old:{}", "22".repeat(32), "11".repeat(32)))
-            .unwrap();
+        let both =
+            Keyring::parse(&format!("new:{},old:{}", "22".repeat(32), "11".repeat(32))).unwrap();
         let v = PublicKey([7; 32]);
         let f = TokenFields {
             task_id: Uuid::from_u128(1),
@@ -524,22 +524,44 @@ mod tests {
             deadline_ms: 6,
         };
         let t = old.issue(&f);
-        assert_eq!(both.verify(&t, &f), Ok(()), "old tokens verify after rotation");
+        assert_eq!(
+            both.verify(&t, &f),
+            Ok(()),
+            "old tokens verify after rotation"
+        );
         let other = PublicKey([8; 32]);
         let variants = [
-            TokenFields { task_id: Uuid::from_u128(9), ..f },
+            TokenFields {
+                task_id: Uuid::from_u128(9),
+                ..f
+            },
             TokenFields { website_id: 9, ..f },
             TokenFields { round_id: 9, ..f },
             TokenFields { slot: 9, ..f },
-            TokenFields { scheduled_at_ms: 9, ..f },
-            TokenFields { validator: &other, ..f },
-            TokenFields { deadline_ms: 9, ..f },
+            TokenFields {
+                scheduled_at_ms: 9,
+                ..f
+            },
+            TokenFields {
+                validator: &other,
+                ..f
+            },
+            TokenFields {
+                deadline_ms: 9,
+                ..f
+            },
         ];
         for g in variants {
             assert_eq!(both.verify(&t, &g), Err(TokenError::BadMac), "{g:?}");
         }
-        let unknown = TaskToken { kid: "x".into(), mac: t.mac };
-        assert!(matches!(both.verify(&unknown, &f), Err(TokenError::UnknownKey(_))));
+        let unknown = TaskToken {
+            kid: "x".into(),
+            mac: t.mac,
+        };
+        assert!(matches!(
+            both.verify(&unknown, &f),
+            Err(TokenError::UnknownKey(_))
+        ));
     }
 
     #[test]

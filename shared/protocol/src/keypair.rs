@@ -12,7 +12,9 @@ pub enum KeypairError {
         path: String,
         source: std::io::Error,
     },
-    #[error("keypair file {path} is not a JSON array of 64 numbers 0-255 (Solana CLI format): {detail}")]
+    #[error(
+        "keypair file {path} is not a JSON array of 64 numbers 0-255 (Solana CLI format): {detail}"
+    )]
     Format { path: String, detail: String },
     #[error("keypair file {path}: the public half does not match the secret half")]
     Mismatch { path: String },
@@ -29,10 +31,12 @@ pub fn parse(text: &str, path: &str) -> Result<SigningKey, KeypairError> {
         path: path.into(),
         detail: e.to_string(),
     })?;
-    let arr: [u8; 64] = bytes.try_into().map_err(|v: Vec<u8>| KeypairError::Format {
-        path: path.into(),
-        detail: format!("{} numbers", v.len()),
-    })?;
+    let arr: [u8; 64] = bytes
+        .try_into()
+        .map_err(|v: Vec<u8>| KeypairError::Format {
+            path: path.into(),
+            detail: format!("{} numbers", v.len()),
+        })?;
     SigningKey::from_keypair_bytes(&arr).map_err(|_| KeypairError::Mismatch { path: path.into() })
 }
 
@@ -85,12 +89,18 @@ mod tests {
         let text = encode(&k);
         assert!(text.starts_with('[') && text.matches(',').count() == 63);
         assert_eq!(parse(&text, "k.json").unwrap().to_bytes(), k.to_bytes());
-        assert!(matches!(parse("[1,2,3]", "k"), Err(KeypairError::Format { .. })));
+        assert!(matches!(
+            parse("[1,2,3]", "k"),
+            Err(KeypairError::Format { .. })
+        ));
         assert!(matches!(parse("{}", "k"), Err(KeypairError::Format { .. })));
         let mut bytes = k.to_keypair_bytes();
         bytes[40] ^= 1;
         let bad = serde_json::to_string(&bytes.to_vec()).unwrap();
-        assert!(matches!(parse(&bad, "k"), Err(KeypairError::Mismatch { .. })));
+        assert!(matches!(
+            parse(&bad, "k"),
+            Err(KeypairError::Mismatch { .. })
+        ));
         let msg = parse("[1,2,3]", "/tmp/x.json").unwrap_err().to_string();
         assert!(msg.contains("/tmp/x.json"), "{msg}");
     }

@@ -422,7 +422,10 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::MalformedFrame);
         let e = ValidatorMessage::decode(r#"{"type":"heartbeat","seq":1,"in_flight":0,"x":1}"#)
             .unwrap_err();
-        assert!(matches!(e, DecodeError::Invalid { .. }), "unknown fields are refused");
+        assert!(
+            matches!(e, DecodeError::Invalid { .. }),
+            "unknown fields are refused"
+        );
     }
 
     #[test]

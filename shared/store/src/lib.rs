@@ -355,7 +355,11 @@ impl Store {
 
     /// Closes open rounds from the ticks in the database. Rounds already
     /// closed (by anyone) are skipped, so closing is idempotent.
-    pub async fn close_rounds(&self, round_ids: &[i64], closed_by: &str) -> Result<Vec<ClosedRound>> {
+    pub async fn close_rounds(
+        &self,
+        round_ids: &[i64],
+        closed_by: &str,
+    ) -> Result<Vec<ClosedRound>> {
         if round_ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -45,7 +45,10 @@ impl TestDb {
             .connect_with(opts)
             .await?;
         let store = Store::from_pool(pool);
-        store.migrate().await.context("migrating the test database")?;
+        store
+            .migrate()
+            .await
+            .context("migrating the test database")?;
         Ok(Self {
             name,
             url,
@@ -62,23 +65,23 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Dropping needs its own runtime: Drop cannot await, and the test's
-        // runtime may already be shutting down.
+        // runtime is blocked while we wait here (so nothing that needs it,
+        // like closing the pool gracefully, may be awaited). FORCE ends the
+        // connections still open, the hub's included.
         let admin = self.admin.clone();
         let name = self.name.clone();
-        let pool = self.store.pool().clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
             rt.block_on(async move {
-                pool.close().await;
                 let mut conn = PgConnection::connect_with(&admin).await.ok()?;
                 conn.execute(AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                 )))
-                    .await
-                    .ok()
+                .await
+                .ok()
             })
         })
         .join();

@@ -1,0 +1,142 @@
+# shellcheck shell=bash
+# Small helpers shared by scripts/*.sh. Source it; it defines functions and changes nothing else.
+#
+#   log MSG...                      message to stderr, prefixed with the script's name
+#   die MSG...                      log and exit 1
+#   need_cmd CMD [HINT]             exit 1 with HINT unless CMD is on PATH
+#   port_open HOST PORT             true if something accepts TCP connections there
+#   free_port START [HOST]          print the first port >= START that nothing listens on
+#   wait_for_port HOST PORT SECS [PID]
+#   http_status URL                 print the HTTP status code of GET URL (000 if no answer)
+#   wait_for_http URL SECS [PID]    wait until GET URL answers 2xx
+#   proc_alive PID                  true while PID runs (a zombie counts as gone)
+#   stop_pid NAME PID [SECS]        SIGTERM, wait, SIGKILL after SECS; reaps our children
+#
+# Everything here is plain bash plus coreutils: no curl, nc or ss is assumed (curl is used
+# when present).
+
+log() {
+    printf '[%s] %s\n' "${LOG_PREFIX:-$(basename "$0")}" "$*" >&2
+}
+
+die() {
+    log "error: $*"
+    exit 1
+}
+
+need_cmd() {
+    local cmd=$1 hint=${2:-}
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        die "'$cmd' is not installed${hint:+; $hint}"
+    fi
+}
+
+# Connects with bash's /dev/tcp in a subshell so the descriptor closes with it. Loopback
+# connections are refused at once when nothing listens; `timeout` covers a filtered port.
+port_open() {
+    local host=$1 port=$2
+    # shellcheck disable=SC2016 # $1 and $2 expand in the inner bash, not here.
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+}
+
+# Nothing prevents another program taking the port between this check and our bind; the
+# callers bind soon after and report the log if the bind fails.
+free_port() {
+    local port=$1 host=${2:-127.0.0.1}
+    while ((port < 65536)); do
+        if ! port_open "$host" "$port"; then
+            printf '%s\n' "$port"
+            return 0
+        fi
+        port=$((port + 1))
+    done
+    die "no free TCP port at or above $1"
+}
+
+proc_alive() {
+    local pid=$1 stat
+    if [[ -r /proc/$pid/stat ]]; then
+        # Field 3 is the state; Z (zombie) and X (dead) mean it has exited but is not reaped.
+        read -r stat </proc/"$pid"/stat 2>/dev/null || return 1
+        stat=${stat##*) }
+        [[ ${stat:0:1} != Z && ${stat:0:1} != X ]]
+    else
+        kill -0 "$pid" 2>/dev/null
+    fi
+}
+
+wait_for_port() {
+    local host=$1 port=$2 secs=$3 pid=${4:-}
+    local deadline=$((SECONDS + secs))
+    until port_open "$host" "$port"; do
+        if [[ -n $pid ]] && ! proc_alive "$pid"; then
+            log "process $pid exited before $host:$port opened"
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "$host:$port did not open within ${secs}s"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# http_status http://HOST:PORT/PATH -> "200". Plain http only (all we need for loopback).
+http_status() {
+    local url=$1
+    if command -v curl >/dev/null 2>&1; then
+        curl -s -o /dev/null -m 5 -w '%{http_code}' "$url" || true
+        return 0
+    fi
+    local rest=${url#http://} hostport path=/ host port
+    hostport=${rest%%/*}
+    [[ $rest == */* ]] && path=/${rest#*/}
+    host=${hostport%:*}
+    port=${hostport##*:}
+    [[ $port != "$hostport" ]] || port=80
+    # shellcheck disable=SC2016 # the inner bash expands $1..$3.
+    timeout 5 bash -c '
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
+        printf "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1:$2" >&3
+        IFS=" " read -r _ code _ <&3 && printf "%s" "$code"
+    ' _ "$host" "$port" "$path" 2>/dev/null || printf '000'
+}
+
+wait_for_http() {
+    local url=$1 secs=$2 pid=${3:-}
+    local deadline=$((SECONDS + secs)) code
+    while :; do
+        code=$(http_status "$url")
+        [[ $code == 2* ]] && return 0
+        if [[ -n $pid ]] && ! proc_alive "$pid"; then
+            log "process $pid exited before $url answered"
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "$url did not answer 2xx within ${secs}s (last status: $code)"
+            return 1
+        fi
+        sleep 0.3
+    done
+}
+
+stop_pid() {
+    local name=$1 pid=$2 secs=${3:-10}
+    if ! proc_alive "$pid"; then
+        wait "$pid" 2>/dev/null || true
+        return 0
+    fi
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + secs))
+    while proc_alive "$pid"; do
+        if ((SECONDS >= deadline)); then
+            log "$name did not stop within ${secs}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    # Reap it if it is our child (no-op otherwise); its exit status is not ours.
+    wait "$pid" 2>/dev/null || true
+}

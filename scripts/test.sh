@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Run the whole test suite: formatting, clippy, then every test against a private PostgreSQL.
+#
+#   scripts/test.sh [--no-lint] [--] [TEST-RUNNER ARGS...]
+#
+#   --no-lint   skip `cargo fmt --check` and `cargo clippy`
+#   ARGS        passed to `cargo nextest run --workspace` (or `cargo test --workspace` when
+#               cargo-nextest is not installed), e.g. `scripts/test.sh --no-lint -p hub`
+#               (naming packages with -p drops --workspace)
+#
+# A fresh PostgreSQL cluster is made in .tmp/test-pg on every run (fsync off: it is thrown away)
+# and stopped on exit, whatever happens. Tests read UPTIME_TEST_DATABASE_URL, a superuser URL to
+# its `postgres` database, and create a database of their own from it. Installs PostgreSQL with
+# apt-get when it is missing and this runs as root (CI); otherwise says what to install.
+# Redis is not needed yet (a later issue adds it; it would start next to PostgreSQL below).
+# The exit status is that of the first step that fails, else of the test run.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
+# shellcheck source=lib/pg.sh
+source "$ROOT/scripts/lib/pg.sh"
+LOG_PREFIX="test"
+
+LINT=1
+RUNNER_ARGS=()
+while (($#)); do
+    case $1 in
+    --no-lint) LINT=0 ;;
+    -h | --help)
+        awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' \
+            "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    --)
+        shift
+        RUNNER_ARGS+=("$@")
+        break
+        ;;
+    *) RUNNER_ARGS+=("$1") ;;
+    esac
+    shift
+done
+
+cd "$ROOT"
+need_cmd cargo "install Rust from https://rustup.rs"
+
+if ((LINT)); then
+    log "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+    log "cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+TEST_PG=$ROOT/.tmp/test-pg
+# shellcheck disable=SC2317 # reached through the trap below
+stop_pg() {
+    local status=$?
+    set +e
+    pg_stop "$TEST_PG"
+    exit "$status"
+}
+trap stop_pg EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+pg_destroy "$TEST_PG"
+pg_start "$TEST_PG" TEST_PG_PORT --fast
+export UPTIME_TEST_DATABASE_URL=$PG_URL
+log "UPTIME_TEST_DATABASE_URL=$UPTIME_TEST_DATABASE_URL"
+
+# The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
+SCOPE=(--workspace)
+for arg in "${RUNNER_ARGS[@]}"; do
+    case $arg in
+    -p | -p?* | --package | --package=*) SCOPE=() ;;
+    esac
+done
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run ${SCOPE[*]} ${RUNNER_ARGS[*]}"
+    cargo nextest run "${SCOPE[@]}" "${RUNNER_ARGS[@]}" || status=$?
+    # nextest does not run doc tests; only run them for a whole-suite run.
+    if ((status == 0 && ${#RUNNER_ARGS[@]} == 0)); then
+        log "cargo test --workspace --doc"
+        cargo test --workspace --doc || status=$?
+    fi
+else
+    log "cargo-nextest not installed; cargo test ${SCOPE[*]} ${RUNNER_ARGS[*]}"
+    cargo test "${SCOPE[@]}" "${RUNNER_ARGS[@]}" || status=$?
+fi
+
+if ((status == 0)); then
+    log "all passed"
+else
+    log "FAILED (exit status $status)"
+fi
+exit "$status"

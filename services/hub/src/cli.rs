@@ -1,0 +1,294 @@
+//! `hub` command line: serve, migrate, and website management until the
+//! owner-facing API exists.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use store::{NewWebsite, SiteStatus, Store, WebsiteUrl};
+
+use crate::{Application, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "hub", version, about = "Uptime hub replica")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve validators (settings: defaults, --config FILE, HUB_* variables).
+    Serve {
+        #[arg(long, env = "HUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate(Db),
+    /// Manage monitored websites.
+    Sites {
+        #[command(flatten)]
+        db: Db,
+        #[command(subcommand)]
+        command: SitesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Db {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// Register a website.
+    Add {
+        url: String,
+        /// Seconds between checks (the hub applies its configured floor).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=86_400))]
+        interval: i32,
+        /// Request timeout in milliseconds.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(100..=120_000))]
+        timeout_ms: i32,
+        /// Status codes that count as up: `200-399` or one code.
+        #[arg(long, default_value = "200-399", value_parser = parse_status_range)]
+        expect: (i16, i16),
+        /// Text the body must contain.
+        #[arg(long)]
+        keyword: Option<String>,
+        /// Do not follow redirects.
+        #[arg(long)]
+        no_follow_redirects: bool,
+        #[arg(long, default_value = "local")]
+        owner: String,
+    },
+    /// List websites.
+    List,
+    /// Stop checking a website.
+    Disable { id: i64 },
+    /// Resume checking a website.
+    Enable { id: i64 },
+    /// Each website's latest round: status, per-region results, latency.
+    Status,
+}
+
+fn parse_status_range(s: &str) -> Result<(i16, i16), String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<i16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("{x:?} is not an HTTP status code (100-599)"))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a > b {
+        return Err(format!("range {a}-{b} is empty"));
+    }
+    Ok((a, b))
+}
+
+/// Runs a parsed command. Errors are printed by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate(db) => {
+            let store = connect(&db).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Sites { db, command } => sites(connect(&db).await?, command).await,
+    }
+}
+
+async fn connect(db: &Db) -> anyhow::Result<Store> {
+    Store::connect(&db.database_url, 2)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn sites(store: Store, command: SitesCommand) -> anyhow::Result<()> {
+    match command {
+        SitesCommand::Add {
+            url,
+            interval,
+            timeout_ms,
+            expect,
+            keyword,
+            no_follow_redirects,
+            owner,
+        } => {
+            let url = WebsiteUrl::parse(&url)?;
+            let w = store
+                .add_website(&NewWebsite {
+                    url,
+                    interval_secs: interval,
+                    timeout_ms,
+                    expected_status_min: expect.0,
+                    expected_status_max: expect.1,
+                    keyword: keyword.filter(|k| !k.is_empty()),
+                    follow_redirects: !no_follow_redirects,
+                    owner,
+                })
+                .await?;
+            println!("added website {} {}", w.id, w.url);
+        }
+        SitesCommand::List => {
+            println!(
+                "{:>4}  {:<8}  {:>8}  {:>8}  {:<9}  URL",
+                "ID", "ENABLED", "INTERVAL", "TIMEOUT", "EXPECT"
+            );
+            for w in store.list_websites().await? {
+                println!(
+                    "{:>4}  {:<8}  {:>7}s  {:>6}ms  {:<9}  {}{}",
+                    w.id,
+                    if w.enabled { "yes" } else { "no" },
+                    w.interval_secs,
+                    w.timeout_ms,
+                    format!("{}-{}", w.expected_status_min, w.expected_status_max),
+                    w.url,
+                    w.keyword
+                        .map(|k| format!("  (keyword {k:?})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        SitesCommand::Disable { id } | SitesCommand::Enable { id } => {
+            let enable = matches!(command, SitesCommand::Enable { .. });
+            if !store.set_website_enabled(id, enable).await? {
+                anyhow::bail!("no website with id {id}");
+            }
+            println!(
+                "website {id} {}",
+                if enable { "enabled" } else { "disabled" }
+            );
+        }
+        SitesCommand::Status => {
+            print!(
+                "{}",
+                status_table(&store.site_statuses().await?, protocol::now_ms())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ago(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+/// The `sites status` table.
+pub fn status_table(sites: &[SiteStatus], now_ms: i64) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>4}  {:<8}  {:<38}  {:>8}  {:<10}  RESULTS BY REGION",
+        "ID", "STATUS", "URL", "LATENCY", "LAST CHECK"
+    );
+    for s in sites {
+        let w = &s.website;
+        let (status, latency, last, results) = match &s.round {
+            None => (
+                if w.enabled { "pending" } else { "disabled" }.to_string(),
+                "-".to_string(),
+                "never".to_string(),
+                String::new(),
+            ),
+            Some(r) => {
+                let mut lat: Vec<i32> = r
+                    .results
+                    .iter()
+                    .filter(|x| x.up)
+                    .map(|x| x.latency_ms)
+                    .collect();
+                lat.sort_unstable();
+                let median = lat
+                    .get(lat.len() / 2)
+                    .map(|l| format!("{l}ms"))
+                    .unwrap_or_else(|| "-".into());
+                let last = r
+                    .results
+                    .iter()
+                    .map(|x| x.checked_at_ms)
+                    .max()
+                    .unwrap_or(r.scheduled_at_ms);
+                let results = r
+                    .results
+                    .iter()
+                    .map(|x| {
+                        let what = match (x.up, x.http_status, &x.error) {
+                            (true, Some(c), _) => format!("up {c} {}ms", x.latency_ms),
+                            (true, None, _) => format!("up {}ms", x.latency_ms),
+                            (false, Some(c), _) => format!("down {c}"),
+                            (false, None, Some(e)) => {
+                                format!("down ({})", e.chars().take(40).collect::<String>())
+                            }
+                            (false, None, None) => "down".into(),
+                        };
+                        format!("{}: {what}", x.region)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let status = if w.enabled {
+                    r.status.clone()
+                } else {
+                    format!("{} (off)", r.status)
+                };
+                (status, median, ago(now_ms - last), results)
+            }
+        };
+        let url: String = w.url.chars().take(38).collect();
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<8}  {:<38}  {:>8}  {:<10}  {}",
+            w.id, status, url, latency, last, results
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_ranges_parse_or_explain() {
+        assert_eq!(parse_status_range("200-399"), Ok((200, 399)));
+        assert_eq!(parse_status_range("204"), Ok((204, 204)));
+        assert!(parse_status_range("399-200").unwrap_err().contains("empty"));
+        assert!(parse_status_range("abc")
+            .unwrap_err()
+            .contains("not an HTTP status"));
+        assert!(parse_status_range("99").is_err());
+    }
+}

@@ -1,0 +1,254 @@
+//! Typed settings: defaults, then an optional TOML file, then `HUB_*`
+//! environment variables (and `DATABASE_URL`). Validated once at start; a bad
+//! value stops the hub with a message naming the variable.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use protocol::limits;
+use protocol::Keyring;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// PostgreSQL URL (`HUB_DATABASE_URL` or `DATABASE_URL`).
+    pub database_url: String,
+    pub db_max_connections: u32,
+    /// Where `/ws`, `/healthz`, `/readyz` and `/metrics` listen.
+    pub listen: SocketAddr,
+    /// This replica's id; unique in the cluster (`HUB_ID`).
+    #[serde(alias = "id")]
+    pub hub_id: String,
+    /// Task-token keys, `kid:hex[,kid:hex]`; the first signs. Same on every hub.
+    pub token_keys: String,
+    /// Validators per round (K).
+    pub validators_per_round: usize,
+    /// Floor for a website's interval, seconds.
+    pub min_interval_secs: u32,
+    /// Time a validator has to answer a task, ms (capped at the interval).
+    pub task_deadline_ms: u64,
+    /// How often the scheduler looks for due websites and expired tasks, ms.
+    pub scheduler_tick_ms: u64,
+    /// How often websites are re-read from PostgreSQL, ms.
+    pub reload_interval_ms: u64,
+    /// Lamports an accepted tick earns.
+    pub reward_lamports: i64,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub auth_timeout_ms: u64,
+    pub max_frame_bytes: usize,
+    pub max_messages_per_sec: u32,
+    pub message_burst: u32,
+    /// Most validator sockets this replica holds.
+    pub max_connections: usize,
+    /// Outbound frames queued per session before it counts as a slow consumer.
+    pub session_queue: usize,
+    /// Verified results waiting to be written.
+    pub ingest_queue: usize,
+    /// Most rows per tick write.
+    pub write_batch_max: usize,
+    /// Concurrent tick writers.
+    pub writers: usize,
+    /// On SIGTERM, how long sessions may take to hand in their results, ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            db_max_connections: 16,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            hub_id: String::new(),
+            token_keys: String::new(),
+            validators_per_round: 3,
+            min_interval_secs: 10,
+            task_deadline_ms: 30_000,
+            scheduler_tick_ms: 200,
+            reload_interval_ms: 5_000,
+            reward_lamports: 1_000,
+            heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS,
+            heartbeat_timeout_ms: limits::HEARTBEAT_TIMEOUT_MS,
+            auth_timeout_ms: limits::AUTH_TIMEOUT_MS,
+            max_frame_bytes: limits::MAX_FRAME_BYTES,
+            max_messages_per_sec: limits::MAX_MESSAGES_PER_SEC,
+            message_burst: limits::MESSAGE_BURST,
+            max_connections: 20_000,
+            session_queue: 256,
+            ingest_queue: 10_000,
+            write_batch_max: 2_000,
+            writers: 2,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("{var}: {problem}")]
+    Invalid { var: &'static str, problem: String },
+}
+
+fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Env::prefixed("HUB_"));
+        Self::from_figment(fig)
+    }
+
+    /// Extracts and validates settings from any provider stack (tests inject
+    /// a map instead of touching the process environment).
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let mut s: Settings = fig.extract().map_err(Box::new)?;
+        if s.hub_id.is_empty() {
+            s.hub_id = format!("hub-{:06x}", fastrand::u32(..0x100_0000));
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.is_empty() {
+            return Err(invalid("HUB_DATABASE_URL", "must be set (or DATABASE_URL)"));
+        }
+        self.keyring()?;
+        if !(1..=16).contains(&self.validators_per_round) {
+            return Err(invalid("HUB_VALIDATORS_PER_ROUND", "must be 1..=16"));
+        }
+        if !(1..=86_400).contains(&self.min_interval_secs) {
+            return Err(invalid("HUB_MIN_INTERVAL_SECS", "must be 1..=86400"));
+        }
+        if !(100..=600_000).contains(&self.task_deadline_ms) {
+            return Err(invalid("HUB_TASK_DEADLINE_MS", "must be 100..=600000"));
+        }
+        if !(10..=10_000).contains(&self.scheduler_tick_ms) {
+            return Err(invalid("HUB_SCHEDULER_TICK_MS", "must be 10..=10000"));
+        }
+        if self.reward_lamports < 0 {
+            return Err(invalid("HUB_REWARD_LAMPORTS", "must not be negative"));
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(invalid(
+                "HUB_HEARTBEAT_TIMEOUT_MS",
+                "must be longer than HUB_HEARTBEAT_INTERVAL_MS",
+            ));
+        }
+        if !(1024..=1 << 20).contains(&self.max_frame_bytes) {
+            return Err(invalid("HUB_MAX_FRAME_BYTES", "must be 1024..=1048576"));
+        }
+        if self.max_messages_per_sec == 0 || self.message_burst == 0 {
+            return Err(invalid(
+                "HUB_MAX_MESSAGES_PER_SEC",
+                "rate and burst must be positive",
+            ));
+        }
+        for (var, v) in [
+            ("HUB_MAX_CONNECTIONS", self.max_connections),
+            ("HUB_SESSION_QUEUE", self.session_queue),
+            ("HUB_INGEST_QUEUE", self.ingest_queue),
+            ("HUB_WRITE_BATCH_MAX", self.write_batch_max),
+            ("HUB_WRITERS", self.writers),
+        ] {
+            if v == 0 {
+                return Err(invalid(var, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        Keyring::parse(&self.token_keys).map_err(|e| invalid("HUB_TOKEN_KEYS", e.to_string()))
+    }
+
+    pub fn task_deadline(&self) -> Duration {
+        Duration::from_millis(self.task_deadline_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub fn limits(&self) -> protocol::Limits {
+        protocol::Limits {
+            max_frame_bytes: self.max_frame_bytes as u32,
+            max_messages_per_sec: self.max_messages_per_sec,
+            message_burst: self.message_burst,
+            auth_timeout_ms: self.auth_timeout_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values are TOML literals, as in a config file.
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let toml: String = pairs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        Settings::from_figment(
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(&toml)),
+        )
+    }
+
+    const KEY: &str = "'k1:0000000000000000000000000000000000000000000000000000000000000000'";
+    const DB: &str = "'postgres://x/y'";
+
+    #[test]
+    fn valid_settings_load_and_get_a_hub_id() {
+        let s = from_pairs(&[("database_url", DB), ("token_keys", KEY)]).unwrap();
+        assert!(s.hub_id.starts_with("hub-"));
+        assert_eq!(s.validators_per_round, 3);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("token_keys", KEY)], "HUB_DATABASE_URL"),
+            (&[("database_url", DB)], "HUB_TOKEN_KEYS"),
+            (
+                &[
+                    ("database_url", DB),
+                    ("token_keys", KEY),
+                    ("validators_per_round", "0"),
+                ],
+                "HUB_VALIDATORS_PER_ROUND",
+            ),
+            (
+                &[
+                    ("database_url", DB),
+                    ("token_keys", KEY),
+                    ("heartbeat_timeout_ms", "10"),
+                ],
+                "HUB_HEARTBEAT_TIMEOUT_MS",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let e = from_pairs(pairs).unwrap_err().to_string();
+            assert!(e.contains(var), "{e}");
+        }
+        let e = from_pairs(&[("listen", "'not-an-address'")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+}

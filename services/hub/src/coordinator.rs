@@ -1,0 +1,527 @@
+//! The coordinator: one task that owns the schedule and the open rounds of
+//! the websites this hub owns, so none of that state needs a lock.
+//!
+//! Each tick it opens the rounds that are due (one batched insert; the
+//! database refuses a second round for a slot), assigns each to up to K
+//! validators, replaces a task once when its validator disconnects or misses
+//! the deadline, and closes rounds that are fully answered or out of time
+//! (one batched update that counts the stored ticks). Others reach it
+//! through a bounded channel with `try_send`: a lost event only means a
+//! round closes at its deadline instead of early.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use protocol::{now_ms, CheckSpec, HubMessage, PublicKey, StatusRange, Task, TokenFields};
+use store::{ClosedRound, NewRound, Website};
+
+use crate::app::AppState;
+use crate::registry::{Outbound, SessionHandle};
+use crate::scheduler::{pick, Candidate, Schedule};
+
+/// How often any hub closes rounds whose deadline passed long ago (their
+/// owner may be gone), and how long past the deadline it waits.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_GRACE: Duration = Duration::from_secs(5);
+const TOUCH_VALIDATORS_EVERY: Duration = Duration::from_secs(30);
+const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+pub enum Event {
+    /// A result for this task was committed.
+    Answered { round_id: i64, task_id: Uuid },
+    /// A session ended; its unanswered tasks may need replacing.
+    SessionClosed { key: PublicKey, generation: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    Pending,
+    Answered,
+    Failed,
+}
+
+#[derive(Debug)]
+struct TaskSlot {
+    task_id: Uuid,
+    validator: PublicKey,
+    region: String,
+    deadline_ms: i64,
+    state: TaskState,
+    /// Set on the task that replaced another: it is not replaced again.
+    is_replacement: bool,
+}
+
+#[derive(Debug)]
+struct OpenRound {
+    website_id: i64,
+    slot: i64,
+    scheduled_at_ms: i64,
+    deadline_ms: i64,
+    url: String,
+    check: CheckSpec,
+    tasks: Vec<TaskSlot>,
+}
+
+impl OpenRound {
+    fn done(&self, now: i64) -> bool {
+        now >= self.deadline_ms || self.tasks.iter().all(|t| t.state != TaskState::Pending)
+    }
+}
+
+struct Site {
+    website: Website,
+    schedule: Schedule,
+    next_due_ms: i64,
+}
+
+pub struct Coordinator {
+    app: Arc<AppState>,
+    rx: mpsc::Receiver<Event>,
+    sites: HashMap<i64, Site>,
+    rounds: HashMap<i64, OpenRound>,
+    load: HashMap<PublicKey, u32>,
+    rng: fastrand::Rng,
+}
+
+/// A snapshot of connected validators for one tick.
+struct Pool {
+    cands: Vec<Candidate>,
+    handles: Vec<Arc<SessionHandle>>,
+}
+
+impl Coordinator {
+    pub fn new(app: Arc<AppState>, rx: mpsc::Receiver<Event>) -> Self {
+        Self {
+            app,
+            rx,
+            sites: HashMap::new(),
+            rounds: HashMap::new(),
+            load: HashMap::new(),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// Runs until `stop`. After `app.shutdown` it opens no new rounds but
+    /// keeps tracking answers, so rounds in flight can still close early.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let s = &self.app.settings;
+        let mut tick = interval(Duration::from_millis(s.scheduler_tick_ms));
+        let mut reload = interval(Duration::from_millis(s.reload_interval_ms));
+        let mut sweep = interval(SWEEP_EVERY);
+        let mut touch = interval(TOUCH_VALIDATORS_EVERY);
+        let mut partitions = interval(PARTITIONS_EVERY);
+        for t in [
+            &mut tick,
+            &mut reload,
+            &mut sweep,
+            &mut touch,
+            &mut partitions,
+        ] {
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(ev) = self.rx.recv() => self.on_event(ev),
+                _ = reload.tick() => self.reload().await,
+                _ = tick.tick() => self.on_tick().await,
+                _ = sweep.tick() => self.sweep().await,
+                _ = touch.tick() => self.touch_validators().await,
+                _ = partitions.tick() => {
+                    if let Err(e) = self.app.store.ensure_partitions(3).await {
+                        tracing::warn!(error = %e, "creating tick partitions failed");
+                    }
+                }
+            }
+        }
+        // Close what is complete; the rest is closed from the database by
+        // whichever hub sweeps after its deadline.
+        while let Ok(ev) = self.rx.try_recv() {
+            self.on_event(ev);
+        }
+        self.close_done(now_ms()).await;
+    }
+
+    /// Today every hub owns every website; the cluster narrows this set.
+    fn owns(_website: &Website) -> bool {
+        true
+    }
+
+    async fn reload(&mut self) {
+        let websites = match self.app.store.enabled_websites().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading websites failed; keeping the last set");
+                return;
+            }
+        };
+        let now = now_ms();
+        let floor = self.app.settings.min_interval_secs;
+        let mut seen = HashSet::with_capacity(websites.len());
+        for w in websites.into_iter().filter(|w| Self::owns(w)) {
+            seen.insert(w.id);
+            let schedule = Schedule::new(w.id, (w.interval_secs.max(1) as u32).max(floor));
+            match self.sites.get_mut(&w.id) {
+                Some(site) if site.schedule == schedule => site.website = w,
+                Some(site) => {
+                    site.schedule = schedule;
+                    site.next_due_ms = schedule.scheduled_at(schedule.slot_at(now) + 1);
+                    site.website = w;
+                }
+                None => {
+                    // The current slot is due now; if it already ran (say,
+                    // before a restart) the round key skips it.
+                    let next_due_ms = schedule.scheduled_at(schedule.slot_at(now));
+                    self.sites.insert(
+                        w.id,
+                        Site {
+                            website: w,
+                            schedule,
+                            next_due_ms,
+                        },
+                    );
+                }
+            }
+        }
+        self.sites.retain(|id, _| seen.contains(id));
+    }
+
+    fn pool(&self) -> Pool {
+        let handles = self.app.registry.snapshot();
+        let cands = handles
+            .iter()
+            .map(|h| Candidate {
+                key: h.key,
+                region: h.region.clone(),
+                load: self.load.get(&h.key).copied().unwrap_or(0),
+                capacity: h.capacity,
+            })
+            .collect();
+        Pool { cands, handles }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = now_ms();
+        if !self.app.shutdown.is_cancelled() {
+            self.open_due(now).await;
+        }
+        self.expire_tasks(now);
+        self.close_done(now).await;
+    }
+
+    async fn open_due(&mut self, now: i64) {
+        let task_deadline = self.app.settings.task_deadline_ms as i64;
+        let due: Vec<NewRound> = self
+            .sites
+            .values()
+            .filter(|s| s.next_due_ms <= now)
+            .map(|s| {
+                let slot = s.schedule.slot_at(now);
+                let td = task_deadline.min(s.schedule.interval_ms);
+                NewRound {
+                    website_id: s.website.id,
+                    slot,
+                    scheduled_at_ms: s.schedule.scheduled_at(slot),
+                    // Room for one replacement after a missed first deadline.
+                    deadline_ms: now + 2 * td,
+                }
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let opened = match self
+            .app
+            .store
+            .open_rounds(&self.app.settings.hub_id, &due)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // Leave them due: the next tick tries again, same slot.
+                tracing::warn!(error = %e, rounds = due.len(), "opening rounds failed");
+                return;
+            }
+        };
+        let m = self.app.metrics.clone();
+        m.rounds_opened.inc_by(opened.len() as u64);
+        m.rounds_skipped.inc_by((due.len() - opened.len()) as u64);
+        for r in &due {
+            if let Some(site) = self.sites.get_mut(&r.website_id) {
+                site.next_due_ms = site.schedule.scheduled_at(r.slot + 1);
+            }
+        }
+        let by_site: HashMap<i64, &NewRound> = due.iter().map(|r| (r.website_id, r)).collect();
+        let mut pool = self.pool();
+        let k = self.app.settings.validators_per_round;
+        for o in opened {
+            let (Some(site), Some(new)) =
+                (self.sites.get(&o.website_id), by_site.get(&o.website_id))
+            else {
+                continue;
+            };
+            let w = &site.website;
+            let mut round = OpenRound {
+                website_id: w.id,
+                slot: new.slot,
+                scheduled_at_ms: o.scheduled_at_ms,
+                deadline_ms: new.deadline_ms,
+                url: w.url.clone(),
+                check: CheckSpec {
+                    timeout_ms: w.timeout_ms as u32,
+                    expected_status: StatusRange {
+                        min: w.expected_status_min as u16,
+                        max: w.expected_status_max as u16,
+                    },
+                    keyword: w.keyword.clone(),
+                    follow_redirects: w.follow_redirects,
+                },
+                tasks: Vec::with_capacity(k),
+            };
+            let td = task_deadline.min(site.schedule.interval_ms);
+            let sent = self.assign(&mut pool, o.round_id, &mut round, k, now + td, false);
+            if sent < k {
+                m.rounds_unstaffed.inc();
+            }
+            self.rounds.insert(o.round_id, round);
+        }
+    }
+
+    /// Sends up to `want` new tasks for `round`, to validators not yet in it.
+    fn assign(
+        &mut self,
+        pool: &mut Pool,
+        round_id: i64,
+        round: &mut OpenRound,
+        want: usize,
+        deadline_ms: i64,
+        is_replacement: bool,
+    ) -> usize {
+        let mut exclude: HashSet<PublicKey> = round.tasks.iter().map(|t| t.validator).collect();
+        let mut sent = 0;
+        while sent < want {
+            let regions: HashSet<&str> = round.tasks.iter().map(|t| t.region.as_str()).collect();
+            let picked = pick(&pool.cands, want - sent, &exclude, &regions, &mut self.rng);
+            if picked.is_empty() {
+                break;
+            }
+            for i in picked {
+                let handle = &pool.handles[i];
+                exclude.insert(handle.key);
+                let task_id = Uuid::new_v4();
+                let token = self.app.verifier.keyring.issue(&TokenFields {
+                    task_id,
+                    website_id: round.website_id,
+                    round_id,
+                    slot: round.slot,
+                    scheduled_at_ms: round.scheduled_at_ms,
+                    validator: &handle.key,
+                    deadline_ms,
+                });
+                let task = Task {
+                    task_id,
+                    website_id: round.website_id,
+                    round_id,
+                    slot: round.slot,
+                    scheduled_at_ms: round.scheduled_at_ms,
+                    url: round.url.clone(),
+                    check: round.check.clone(),
+                    validator: handle.key,
+                    deadline_ms,
+                    token,
+                };
+                // A full queue means a slow consumer: pick someone else.
+                if handle
+                    .tx
+                    .try_send(Outbound::Frame(HubMessage::Task(task)))
+                    .is_err()
+                {
+                    continue;
+                }
+                self.app.metrics.tasks_sent.inc();
+                pool.cands[i].load += 1;
+                *self.load.entry(handle.key).or_default() += 1;
+                round.tasks.push(TaskSlot {
+                    task_id,
+                    validator: handle.key,
+                    region: handle.region.clone(),
+                    deadline_ms,
+                    state: TaskState::Pending,
+                    is_replacement,
+                });
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Answered { round_id, task_id } => {
+                let Some(round) = self.rounds.get_mut(&round_id) else {
+                    return;
+                };
+                if let Some(t) = round.tasks.iter_mut().find(|t| t.task_id == task_id) {
+                    if t.state == TaskState::Pending {
+                        release(&mut self.load, &t.validator);
+                    }
+                    t.state = TaskState::Answered;
+                }
+            }
+            Event::SessionClosed { key, .. } => {
+                // A validator that already reconnected may still deliver.
+                if self.app.registry.get(&key).is_some() {
+                    return;
+                }
+                let failed: Vec<(i64, Uuid)> = self
+                    .rounds
+                    .iter()
+                    .flat_map(|(id, r)| {
+                        r.tasks
+                            .iter()
+                            .filter(|t| t.validator == key && t.state == TaskState::Pending)
+                            .map(|t| (*id, t.task_id))
+                    })
+                    .collect();
+                if failed.is_empty() {
+                    return;
+                }
+                let mut pool = self.pool();
+                for (round_id, task_id) in failed {
+                    self.fail_task(&mut pool, round_id, task_id, now_ms());
+                }
+            }
+        }
+    }
+
+    fn expire_tasks(&mut self, now: i64) {
+        let expired: Vec<(i64, Uuid)> = self
+            .rounds
+            .iter()
+            .flat_map(|(id, r)| {
+                r.tasks
+                    .iter()
+                    .filter(|t| t.state == TaskState::Pending && t.deadline_ms <= now)
+                    .map(|t| (*id, t.task_id))
+            })
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let mut pool = self.pool();
+        for (round_id, task_id) in expired {
+            self.fail_task(&mut pool, round_id, task_id, now);
+        }
+    }
+
+    /// Marks a task failed and, once per task, sends a replacement with a
+    /// new task id to a validator not yet in the round.
+    fn fail_task(&mut self, pool: &mut Pool, round_id: i64, task_id: Uuid, now: i64) {
+        let Some(mut round) = self.rounds.remove(&round_id) else {
+            return;
+        };
+        if let Some(t) = round.tasks.iter_mut().find(|t| t.task_id == task_id) {
+            if t.state == TaskState::Pending {
+                t.state = TaskState::Failed;
+                release(&mut self.load, &t.validator);
+                let task_deadline = self.app.settings.task_deadline_ms as i64;
+                let deadline = (now + task_deadline).min(round.deadline_ms);
+                if !t.is_replacement && deadline > now {
+                    let n = self.assign(pool, round_id, &mut round, 1, deadline, true);
+                    self.app.metrics.tasks_replaced.inc_by(n as u64);
+                }
+            }
+        }
+        self.rounds.insert(round_id, round);
+    }
+
+    async fn close_done(&mut self, now: i64) {
+        let done: Vec<i64> = self
+            .rounds
+            .iter()
+            .filter(|(_, r)| r.done(now))
+            .map(|(id, _)| *id)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        match self
+            .app
+            .store
+            .close_rounds(&done, &self.app.settings.hub_id)
+            .await
+        {
+            Ok(closed) => {
+                self.count_closed(&closed);
+                for id in done {
+                    if let Some(r) = self.rounds.remove(&id) {
+                        for t in r.tasks.iter().filter(|t| t.state == TaskState::Pending) {
+                            release(&mut self.load, &t.validator);
+                        }
+                    }
+                }
+            }
+            // Kept open in memory; the next tick tries again.
+            Err(e) => tracing::warn!(error = %e, rounds = done.len(), "closing rounds failed"),
+        }
+    }
+
+    fn count_closed(&self, closed: &[ClosedRound]) {
+        for c in closed {
+            self.app
+                .metrics
+                .rounds_closed
+                .with_label_values(&[c.status.as_str()])
+                .inc();
+            tracing::debug!(round = c.round_id, website = c.website_id, status = %c.status, up = c.up, down = c.down, "round closed");
+        }
+    }
+
+    async fn sweep(&mut self) {
+        let hub = &self.app.settings.hub_id;
+        match self
+            .app
+            .store
+            .close_overdue_rounds(SWEEP_GRACE, 1000, hub)
+            .await
+        {
+            Ok(closed) => {
+                if !closed.is_empty() {
+                    tracing::info!(rounds = closed.len(), "closed overdue rounds");
+                }
+                self.count_closed(&closed);
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeping overdue rounds failed"),
+        }
+    }
+
+    async fn touch_validators(&self) {
+        let ids: Vec<i64> = self
+            .app
+            .registry
+            .snapshot()
+            .iter()
+            .map(|h| h.validator_id)
+            .collect();
+        if let Err(e) = self.app.store.touch_validators(&ids).await {
+            tracing::warn!(error = %e, "updating validators' last_seen failed");
+        }
+    }
+}
+
+fn release(load: &mut HashMap<PublicKey, u32>, key: &PublicKey) {
+    if let Some(n) = load.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            load.remove(key);
+        }
+    }
+}

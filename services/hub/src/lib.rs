@@ -1,0 +1,28 @@
+//! A hub replica.
+//!
+//! # Layout
+//! - [`app`]: `Application::build` / `run_until_stopped`; the HTTP routes
+//!   (`/ws`, `/healthz`, `/readyz`, `/metrics`) and the shutdown order.
+//! - `session`: one validator socket: challenge, hello, frames, heartbeat,
+//!   drain. Knows nothing of rounds.
+//! - `registry`: connected validators by key (one session per key).
+//! - `coordinator`: the single task that schedules owned websites, assigns
+//!   and replaces tasks, and closes rounds.
+//! - `scheduler`: pure slot arithmetic and validator choice.
+//! - `ingest`: stateless result verification and the batched tick writer.
+//! - [`config`]: typed settings (defaults, file, `HUB_*` environment).
+//! - `metrics`: every Prometheus metric, defined once.
+//! - [`cli`]: `hub serve | migrate | sites ...`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod coordinator;
+mod ingest;
+mod metrics;
+mod registry;
+mod scheduler;
+mod session;
+
+pub use app::{AppState, Application};
+pub use config::Settings;

@@ -1,0 +1,127 @@
+//! Every metric the hub exports, defined in one place.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub validators_connected: IntGauge,
+    pub sessions_replaced: IntCounter,
+    pub protocol_errors: IntCounterVec,
+    pub tasks_sent: IntCounter,
+    pub tasks_replaced: IntCounter,
+    pub results_accepted: IntCounter,
+    pub results_rejected: IntCounterVec,
+    pub ticks_written: IntCounter,
+    pub ticks_duplicate: IntCounter,
+    pub write_batch_size: Histogram,
+    pub write_latency: Histogram,
+    pub write_errors: IntCounter,
+    pub rounds_opened: IntCounter,
+    pub rounds_skipped: IntCounter,
+    pub rounds_closed: IntCounterVec,
+    pub rounds_unstaffed: IntCounter,
+    pub ingest_queue_depth: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(hub_id: &str) -> Self {
+        let registry = Registry::new_custom(
+            Some("uptime_hub".into()),
+            Some([("hub".to_string(), hub_id.to_string())].into()),
+        )
+        .expect("valid registry");
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+            r.register(Box::new(m.clone()))
+                .expect("metric names are unique");
+            m
+        }
+        let counter = |name: &str, help: &str| reg(&registry, IntCounter::new(name, help).unwrap());
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]).unwrap(),
+            )
+        };
+        let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).unwrap());
+        Self {
+            validators_connected: gauge(
+                "validators_connected",
+                "Authenticated validator sessions.",
+            ),
+            sessions_replaced: counter(
+                "sessions_replaced_total",
+                "Sessions closed because the same key connected again.",
+            ),
+            protocol_errors: counter_vec(
+                "protocol_errors_total",
+                "Error frames sent to validators, by code.",
+                "code",
+            ),
+            tasks_sent: counter("tasks_sent_total", "Tasks sent to validators."),
+            tasks_replaced: counter(
+                "tasks_replaced_total",
+                "Tasks re-sent to another validator after a disconnect or missed deadline.",
+            ),
+            results_accepted: counter(
+                "results_accepted_total",
+                "Results that passed verification and were queued for writing.",
+            ),
+            results_rejected: counter_vec(
+                "results_rejected_total",
+                "Results rejected, by reason.",
+                "reason",
+            ),
+            ticks_written: counter("ticks_written_total", "Ticks committed to PostgreSQL."),
+            ticks_duplicate: counter(
+                "ticks_duplicate_total",
+                "Results already stored (resends); nothing written.",
+            ),
+            write_batch_size: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("write_batch_size", "Rows per tick write.")
+                        .buckets(exponential_buckets(1.0, 2.0, 14).unwrap()),
+                )
+                .unwrap(),
+            ),
+            write_latency: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("write_latency_seconds", "Time to commit one tick batch.")
+                        .buckets(exponential_buckets(0.0005, 2.0, 14).unwrap()),
+                )
+                .unwrap(),
+            ),
+            write_errors: counter("write_errors_total", "Failed tick batch writes (retried)."),
+            rounds_opened: counter("rounds_opened_total", "Rounds this hub opened."),
+            rounds_skipped: counter(
+                "rounds_skipped_total",
+                "Due slots that already had a round (opened elsewhere or earlier).",
+            ),
+            rounds_closed: counter_vec(
+                "rounds_closed_total",
+                "Rounds closed by this hub, by status.",
+                "status",
+            ),
+            rounds_unstaffed: counter(
+                "rounds_unstaffed_total",
+                "Rounds opened with fewer validators than wanted.",
+            ),
+            ingest_queue_depth: gauge(
+                "ingest_queue_depth",
+                "Verified results waiting for the tick writer.",
+            ),
+            registry,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}

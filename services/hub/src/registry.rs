@@ -1,0 +1,131 @@
+//! The validators connected to this replica, by public key.
+//!
+//! One key has at most one session: a new session replaces the old one,
+//! which is told `session_replaced` and closed. Removal is compare-and-delete
+//! on the session's generation, so a closing old session can never erase
+//! the entry of the newer session that replaced it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use protocol::{HubMessage, PublicKey};
+
+/// What the rest of the hub may push to one session.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(HubMessage),
+    /// The writer has answered one result this session enqueued.
+    Ack(HubMessage),
+}
+
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub generation: u64,
+    pub validator_id: i64,
+    pub key: PublicKey,
+    pub region: String,
+    pub capacity: u32,
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when a newer session with the same key takes over.
+    pub replaced: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<PublicKey, Arc<SessionHandle>>>,
+    next_generation: AtomicU64,
+}
+
+impl Registry {
+    pub fn next_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a session; an older session with the same key is told to go.
+    pub fn register(&self, handle: Arc<SessionHandle>) -> Option<Arc<SessionHandle>> {
+        let old = self
+            .sessions
+            .lock()
+            .expect("registry lock")
+            .insert(handle.key, handle);
+        if let Some(o) = &old {
+            o.replaced.cancel();
+        }
+        old
+    }
+
+    /// Removes `key` only if it still maps to `generation`.
+    pub fn unregister(&self, key: &PublicKey, generation: u64) -> bool {
+        let mut map = self.sessions.lock().expect("registry lock");
+        if map.get(key).is_some_and(|h| h.generation == generation) {
+            map.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn get(&self, key: &PublicKey) -> Option<Arc<SessionHandle>> {
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .get(key)
+            .cloned()
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<SessionHandle>> {
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().expect("registry lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(reg: &Registry, key: u8) -> Arc<SessionHandle> {
+        let (tx, _rx) = mpsc::channel(1);
+        Arc::new(SessionHandle {
+            generation: reg.next_generation(),
+            validator_id: 1,
+            key: PublicKey([key; 32]),
+            region: "eu".into(),
+            capacity: 1,
+            tx,
+            replaced: CancellationToken::new(),
+        })
+    }
+
+    #[test]
+    fn newer_session_replaces_and_old_cannot_erase_it() {
+        let reg = Registry::default();
+        let old = handle(&reg, 1);
+        let new = handle(&reg, 1);
+        assert!(reg.register(old.clone()).is_none());
+        assert!(reg.register(new.clone()).is_some());
+        assert!(old.replaced.is_cancelled());
+        assert!(
+            !reg.unregister(&old.key, old.generation),
+            "stale delete refused"
+        );
+        assert_eq!(reg.get(&new.key).unwrap().generation, new.generation);
+        assert!(reg.unregister(&new.key, new.generation));
+        assert!(reg.is_empty());
+    }
+}

@@ -1,0 +1,490 @@
+//! One validator's WebSocket session: challenge, hello, then a loop that
+//! reads frames, writes queued frames, watches the heartbeat, and drains on
+//! shutdown. A bad frame costs the sender an error frame, never the hub.
+//!
+//! What closes a session (each documented in docs/protocol.md): no valid
+//! hello in time, a bad hello, an oversized frame, a flood past the rate
+//! limit, a result or heartbeat before hello, heartbeat silence, a newer
+//! session with the same key, a full outbound queue (slow consumer), and
+//! shutdown once in-flight work is handed in.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use ed25519_dalek::VerifyingKey;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use protocol::limits::{MAX_CLIENT_VERSION_LEN, MAX_REGION_LEN, MAX_TAGS, MAX_TAG_LEN};
+use protocol::{
+    crypto::verify_hello, negotiate_version, now_ms, AckOutcome, Challenge, ErrorCode, Hello,
+    HubMessage, Nonce, Reconnect, ResultAck, ValidatorMessage, Welcome, SUPPORTED_VERSIONS,
+};
+
+use crate::app::AppState;
+use crate::coordinator::Event;
+use crate::ingest::IngestItem;
+use crate::registry::{Outbound, SessionHandle};
+
+/// How long one frame may take to write before the peer counts as stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Why the session ended, for logs.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    #[allow(dead_code, reason = "read through Debug in logs")]
+    Error(ErrorCode),
+    Drained,
+    Io,
+}
+
+/// What one read from the socket produced.
+enum Incoming {
+    Text(String),
+    /// Ping/pong (answered by the library) or binary: nothing to process.
+    Other(bool),
+    Closed,
+    TooBig,
+}
+
+async fn read(stream: &mut Stream) -> Incoming {
+    match stream.next().await {
+        None | Some(Ok(Message::Close(_))) => Incoming::Closed,
+        Some(Ok(Message::Text(t))) => Incoming::Text(t.to_string()),
+        Some(Ok(Message::Binary(_))) => Incoming::Other(true),
+        Some(Ok(_)) => Incoming::Other(false),
+        Some(Err(e)) => {
+            let too_big = e
+                .into_inner()
+                .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+            if too_big {
+                Incoming::TooBig
+            } else {
+                Incoming::Closed
+            }
+        }
+    }
+}
+
+async fn send(sink: &mut Sink, msg: &HubMessage) -> Result<(), End> {
+    match timeout(WRITE_TIMEOUT, sink.send(Message::Text(msg.encode().into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::Io),
+    }
+}
+
+async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = timeout(WRITE_TIMEOUT, sink.send(frame)).await;
+}
+
+/// Sends an error frame and counts it.
+async fn send_error(
+    app: &AppState,
+    sink: &mut Sink,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Result<(), End> {
+    app.metrics
+        .protocol_errors
+        .with_label_values(&[code.as_str()])
+        .inc();
+    send(sink, &HubMessage::error(code, message)).await
+}
+
+/// Sends an error frame, then closes the socket.
+async fn fail(app: &AppState, sink: &mut Sink, code: ErrorCode, message: String, ws: u16) -> End {
+    let _ = send_error(app, sink, code, message).await;
+    close(sink, ws, code.as_str()).await;
+    End::Error(code)
+}
+
+fn limiter(app: &AppState) -> Limiter {
+    let s = &app.settings;
+    let rate = NonZeroU32::new(s.max_messages_per_sec).expect("validated positive");
+    let burst = NonZeroU32::new(s.message_burst).expect("validated positive");
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Checks the hello's fields (not its signature).
+fn validate_hello(h: &Hello) -> Result<(), String> {
+    let name_ok = |s: &str, max: usize, extra: &[char]| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c)
+            })
+    };
+    if !name_ok(&h.region, MAX_REGION_LEN, &[]) {
+        return Err(format!(
+            "region must be 1-{MAX_REGION_LEN} bytes of [a-z0-9-], got {:?}",
+            h.region
+        ));
+    }
+    if h.tags.len() > MAX_TAGS {
+        return Err(format!("at most {MAX_TAGS} tags"));
+    }
+    if let Some(t) = h
+        .tags
+        .iter()
+        .find(|t| !name_ok(t, MAX_TAG_LEN, &['_', '.', ':']))
+    {
+        return Err(format!(
+            "tags must be 1-{MAX_TAG_LEN} bytes of [a-z0-9-_.:], got {t:?}"
+        ));
+    }
+    if !(1..=1000).contains(&h.capacity) {
+        return Err(format!("capacity must be 1..=1000, got {}", h.capacity));
+    }
+    if h.client_version.len() > MAX_CLIENT_VERSION_LEN {
+        return Err(format!(
+            "client_version longer than {MAX_CLIENT_VERSION_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// The authenticated peer.
+struct Peer {
+    hello: Hello,
+    vk: VerifyingKey,
+    version: u16,
+}
+
+/// Challenge, then wait for a valid hello within the auth timeout.
+async fn authenticate(
+    app: &AppState,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    limiter: &Limiter,
+) -> Result<Peer, End> {
+    let nonce = Nonce::random();
+    let challenge = HubMessage::Challenge(Challenge {
+        nonce,
+        hub_id: app.settings.hub_id.clone(),
+        protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+        server_time_ms: now_ms(),
+    });
+    send(sink, &challenge).await?;
+    let until = Instant::now() + Duration::from_millis(app.settings.auth_timeout_ms);
+    loop {
+        let incoming = tokio::select! {
+            i = read(stream) => i,
+            _ = sleep_until(until) => {
+                return Err(fail(app, sink, ErrorCode::AuthTimeout,
+                    format!("no valid hello within {} ms", app.settings.auth_timeout_ms),
+                    CLOSE_POLICY).await);
+            }
+        };
+        let text = match incoming {
+            Incoming::Closed => return Err(End::PeerClosed),
+            Incoming::TooBig => return Err(too_big(app, sink).await),
+            Incoming::Other(false) => continue,
+            Incoming::Other(true) => {
+                send_error(
+                    app,
+                    sink,
+                    ErrorCode::MalformedFrame,
+                    "binary frames are not accepted",
+                )
+                .await?;
+                continue;
+            }
+            Incoming::Text(t) => t,
+        };
+        if limiter.check().is_err() {
+            return Err(rate_limited(app, sink).await);
+        }
+        match ValidatorMessage::decode(&text) {
+            Err(e) => send_error(app, sink, e.code(), e.to_string()).await?,
+            Ok(ValidatorMessage::Hello(hello)) => {
+                if let Err(problem) = validate_hello(&hello) {
+                    return Err(
+                        fail(app, sink, ErrorCode::InvalidHello, problem, CLOSE_POLICY).await,
+                    );
+                }
+                let Some(version) = negotiate_version(&hello.protocol_versions) else {
+                    return Err(fail(
+                        app,
+                        sink,
+                        ErrorCode::UnsupportedVersion,
+                        format!("this hub speaks protocol versions {SUPPORTED_VERSIONS:?}"),
+                        CLOSE_POLICY,
+                    )
+                    .await);
+                };
+                return match verify_hello(&nonce, &hello) {
+                    Ok(vk) => Ok(Peer { hello, vk, version }),
+                    Err(e) => Err(fail(
+                        app,
+                        sink,
+                        ErrorCode::BadSignature,
+                        format!("hello signature over this connection's nonce: {e}"),
+                        CLOSE_POLICY,
+                    )
+                    .await),
+                };
+            }
+            Ok(_) => {
+                return Err(fail(
+                    app,
+                    sink,
+                    ErrorCode::NotAuthenticated,
+                    "send hello first".into(),
+                    CLOSE_POLICY,
+                )
+                .await)
+            }
+        }
+    }
+}
+
+async fn too_big(app: &AppState, sink: &mut Sink) -> End {
+    let max = app.settings.max_frame_bytes;
+    fail(
+        app,
+        sink,
+        ErrorCode::FrameTooLarge,
+        format!("frames are limited to {max} bytes"),
+        CLOSE_TOO_BIG,
+    )
+    .await
+}
+
+async fn rate_limited(app: &AppState, sink: &mut Sink) -> End {
+    let s = &app.settings;
+    let msg = format!(
+        "more than {} messages/s (burst {})",
+        s.max_messages_per_sec, s.message_burst
+    );
+    fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
+}
+
+/// Runs one connection to its end.
+pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
+    let (mut sink, mut stream) = socket.split();
+    let limiter = limiter(&app);
+    let peer = match authenticate(&app, &mut sink, &mut stream, &limiter).await {
+        Ok(p) => p,
+        Err(end) => {
+            tracing::debug!(%peer_addr, ?end, "session ended before hello");
+            return;
+        }
+    };
+    let key = peer.hello.public_key;
+    let validator_id = match app
+        .store
+        .upsert_validator(
+            &key.to_base58(),
+            &peer.hello.region,
+            &peer.hello.tags,
+            &peer.hello.client_version,
+        )
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "recording validator failed");
+            fail(
+                &app,
+                &mut sink,
+                ErrorCode::Internal,
+                "try again later".into(),
+                1011,
+            )
+            .await;
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(app.settings.session_queue);
+    let handle = Arc::new(SessionHandle {
+        generation: app.registry.next_generation(),
+        validator_id,
+        key,
+        region: peer.hello.region.clone(),
+        capacity: peer.hello.capacity,
+        tx,
+        replaced: CancellationToken::new(),
+    });
+    if app.registry.register(handle.clone()).is_some() {
+        app.metrics.sessions_replaced.inc();
+    }
+    app.metrics.validators_connected.inc();
+    tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
+    let end = serve(&app, &handle, &peer, &mut sink, &mut stream, rx, &limiter).await;
+    app.registry.unregister(&key, handle.generation);
+    app.metrics.validators_connected.dec();
+    let _ = app.events.try_send(Event::SessionClosed {
+        key,
+        generation: handle.generation,
+    });
+    tracing::info!(validator = %key, ?end, "validator disconnected");
+}
+
+/// The authenticated loop.
+async fn serve(
+    app: &AppState,
+    handle: &SessionHandle,
+    peer: &Peer,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    mut rx: mpsc::Receiver<Outbound>,
+    limiter: &Limiter,
+) -> End {
+    let s = &app.settings;
+    let welcome = HubMessage::Welcome(Welcome {
+        validator_id: handle.validator_id,
+        protocol_version: peer.version,
+        hub_id: s.hub_id.clone(),
+        heartbeat_interval_ms: s.heartbeat_interval_ms,
+        heartbeat_timeout_ms: s.heartbeat_timeout_ms,
+        limits: s.limits(),
+    });
+    if let Err(e) = send(sink, &welcome).await {
+        return e;
+    }
+    let heartbeat_timeout = Duration::from_millis(s.heartbeat_timeout_ms);
+    let mut silent_until = Instant::now() + heartbeat_timeout;
+    // Tasks sent on this socket and not yet answered, with their deadlines,
+    // and results handed to the writer and not yet acknowledged: what a
+    // drain waits for.
+    let mut open_tasks: HashMap<Uuid, i64> = HashMap::new();
+    let mut awaiting_acks = 0usize;
+    let mut drain_until: Option<Instant> = None;
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+
+    loop {
+        if drain_until.is_some() {
+            let now = now_ms();
+            open_tasks.retain(|_, deadline| *deadline > now);
+            if open_tasks.is_empty() && awaiting_acks == 0 {
+                close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
+                return End::Drained;
+            }
+        }
+        tokio::select! {
+            _ = app.shutdown.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + s.drain_timeout());
+                let hint = HubMessage::Reconnect(Reconnect {
+                    reason: "hub is shutting down".into(),
+                    retry_after_ms: 500,
+                    urls: Vec::new(),
+                });
+                if let Err(e) = send(sink, &hint).await {
+                    return e;
+                }
+            }
+            _ = sleep_until(drain_until.unwrap_or(far)) => {
+                close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
+                return End::Drained;
+            }
+            _ = handle.replaced.cancelled() => {
+                return fail(app, sink, ErrorCode::SessionReplaced,
+                    "a newer session with this key connected".into(), CLOSE_GOING_AWAY).await;
+            }
+            _ = sleep_until(silent_until) => {
+                return fail(app, sink, ErrorCode::HeartbeatTimeout,
+                    format!("nothing received for {} ms", s.heartbeat_timeout_ms), CLOSE_POLICY).await;
+            }
+            out = rx.recv() => {
+                let msg = match out {
+                    Some(Outbound::Frame(m)) => {
+                        if let HubMessage::Task(t) = &m {
+                            open_tasks.insert(t.task_id, t.deadline_ms);
+                        }
+                        m
+                    }
+                    Some(Outbound::Ack(m)) => {
+                        awaiting_acks = awaiting_acks.saturating_sub(1);
+                        m
+                    }
+                    None => return End::Io,
+                };
+                if let Err(e) = send(sink, &msg).await {
+                    return e;
+                }
+            }
+            incoming = read(stream) => {
+                let text = match incoming {
+                    Incoming::Closed => return End::PeerClosed,
+                    Incoming::TooBig => return too_big(app, sink).await,
+                    Incoming::Other(binary) => {
+                        silent_until = Instant::now() + heartbeat_timeout;
+                        if binary {
+                            if let Err(e) = send_error(app, sink, ErrorCode::MalformedFrame,
+                                "binary frames are not accepted").await {
+                                return e;
+                            }
+                        }
+                        continue;
+                    }
+                    Incoming::Text(t) => t,
+                };
+                silent_until = Instant::now() + heartbeat_timeout;
+                if limiter.check().is_err() {
+                    return rate_limited(app, sink).await;
+                }
+                let reply = match ValidatorMessage::decode(&text) {
+                    Err(e) => HubMessage::error(e.code(), e.to_string()),
+                    Ok(ValidatorMessage::Hello(_)) => HubMessage::error(
+                        ErrorCode::AlreadyAuthenticated, "this session is already authenticated"),
+                    Ok(ValidatorMessage::Heartbeat(hb)) => {
+                        HubMessage::HeartbeatAck(protocol::HeartbeatAck { seq: hb.seq, server_time_ms: now_ms() })
+                    }
+                    Ok(ValidatorMessage::Result(r)) => {
+                        open_tasks.remove(&r.task_id);
+                        match app.verifier.check(&handle.key, &peer.vk, handle.validator_id, &r, now_ms()) {
+                            Ok(tick) => {
+                                app.metrics.results_accepted.inc();
+                                let item = IngestItem { tick, reply: handle.tx.clone() };
+                                awaiting_acks += 1;
+                                // Waiting here is the backpressure: a full
+                                // queue slows this validator only.
+                                if app.ingest.send(item).await.is_err() {
+                                    return End::Io;
+                                }
+                                continue;
+                            }
+                            Err(code) => {
+                                app.metrics.results_rejected.with_label_values(&[code.as_str()]).inc();
+                                HubMessage::ResultAck(ResultAck {
+                                    task_id: r.task_id,
+                                    outcome: AckOutcome::Rejected,
+                                    code: Some(code),
+                                })
+                            }
+                        }
+                    }
+                };
+                if let HubMessage::Error(e) = &reply {
+                    app.metrics.protocol_errors.with_label_values(&[e.code.as_str()]).inc();
+                }
+                if let Err(e) = send(sink, &reply).await {
+                    return e;
+                }
+            }
+        }
+    }
+}

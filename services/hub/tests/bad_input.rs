@@ -1,0 +1,330 @@
+//! Every kind of bad input gets its documented error code, the session is
+//! kept or closed as docs/protocol.md says, and nothing is written.
+
+mod common;
+
+use common::*;
+use ed25519_dalek::SigningKey;
+use protocol::crypto::sign_result;
+use protocol::{
+    now_ms, AckOutcome, CheckResult, CheckSpec, CheckStatus, ErrorCode, Heartbeat, HubMessage,
+    PublicKey, StatusRange, Task, TokenFields, ValidatorMessage,
+};
+use test_support::TestDb;
+use uuid::Uuid;
+
+async fn hub(db: &TestDb, edit: impl FnOnce(&mut hub::Settings)) -> TestHub {
+    let mut s = settings(db);
+    edit(&mut s);
+    TestHub::start(s).await
+}
+
+fn error_code(m: Option<HubMessage>) -> ErrorCode {
+    match m {
+        Some(HubMessage::Error(e)) => e.code,
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+/// A task as the hub would issue it to `validator`.
+fn mint_task(validator: PublicKey, deadline_ms: i64) -> Task {
+    let task_id = Uuid::new_v4();
+    let scheduled_at_ms = now_ms() - 1000;
+    let token = keyring().issue(&TokenFields {
+        task_id,
+        website_id: 1,
+        round_id: 1,
+        slot: 1,
+        scheduled_at_ms,
+        validator: &validator,
+        deadline_ms,
+    });
+    Task {
+        task_id,
+        website_id: 1,
+        round_id: 1,
+        slot: 1,
+        scheduled_at_ms,
+        url: "http://127.0.0.1/".into(),
+        check: CheckSpec {
+            timeout_ms: 1000,
+            expected_status: StatusRange::DEFAULT,
+            keyword: None,
+            follow_redirects: true,
+        },
+        validator,
+        deadline_ms,
+        token,
+    }
+}
+
+fn result(task: &Task, signer: &SigningKey) -> ValidatorMessage {
+    let mut r = CheckResult::for_task(task, CheckStatus::Up, Some(200), 5, None, now_ms());
+    sign_result(signer, &mut r);
+    ValidatorMessage::Result(r)
+}
+
+async fn ack(c: &mut RawClient) -> (AckOutcome, Option<ErrorCode>) {
+    c.recv_until(|m| match m {
+        HubMessage::ResultAck(a) => Some((a.outcome, a.code)),
+        _ => None,
+    })
+    .await
+}
+
+async fn ticks(db: &TestDb) -> i64 {
+    count(db, "SELECT count(*) FROM ticks").await
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_frames_keep_the_session() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    c.send_text("{not json".into()).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::MalformedFrame);
+    c.send_text(r#"{"type":"launch_missiles"}"#.into()).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::UnknownType);
+    c.send_text(r#"{"type":"result","task_id":"nope"}"#.into())
+        .await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::MalformedFrame);
+    // Still alive.
+    c.send(&ValidatorMessage::Heartbeat(Heartbeat {
+        seq: 7,
+        in_flight: 0,
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(HubMessage::HeartbeatAck(a)) if a.seq == 7));
+    // A second hello is refused but harmless.
+    let h = hello(&c.key, &c.nonce, "eu-west");
+    c.send(&ValidatorMessage::Hello(h)).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::AlreadyAuthenticated);
+    assert_eq!(ticks(&db).await, 0);
+    assert_eq!(
+        metric(
+            &hub.state,
+            "uptime_hub_protocol_errors_total",
+            "code=\"malformed_frame\""
+        ),
+        2.0
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_is_refused_and_closes() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |s| s.max_frame_bytes = 4096).await;
+    let (mut c, w) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    assert_eq!(w.limits.max_frame_bytes, 4096);
+    c.send_text(format!(
+        r#"{{"type":"heartbeat","pad":"{}"}}"#,
+        "x".repeat(5000)
+    ))
+    .await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::FrameTooLarge);
+    c.expect_closed().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn hello_with_a_bad_signature_is_refused() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    let mut h = hello(&c.key, &c.nonce, "eu-west");
+    h.region = "us-east".into(); // altered after signing
+    c.send(&ValidatorMessage::Hello(h)).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::BadSignature);
+    c.expect_closed().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM validators").await, 0);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn hello_signed_over_an_old_nonce_is_refused() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let first = RawClient::connect(&hub.ws_url(), key(1)).await;
+    let replayed = hello(&first.key, &first.nonce, "eu-west");
+    let mut second = RawClient::connect(&hub.ws_url(), key(1)).await;
+    assert_ne!(
+        first.nonce, second.nonce,
+        "every connection gets a fresh nonce"
+    );
+    second.send(&ValidatorMessage::Hello(replayed)).await;
+    assert_eq!(error_code(second.recv().await), ErrorCode::BadSignature);
+    second.expect_closed().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM validators").await, 0);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_hello_fields_and_messages_before_hello_are_refused() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    let mut h = hello(&c.key, &c.nonce, "EU WEST!");
+    protocol::crypto::sign_hello(&c.key, &c.nonce, &mut h);
+    c.send(&ValidatorMessage::Hello(h)).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::InvalidHello);
+    c.expect_closed().await;
+
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    let mut h = hello(&c.key, &c.nonce, "eu-west");
+    h.protocol_versions = vec![99];
+    protocol::crypto::sign_hello(&c.key, &c.nonce, &mut h);
+    c.send(&ValidatorMessage::Hello(h)).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::UnsupportedVersion);
+    c.expect_closed().await;
+
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    c.send(&ValidatorMessage::Heartbeat(Heartbeat {
+        seq: 1,
+        in_flight: 0,
+    }))
+    .await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::NotAuthenticated);
+    c.expect_closed().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn no_hello_within_the_time_allowed_closes() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |s| s.auth_timeout_ms = 300).await;
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    assert_eq!(error_code(c.recv().await), ErrorCode::AuthTimeout);
+    c.expect_closed().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_past_the_rate_limit_closes() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |s| {
+        s.max_messages_per_sec = 5;
+        s.message_burst = 5;
+    })
+    .await;
+    let (mut c, w) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    assert_eq!(w.limits.max_messages_per_sec, 5);
+    let hb = ValidatorMessage::Heartbeat(Heartbeat {
+        seq: 1,
+        in_flight: 0,
+    });
+    for _ in 0..30 {
+        c.send(&hb).await;
+    }
+    let code = c
+        .recv_until(|m| match m {
+            HubMessage::Error(e) => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::RateLimited);
+    c.expect_closed().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn bad_results_are_rejected_with_their_code_and_nothing_is_written() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut a, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let a_key = PublicKey::from(&key(1));
+    let b_key = PublicKey::from(&key(2));
+    let far = now_ms() + 60_000;
+
+    // Signed by someone else than the session's key.
+    let task = mint_task(a_key, far);
+    a.send(&result(&task, &key(9))).await;
+    assert_eq!(
+        ack(&mut a).await,
+        (AckOutcome::Rejected, Some(ErrorCode::BadSignature))
+    );
+
+    // A task assigned to another validator, presented as-is.
+    let theirs = mint_task(b_key, far);
+    a.send(&result(&theirs, &key(1))).await;
+    assert_eq!(
+        ack(&mut a).await,
+        (AckOutcome::Rejected, Some(ErrorCode::NotAssigned))
+    );
+
+    // The same task with the assignee rewritten: the token no longer matches.
+    let mut stolen = theirs.clone();
+    stolen.validator = a_key;
+    a.send(&result(&stolen, &key(1))).await;
+    assert_eq!(
+        ack(&mut a).await,
+        (AckOutcome::Rejected, Some(ErrorCode::BadToken))
+    );
+
+    // After its deadline.
+    let late = mint_task(a_key, now_ms() - 1);
+    a.send(&result(&late, &key(1))).await;
+    assert_eq!(
+        ack(&mut a).await,
+        (AckOutcome::Rejected, Some(ErrorCode::DeadlinePassed))
+    );
+    assert_eq!(ticks(&db).await, 0, "no rejected result is written");
+
+    // A good one is stored once; its resend is a duplicate.
+    let good = mint_task(a_key, far);
+    a.send(&result(&good, &key(1))).await;
+    assert_eq!(ack(&mut a).await, (AckOutcome::Stored, None));
+    a.send(&result(&good, &key(1))).await;
+    assert_eq!(ack(&mut a).await, (AckOutcome::Duplicate, None));
+    assert_eq!(ticks(&db).await, 1);
+
+    // The session survived all of it.
+    a.send(&ValidatorMessage::Heartbeat(Heartbeat {
+        seq: 2,
+        in_flight: 0,
+    }))
+    .await;
+    assert!(matches!(
+        a.recv_until(|m| match m {
+            HubMessage::HeartbeatAck(x) => Some(x.seq),
+            _ => None,
+        })
+        .await,
+        2
+    ));
+    for reason in [
+        "bad_signature",
+        "not_assigned",
+        "bad_token",
+        "deadline_passed",
+    ] {
+        let m = format!("reason=\"{reason}\"");
+        assert_eq!(
+            metric(&hub.state, "uptime_hub_results_rejected_total", &m),
+            1.0,
+            "{m} in\n{}",
+            hub::app::render_metrics(&hub.state)
+        );
+    }
+    assert_eq!(
+        metric(&hub.state, "uptime_hub_ticks_written_total", ""),
+        1.0
+    );
+    assert_eq!(
+        metric(&hub.state, "uptime_hub_ticks_duplicate_total", ""),
+        1.0
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_session_with_the_same_key_replaces_the_first() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut old, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let (_new, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    assert_eq!(error_code(old.recv().await), ErrorCode::SessionReplaced);
+    old.expect_closed().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM validators").await, 1);
+    hub.stop().await;
+}

@@ -1,0 +1,304 @@
+//! Refusal of private targets. A hub, or whoever registered a website, must
+//! not be able to aim a validator at the validator's own network: loopback
+//! services, the LAN, or a cloud metadata endpoint at 169.254.169.254.
+//!
+//! Two gates, because reqwest never consults the resolver for an IP-literal
+//! host: [`GuardedResolver`] filters what DNS returns (and reqwest connects
+//! only to what it returns, so a name cannot re-resolve to a private address
+//! after the check), and [`TargetPolicy::check_url`] is applied to the URL
+//! and to every redirect target.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// A target the validator will not fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("refused: {0} is a private/loopback/link-local address")]
+pub struct Refused(pub IpAddr);
+
+/// DNS gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+#[error("dns lookup for {host} failed: {detail}")]
+pub struct ResolveFailed {
+    pub host: String,
+    pub detail: String,
+}
+
+/// True for addresses a public check has no business reaching.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_forbidden_v4(v4),
+        IpAddr::V6(v6) => is_forbidden_v6(v6),
+    }
+}
+
+fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        // 0.0.0.0/8: Linux routes connects to it to the local host.
+        || a == 0
+        // 100.64.0.0/10: carrier-grade NAT, i.e. someone's internal network.
+        || (a == 100 && (64..128).contains(&b))
+        // 240.0.0.0/4: reserved, never a public host.
+        || a >= 240
+}
+
+fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
+    // An IPv4 address wrapped in IPv6 reaches the same host as the IPv4 one.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_forbidden_v4(v4);
+    }
+    let seg = ip.segments();
+    // 64:ff9b::/96, the NAT64 well-known prefix, embeds an IPv4 address too.
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [a, b] = seg[6].to_be_bytes();
+        let [c, d] = seg[7].to_be_bytes();
+        return is_forbidden_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        // fc00::/7 unique local
+        || (seg[0] & 0xfe00) == 0xfc00
+        // fe80::/10 link-local, and fec0::/10 (deprecated site-local)
+        || (seg[0] & 0xffc0) == 0xfe80
+        || (seg[0] & 0xffc0) == 0xfec0
+        // ::/96, the deprecated IPv4-compatible form (includes ::1 and ::)
+        || seg[..6] == [0; 6]
+}
+
+/// The host of `url` if it is an IP literal (the only kind reqwest connects
+/// to without asking the resolver).
+pub fn literal_ip(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Which addresses a check may reach.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetPolicy {
+    forbidden: fn(IpAddr) -> bool,
+}
+
+impl TargetPolicy {
+    /// Refuse everything [`is_forbidden`] names (production).
+    pub const PUBLIC_ONLY: Self = Self {
+        forbidden: is_forbidden,
+    };
+    /// Reach anything (tests and demos on one machine).
+    pub const ANY: Self = Self {
+        forbidden: |_| false,
+    };
+
+    pub fn new(allow_private: bool) -> Self {
+        if allow_private {
+            Self::ANY
+        } else {
+            Self::PUBLIC_ONLY
+        }
+    }
+
+    /// A policy with its own idea of forbidden, so tests on loopback can
+    /// exercise refusal while still reaching their own server.
+    #[cfg(test)]
+    pub(crate) fn custom(forbidden: fn(IpAddr) -> bool) -> Self {
+        Self { forbidden }
+    }
+
+    pub fn check(&self, ip: IpAddr) -> Result<(), Refused> {
+        if (self.forbidden)(ip) {
+            Err(Refused(ip))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Err(Refused)` if `url` names a forbidden IP literal.
+    pub fn check_url(&self, url: &url::Url) -> Result<(), Refused> {
+        literal_ip(url).map_or(Ok(()), |ip| self.check(ip))
+    }
+}
+
+/// Resolves with the system resolver, then drops addresses the policy
+/// forbids. A name with only forbidden addresses fails with [`Refused`]
+/// naming the first of them.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver {
+    pub policy: TargetPolicy,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| ResolveFailed {
+                    host: host.clone(),
+                    detail: e.to_string(),
+                })?
+                .collect();
+            let (ok, refused): (Vec<_>, Vec<_>) = found
+                .into_iter()
+                .partition(|a| policy.check(a.ip()).is_ok());
+            if ok.is_empty() {
+                return Err(match refused.first() {
+                    Some(a) => Box::new(Refused(a.ip())) as _,
+                    None => Box::new(ResolveFailed {
+                        host,
+                        detail: "no addresses".into(),
+                    }) as _,
+                });
+            }
+            Ok(Box::new(ok.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(addrs: &[&str], forbidden: bool) {
+        for a in addrs {
+            let ip: IpAddr = a.parse().unwrap();
+            assert_eq!(is_forbidden(ip), forbidden, "{a}");
+        }
+    }
+
+    #[test]
+    fn classifies_ipv4() {
+        check(
+            &[
+                "127.0.0.1",
+                "127.255.255.254",
+                "10.0.0.1",
+                "172.16.0.1",
+                "172.31.255.255",
+                "192.168.1.1",
+                "169.254.169.254",
+                "169.254.0.1",
+                "0.0.0.0",
+                "0.1.2.3",
+                "100.64.0.1",
+                "100.127.255.255",
+                "224.0.0.1",
+                "239.255.255.250",
+                "255.255.255.255",
+                "240.0.0.1",
+            ],
+            true,
+        );
+        check(
+            &[
+                "1.1.1.1",
+                "8.8.8.8",
+                "172.15.255.255",
+                "172.32.0.1",
+                "100.63.255.255",
+                "100.128.0.1",
+                "192.169.0.1",
+                "169.255.0.1",
+                "223.255.255.255",
+            ],
+            false,
+        );
+    }
+
+    #[test]
+    fn classifies_ipv6_and_mapped() {
+        check(
+            &[
+                "::1",
+                "::",
+                "fc00::1",
+                "fd12:3456::1",
+                "fe80::1",
+                "febf::1",
+                "fec0::1",
+                "ff02::1",
+                "::ffff:127.0.0.1",
+                "::ffff:10.1.2.3",
+                "::ffff:169.254.169.254",
+                "::ffff:100.64.0.1",
+                "64:ff9b::a9fe:a9fe",
+                "::127.0.0.1",
+            ],
+            true,
+        );
+        check(
+            &[
+                "2001:4860:4860::8888",
+                "2606:4700::1111",
+                "::ffff:1.1.1.1",
+                "64:ff9b::808:808",
+                "fbff::1",
+                "fe00::1",
+            ],
+            false,
+        );
+    }
+
+    #[test]
+    fn literal_hosts_are_found_in_urls() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        let check_literal = |url: &url::Url| TargetPolicy::PUBLIC_ONLY.check_url(url);
+        assert_eq!(
+            check_literal(&u("http://127.0.0.1:8080/x")),
+            Err(Refused("127.0.0.1".parse().unwrap()))
+        );
+        // The URL parser normalises odd IPv4 spellings, so they are caught too.
+        assert_eq!(
+            check_literal(&u("http://2130706433/")),
+            Err(Refused("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(
+            check_literal(&u("http://0x7f.1/")),
+            Err(Refused("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(
+            check_literal(&u("http://[::ffff:192.168.0.1]/")),
+            Err(Refused("::ffff:c0a8:1".parse().unwrap()))
+        );
+        assert_eq!(check_literal(&u("http://example.com/")), Ok(()));
+        assert_eq!(check_literal(&u("http://1.1.1.1/")), Ok(()));
+        assert_eq!(TargetPolicy::ANY.check_url(&u("http://127.0.0.1/")), Ok(()));
+        assert_eq!(
+            Refused("169.254.169.254".parse().unwrap()).to_string(),
+            "refused: 169.254.169.254 is a private/loopback/link-local address"
+        );
+    }
+
+    #[tokio::test]
+    async fn resolver_refuses_localhost_unless_allowed() {
+        let name: Name = "localhost".parse().unwrap();
+        let err = GuardedResolver {
+            policy: TargetPolicy::PUBLIC_ONLY,
+        }
+        .resolve(name)
+        .await
+        .err()
+        .expect("localhost must be refused");
+        assert!(err.downcast_ref::<Refused>().is_some(), "{err}");
+        let name: Name = "localhost".parse().unwrap();
+        let addrs: Vec<_> = GuardedResolver {
+            policy: TargetPolicy::ANY,
+        }
+        .resolve(name)
+        .await
+        .unwrap()
+        .collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+    }
+}

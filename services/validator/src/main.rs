@@ -1,0 +1,190 @@
+//! `validator`: keygen, pubkey, run. The work is in the library; this file
+//! parses flags, maps errors to exit codes and turns signals into shutdown.
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for an unusable argument (bad
+//! keypair file, hub URL, region, tags, concurrency), 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use protocol::PublicKey;
+use tokio_util::sync::CancellationToken;
+use validator::{RawConfig, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "validator",
+    version,
+    about = "Uptime validator node",
+    after_help = "Exit codes: 0 after a clean shutdown, 2 for an unusable argument, 1 otherwise."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a new Solana CLI keypair file and print its public key.
+    Keygen {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the base58 public key of a keypair file.
+    Pubkey {
+        #[arg(long, env = "VALIDATOR_KEYPAIR")]
+        keypair: PathBuf,
+    },
+    /// Connect to the hubs and run checks until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Hub WebSocket URL (ws:// or wss://); repeat for several.
+    #[arg(
+        long = "hub",
+        env = "VALIDATOR_HUB_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    hubs: Vec<String>,
+    /// Solana CLI keypair file (JSON array of 64 numbers).
+    #[arg(long, env = "VALIDATOR_KEYPAIR")]
+    keypair: PathBuf,
+    /// Where this validator runs: 1-32 bytes of [a-z0-9-].
+    #[arg(long, env = "VALIDATOR_REGION")]
+    region: String,
+    /// Label sent to the hub, 1-32 bytes of [a-z0-9-]; repeat for several.
+    #[arg(long = "tag", env = "VALIDATOR_TAGS", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Most checks at once (1-1000).
+    #[arg(long, env = "VALIDATOR_CONCURRENCY", default_value = "32")]
+    concurrency: String,
+    /// Allow checks of loopback/private/link-local addresses (tests, demos).
+    #[arg(long, env = "VALIDATOR_ALLOW_PRIVATE_TARGETS")]
+    allow_private_targets: bool,
+    /// User-Agent for checks.
+    #[arg(long, env = "VALIDATOR_USER_AGENT")]
+    user_agent: Option<String>,
+}
+
+/// An error with the exit code it earns.
+struct Fail(u8, String);
+
+fn usage(e: impl std::fmt::Display) -> Fail {
+    Fail(2, e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Keygen { out } => keygen(&out),
+        Cmd::Pubkey { keypair } => protocol::keypair::read(&keypair)
+            .map(|k| println!("{}", PublicKey::from(&k)))
+            .map_err(usage),
+        Cmd::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn keygen(out: &std::path::Path) -> Result<(), Fail> {
+    if out.exists() {
+        return Err(usage(format!(
+            "--out {}: file exists; refusing to overwrite a keypair",
+            out.display()
+        )));
+    }
+    let key = protocol::keypair::generate();
+    protocol::keypair::write_new(out, &key).map_err(usage)?;
+    println!("{}", PublicKey::from(&key));
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<(), Fail> {
+    let config = RunConfig::from_raw(RawConfig {
+        hubs: args.hubs,
+        keypair: args.keypair,
+        region: args.region,
+        tags: args.tags,
+        concurrency: args.concurrency,
+        allow_private_targets: args.allow_private_targets,
+        user_agent: args.user_agent,
+    })
+    .map_err(usage)?;
+    let key =
+        protocol::keypair::read(&config.keypair).map_err(|e| usage(format!("--keypair: {e}")))?;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail(1, format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        // Listen before starting, so a signal sent as soon as we log
+        // "validator starting" is never the default, abrupt kill.
+        let signals =
+            Signals::listen().map_err(|e| Fail(1, format!("cannot listen for signals: {e}")))?;
+        tokio::spawn(signals.cancel(shutdown.clone()));
+        validator::run(config, key, shutdown)
+            .await
+            .map_err(|e| Fail(1, format!("{e:#}")))
+    })
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (what Kubernetes and systemd send) start a
+/// clean shutdown.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    #[cfg(unix)]
+    async fn cancel(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    }
+
+    #[cfg(not(unix))]
+    async fn cancel(self, shutdown: CancellationToken) {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C: shutting down");
+        shutdown.cancel();
+    }
+}

@@ -1,0 +1,212 @@
+//! The binary's contract: keygen output, and exit code 2 with a one-line
+//! error naming the culprit for unusable arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn validator(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_validator"));
+    cmd.args(args);
+    // The flags under test must not be satisfied from the caller's environment.
+    for var in [
+        "VALIDATOR_HUB_URLS",
+        "VALIDATOR_KEYPAIR",
+        "VALIDATOR_REGION",
+        "VALIDATOR_TAGS",
+        "VALIDATOR_CONCURRENCY",
+        "VALIDATOR_ALLOW_PRIVATE_TARGETS",
+        "VALIDATOR_USER_AGENT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("the validator binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// A fresh directory under the target dir, removed by the caller's test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "validator-cli-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `validator run` with `keypair` and `hub`, expecting exit code 2 and
+/// exactly one stderr line that contains every string in `mentions`.
+#[track_caller]
+fn check_usage_error(keypair: &Path, hub: &str, extra: &[&str], mentions: &[&str]) {
+    let kp = keypair.to_str().unwrap();
+    let mut args = vec!["run", "--hub", hub, "--keypair", kp];
+    if !extra.contains(&"--region") {
+        args.extend_from_slice(&["--region", "eu-west"]);
+    }
+    args.extend_from_slice(extra);
+    let o = validator(&args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err}");
+    for m in mentions {
+        assert!(err.contains(m), "{err:?} should mention {m:?}");
+    }
+}
+
+#[test]
+fn keygen_writes_a_solana_keypair_and_prints_its_public_key() {
+    let dir = temp_dir("keygen");
+    let path = dir.join("id.json");
+    let o = validator(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o).trim().to_string();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bytes: Vec<u8> = serde_json::from_str(&text).expect("a JSON array of numbers 0-255");
+    assert_eq!(bytes.len(), 64);
+    let decoded = bs58_decode(&printed);
+    assert_eq!(
+        decoded.as_slice(),
+        &bytes[32..],
+        "stdout is the public half, base58"
+    );
+    let key = protocol::keypair::read(&path).unwrap();
+    assert_eq!(protocol::PublicKey::from(&key).to_base58(), printed);
+
+    let o = validator(&["pubkey", "--keypair", path.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).trim(), printed);
+
+    // A second keygen must not replace the key.
+    let o = validator(&["keygen", "--out", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn bs58_decode(s: &str) -> Vec<u8> {
+    protocol::PublicKey::from_base58(s)
+        .expect("valid base58 key")
+        .0
+        .to_vec()
+}
+
+#[test]
+fn run_rejects_unusable_arguments_with_exit_code_2() {
+    let dir = temp_dir("run");
+    let missing = dir.join("missing.json");
+    check_usage_error(
+        &missing,
+        "ws://127.0.0.1:1/ws",
+        &[],
+        &["--keypair", missing.to_str().unwrap()],
+    );
+
+    let malformed = dir.join("malformed.json");
+    std::fs::write(&malformed, "[1, 2, 3]").unwrap();
+    check_usage_error(
+        &malformed,
+        "ws://127.0.0.1:1/ws",
+        &[],
+        &[malformed.to_str().unwrap(), "64 numbers"],
+    );
+
+    let good = dir.join("good.json");
+    protocol::keypair::write_new(&good, &protocol::keypair::generate()).unwrap();
+    check_usage_error(
+        &good,
+        "http://x",
+        &[],
+        &[r#"--hub "http://x": scheme must be ws or wss"#],
+    );
+    check_usage_error(&good, "::nonsense", &[], &["--hub", "::nonsense"]);
+    check_usage_error(
+        &good,
+        "ws://127.0.0.1:1/ws",
+        &["--concurrency", "0"],
+        &["--concurrency", "\"0\""],
+    );
+    check_usage_error(
+        &good,
+        "ws://127.0.0.1:1/ws",
+        &["--region", "Not A Region"],
+        &["--region", "Not A Region"],
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_shuts_down_cleanly_with_exit_code_0() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = temp_dir("sigterm");
+    let key = dir.join("id.json");
+    protocol::keypair::write_new(&key, &protocol::keypair::generate()).unwrap();
+    // Nobody listens here, so the validator sits in its reconnect loop.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["run", "--hub", &format!("ws://127.0.0.1:{port}/ws")])
+        .args(["--keypair", key.to_str().unwrap(), "--region", "local"])
+        .env("RUST_LOG", "info")
+        .env_remove("VALIDATOR_HUB_URLS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Both waits end when the line shows up, or at the latest when the
+    // process exits and its stderr closes, or after 10 s.
+    let wait_for = |what: &str| loop {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) if l.contains(what) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    };
+    assert!(
+        wait_for("validator starting"),
+        "the validator logged its start"
+    );
+
+    let pid = child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the validator exits within 10 s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(wait_for("SIGTERM: shutting down"), "logged why it stopped");
+    std::fs::remove_dir_all(dir).unwrap();
+}
