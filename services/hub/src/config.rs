@@ -22,7 +22,6 @@ pub struct Settings {
     /// Where `/ws`, `/healthz`, `/readyz` and `/metrics` listen.
     pub listen: SocketAddr,
     /// This replica's id; unique in the cluster (`HUB_ID`).
-    #[serde(alias = "id")]
     pub hub_id: String,
     /// Task-token keys, `kid:hex[,kid:hex]`; the first signs. Same on every hub.
     pub token_keys: String,
@@ -110,9 +109,16 @@ impl Settings {
         if let Some(f) = file {
             fig = fig.merge(Toml::file_exact(f));
         }
-        fig = fig
-            .merge(Env::raw().only(&["DATABASE_URL"]))
-            .merge(Env::prefixed("HUB_"));
+        fig =
+            fig.merge(Env::raw().only(&["DATABASE_URL"]))
+                // `HUB_ID` reads better than `HUB_HUB_ID`.
+                .merge(Env::prefixed("HUB_").map(|k| {
+                    if k == "id" {
+                        "hub_id".into()
+                    } else {
+                        k.into()
+                    }
+                }));
         Self::from_figment(fig)
     }
 

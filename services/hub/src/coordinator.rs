@@ -218,6 +218,12 @@ impl Coordinator {
     }
 
     async fn open_due(&mut self, now: i64) {
+        // With nobody to check, opening a round would only burn its slot as
+        // `unknown`; keep the sites due and try again next tick (a site
+        // moves on to its next slot if this one passes meanwhile).
+        if self.app.registry.is_empty() {
+            return;
+        }
         let task_deadline = self.app.settings.task_deadline_ms as i64;
         let due: Vec<NewRound> = self
             .sites

@@ -226,3 +226,58 @@ pub fn metric(state: &AppState, name: &str, labels: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The demo sites on 127.0.0.1:0; stops when the returned token is cancelled.
+pub async fn demo_sites(
+    config: demo_sites::Config,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(demo_sites::serve(listener, config, async move {
+        s.cancelled().await
+    }));
+    (base, stop)
+}
+
+/// Registers a website directly in the store.
+pub async fn add_site(
+    db: &TestDb,
+    url: &str,
+    interval_secs: i32,
+    timeout_ms: i32,
+    keyword: Option<&str>,
+) -> i64 {
+    db.store
+        .add_website(&store::NewWebsite {
+            url: store::WebsiteUrl::parse(url).unwrap(),
+            interval_secs,
+            timeout_ms,
+            expected_status_min: 200,
+            expected_status_max: 399,
+            keyword: keyword.map(Into::into),
+            follow_redirects: true,
+            owner: "test".into(),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+/// An in-process validator (the real `validator` crate) on `urls`.
+pub fn spawn_validator(
+    urls: &[String],
+    seed: u8,
+    region: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> (
+    validator::ValidatorHandle,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut cfg = validator::RunConfig::new(urls[0].parse().unwrap());
+    cfg.hub_urls = urls.iter().map(|u| u.parse().unwrap()).collect();
+    cfg.region = region.into();
+    cfg.allow_private_targets = true;
+    validator::spawn(cfg, key(seed), shutdown.clone())
+}
