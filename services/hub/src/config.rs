@@ -89,10 +89,18 @@ impl Default for Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Not `#[source]`: figment's message already says everything, and a
+    /// source would print it twice in `{:#}`.
     #[error("configuration: {0}")]
-    Figment(#[from] Box<figment::Error>),
+    Figment(Box<figment::Error>),
     #[error("{var}: {problem}")]
     Invalid { var: &'static str, problem: String },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        Self::Figment(e)
+    }
 }
 
 fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {

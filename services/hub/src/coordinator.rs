@@ -322,7 +322,8 @@ impl Coordinator {
             for i in picked {
                 let handle = &pool.handles[i];
                 exclude.insert(handle.key);
-                let task_id = Uuid::new_v4();
+                // Time-ordered ids keep the ticks primary key append-mostly.
+                let task_id = Uuid::now_v7();
                 let token = self.app.verifier.keyring.issue(&TokenFields {
                     task_id,
                     website_id: round.website_id,
@@ -440,7 +441,8 @@ impl Coordinator {
                 release(&mut self.load, &t.validator);
                 let task_deadline = self.app.settings.task_deadline_ms as i64;
                 let deadline = (now + task_deadline).min(round.deadline_ms);
-                if !t.is_replacement && deadline > now {
+                // No replacements while draining: every session is leaving.
+                if !t.is_replacement && deadline > now && !self.app.shutdown.is_cancelled() {
                     let n = self.assign(pool, round_id, &mut round, 1, deadline, true);
                     self.app.metrics.tasks_replaced.inc_by(n as u64);
                 }
