@@ -166,7 +166,7 @@ impl Coordinator {
         let now = now_ms();
         let floor = self.app.settings.min_interval_secs;
         let mut seen = HashSet::with_capacity(websites.len());
-        for w in websites.into_iter().filter(|w| Self::owns(w)) {
+        for w in websites.into_iter().filter(Self::owns) {
             seen.insert(w.id);
             let schedule = Schedule::new(w.id, (w.interval_secs.max(1) as u32).max(floor));
             match self.sites.get_mut(&w.id) {
