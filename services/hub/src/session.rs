@@ -5,8 +5,10 @@
 //! What closes a session (each documented in docs/protocol.md): no valid
 //! hello in time, a bad hello, an oversized frame, a flood past the rate
 //! limit, a result or heartbeat before hello, heartbeat silence, a newer
-//! session with the same key, a full outbound queue (slow consumer), and
-//! shutdown once in-flight work is handed in.
+//! session with the same key, a write that cannot finish in 10 s, and
+//! shutdown once in-flight work is handed in. A full outbound queue does not
+//! close it: new tasks go to other validators, and a dropped ack is
+//! recovered by the validator's resend.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -203,6 +205,9 @@ async fn authenticate(
             Incoming::TooBig => return Err(too_big(app, sink).await),
             Incoming::Other(false) => continue,
             Incoming::Other(true) => {
+                if limiter.check().is_err() {
+                    return Err(rate_limited(app, sink).await);
+                }
                 send_error(
                     app,
                     sink,
@@ -433,6 +438,9 @@ async fn serve(
                     Incoming::Other(binary) => {
                         silent_until = Instant::now() + heartbeat_timeout;
                         if binary {
+                            if limiter.check().is_err() {
+                                return rate_limited(app, sink).await;
+                            }
                             if let Err(e) = send_error(app, sink, ErrorCode::MalformedFrame,
                                 "binary frames are not accepted").await {
                                 return e;

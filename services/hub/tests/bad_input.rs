@@ -328,3 +328,52 @@ async fn a_second_session_with_the_same_key_replaces_the_first() {
     assert_eq!(count(&db, "SELECT count(*) FROM validators").await, 1);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn heartbeat_silence_closes_the_session() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |s| {
+        s.heartbeat_interval_ms = 100;
+        s.heartbeat_timeout_ms = 400;
+    })
+    .await;
+    let (mut c, w) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    assert_eq!(w.heartbeat_timeout_ms, 400);
+    assert_eq!(error_code(c.recv().await), ErrorCode::HeartbeatTimeout);
+    c.expect_closed().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn binary_frames_are_refused_and_count_against_the_rate_limit() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |s| {
+        s.max_messages_per_sec = 3;
+        s.message_burst = 3;
+    })
+    .await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    use futures_util::SinkExt;
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![1, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(error_code(c.recv().await), ErrorCode::MalformedFrame);
+    for _ in 0..10 {
+        let _ =
+            c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+                vec![0].into(),
+            ))
+            .await;
+    }
+    let code = c
+        .recv_until(|m| match m {
+            HubMessage::Error(e) if e.code != ErrorCode::MalformedFrame => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, ErrorCode::RateLimited);
+    c.expect_closed().await;
+    hub.stop().await;
+}
