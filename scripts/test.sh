@@ -81,13 +81,14 @@ done
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    log "cargo nextest run ${SCOPE[*]} ${RUNNER_ARGS[*]}"
-    cargo nextest run "${SCOPE[@]}" "${RUNNER_ARGS[@]}" || status=$?
-    # nextest does not run doc tests; only run them for a whole-suite run.
-    if ((status == 0 && ${#RUNNER_ARGS[@]} == 0)); then
+    # nextest does not run doc tests; run them first (whole-suite runs only) so that the
+    # last summary line CI reads is nextest's, which counts every test.
+    if ((${#RUNNER_ARGS[@]} == 0)); then
         log "cargo test --workspace --doc"
         cargo test --workspace --doc || status=$?
     fi
+    log "cargo nextest run ${SCOPE[*]} ${RUNNER_ARGS[*]}"
+    cargo nextest run "${SCOPE[@]}" "${RUNNER_ARGS[@]}" || status=$?
 else
     log "cargo-nextest not installed; cargo test ${SCOPE[*]} ${RUNNER_ARGS[*]}"
     cargo test "${SCOPE[@]}" "${RUNNER_ARGS[@]}" || status=$?
