@@ -20,7 +20,6 @@ use protocol::crypto::verify_result;
 use protocol::limits::{CLOCK_SKEW_MS, MAX_ERROR_TEXT};
 use protocol::{
     AckOutcome, CheckResult, CheckStatus, ErrorCode, HubMessage, Keyring, PublicKey, ResultAck,
-    TokenFields,
 };
 use store::{NewTick, Store};
 
@@ -54,15 +53,7 @@ impl Verifier {
         {
             return Err(ErrorCode::InvalidResult);
         }
-        let fields = TokenFields {
-            task_id: r.task_id,
-            website_id: r.website_id,
-            round_id: r.round_id,
-            slot: r.slot,
-            scheduled_at_ms: r.scheduled_at_ms,
-            validator: &r.validator,
-            deadline_ms: r.deadline_ms,
-        };
+        let fields = r.token_fields();
         self.keyring
             .verify(&r.token, &fields)
             .map_err(|_| ErrorCode::BadToken)?;
@@ -253,15 +244,7 @@ mod tests {
                 mac: [0; 32],
             },
         };
-        task.token = verifier.keyring.issue(&TokenFields {
-            task_id: task.task_id,
-            website_id: task.website_id,
-            round_id: task.round_id,
-            slot: task.slot,
-            scheduled_at_ms: task.scheduled_at_ms,
-            validator: &pk,
-            deadline_ms: task.deadline_ms,
-        });
+        task.token = verifier.keyring.issue(&task.token_fields());
         Case {
             verifier,
             key,

@@ -146,18 +146,7 @@ impl FakeHub {
         let vk = hello.public_key.verifying_key().unwrap();
         verify_result(&vk, r).expect("result signature verifies");
         self.keyring
-            .verify(
-                &r.token,
-                &TokenFields {
-                    task_id: r.task_id,
-                    website_id: r.website_id,
-                    round_id: r.round_id,
-                    slot: r.slot,
-                    scheduled_at_ms: r.scheduled_at_ms,
-                    validator: &r.validator,
-                    deadline_ms: r.deadline_ms,
-                },
-            )
+            .verify(&r.token, &r.token_fields())
             .expect("token matches the task");
     }
 }

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::crypto::{Nonce, PublicKey, Signature, TaskToken};
+use crate::crypto::{Nonce, PublicKey, Signature, TaskToken, TokenFields};
 
 /// Hub -> validator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -181,7 +181,35 @@ pub struct CheckResult {
     pub signature: Signature,
 }
 
+impl Task {
+    /// What this task's token binds.
+    pub fn token_fields(&self) -> TokenFields<'_> {
+        TokenFields {
+            task_id: self.task_id,
+            website_id: self.website_id,
+            round_id: self.round_id,
+            slot: self.slot,
+            scheduled_at_ms: self.scheduled_at_ms,
+            validator: &self.validator,
+            deadline_ms: self.deadline_ms,
+        }
+    }
+}
+
 impl CheckResult {
+    /// What the token this result carries must bind.
+    pub fn token_fields(&self) -> TokenFields<'_> {
+        TokenFields {
+            task_id: self.task_id,
+            website_id: self.website_id,
+            round_id: self.round_id,
+            slot: self.slot,
+            scheduled_at_ms: self.scheduled_at_ms,
+            validator: &self.validator,
+            deadline_ms: self.deadline_ms,
+        }
+    }
+
     /// A result for `task`, unsigned (all-zero signature) until `sign_result`.
     pub fn for_task(
         task: &Task,

@@ -485,15 +485,7 @@ impl World {
 
     /// The token a result carries is the one the keyring issued for it.
     fn verify_token(&self, r: &CheckResult) {
-        let fields = TokenFields {
-            task_id: r.task_id,
-            website_id: r.website_id,
-            round_id: r.round_id,
-            slot: r.slot,
-            scheduled_at_ms: r.scheduled_at_ms,
-            validator: &r.validator,
-            deadline_ms: r.deadline_ms,
-        };
+        let fields = r.token_fields();
         self.keyring
             .verify(&r.token, &fields)
             .expect("token survives JSON");
