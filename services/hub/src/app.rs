@@ -14,12 +14,13 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Mutex, Semaphore};
+use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use store::Store;
 
+use crate::cluster::{Keys, Membership, MembershipConfig, Ring};
 use crate::config::Settings;
 use crate::coordinator::{Coordinator, Event};
 use crate::ingest::{IngestItem, Verifier, Writer};
@@ -39,8 +40,11 @@ pub struct AppState {
     pub verifier: Verifier,
     pub ingest: mpsc::Sender<IngestItem>,
     pub events: mpsc::Sender<Event>,
-    /// Cancelled on SIGTERM: stop scheduling, tell validators to go, drain.
+    /// Cancelled on SIGTERM: stop scheduling, leave the ring, tell
+    /// validators to go, drain.
     pub shutdown: CancellationToken,
+    /// The current ring; this hub schedules the websites it owns in it.
+    pub ring: watch::Receiver<Arc<Ring>>,
     connections: Arc<Semaphore>,
     sessions: TaskTracker,
 }
@@ -51,6 +55,7 @@ pub struct Application {
     state: Arc<AppState>,
     ingest_rx: mpsc::Receiver<IngestItem>,
     events_rx: mpsc::Receiver<Event>,
+    membership: Option<Membership>,
 }
 
 impl Application {
@@ -71,8 +76,33 @@ impl Application {
         let local_addr = listener.local_addr()?;
         let (ingest, ingest_rx) = mpsc::channel(settings.ingest_queue);
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let metrics = Arc::new(Metrics::new(&settings.hub_id));
+        // Alone until Redis says otherwise (and for good without Redis).
+        let (ring_tx, ring) = watch::channel(Arc::new(Ring::new([settings.hub_id.clone()])));
+        metrics.ring_members.set(1);
+        let membership = if settings.redis_url.is_empty() {
+            None
+        } else {
+            let address = if settings.advertise_address.is_empty() {
+                local_addr.to_string()
+            } else {
+                settings.advertise_address.clone()
+            };
+            let cfg = MembershipConfig {
+                redis_url: settings.redis_url.clone(),
+                keys: Keys::new(settings.redis_prefix.clone()),
+                hub_id: settings.hub_id.clone(),
+                address,
+                interval: Duration::from_millis(settings.announce_interval_ms),
+            };
+            Some(
+                Membership::new(cfg, metrics.clone(), ring_tx)
+                    .context("configuring Redis (HUB_REDIS_URL)")?,
+            )
+        };
         let state = Arc::new(AppState {
-            metrics: Arc::new(Metrics::new(&settings.hub_id)),
+            metrics,
+            ring,
             verifier: Verifier {
                 keyring,
                 reward_lamports: settings.reward_lamports,
@@ -92,6 +122,7 @@ impl Application {
             state,
             ingest_rx,
             events_rx,
+            membership,
         })
     }
 
@@ -112,6 +143,7 @@ impl Application {
             state,
             ingest_rx,
             events_rx,
+            membership,
             ..
         } = self;
         let s = &state.settings;
@@ -129,6 +161,18 @@ impl Application {
         let writers: Vec<_> = (0..s.writers)
             .map(|_| tokio::spawn(writer.clone().run(ingest_rx.clone(), writer_stop.clone())))
             .collect();
+
+        // Membership stops (and leaves the ring) as soon as shutdown starts,
+        // so other hubs take over this hub's websites while it drains.
+        let membership = membership.map(|m| {
+            let st = state.clone();
+            tokio::spawn(m.run(move || st.registry.len(), state.shutdown.clone()))
+        });
+
+        let notifications = tokio::spawn(crate::coordinator::follow_website_changes(
+            state.clone(),
+            state.shutdown.clone(),
+        ));
 
         let coordinator_stop = CancellationToken::new();
         let coordinator =
@@ -167,6 +211,10 @@ impl Application {
             let _ = w.await;
         }
         tracing::info!("tick writers flushed");
+        notifications.abort();
+        if let Some(m) = membership {
+            let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+        }
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(res)) => res.context("serving HTTP")?,
             Ok(Err(e)) => return Err(e).context("HTTP server task"),

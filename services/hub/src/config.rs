@@ -55,6 +55,15 @@ pub struct Settings {
     pub writers: usize,
     /// On SIGTERM, how long sessions may take to hand in their results, ms.
     pub drain_timeout_ms: u64,
+    /// Redis for cluster coordination; empty runs this hub alone.
+    pub redis_url: String,
+    /// Prepended to every Redis key and channel (one per deployment).
+    pub redis_prefix: String,
+    /// How often this hub announces itself; it counts as gone after two
+    /// missed announcements.
+    pub announce_interval_ms: u64,
+    /// Address other hubs and operators see; defaults to `listen`.
+    pub advertise_address: String,
 }
 
 impl Default for Settings {
@@ -83,6 +92,10 @@ impl Default for Settings {
             write_batch_max: 2_000,
             writers: 2,
             drain_timeout_ms: 10_000,
+            redis_url: String::new(),
+            redis_prefix: "uptime:".into(),
+            announce_interval_ms: 2_000,
+            advertise_address: String::new(),
         }
     }
 }
@@ -174,6 +187,17 @@ impl Settings {
             return Err(invalid(
                 "HUB_MAX_MESSAGES_PER_SEC",
                 "rate and burst must be positive",
+            ));
+        }
+        if !(50..=60_000).contains(&self.announce_interval_ms) {
+            return Err(invalid("HUB_ANNOUNCE_INTERVAL_MS", "must be 50..=60000"));
+        }
+        if !self.redis_url.is_empty()
+            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "HUB_REDIS_URL",
+                "must be a redis:// or rediss:// URL (or empty for a single hub)",
             ));
         }
         for (var, v) in [

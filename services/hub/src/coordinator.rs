@@ -38,6 +38,8 @@ pub enum Event {
     Answered { round_id: i64, task_id: Uuid },
     /// A session ended; its unanswered tasks may need replacing.
     SessionClosed { key: PublicKey, generation: u64 },
+    /// Websites changed in PostgreSQL (NOTIFY): reload now.
+    WebsitesChanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +152,6 @@ impl Coordinator {
         self.close_done(now_ms()).await;
     }
 
-    /// Today every hub owns every website; the cluster narrows this set.
-    fn owns(_website: &Website) -> bool {
-        true
-    }
-
     async fn reload(&mut self) {
         let websites = match self.app.store.enabled_websites().await {
             Ok(w) => w,
@@ -165,8 +162,13 @@ impl Coordinator {
         };
         let now = now_ms();
         let floor = self.app.settings.min_interval_secs;
+        let ring = self.app.ring.borrow().clone();
+        let me = self.app.settings.hub_id.as_str();
         let mut seen = HashSet::with_capacity(websites.len());
-        for w in websites.into_iter().filter(Self::owns) {
+        for w in websites
+            .into_iter()
+            .filter(|w| ring.owner(w.id) == Some(me))
+        {
             seen.insert(w.id);
             let schedule = Schedule::new(w.id, (w.interval_secs.max(1) as u32).max(floor));
             match self.sites.get_mut(&w.id) {
@@ -192,6 +194,7 @@ impl Coordinator {
             }
         }
         self.sites.retain(|id, _| seen.contains(id));
+        self.app.metrics.websites_owned.set(self.sites.len() as i64);
     }
 
     fn pool(&self) -> Pool {
@@ -383,6 +386,7 @@ impl Coordinator {
                     t.state = TaskState::Answered;
                 }
             }
+            Event::WebsitesChanged => {}
             Event::SessionClosed { key, .. } => {
                 // A validator that already reconnected may still deliver.
                 if self.app.registry.get(&key).is_some() {
@@ -530,6 +534,41 @@ fn release(load: &mut HashMap<PublicKey, u32>, key: &PublicKey) {
         *n = n.saturating_sub(1);
         if *n == 0 {
             load.remove(key);
+        }
+    }
+}
+
+/// Turns PostgreSQL notifications about `websites` into reloads, so a change
+/// made anywhere (CLI, API, plain SQL) reaches the owner within a second.
+/// The coordinator's periodic reload covers anything missed here.
+pub async fn follow_website_changes(app: Arc<AppState>, stop: CancellationToken) {
+    let mut listener = loop {
+        match app.store.listen_website_changes().await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN websites_changed failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = listener.recv() => match n {
+                Ok(_) => {
+                    let _ = app.events.try_send(Event::WebsitesChanged);
+                }
+                Err(e) => {
+                    // recv() reconnects on the next call; reload meanwhile
+                    // in case a notification was lost with the connection.
+                    tracing::warn!(error = %e, "website notifications interrupted");
+                    let _ = app.events.try_send(Event::WebsitesChanged);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
         }
     }
 }

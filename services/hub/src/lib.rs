@@ -10,12 +10,14 @@
 //!   and replaces tasks, and closes rounds.
 //! - `scheduler`: pure slot arithmetic and validator choice.
 //! - `ingest`: stateless result verification and the batched tick writer.
+//! - [`cluster`]: Redis membership, the consistent-hash ring, key names.
 //! - [`config`]: typed settings (defaults, file, `HUB_*` environment).
 //! - `metrics`: every Prometheus metric, defined once.
 //! - [`cli`]: `hub serve | migrate | sites ...`.
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod coordinator;
 mod ingest;

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub rounds_closed: IntCounterVec,
     pub rounds_unstaffed: IntCounter,
     pub ingest_queue_depth: IntGauge,
+    pub ring_members: IntGauge,
+    pub websites_owned: IntGauge,
+    pub ownership_changes: IntCounter,
+    pub redis_errors: IntCounter,
+    pub pubsub_lagged: IntCounter,
 }
 
 impl Metrics {
@@ -113,6 +118,14 @@ impl Metrics {
             ingest_queue_depth: gauge(
                 "ingest_queue_depth",
                 "Verified results waiting for the tick writer.",
+            ),
+            ring_members: gauge("ring_members", "Hubs in this hub's view of the ring."),
+            websites_owned: gauge("websites_owned", "Enabled websites this hub schedules."),
+            ownership_changes: counter("ownership_changes_total", "Times this hub's ring changed."),
+            redis_errors: counter("redis_errors_total", "Failed Redis operations."),
+            pubsub_lagged: counter(
+                "pubsub_lagged_total",
+                "Pub/sub messages this hub fell behind on and skipped.",
             ),
             registry,
         }

@@ -31,6 +31,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The NOTIFY channel the `websites` trigger uses.
+pub const WEBSITES_CHANGED: &str = "websites_changed";
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// Applies pending migrations. Safe to call from many processes at once.
@@ -276,6 +279,14 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// A listener that receives one notification per statement that changed
+    /// `websites` (see migrations). It reconnects by itself after errors.
+    pub async fn listen_website_changes(&self) -> Result<sqlx::postgres::PgListener> {
+        let mut l = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        l.listen(WEBSITES_CHANGED).await?;
+        Ok(l)
     }
 
     // ---- validators ----

@@ -1,0 +1,253 @@
+//! Hub membership through Redis.
+//!
+//! Every `interval` each hub runs one script that, on Redis's own clock,
+//! records its announcement, drops members silent for more than two
+//! intervals, and returns the live set. When the set it sees differs from its
+//! ring it rebuilds the ring and publishes on the membership channel, so every
+//! other hub re-reads at once instead of at its next announcement. A hub that
+//! cannot reach Redis keeps its last ring: it goes on scheduling what it last
+//! owned, and the PostgreSQL round guard keeps that safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::{Builder, Config, ReconnectPolicy};
+use fred::types::scripts::Script;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Keys, Ring};
+use crate::metrics::Metrics;
+
+/// Records an announcement and returns the live members.
+/// KEYS: members zset, info hash. ARGV: hub id, ttl ms, info JSON.
+const ANNOUNCE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+for _, id in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+
+/// Returns the live members without announcing. KEYS: members. ARGV: ttl ms.
+const READ: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"#;
+
+/// Removes a hub. KEYS: members, info. ARGV: hub id.
+const LEAVE: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"#;
+
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub redis_url: String,
+    pub keys: Keys,
+    pub hub_id: String,
+    /// Where validators and peers can reach this hub.
+    pub address: String,
+    pub interval: Duration,
+}
+
+#[derive(Serialize)]
+struct Announcement<'a> {
+    id: &'a str,
+    address: &'a str,
+    started_at_ms: i64,
+    validators: usize,
+}
+
+/// A hub's view of the cluster. Cheap to share; `run` drives it.
+pub struct Membership {
+    cfg: MembershipConfig,
+    client: Client,
+    subscriber: SubscriberClient,
+    ring: watch::Sender<Arc<Ring>>,
+    metrics: Arc<Metrics>,
+    started_at_ms: i64,
+    announce: Script,
+    read: Script,
+    leave: Script,
+}
+
+fn builder(url: &str, interval: Duration) -> Result<Builder, fred::error::Error> {
+    let config = Config::from_url(url)?;
+    let mut b = Builder::from_config(config);
+    // Never retry forever inside a command: a stuck Redis must look like an
+    // error to the membership loop, which then keeps the last ring.
+    b.with_performance_config(|p| p.default_command_timeout = interval)
+        .with_connection_config(|c| {
+            c.connection_timeout = interval;
+            c.internal_command_timeout = interval;
+            c.max_command_attempts = 1;
+            c.unresponsive.max_timeout = Some(interval * 2);
+            c.unresponsive.interval = interval / 2;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(b)
+}
+
+impl Membership {
+    /// Builds the clients and starts connecting; does not wait for Redis.
+    pub fn new(
+        cfg: MembershipConfig,
+        metrics: Arc<Metrics>,
+        ring: watch::Sender<Arc<Ring>>,
+    ) -> Result<Self, fred::error::Error> {
+        let b = builder(&cfg.redis_url, cfg.interval)?;
+        let client = b.build()?;
+        let subscriber = b.build_subscriber_client()?;
+        client.connect();
+        subscriber.connect();
+        // Re-subscribes after every reconnect.
+        subscriber.manage_subscriptions();
+        Ok(Self {
+            cfg,
+            client,
+            subscriber,
+            ring,
+            metrics,
+            started_at_ms: protocol::now_ms(),
+            announce: Script::from_lua(ANNOUNCE),
+            read: Script::from_lua(READ),
+            leave: Script::from_lua(LEAVE),
+        })
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        (self.cfg.interval.as_millis() as i64) * 2 + 500
+    }
+
+    /// Swaps in a ring over `members` if it differs; true if it changed.
+    fn adopt(&self, members: Vec<String>) -> bool {
+        let mut sorted = members;
+        sorted.sort();
+        if self.ring.borrow().members() == sorted.as_slice() {
+            return false;
+        }
+        tracing::info!(members = ?sorted, "ring changed");
+        self.metrics.ring_members.set(sorted.len() as i64);
+        self.metrics.ownership_changes.inc();
+        self.ring.send_replace(Arc::new(Ring::new(sorted)));
+        true
+    }
+
+    async fn announce(&self, validators: usize) -> Result<bool, fred::error::Error> {
+        let info = serde_json::to_string(&Announcement {
+            id: &self.cfg.hub_id,
+            address: &self.cfg.address,
+            started_at_ms: self.started_at_ms,
+            validators,
+        })
+        .expect("announcement serializes");
+        let members: Vec<String> = self
+            .announce
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.cfg.keys.members(), self.cfg.keys.hub_info()],
+                vec![self.cfg.hub_id.clone(), self.ttl_ms().to_string(), info],
+            )
+            .await?;
+        Ok(self.adopt(members))
+    }
+
+    async fn reread(&self) -> Result<bool, fred::error::Error> {
+        let members: Vec<String> = self
+            .read
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.cfg.keys.members()],
+                vec![self.ttl_ms().to_string()],
+            )
+            .await?;
+        Ok(self.adopt(members))
+    }
+
+    async fn publish_change(&self) {
+        let r: Result<i64, _> = self
+            .client
+            .publish(self.cfg.keys.membership_channel(), &self.cfg.hub_id)
+            .await;
+        if let Err(e) = r {
+            self.redis_error("publishing a membership change", &e);
+        }
+    }
+
+    fn redis_error(&self, what: &str, e: &fred::error::Error) {
+        self.metrics.redis_errors.inc();
+        tracing::warn!(error = %e, "{what} failed; keeping the last ring");
+    }
+
+    /// Announces every interval and follows other hubs' changes until
+    /// `stop`, then leaves the ring. `load` reports this hub's validators.
+    pub async fn run(self, load: impl Fn() -> usize, stop: CancellationToken) {
+        let mut messages = self.subscriber.message_rx();
+        let channel = self.cfg.keys.membership_channel();
+        let mut subscribed = false;
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if !subscribed {
+                        match self.subscriber.subscribe(channel.clone()).await {
+                            Ok(()) => subscribed = true,
+                            Err(e) => self.redis_error("subscribing", &e),
+                        }
+                    }
+                    match self.announce(load()).await {
+                        Ok(true) => self.publish_change().await,
+                        Ok(false) => {}
+                        Err(e) => self.redis_error("announcing", &e),
+                    }
+                }
+                msg = messages.recv() => match msg {
+                    Ok(m) if m.channel == channel => {
+                        if let Err(e) = self.reread().await {
+                            self.redis_error("reading members", &e);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.metrics.pubsub_lagged.inc_by(n);
+                        tracing::warn!(missed = n, "fell behind on pub/sub; re-reading members");
+                        if let Err(e) = self.reread().await {
+                            self.redis_error("reading members", &e);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        messages = self.subscriber.message_rx();
+                    }
+                },
+            }
+        }
+        // Leave so the others take over at once rather than after the TTL.
+        let left: Result<i64, _> = self
+            .leave
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.cfg.keys.members(), self.cfg.keys.hub_info()],
+                vec![self.cfg.hub_id.clone()],
+            )
+            .await;
+        match left {
+            Ok(_) => self.publish_change().await,
+            Err(e) => self.redis_error("leaving the ring", &e),
+        }
+        let _ = self.subscriber.quit().await;
+        let _ = self.client.quit().await;
+    }
+}

@@ -1,0 +1,21 @@
+//! The cluster seam: membership and ownership over Redis.
+//!
+//! Redis makes the cluster efficient, never correct: the one-round-per-slot
+//! guard lives in PostgreSQL, so two hubs that disagree about the ring for a
+//! while can both try a slot and only one wins. Pub/sub is at most once; a
+//! lost "membership changed" message is repaired by the next announcement.
+//!
+//! - [`keys`]: every key and channel name (hash-tagged for Redis Cluster).
+//! - [`ring`]: website -> owner by consistent hashing with virtual nodes.
+//! - [`membership`]: announce, read the live members, publish changes, and
+//!   keep a `watch` of the current [`Ring`] that the coordinator follows.
+//!
+//! Without Redis (`HUB_REDIS_URL` unset) the ring is this hub alone.
+
+pub mod keys;
+pub mod membership;
+pub mod ring;
+
+pub use keys::Keys;
+pub use membership::{Membership, MembershipConfig};
+pub use ring::Ring;
