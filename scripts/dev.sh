@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bring up the whole system locally: PostgreSQL, the demo sites, one hub, three validators.
+# Bring up the whole system locally: PostgreSQL, Redis, the demo sites, one hub, three
+# validators.
 #
 #   scripts/dev.sh [--no-build] [--for SECONDS]
 #
@@ -11,19 +12,20 @@
 #      2-core machine is much faster than --release, and the crypto crates are optimised even
 #      in debug; see [profile.dev.package.*] in Cargo.toml)
 #   2. PostgreSQL in .dev/pg (kept between runs; installed with apt-get if missing and root),
-#      database `uptime`, `hub migrate`
+#      database `uptime`, `hub migrate`; then Redis in .dev/redis (never writes to disk;
+#      installed with apt-get if missing and root)
 #   3. demo-sites on 127.0.0.1 (the port is remembered in .dev/demo-sites.port so registered
 #      site URLs stay valid across runs)
-#   4. one hub (`hub serve`, HUB_ID=hub-1) on a free port from 18080, waits for /readyz
+#   4. one hub (`hub serve`, HUB_ID=hub-1, HUB_REDIS_URL pointing at that Redis) on a free
+#      port from 18080, waits for /readyz
 #   5. three validator keypairs in .dev/keys/ (generated once) and three validators in regions
 #      eu-west, us-east, ap-south, all with --allow-private-targets (the demo sites are on
 #      loopback)
 #   6. registers the demo sites (/up, /down, /slow with a 2 s timeout, /flap, /keyword) unless
 #      `hub sites list` already shows them
 #   7. prints `hub sites status` every 10 s
-# On exit (Ctrl-C, SIGTERM, --for elapsed, or an error) it stops validators, hub, demo-sites and
-# PostgreSQL, in that order. Logs: .dev/logs/*.log. Everything stays on 127.0.0.1.
-# Redis is not needed yet (a later issue adds it; it would start after PostgreSQL, step 2).
+# On exit (Ctrl-C, SIGTERM, --for elapsed, or an error) it stops validators, hub, demo-sites,
+# Redis and PostgreSQL, in that order. Logs: .dev/logs/*.log. Everything stays on 127.0.0.1.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -32,6 +34,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/pg.sh
 source "$ROOT/scripts/lib/pg.sh"
+# shellcheck source=lib/redis.sh
+source "$ROOT/scripts/lib/redis.sh"
 LOG_PREFIX=dev
 
 usage() {
@@ -81,6 +85,7 @@ flock -n 9 || die "another scripts/dev.sh is already running in this checkout"
 PIDS=() # "name:pid", in start order; stopped in reverse
 SPAWNED=
 PG_STARTED=0
+REDIS_STARTED=0
 SLEEP_PID=
 
 cleanup() {
@@ -95,6 +100,7 @@ cleanup() {
         entry=${PIDS[i]}
         stop_pid "${entry%%:*}" "${entry##*:}" 15
     done
+    ((REDIS_STARTED)) && redis_stop "$DEV/redis"
     ((PG_STARTED)) && pg_stop "$DEV/pg"
     log "stopped (logs in ${LOGS#"$ROOT"/})"
     exit "$status"
@@ -139,7 +145,8 @@ for bin in hub validator demo-sites; do
 done
 
 # ---- 2. PostgreSQL ----------------------------------------------------------------------------
-# Children get `9>&-` so none of them (PostgreSQL above all) keeps the lock after we are gone.
+# Children get `9>&-` so none of them (PostgreSQL and Redis above all, which daemonize) keeps
+# the lock after we are gone.
 PG_STARTED=1
 pg_start "$DEV/pg" PG_PORT 9>&-
 pg_ensure_db "$PG_URL" uptime
@@ -152,6 +159,11 @@ hub() {
 
 log "applying migrations (hub migrate)"
 hub migrate >>"$LOGS/hub-migrate.log" 2>&1 || show_log_and_die hub-migrate "hub migrate failed"
+
+# Redis: the hubs' shared state (membership, ownership), all of it rebuildable, so it is
+# never saved and starts empty whenever it starts anew.
+REDIS_STARTED=1
+redis_start "$DEV/redis" REDIS_PORT 9>&-
 
 # ---- 3. demo sites ----------------------------------------------------------------------------
 DEMO_PORT=$(cat "$DEV/demo-sites.port" 2>/dev/null || true)
@@ -176,13 +188,19 @@ printf '%s\n' "$DEMO_PORT" >"$DEV/demo-sites.port"
 HUB_PORT=$(free_port 18080)
 # A fresh token-signing key per run; dev validators re-authenticate on every start anyway.
 TOKEN_KEY=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-spawn hub env \
-    DATABASE_URL="$DATABASE_URL" \
-    HUB_LISTEN="127.0.0.1:$HUB_PORT" \
-    HUB_ID=hub-1 \
-    HUB_TOKEN_KEYS="dev:$TOKEN_KEY" \
-    HUB_MIN_INTERVAL_SECS=5 \
-    "$BIN/hub" serve
+HUB_ENV=(
+    DATABASE_URL="$DATABASE_URL"
+    HUB_LISTEN="127.0.0.1:$HUB_PORT"
+    HUB_ID=hub-1
+    HUB_TOKEN_KEYS="dev:$TOKEN_KEY"
+    HUB_MIN_INTERVAL_SECS=5
+)
+# TODO: pass HUB_REDIS_URL unconditionally once the cluster (services/hub/src/cluster) has
+# landed. Until then a hub without it would refuse to start on an unknown HUB_ variable.
+if [[ -f $ROOT/services/hub/src/cluster/mod.rs ]]; then
+    HUB_ENV+=(HUB_REDIS_URL="$REDIS_URL")
+fi
+spawn hub env "${HUB_ENV[@]}" "$BIN/hub" serve
 HUB_PID=$SPAWNED
 wait_for_http "http://127.0.0.1:$HUB_PORT/readyz" 60 "$HUB_PID" ||
     show_log_and_die hub "hub did not become ready"
@@ -228,7 +246,8 @@ add_site "$DEMO_URL/flap"
 add_site "$DEMO_URL/keyword" --keyword uptime-demo-keyword
 
 # ---- 7. status until Ctrl-C (or --for) --------------------------------------------------------
-log "up: hub http://127.0.0.1:$HUB_PORT, demo sites $DEMO_URL, PostgreSQL $DATABASE_URL"
+log "up: hub http://127.0.0.1:$HUB_PORT, demo sites $DEMO_URL, PostgreSQL $DATABASE_URL," \
+    "Redis $REDIS_URL"
 if [[ -n $RUN_FOR ]]; then
     log "running for $RUN_FOR s"
 else

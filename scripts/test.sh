@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite: formatting, clippy, then every test against a private PostgreSQL.
+# Run the whole test suite: formatting, clippy, then every test against a private PostgreSQL
+# and a private Redis.
 #
 #   scripts/test.sh [--no-lint] [--] [TEST-RUNNER ARGS...]
 #
@@ -12,7 +13,9 @@
 # and stopped on exit, whatever happens. Tests read UPTIME_TEST_DATABASE_URL, a superuser URL to
 # its `postgres` database, and create a database of their own from it. Installs PostgreSQL with
 # apt-get when it is missing and this runs as root (CI); otherwise says what to install.
-# Redis is not needed yet (a later issue adds it; it would start next to PostgreSQL below).
+# A fresh Redis is started the same way in .tmp/test-redis (it never writes to disk). Tests read
+# UPTIME_TEST_REDIS_URL and keep to a key prefix of their own; tests that must restart Redis or
+# cut it off run their own redis-server, the binary named by UPTIME_TEST_REDIS_SERVER.
 # The exit status is that of the first step that fails, else of the test run.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -22,6 +25,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/pg.sh
 source "$ROOT/scripts/lib/pg.sh"
+# shellcheck source=lib/redis.sh
+source "$ROOT/scripts/lib/redis.sh"
 LOG_PREFIX="test"
 
 LINT=1
@@ -55,14 +60,16 @@ if ((LINT)); then
 fi
 
 TEST_PG=$ROOT/.tmp/test-pg
+TEST_REDIS=$ROOT/.tmp/test-redis
 # shellcheck disable=SC2317 # reached through the trap below
-stop_pg() {
+stop_servers() {
     local status=$?
     set +e
+    redis_stop "$TEST_REDIS"
     pg_stop "$TEST_PG"
     exit "$status"
 }
-trap stop_pg EXIT
+trap stop_servers EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -70,6 +77,14 @@ pg_destroy "$TEST_PG"
 pg_start "$TEST_PG" TEST_PG_PORT --fast
 export UPTIME_TEST_DATABASE_URL=$PG_URL
 log "UPTIME_TEST_DATABASE_URL=$UPTIME_TEST_DATABASE_URL"
+
+redis_stop "$TEST_REDIS"
+rm -rf -- "$TEST_REDIS"
+redis_start "$TEST_REDIS" TEST_REDIS_PORT --fast
+export UPTIME_TEST_REDIS_URL=$REDIS_URL
+UPTIME_TEST_REDIS_SERVER=$(command -v redis-server)
+export UPTIME_TEST_REDIS_SERVER
+log "UPTIME_TEST_REDIS_URL=$UPTIME_TEST_REDIS_URL"
 
 # The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
 SCOPE=(--workspace)

@@ -27,8 +27,7 @@
 # /tmp/uptime-pg-<checksum of DIR's absolute path> instead (DIR keeps a POINTER file naming it).
 # As any other user, the cluster runs as that user and DIR is used as is.
 #
-# Redis is not needed yet. When an issue adds it, a sibling scripts/lib/redis.sh with
-# redis_start/redis_stop in the same shape as this file is the place (not this file).
+# Redis has the same shape in the sibling scripts/lib/redis.sh.
 
 PG_FIRST_PORT=${PG_FIRST_PORT:-55432}
 

@@ -20,7 +20,10 @@ use tokio_util::task::TaskTracker;
 
 use store::Store;
 
-use crate::cluster::{Keys, Membership, MembershipConfig, Ring};
+use crate::cluster::membership::connect;
+use crate::cluster::presence::{Local, Presence, Remote};
+use crate::cluster::routing::{self, InboxMessage};
+use crate::cluster::{ClusterLink, Keys, Membership, MembershipConfig, Ring};
 use crate::config::Settings;
 use crate::coordinator::{Coordinator, Event};
 use crate::ingest::{IngestItem, Verifier, Writer};
@@ -45,6 +48,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The current ring; this hub schedules the websites it owns in it.
     pub ring: watch::Receiver<Arc<Ring>>,
+    /// Presence and routing, when Redis is configured.
+    pub cluster: Option<ClusterLink>,
     connections: Arc<Semaphore>,
     sessions: TaskTracker,
 }
@@ -55,7 +60,18 @@ pub struct Application {
     state: Arc<AppState>,
     ingest_rx: mpsc::Receiver<IngestItem>,
     events_rx: mpsc::Receiver<Event>,
-    membership: Option<Membership>,
+    cluster: Option<ClusterParts>,
+}
+
+/// The cluster pieces `run_until_stopped` drives.
+struct ClusterParts {
+    membership: Membership,
+    client: fred::clients::Client,
+    subscriber: fred::clients::SubscriberClient,
+    keys: Keys,
+    outbox_rx: mpsc::Receiver<(String, InboxMessage)>,
+    remotes_tx: watch::Sender<Arc<Vec<Remote>>>,
+    interval: Duration,
 }
 
 impl Application {
@@ -80,29 +96,60 @@ impl Application {
         // Alone until Redis says otherwise (and for good without Redis).
         let (ring_tx, ring) = watch::channel(Arc::new(Ring::new([settings.hub_id.clone()])));
         metrics.ring_members.set(1);
-        let membership = if settings.redis_url.is_empty() {
-            None
+        let (cluster, link) = if settings.redis_url.is_empty() {
+            (None, None)
         } else {
             let address = if settings.advertise_address.is_empty() {
                 local_addr.to_string()
             } else {
                 settings.advertise_address.clone()
             };
+            let interval = Duration::from_millis(settings.announce_interval_ms);
+            let keys = Keys::new(settings.redis_prefix.clone());
+            let (client, subscriber) = connect(&settings.redis_url, interval)
+                .context("configuring Redis (HUB_REDIS_URL)")?;
             let cfg = MembershipConfig {
-                redis_url: settings.redis_url.clone(),
-                keys: Keys::new(settings.redis_prefix.clone()),
+                keys: keys.clone(),
                 hub_id: settings.hub_id.clone(),
                 address,
-                interval: Duration::from_millis(settings.announce_interval_ms),
+                interval,
             };
-            Some(
-                Membership::new(cfg, metrics.clone(), ring_tx)
-                    .context("configuring Redis (HUB_REDIS_URL)")?,
-            )
+            let membership = Membership::new(
+                cfg,
+                client.clone(),
+                subscriber.clone(),
+                metrics.clone(),
+                ring_tx,
+            );
+            // A claim outlives a few missed announcements, not a crash.
+            let presence = Presence::new(
+                client.clone(),
+                keys.clone(),
+                settings.hub_id.clone(),
+                interval * 3 + Duration::from_secs(1),
+            );
+            let (outbox, outbox_rx) = routing::outbox(OUTBOX_QUEUE, metrics.clone());
+            let (remotes_tx, remotes) = watch::channel(Arc::new(Vec::new()));
+            let link = ClusterLink {
+                presence,
+                outbox,
+                remotes,
+            };
+            let parts = ClusterParts {
+                membership,
+                client,
+                subscriber,
+                keys,
+                outbox_rx,
+                remotes_tx,
+                interval,
+            };
+            (Some(parts), Some(link))
         };
         let state = Arc::new(AppState {
             metrics,
             ring,
+            cluster: link,
             verifier: Verifier {
                 keyring,
                 reward_lamports: settings.reward_lamports,
@@ -122,7 +169,7 @@ impl Application {
             state,
             ingest_rx,
             events_rx,
-            membership,
+            cluster,
         })
     }
 
@@ -143,7 +190,7 @@ impl Application {
             state,
             ingest_rx,
             events_rx,
-            membership,
+            cluster,
             ..
         } = self;
         let s = &state.settings;
@@ -157,17 +204,18 @@ impl Application {
             metrics: state.metrics.clone(),
             events: state.events.clone(),
             batch_max: s.write_batch_max,
+            ring: state.ring.clone(),
+            cluster: state.cluster.clone(),
         });
         let writers: Vec<_> = (0..s.writers)
             .map(|_| tokio::spawn(writer.clone().run(ingest_rx.clone(), writer_stop.clone())))
             .collect();
 
-        // Membership stops (and leaves the ring) as soon as shutdown starts,
-        // so other hubs take over this hub's websites while it drains.
-        let membership = membership.map(|m| {
-            let st = state.clone();
-            tokio::spawn(m.run(move || st.registry.len(), state.shutdown.clone()))
-        });
+        // Membership and presence stop (leaving the ring) as soon as shutdown
+        // starts, so other hubs take over this hub's websites while it
+        // drains; routing runs to the end, to carry the last summaries.
+        let routing_stop = CancellationToken::new();
+        let cluster_tasks = cluster.map(|c| spawn_cluster(&state, c, routing_stop.clone()));
 
         let notifications = tokio::spawn(crate::coordinator::follow_website_changes(
             state.clone(),
@@ -212,8 +260,9 @@ impl Application {
         }
         tracing::info!("tick writers flushed");
         notifications.abort();
-        if let Some(m) = membership {
-            let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+        routing_stop.cancel();
+        for t in cluster_tasks.into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(res)) => res.context("serving HTTP")?,
@@ -221,6 +270,124 @@ impl Application {
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }
         Ok(())
+    }
+}
+
+/// Hub-to-hub messages queued before new ones are dropped.
+const OUTBOX_QUEUE: usize = 8_192;
+
+fn spawn_cluster(
+    state: &Arc<AppState>,
+    c: ClusterParts,
+    routing_stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let st = state.clone();
+    let membership = tokio::spawn(
+        c.membership
+            .run(move || st.registry.len(), state.shutdown.clone()),
+    );
+    let publisher = tokio::spawn(routing::run_publisher(
+        c.client.clone(),
+        c.keys.clone(),
+        state.metrics.clone(),
+        c.outbox_rx,
+        routing_stop.clone(),
+    ));
+    let st = state.clone();
+    let inbox = tokio::spawn(routing::run_inbox(
+        c.subscriber,
+        c.keys,
+        state.settings.hub_id.clone(),
+        state.metrics.clone(),
+        move |m| deliver(&st, m),
+        routing_stop,
+    ));
+    let presence = tokio::spawn(run_presence(state.clone(), c.remotes_tx, c.interval));
+    vec![membership, publisher, inbox, presence]
+}
+
+/// Acts on a message from another hub.
+fn deliver(state: &AppState, msg: InboxMessage) {
+    match msg {
+        InboxMessage::Task { task } => {
+            let sent = state.registry.get(&task.validator).is_some_and(|h| {
+                h.tx.try_send(crate::registry::Outbound::Frame(
+                    protocol::HubMessage::Task(task),
+                ))
+                .is_ok()
+            });
+            if !sent {
+                // The owner finds out at the deadline and replaces the task.
+                state
+                    .metrics
+                    .cross_hub_dropped
+                    .with_label_values(&["in"])
+                    .inc();
+            }
+        }
+        InboxMessage::Answered { round_id, task_id } => {
+            let _ = state.events.try_send(Event::Answered { round_id, task_id });
+        }
+        InboxMessage::Kick {
+            validator,
+            generation,
+        } => {
+            if let Some(h) = state.registry.get(&validator) {
+                if h.generation == generation {
+                    h.replaced.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Every announcement: advertise this hub's validators and read the
+/// others'. On shutdown, withdraw the list at once.
+async fn run_presence(
+    state: Arc<AppState>,
+    remotes: watch::Sender<Arc<Vec<Remote>>>,
+    interval: Duration,
+) {
+    let Some(link) = state.cluster.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let locals: Vec<Local> = state
+            .registry
+            .snapshot()
+            .iter()
+            .map(|h| Local {
+                key: h.key.to_base58(),
+                generation: h.generation,
+                region: h.region.clone(),
+                capacity: h.capacity,
+                load: h.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        if let Err(e) = link.presence.publish(&locals).await {
+            state.metrics.redis_errors.inc();
+            tracing::warn!(error = %e, "advertising validators failed");
+        }
+        let members = state.ring.borrow().members().to_vec();
+        match link.presence.remotes(&members).await {
+            Ok(r) => {
+                remotes.send_replace(Arc::new(r));
+            }
+            Err(e) => {
+                // Keep the last view: tasks to a gone validator just expire.
+                state.metrics.redis_errors.inc();
+                tracing::warn!(error = %e, "reading other hubs' validators failed");
+            }
+        }
+    }
+    if let Err(e) = link.presence.clear().await {
+        tracing::warn!(error = %e, "withdrawing validators failed");
     }
 }
 

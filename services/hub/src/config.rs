@@ -192,9 +192,10 @@ impl Settings {
         if !(50..=60_000).contains(&self.announce_interval_ms) {
             return Err(invalid("HUB_ANNOUNCE_INTERVAL_MS", "must be 50..=60000"));
         }
-        if !self.redis_url.is_empty()
-            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
-        {
+        let redis_ok = self.redis_url.is_empty()
+            || self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("rediss://");
+        if !redis_ok {
             return Err(invalid(
                 "HUB_REDIS_URL",
                 "must be a redis:// or rediss:// URL (or empty for a single hub)",

@@ -22,6 +22,7 @@ use protocol::{now_ms, CheckSpec, HubMessage, PublicKey, StatusRange, Task, Toke
 use store::{ClosedRound, NewRound, Website};
 
 use crate::app::AppState;
+use crate::cluster::routing::InboxMessage;
 use crate::registry::{Outbound, SessionHandle};
 use crate::scheduler::{pick, Candidate, Schedule};
 
@@ -95,7 +96,14 @@ pub struct Coordinator {
 /// A snapshot of connected validators for one tick.
 struct Pool {
     cands: Vec<Candidate>,
-    handles: Vec<Arc<SessionHandle>>,
+    targets: Vec<Target>,
+}
+
+/// Where a candidate's task goes.
+enum Target {
+    Local(Arc<SessionHandle>),
+    /// Held by another hub: the task travels through that hub's inbox.
+    Remote(String),
 }
 
 impl Coordinator {
@@ -197,18 +205,42 @@ impl Coordinator {
         self.app.metrics.websites_owned.set(self.sites.len() as i64);
     }
 
+    /// This hub's validators and, in a cluster, those other hubs advertise.
     fn pool(&self) -> Pool {
         let handles = self.app.registry.snapshot();
-        let cands = handles
-            .iter()
-            .map(|h| Candidate {
+        let mut cands = Vec::with_capacity(handles.len());
+        let mut targets = Vec::with_capacity(handles.len());
+        let mut seen = HashSet::with_capacity(handles.len());
+        for h in handles {
+            seen.insert(h.key);
+            cands.push(Candidate {
                 key: h.key,
                 region: h.region.clone(),
                 load: self.load.get(&h.key).copied().unwrap_or(0),
                 capacity: h.capacity,
-            })
-            .collect();
-        Pool { cands, handles }
+            });
+            targets.push(Target::Local(h));
+        }
+        if let Some(link) = &self.app.cluster {
+            for r in link.remotes.borrow().iter() {
+                let Some(key) = PublicKey::from_base58(&r.key) else {
+                    continue;
+                };
+                // A validator that just moved here may still be listed there.
+                if !seen.insert(key) {
+                    continue;
+                }
+                cands.push(Candidate {
+                    key,
+                    region: r.region.clone(),
+                    // Its holder's count, plus what this hub sent since.
+                    load: r.load + self.load.get(&key).copied().unwrap_or(0),
+                    capacity: r.capacity,
+                });
+                targets.push(Target::Remote(r.hub_id.clone()));
+            }
+        }
+        Pool { cands, targets }
     }
 
     async fn on_tick(&mut self) {
@@ -224,7 +256,8 @@ impl Coordinator {
         // With nobody to check, opening a round would only burn its slot as
         // `unknown`; keep the sites due and try again next tick (a site
         // moves on to its next slot if this one passes meanwhile).
-        if self.app.registry.is_empty() {
+        let mut pool = self.pool();
+        if pool.cands.is_empty() {
             return;
         }
         let task_deadline = self.app.settings.task_deadline_ms as i64;
@@ -269,7 +302,6 @@ impl Coordinator {
             }
         }
         let by_site: HashMap<i64, &NewRound> = due.iter().map(|r| (r.website_id, r)).collect();
-        let mut pool = self.pool();
         let k = self.app.settings.validators_per_round;
         for o in opened {
             let (Some(site), Some(new)) =
@@ -323,8 +355,8 @@ impl Coordinator {
                 break;
             }
             for i in picked {
-                let handle = &pool.handles[i];
-                exclude.insert(handle.key);
+                let key = pool.cands[i].key;
+                exclude.insert(key);
                 // Time-ordered ids keep the ticks primary key append-mostly.
                 let task_id = Uuid::now_v7();
                 let token = self.app.verifier.keyring.issue(&TokenFields {
@@ -333,7 +365,7 @@ impl Coordinator {
                     round_id,
                     slot: round.slot,
                     scheduled_at_ms: round.scheduled_at_ms,
-                    validator: &handle.key,
+                    validator: &key,
                     deadline_ms,
                 });
                 let task = Task {
@@ -344,25 +376,32 @@ impl Coordinator {
                     scheduled_at_ms: round.scheduled_at_ms,
                     url: round.url.clone(),
                     check: round.check.clone(),
-                    validator: handle.key,
+                    validator: key,
                     deadline_ms,
                     token,
                 };
-                // A full queue means a slow consumer: pick someone else.
-                if handle
-                    .tx
-                    .try_send(Outbound::Frame(HubMessage::Task(task)))
-                    .is_err()
-                {
+                let sent_ok = match &pool.targets[i] {
+                    // A full queue means a slow consumer: pick someone else.
+                    Target::Local(h) => {
+                        h.tx.try_send(Outbound::Frame(HubMessage::Task(task)))
+                            .is_ok()
+                    }
+                    Target::Remote(hub) => self
+                        .app
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|c| c.outbox.send(hub, InboxMessage::Task { task })),
+                };
+                if !sent_ok {
                     continue;
                 }
                 self.app.metrics.tasks_sent.inc();
                 pool.cands[i].load += 1;
-                *self.load.entry(handle.key).or_default() += 1;
+                *self.load.entry(key).or_default() += 1;
                 round.tasks.push(TaskSlot {
                     task_id,
-                    validator: handle.key,
-                    region: handle.region.clone(),
+                    validator: key,
+                    region: pool.cands[i].region.clone(),
                     deadline_ms,
                     state: TaskState::Pending,
                     is_replacement,
@@ -509,6 +548,11 @@ impl Coordinator {
                 if !closed.is_empty() {
                     tracing::info!(rounds = closed.len(), "closed overdue rounds");
                 }
+                let others = closed.iter().filter(|c| c.opened_by != *hub).count();
+                self.app
+                    .metrics
+                    .rounds_closed_by_non_owner
+                    .inc_by(others as u64);
                 self.count_closed(&closed);
             }
             Err(e) => tracing::warn!(error = %e, "sweeping overdue rounds failed"),

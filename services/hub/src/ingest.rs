@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use ed25519_dalek::VerifyingKey;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,6 +23,8 @@ use protocol::{
 };
 use store::{NewTick, Store};
 
+use crate::cluster::routing::InboxMessage;
+use crate::cluster::{ClusterLink, Ring};
 use crate::coordinator::Event;
 use crate::metrics::Metrics;
 use crate::registry::Outbound;
@@ -97,6 +99,10 @@ pub struct Writer {
     pub metrics: Arc<Metrics>,
     pub events: mpsc::Sender<Event>,
     pub batch_max: usize,
+    /// To tell a round's owner, when it is another hub, that a task was
+    /// answered, so it can close the round early.
+    pub ring: watch::Receiver<Arc<Ring>>,
+    pub cluster: Option<ClusterLink>,
 }
 
 impl Writer {
@@ -131,6 +137,20 @@ impl Writer {
             }
             self.write(&mut batch).await;
         }
+    }
+
+    /// Best effort: if the message is lost or the owner busy, the round
+    /// closes at its deadline instead of early.
+    fn tell_owner(&self, website_id: i64, round_id: i64, task_id: Uuid) {
+        if let Some(link) = &self.cluster {
+            let owner = self.ring.borrow().owner(website_id).map(str::to_string);
+            if let Some(owner) = owner.filter(|o| *o != self.hub_id) {
+                link.outbox
+                    .send(&owner, InboxMessage::Answered { round_id, task_id });
+                return;
+            }
+        }
+        let _ = self.events.try_send(Event::Answered { round_id, task_id });
     }
 
     async fn write(&self, batch: &mut Vec<IngestItem>) {
@@ -184,12 +204,7 @@ impl Writer {
                 AckOutcome::Duplicate
             };
             if outcome == AckOutcome::Stored {
-                // Best effort: if the coordinator is busy, the round closes
-                // at its deadline instead of early.
-                let _ = self.events.try_send(Event::Answered {
-                    round_id: item.tick.round_id,
-                    task_id: item.tick.task_id,
-                });
+                self.tell_owner(item.tick.website_id, item.tick.round_id, item.tick.task_id);
             }
             let ack = HubMessage::ResultAck(ResultAck {
                 task_id: item.tick.task_id,

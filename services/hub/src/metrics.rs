@@ -29,6 +29,9 @@ pub struct Metrics {
     pub ownership_changes: IntCounter,
     pub redis_errors: IntCounter,
     pub pubsub_lagged: IntCounter,
+    pub cross_hub_messages: IntCounterVec,
+    pub cross_hub_dropped: IntCounterVec,
+    pub rounds_closed_by_non_owner: IntCounter,
 }
 
 impl Metrics {
@@ -126,6 +129,20 @@ impl Metrics {
             pubsub_lagged: counter(
                 "pubsub_lagged_total",
                 "Pub/sub messages this hub fell behind on and skipped.",
+            ),
+            cross_hub_messages: counter_vec(
+                "cross_hub_messages_total",
+                "Hub-to-hub messages, by direction (in, out).",
+                "direction",
+            ),
+            cross_hub_dropped: counter_vec(
+                "cross_hub_dropped_total",
+                "Hub-to-hub messages dropped on a full queue or with no recipient, by direction.",
+                "direction",
+            ),
+            rounds_closed_by_non_owner: counter(
+                "rounds_closed_by_non_owner_total",
+                "Overdue rounds of other hubs this hub closed from PostgreSQL.",
             ),
             registry,
         }

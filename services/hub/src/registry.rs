@@ -6,7 +6,7 @@
 //! the entry of the newer session that replaced it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -29,15 +29,27 @@ pub struct SessionHandle {
     pub key: PublicKey,
     pub region: String,
     pub capacity: u32,
+    /// Tasks sent on this socket and not yet answered (kept by the session).
+    pub in_flight: AtomicU32,
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when a newer session with the same key takes over.
     pub replaced: CancellationToken,
 }
 
-#[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<PublicKey, Arc<SessionHandle>>>,
     next_generation: AtomicU64,
+}
+
+impl Default for Registry {
+    /// Generations start at the boot time in microseconds, so a restarted
+    /// hub never reuses one that a stale cluster record might still hold.
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::default(),
+            next_generation: AtomicU64::new(protocol::now_ms() as u64 * 1000),
+        }
+    }
 }
 
 impl Registry {
@@ -107,6 +119,7 @@ mod tests {
             key: PublicKey([key; 32]),
             region: "eu".into(),
             capacity: 1,
+            in_flight: AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),
         })

@@ -330,6 +330,7 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
         key,
         region: peer.hello.region.clone(),
         capacity: peer.hello.capacity,
+        in_flight: std::sync::atomic::AtomicU32::new(0),
         tx,
         replaced: CancellationToken::new(),
     });
@@ -337,9 +338,42 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
         app.metrics.sessions_replaced.inc();
     }
     app.metrics.validators_connected.inc();
+    if let Some(link) = &app.cluster {
+        // Tell the hub that held this key before (if another) to let go.
+        match link
+            .presence
+            .claim(&key.to_base58(), handle.generation)
+            .await
+        {
+            Ok(Some((hub, generation))) if hub != app.settings.hub_id => {
+                link.outbox.send(
+                    &hub,
+                    crate::cluster::routing::InboxMessage::Kick {
+                        validator: key,
+                        generation,
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                app.metrics.redis_errors.inc();
+                tracing::warn!(error = %e, "claiming the validator's presence failed");
+            }
+        }
+    }
     tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
     let end = serve(&app, &handle, &peer, &mut sink, &mut stream, rx, &limiter).await;
     app.registry.unregister(&key, handle.generation);
+    if let Some(link) = &app.cluster {
+        if let Err(e) = link
+            .presence
+            .release(&key.to_base58(), handle.generation)
+            .await
+        {
+            app.metrics.redis_errors.inc();
+            tracing::debug!(error = %e, "releasing the validator's presence failed");
+        }
+    }
     app.metrics.validators_connected.dec();
     let _ = app.events.try_send(Event::SessionClosed {
         key,
@@ -381,6 +415,10 @@ async fn serve(
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
 
     loop {
+        handle.in_flight.store(
+            open_tasks.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if drain_until.is_some() {
             let now = now_ms();
             open_tasks.retain(|_, deadline| *deadline > now);

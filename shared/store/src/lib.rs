@@ -91,6 +91,8 @@ pub struct OpenedRound {
 pub struct ClosedRound {
     pub round_id: i64,
     pub website_id: i64,
+    /// The hub that opened the round.
+    pub opened_by: String,
     pub status: String,
     pub up: i64,
     pub down: i64,
@@ -180,7 +182,7 @@ UPDATE rounds r
        closed_at = now(), closed_by = $2
   FROM counts c
  WHERE r.id = c.id AND r.status = 'open'
-RETURNING r.id, r.website_id, r.status, c.up, c.down";
+RETURNING r.id, r.website_id, r.hub_id, r.status, c.up, c.down";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -384,6 +386,7 @@ impl Store {
             .map(|r| ClosedRound {
                 round_id: r.get("id"),
                 website_id: r.get("website_id"),
+                opened_by: r.get("hub_id"),
                 status: r.get("status"),
                 up: r.get("up"),
                 down: r.get("down"),

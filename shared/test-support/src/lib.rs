@@ -1,89 +1,26 @@
-//! Test helpers shared by the workspace's integration tests.
+//! Test helpers shared by the workspace's integration tests. Dev-dependency only.
 //!
-//! [`TestDb`] creates a fresh PostgreSQL database per test, with migrations
-//! applied, on the server named by `UPTIME_TEST_DATABASE_URL` (which
-//! `scripts/test.sh` starts). Tests never share a database.
+//! # Layout
+//!
+//! - [`TestDb`] (`db`): a fresh PostgreSQL database per test, with migrations
+//!   applied, on the server named by `UPTIME_TEST_DATABASE_URL`. Tests never
+//!   share a database.
+//! - [`TestRedis`] (`redis`): a unique key prefix per test on the shared Redis
+//!   named by `UPTIME_TEST_REDIS_URL`; its keys are deleted when it drops.
+//! - [`RedisServer`] (`redis`): a private `redis-server` process for tests
+//!   that stop or restart Redis ("Redis restarted empty").
+//! - [`TcpProxy`] (`proxy`): a loopback TCP proxy that can pass, black-hole or
+//!   reset traffic at runtime, for partition tests.
+//! - `resp`: the few lines of blocking RESP that `TestRedis` needs (private).
+//!
+//! `scripts/test.sh` starts PostgreSQL and Redis and sets the variables, and
+//! `UPTIME_TEST_REDIS_SERVER` (the `redis-server` binary `RedisServer` runs).
 
-use std::str::FromStr;
+mod db;
+mod proxy;
+mod redis;
+mod resp;
 
-use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
-use store::Store;
-
-/// The variable naming the test server's superuser URL.
-pub const TEST_DB_ENV: &str = "UPTIME_TEST_DATABASE_URL";
-
-/// A fresh database that is dropped (best effort) when the test ends.
-pub struct TestDb {
-    pub name: String,
-    /// URL of the fresh database, for child processes.
-    pub url: String,
-    pub store: Store,
-    admin: PgConnectOptions,
-}
-
-impl TestDb {
-    pub async fn new() -> anyhow::Result<Self> {
-        let base = std::env::var(TEST_DB_ENV).with_context(|| {
-            format!("{TEST_DB_ENV} is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
-        })?;
-        let admin = PgConnectOptions::from_str(&base)
-            .with_context(|| format!("{TEST_DB_ENV} is not a PostgreSQL URL"))?;
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect_with(&admin)
-            .await
-            .with_context(|| format!("connecting to {base}"))?;
-        // `name` is generated above from a UUID: nothing to inject.
-        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await?;
-        conn.close().await?;
-        let opts = admin.clone().database(&name);
-        let url = opts.to_url_lossy().to_string();
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
-        let store = Store::from_pool(pool);
-        store
-            .migrate()
-            .await
-            .context("migrating the test database")?;
-        Ok(Self {
-            name,
-            url,
-            store,
-            admin,
-        })
-    }
-
-    pub fn pool(&self) -> &sqlx::PgPool {
-        self.store.pool()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Dropping needs its own runtime: Drop cannot await, and the test's
-        // runtime is blocked while we wait here (so nothing that needs it,
-        // like closing the pool gracefully, may be awaited). FORCE ends the
-        // connections still open, the hub's included.
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async move {
-                let mut conn = PgConnection::connect_with(&admin).await.ok()?;
-                conn.execute(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await
-                .ok()
-            })
-        })
-        .join();
-    }
-}
+pub use db::{TestDb, TEST_DB_ENV};
+pub use proxy::{Mode, TcpProxy};
+pub use redis::{RedisServer, TestRedis, TEST_REDIS_ENV, TEST_REDIS_SERVER_ENV};

@@ -46,6 +46,16 @@ impl Keys {
     pub fn hub_inbox(&self, hub_id: &str) -> String {
         format!("{}{{hub:{hub_id}}}:inbox", self.prefix)
     }
+
+    /// Hash: the validators one hub holds, key -> "region|capacity|load".
+    pub fn hub_validators(&self, hub_id: &str) -> String {
+        format!("{}{{hub:{hub_id}}}:validators", self.prefix)
+    }
+
+    /// String: which session holds a validator, "hub id|generation".
+    pub fn validator_session(&self, key: &str) -> String {
+        format!("{}{{v:{key}}}:session", self.prefix)
+    }
 }
 
 #[cfg(test)]

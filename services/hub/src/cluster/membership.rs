@@ -53,7 +53,6 @@ return 1
 
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
-    pub redis_url: String,
     pub keys: Keys,
     pub hub_id: String,
     /// Where validators and peers can reach this hub.
@@ -82,6 +81,24 @@ pub struct Membership {
     leave: Script,
 }
 
+/// Builds the command and subscriber clients for `url` and starts them
+/// connecting (without waiting: a hub starts even while Redis is down).
+/// Commands time out after `interval`, so a stuck Redis looks like an error
+/// rather than a hang.
+pub fn connect(
+    url: &str,
+    interval: Duration,
+) -> Result<(Client, SubscriberClient), fred::error::Error> {
+    let b = builder(url, interval)?;
+    let client = b.build()?;
+    let subscriber = b.build_subscriber_client()?;
+    client.connect();
+    subscriber.connect();
+    // Re-subscribes to every tracked channel after a reconnect.
+    subscriber.manage_subscriptions();
+    Ok((client, subscriber))
+}
+
 fn builder(url: &str, interval: Duration) -> Result<Builder, fred::error::Error> {
     let config = Config::from_url(url)?;
     let mut b = Builder::from_config(config);
@@ -100,20 +117,14 @@ fn builder(url: &str, interval: Duration) -> Result<Builder, fred::error::Error>
 }
 
 impl Membership {
-    /// Builds the clients and starts connecting; does not wait for Redis.
     pub fn new(
         cfg: MembershipConfig,
+        client: Client,
+        subscriber: SubscriberClient,
         metrics: Arc<Metrics>,
         ring: watch::Sender<Arc<Ring>>,
-    ) -> Result<Self, fred::error::Error> {
-        let b = builder(&cfg.redis_url, cfg.interval)?;
-        let client = b.build()?;
-        let subscriber = b.build_subscriber_client()?;
-        client.connect();
-        subscriber.connect();
-        // Re-subscribes after every reconnect.
-        subscriber.manage_subscriptions();
-        Ok(Self {
+    ) -> Self {
+        Self {
             cfg,
             client,
             subscriber,
@@ -123,7 +134,7 @@ impl Membership {
             announce: Script::from_lua(ANNOUNCE),
             read: Script::from_lua(READ),
             leave: Script::from_lua(LEAVE),
-        })
+        }
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -247,7 +258,5 @@ impl Membership {
             Ok(_) => self.publish_change().await,
             Err(e) => self.redis_error("leaving the ring", &e),
         }
-        let _ = self.subscriber.quit().await;
-        let _ = self.client.quit().await;
     }
 }

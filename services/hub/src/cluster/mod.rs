@@ -7,6 +7,8 @@
 //!
 //! - [`keys`]: every key and channel name (hash-tagged for Redis Cluster).
 //! - [`ring`]: website -> owner by consistent hashing with virtual nodes.
+//! - [`presence`]: which hub holds which validator (compare-and-delete).
+//! - [`routing`]: hub inboxes over pub/sub (tasks, result summaries, kicks).
 //! - [`membership`]: announce, read the live members, publish changes, and
 //!   keep a `watch` of the current [`Ring`] that the coordinator follows.
 //!
@@ -14,8 +16,23 @@
 
 pub mod keys;
 pub mod membership;
+pub mod presence;
 pub mod ring;
+pub mod routing;
 
 pub use keys::Keys;
 pub use membership::{Membership, MembershipConfig};
 pub use ring::Ring;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// What the rest of the hub uses of the cluster when Redis is configured.
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub presence: presence::Presence,
+    pub outbox: routing::Outbox,
+    /// Validators other hubs hold, refreshed every announcement.
+    pub remotes: watch::Receiver<Arc<Vec<presence::Remote>>>,
+}

@@ -48,6 +48,7 @@ pub fn settings(db: &TestDb) -> Settings {
 
 pub struct TestHub {
     pub addr: SocketAddr,
+    pub id: String,
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -55,6 +56,7 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start(settings: Settings) -> Self {
+        let id = settings.hub_id.clone();
         let app = Application::build(settings).await.expect("hub builds");
         let addr = app.local_addr();
         let state = app.state();
@@ -64,6 +66,7 @@ impl TestHub {
         }));
         Self {
             addr,
+            id,
             state,
             stop: Some(stop),
             task: Some(task),

@@ -1,0 +1,153 @@
+//! Hub-to-hub messages over Redis pub/sub, one inbox channel per hub.
+//!
+//! Delivery is at most once: a message to a hub that is restarting is lost,
+//! and the sender finds out the normal way, by a deadline passing. Inboxes
+//! are bounded on both sides: outgoing messages wait in a bounded queue for
+//! the publisher task; incoming ones are handed on with `try_send`, and
+//! whatever cannot be taken is counted and dropped.
+
+use std::sync::Arc;
+
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{EventInterface, PubsubInterface};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use protocol::{PublicKey, Task};
+
+use crate::cluster::Keys;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InboxMessage {
+    /// Deliver this task to the validator it names, if connected here.
+    Task { task: Task },
+    /// A result for a round this hub owns was committed elsewhere.
+    Answered { round_id: i64, task_id: Uuid },
+    /// A newer session for `validator` opened elsewhere: close ours if it
+    /// is still this generation.
+    Kick {
+        validator: PublicKey,
+        generation: u64,
+    },
+}
+
+/// Sends to other hubs through a bounded queue drained by `run_publisher`.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<(String, InboxMessage)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    /// Queues `msg` for `hub`; false (and counted) if the queue is full.
+    pub fn send(&self, hub: &str, msg: InboxMessage) -> bool {
+        match self.tx.try_send((hub.to_string(), msg)) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics
+                    .cross_hub_dropped
+                    .with_label_values(&["out"])
+                    .inc();
+                false
+            }
+        }
+    }
+}
+
+pub fn outbox(
+    capacity: usize,
+    metrics: Arc<Metrics>,
+) -> (Outbox, mpsc::Receiver<(String, InboxMessage)>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Outbox { tx, metrics }, rx)
+}
+
+/// Publishes queued messages until `stop` and the queue is empty.
+pub async fn run_publisher(
+    client: Client,
+    keys: Keys,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<(String, InboxMessage)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (hub, msg) = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let body = serde_json::to_string(&msg).expect("inbox messages serialize");
+        let r: Result<i64, _> = client.publish(keys.hub_inbox(&hub), body).await;
+        match r {
+            Ok(_) => metrics.cross_hub_messages.with_label_values(&["out"]).inc(),
+            Err(e) => {
+                metrics.redis_errors.inc();
+                tracing::debug!(error = %e, %hub, "publishing to a hub failed");
+            }
+        }
+    }
+}
+
+/// Hands this hub's inbox messages to `deliver` until `stop`.
+pub async fn run_inbox(
+    subscriber: SubscriberClient,
+    keys: Keys,
+    hub_id: String,
+    metrics: Arc<Metrics>,
+    deliver: impl Fn(InboxMessage),
+    stop: CancellationToken,
+) {
+    let channel = keys.hub_inbox(&hub_id);
+    let mut messages = subscriber.message_rx();
+    let mut subscribed = false;
+    let mut retry = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = retry.tick(), if !subscribed => {
+                match subscriber.subscribe(channel.clone()).await {
+                    Ok(()) => subscribed = true,
+                    Err(e) => {
+                        metrics.redis_errors.inc();
+                        tracing::warn!(error = %e, "subscribing to this hub's inbox failed");
+                    }
+                }
+            }
+            m = messages.recv() => match m {
+                Ok(m) if m.channel == channel => {
+                    metrics.cross_hub_messages.with_label_values(&["in"]).inc();
+                    let Some(text) = m.value.as_str() else { continue };
+                    match serde_json::from_str::<InboxMessage>(&text) {
+                        Ok(msg) => deliver(msg),
+                        Err(e) => tracing::warn!(error = %e, "unreadable inbox message"),
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics.pubsub_lagged.inc_by(n);
+                    tracing::warn!(missed = n, "fell behind on this hub's inbox");
+                }
+                Err(broadcast::error::RecvError::Closed) => messages = subscriber.message_rx(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_messages_round_trip_as_tagged_json() {
+        let m = InboxMessage::Answered {
+            round_id: 7,
+            task_id: Uuid::from_u128(9),
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert!(s.contains(r#""kind":"answered""#), "{s}");
+        assert_eq!(serde_json::from_str::<InboxMessage>(&s).unwrap(), m);
+    }
+}
