@@ -52,6 +52,7 @@ pub struct AppState {
     pub cluster: Option<ClusterLink>,
     connections: Arc<Semaphore>,
     sessions: TaskTracker,
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub struct Application {
@@ -157,6 +158,7 @@ impl Application {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             registry: Registry::default(),
             sessions: TaskTracker::new(),
+            trusted_proxies: settings.trusted_proxies()?,
             shutdown: CancellationToken::new(),
             settings,
             store,
@@ -400,11 +402,30 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The validator's address: the socket peer, or, behind a trusted load
+/// balancer, the last address it appended to `X-Forwarded-For`.
+fn client_addr(state: &AppState, peer: SocketAddr, headers: &axum::http::HeaderMap) -> SocketAddr {
+    if !state.trusted_proxies.contains(&peer.ip()) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 0))
+        .unwrap_or(peer)
+}
+
 async fn ws(
     upgrade: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    let peer = client_addr(&state, peer, &headers);
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }

@@ -64,6 +64,9 @@ pub struct Settings {
     pub announce_interval_ms: u64,
     /// Address other hubs and operators see; defaults to `listen`.
     pub advertise_address: String,
+    /// Load balancers whose `X-Forwarded-For` is believed, comma-separated
+    /// IP addresses. From anyone else the header is ignored.
+    pub trusted_proxies: String,
 }
 
 impl Default for Settings {
@@ -96,6 +99,7 @@ impl Default for Settings {
             redis_prefix: "uptime:".into(),
             announce_interval_ms: 2_000,
             advertise_address: String::new(),
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -201,6 +205,7 @@ impl Settings {
                 "must be a redis:// or rediss:// URL (or empty for a single hub)",
             ));
         }
+        self.trusted_proxies()?;
         for (var, v) in [
             ("HUB_MAX_CONNECTIONS", self.max_connections),
             ("HUB_SESSION_QUEUE", self.session_queue),
@@ -217,6 +222,19 @@ impl Settings {
 
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {
         Keyring::parse(&self.token_keys).map_err(|e| invalid("HUB_TOKEN_KEYS", e.to_string()))
+    }
+
+    pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse().map_err(|_| {
+                    invalid("HUB_TRUSTED_PROXIES", format!("{p:?} is not an IP address"))
+                })
+            })
+            .collect()
     }
 
     pub fn task_deadline(&self) -> Duration {

@@ -284,3 +284,129 @@ pub fn spawn_validator(
     cfg.allow_private_targets = true;
     validator::spawn(cfg, key(seed), shutdown.clone())
 }
+
+/// A real `hub` process, for tests that kill, restart or cut off hubs.
+pub struct HubProc {
+    pub id: String,
+    pub port: u16,
+    child: tokio::process::Child,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl HubProc {
+    /// Starts `hub serve` on `port` and waits until it listens. `env` adds
+    /// or overrides HUB_* settings.
+    pub async fn start(db: &TestDb, id: &str, port: u16, env: &[(&str, String)]) -> Self {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"));
+        cmd.arg("serve")
+            .env("HUB_DATABASE_URL", &db.url)
+            .env("HUB_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HUB_ID", id)
+            .env("HUB_TOKEN_KEYS", TOKEN_KEYS)
+            .env("HUB_MIN_INTERVAL_SECS", "1")
+            .env("HUB_TASK_DEADLINE_MS", "20000")
+            .env("HUB_SCHEDULER_TICK_MS", "50")
+            .env("HUB_RELOAD_INTERVAL_MS", "1000")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("hub binary starts");
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("hub {id} exited before listening: {status}");
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    id: id.into(),
+                    port,
+                    child,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("hub {id} did not listen within 30 s");
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn sigterm(mut self) {
+        let pid = self.child.id().expect("running") as libc::pid_t;
+        // SAFETY: plain kill(2) on a child we own.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("hub exits within 30 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "hub {} exit status {status}", self.id);
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+    }
+
+    /// One sample from `/metrics` (summed over labels), or None if the
+    /// hub does not answer.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body))
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            body.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|r| r.starts_with(['{', ' ']))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+}
+
+/// Largest gap, in ms, between consecutive rounds of any website.
+pub async fn max_round_gap_ms(db: &TestDb) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(gap), 0)::int8 FROM (
+           SELECT extract(epoch FROM scheduled_at - lag(scheduled_at)
+                    OVER (PARTITION BY website_id ORDER BY scheduled_at)) * 1000 AS gap
+             FROM rounds) g",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+/// Slots that have more than one round (must be zero).
+pub async fn slots_run_twice(db: &TestDb) -> i64 {
+    count(
+        db,
+        "SELECT count(*) FROM (SELECT 1 FROM rounds GROUP BY website_id, slot HAVING count(*) > 1) d",
+    )
+    .await
+}
