@@ -283,6 +283,8 @@ fn spawn_cluster(
     c: ClusterParts,
     routing_stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    watch_reconnects(state, &c.client, "commands");
+    watch_reconnects(state, &c.subscriber, "subscriber");
     let st = state.clone();
     let membership = tokio::spawn(
         c.membership
@@ -308,6 +310,22 @@ fn spawn_cluster(
     vec![membership, publisher, inbox, presence]
 }
 
+/// Counts and logs every reconnection of a Redis client. Redis closes a
+/// subscriber whose output buffer overflows (`client-output-buffer-limit
+/// pubsub`); this is where a hub that fell behind shows up.
+fn watch_reconnects(
+    state: &Arc<AppState>,
+    client: &impl fred::interfaces::EventInterface,
+    which: &'static str,
+) {
+    let st = state.clone();
+    client.on_reconnect(move |server| {
+        st.metrics.redis_reconnects.inc();
+        tracing::warn!(%server, client = which, "reconnected to Redis");
+        async { Ok(()) }
+    });
+}
+
 /// Acts on a message from another hub.
 fn deliver(state: &AppState, msg: InboxMessage) {
     match msg {
@@ -329,6 +347,10 @@ fn deliver(state: &AppState, msg: InboxMessage) {
         }
         InboxMessage::Answered { round_id, task_id } => {
             let _ = state.events.try_send(Event::Answered { round_id, task_id });
+        }
+        InboxMessage::Ping { sent_at_ms } => {
+            let rtt = (protocol::now_ms() - sent_at_ms).max(0) as f64 / 1000.0;
+            state.metrics.pubsub_rtt.observe(rtt);
         }
         InboxMessage::Kick {
             validator,
@@ -372,6 +394,12 @@ async fn run_presence(
                 load: h.in_flight.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
+        link.outbox.send(
+            &state.settings.hub_id,
+            InboxMessage::Ping {
+                sent_at_ms: protocol::now_ms(),
+            },
+        );
         if let Err(e) = link.presence.publish(&locals).await {
             state.metrics.redis_errors.inc();
             tracing::warn!(error = %e, "advertising validators failed");

@@ -136,11 +136,23 @@ impl Coordinator {
         ] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
+        let mut ring = self.app.ring.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some(ev) = self.rx.recv() => self.on_event(ev),
+                // A new ring changes what this hub owns: re-filter at once.
+                Ok(()) = ring.changed() => {
+                    ring.mark_unchanged();
+                    self.reload().await;
+                }
+                Some(ev) = self.rx.recv() => {
+                    if matches!(ev, Event::WebsitesChanged) {
+                        self.reload().await;
+                    } else {
+                        self.on_event(ev);
+                    }
+                }
                 _ = reload.tick() => self.reload().await,
                 _ = tick.tick() => self.on_tick().await,
                 _ = sweep.tick() => self.sweep().await,
@@ -169,6 +181,7 @@ impl Coordinator {
             }
         };
         let now = now_ms();
+        tracing::debug!(websites = websites.len(), "reloaded websites");
         let floor = self.app.settings.min_interval_secs;
         let ring = self.app.ring.borrow().clone();
         let me = self.app.settings.hub_id.as_str();
@@ -602,7 +615,8 @@ pub async fn follow_website_changes(app: Arc<AppState>, stop: CancellationToken)
         tokio::select! {
             _ = stop.cancelled() => return,
             n = listener.recv() => match n {
-                Ok(_) => {
+                Ok(n) => {
+                    tracing::debug!(op = n.payload(), "websites changed");
                     let _ = app.events.try_send(Event::WebsitesChanged);
                 }
                 Err(e) => {

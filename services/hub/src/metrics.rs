@@ -32,6 +32,8 @@ pub struct Metrics {
     pub cross_hub_messages: IntCounterVec,
     pub cross_hub_dropped: IntCounterVec,
     pub rounds_closed_by_non_owner: IntCounter,
+    pub pubsub_rtt: Histogram,
+    pub redis_reconnects: IntCounter,
 }
 
 impl Metrics {
@@ -143,6 +145,21 @@ impl Metrics {
             rounds_closed_by_non_owner: counter(
                 "rounds_closed_by_non_owner_total",
                 "Overdue rounds of other hubs this hub closed from PostgreSQL.",
+            ),
+            pubsub_rtt: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "pubsub_rtt_seconds",
+                        "Round trip of a probe through this hub's own Redis inbox.",
+                    )
+                    .buckets(exponential_buckets(0.0001, 2.0, 16).unwrap()),
+                )
+                .unwrap(),
+            ),
+            redis_reconnects: counter(
+                "redis_reconnects_total",
+                "Reconnections of this hub's Redis clients (a subscriber closed for falling behind shows here).",
             ),
             registry,
         }

@@ -14,6 +14,8 @@ fn cluster_settings(db: &TestDb, redis: &TestRedis, id: &str) -> hub::Settings {
     s.redis_url = redis.url.clone();
     s.redis_prefix = redis.prefix.clone();
     s.announce_interval_ms = 200;
+    // Only ring changes and NOTIFY may drive reloads here.
+    s.reload_interval_ms = 600_000;
     s
 }
 
@@ -60,7 +62,8 @@ async fn hubs_split_the_websites_and_take_over_when_one_leaves() {
     })
     .await;
     let took = left_at.elapsed();
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    eprintln!("ownership converged {took:?} after the leave");
+    assert!(took < Duration::from_millis(1_500), "took {took:?}");
     for h in hubs {
         h.stop().await;
     }

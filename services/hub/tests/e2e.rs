@@ -160,3 +160,44 @@ async fn every_site_gets_three_regions_per_round_with_the_right_status() {
     hub.stop().await;
     sites_stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_website_added_in_plain_sql_is_checked_within_a_second() {
+    let db = TestDb::new().await.unwrap();
+    let (base, sites_stop) = demo_sites(Default::default()).await;
+    let mut s = settings(&db);
+    // Only the PostgreSQL notification can explain a quick pickup.
+    s.reload_interval_ms = 600_000;
+    let hub = TestHub::start(s).await;
+    let stop = CancellationToken::new();
+    let (v, _) = spawn_validator(&[hub.ws_url()], 50, "eu-west", &stop);
+    v.wait_until(|s| s.connected).await;
+    // The hub's first reload has happened (the interval fires at once).
+    eventually(5, "the first reload", || async {
+        (metric(&hub.state, "uptime_hub_websites_owned", "") == 0.0).then_some(())
+    })
+    .await;
+
+    let added = std::time::Instant::now();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO websites (url, interval_secs) VALUES ($1, 60) RETURNING id",
+    )
+    .bind(format!("{base}/up"))
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    eventually(5, "a round for the new website", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rounds WHERE website_id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        (n > 0).then_some(())
+    })
+    .await;
+    let took = added.elapsed();
+    assert!(took < Duration::from_secs(1), "picked up after {took:?}");
+    stop.cancel();
+    hub.stop().await;
+    sites_stop.cancel();
+}

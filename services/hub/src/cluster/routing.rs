@@ -33,6 +33,8 @@ pub enum InboxMessage {
         validator: PublicKey,
         generation: u64,
     },
+    /// A hub's probe to itself, timing the pub/sub round trip.
+    Ping { sent_at_ms: i64 },
 }
 
 /// Sends to other hubs through a bounded queue drained by `run_publisher`.
