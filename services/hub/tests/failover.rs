@@ -169,6 +169,17 @@ async fn kill_9_one_of_three_hubs_under_load() {
     wait_ring(&hubs, 2, 5).await;
     // Run on a while, then judge the whole run.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // No round stays open because its owner died: the survivors sweep
+    // overdue rounds from PostgreSQL (deadline + 5 s grace, every 5 s).
+    eventually(15, "no overdue round left open", || async {
+        let n = count(
+            &db,
+            "SELECT count(*) FROM rounds WHERE status = 'open' AND deadline < now() - interval '11 seconds'",
+        )
+        .await;
+        (n == 0).then_some(())
+    })
+    .await;
     assert_eq!(slots_run_twice(&db).await, 0, "no slot ran twice");
     let gap = max_round_gap_ms(&db).await;
     assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");

@@ -15,6 +15,8 @@ use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::scripts::Script;
 
+use protocol::PublicKey;
+
 use crate::cluster::Keys;
 
 /// KEYS: session. ARGV: new holder, ttl ms. Returns the previous holder.
@@ -56,7 +58,7 @@ return 1
 /// A validator as another hub advertises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
-    pub key: String,
+    pub key: PublicKey,
     pub hub_id: String,
     pub region: String,
     pub capacity: u32,
@@ -172,6 +174,9 @@ impl Presence {
             let map: std::collections::HashMap<String, String> =
                 self.client.hgetall(self.keys.hub_validators(hub)).await?;
             for (key, v) in map {
+                let Some(key) = PublicKey::from_base58(&key) else {
+                    continue;
+                };
                 let mut parts = v.split('|');
                 let (Some(region), Some(cap), Some(load)) =
                     (parts.next(), parts.next(), parts.next())
