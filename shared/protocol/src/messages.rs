@@ -284,6 +284,10 @@ pub enum ErrorCode {
     SlowConsumer,
     ShuttingDown,
     Internal,
+    /// What a peer built against an older protocol crate decodes a code it
+    /// does not know as. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -308,6 +312,7 @@ impl ErrorCode {
         Self::SlowConsumer,
         Self::ShuttingDown,
         Self::Internal,
+        Self::Unknown,
     ];
 
     /// The wire name, also used as the `reason` label in metrics.
@@ -333,6 +338,7 @@ impl ErrorCode {
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -454,6 +460,18 @@ mod tests {
             matches!(e, DecodeError::Invalid { .. }),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn a_code_from_a_newer_hub_decodes_as_unknown() {
+        let m = HubMessage::decode(r#"{"type":"error","code":"from_the_future","message":"x"}"#)
+            .unwrap();
+        assert!(matches!(m, HubMessage::Error(e) if e.code == ErrorCode::Unknown));
+        let a = HubMessage::decode(
+            r#"{"type":"result_ack","task_id":"00000000-0000-0000-0000-000000000001","outcome":"rejected","code":"new_reason"}"#,
+        )
+        .unwrap();
+        assert!(matches!(a, HubMessage::ResultAck(r) if r.code == Some(ErrorCode::Unknown)));
     }
 
     #[test]
