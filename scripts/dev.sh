@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Bring up the whole system locally: PostgreSQL, Redis, the demo sites, one hub, three
-# validators.
+# Bring up the whole system locally: PostgreSQL, Redis, the demo sites, N hub replicas behind
+# HAProxy, three validators.
 #
-#   scripts/dev.sh [--no-build] [--for SECONDS]
+#   scripts/dev.sh [--hubs N] [--no-build] [--for SECONDS]
 #
+#   --hubs N        how many hub replicas to run, 1..5 (default 2)
 #   --no-build      use the binaries already in target/debug (fails if one is missing)
 #   --for SECONDS   stop everything cleanly after SECONDS (smoke tests); default: until Ctrl-C
 #
@@ -16,16 +17,27 @@
 #      installed with apt-get if missing and root)
 #   3. demo-sites on 127.0.0.1 (the port is remembered in .dev/demo-sites.port so registered
 #      site URLs stay valid across runs)
-#   4. one hub (`hub serve`, HUB_ID=hub-1, HUB_REDIS_URL pointing at that Redis) on a free
-#      port from 18080, waits for /readyz
-#   5. three validator keypairs in .dev/keys/ (generated once) and three validators in regions
+#   4. N hubs (`hub serve`, HUB_ID=hub-1..hub-N), each on its own free port from 18080, all
+#      with the same token keys, database and Redis, and HUB_TRUSTED_PROXIES=127.0.0.1; waits
+#      for each one's /readyz
+#   5. HAProxy (scripts/lib/haproxy.sh; installed with apt-get if missing and root) on a free
+#      port from 18070: HTTP mode with WebSocket tunnels, X-Forwarded-For, least-connections
+#      balancing, and a GET /readyz check of every hub each second, so a draining hub is
+#      taken out; stats at /haproxy-stats
+#   6. three validator keypairs in .dev/keys/ (generated once) and three validators in regions
 #      eu-west, us-east, ap-south, all with --allow-private-targets (the demo sites are on
-#      loopback)
-#   6. registers the demo sites (/up, /down, /slow with a 2 s timeout, /flap, /keyword) unless
+#      loopback); each gets the HAProxy URL first, then every hub's own URL to rotate to when
+#      HAProxy is down
+#   7. registers the demo sites (/up, /down, /slow with a 2 s timeout, /flap, /keyword) unless
 #      `hub sites list` already shows them
-#   7. prints `hub sites status` every 10 s
-# On exit (Ctrl-C, SIGTERM, --for elapsed, or an error) it stops validators, hub, demo-sites,
-# Redis and PostgreSQL, in that order. Logs: .dev/logs/*.log. Everything stays on 127.0.0.1.
+#   8. every 10 s prints `hub sites status` and one line per hub from its /metrics
+#      (validators connected, websites owned, ring members) with HAProxy's view of it
+# Process ids: .dev/pids/NAME.pid (hub-1.pid, validator-eu-west.pid, ...; HAProxy's is
+# .dev/haproxy/haproxy.pid). A hub that exits (say after `kill -TERM $(cat .dev/pids/hub-2.pid)`)
+# is reported and the rest carry on; any other process exiting stops the stack.
+# On exit (Ctrl-C, SIGTERM, --for elapsed, or an error) it stops validators, HAProxy, hubs,
+# demo-sites, Redis and PostgreSQL, in that order. Logs: .dev/logs/*.log and
+# .dev/haproxy/haproxy.log. Everything stays on 127.0.0.1.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -36,6 +48,8 @@ source "$ROOT/scripts/lib/common.sh"
 source "$ROOT/scripts/lib/pg.sh"
 # shellcheck source=lib/redis.sh
 source "$ROOT/scripts/lib/redis.sh"
+# shellcheck source=lib/haproxy.sh
+source "$ROOT/scripts/lib/haproxy.sh"
 LOG_PREFIX=dev
 
 usage() {
@@ -46,17 +60,22 @@ usage() {
 
 BUILD=1
 RUN_FOR=
+HUBS=2
 while (($#)); do
     case $1 in
     --no-build) BUILD=0 ;;
-    --for)
-        [[ ${2:-} =~ ^[0-9]+$ ]] || die "--for needs a number of seconds"
-        RUN_FOR=$2
+    --for | --hubs)
+        [[ ${2:-} =~ ^[0-9]+$ ]] || die "$1 needs a number"
+        if [[ $1 == --for ]]; then RUN_FOR=$2; else HUBS=$2; fi
         shift
         ;;
     --for=*)
         RUN_FOR=${1#--for=}
         [[ $RUN_FOR =~ ^[0-9]+$ ]] || die "--for needs a number of seconds"
+        ;;
+    --hubs=*)
+        HUBS=${1#--hubs=}
+        [[ $HUBS =~ ^[0-9]+$ ]] || die "--hubs needs a number"
         ;;
     -h | --help)
         usage
@@ -66,15 +85,17 @@ while (($#)); do
     esac
     shift
 done
+((HUBS >= 1 && HUBS <= 5)) || die "--hubs must be 1..5"
 
 DEV=$ROOT/.dev
 LOGS=$DEV/logs
 KEYS=$DEV/keys
+PIDDIR=$DEV/pids
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 REGIONS=(eu-west us-east ap-south)
 STATUS_EVERY=10
 
-mkdir -p "$LOGS" "$KEYS"
+mkdir -p "$LOGS" "$KEYS" "$PIDDIR"
 chmod 700 "$KEYS"
 
 # One dev stack per checkout: a second one would fight over the same cluster and ports.
@@ -82,7 +103,8 @@ exec 9>"$DEV/lock"
 flock -n 9 || die "another scripts/dev.sh is already running in this checkout"
 
 # ---- shutdown -------------------------------------------------------------------------------
-PIDS=() # "name:pid", in start order; stopped in reverse
+PIDS=() # "name:pid", in start order; stopped in reverse ("haproxy:lib" is haproxy_stop's)
+HUB_NAMES=() HUB_PIDS=() HUB_PORTS=()
 SPAWNED=
 PG_STARTED=0
 REDIS_STARTED=0
@@ -95,10 +117,26 @@ cleanup() {
     trap '' INT TERM
     trap - EXIT
     [[ -z $SLEEP_PID ]] || kill "$SLEEP_PID" 2>/dev/null
-    local i entry
+    local i entry name pid hubs_told=0
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         entry=${PIDS[i]}
-        stop_pid "${entry%%:*}" "${entry##*:}" 15
+        name=${entry%%:*}
+        pid=${entry##*:}
+        if [[ $name == haproxy ]]; then
+            haproxy_stop "$DEV/haproxy"
+            continue
+        fi
+        if [[ $name == hub-* ]] && ((!hubs_told)); then
+            # All hubs drain at once rather than one after another (stop_pid's second
+            # SIGTERM changes nothing).
+            hubs_told=1
+            log "stopping the hubs (${HUB_PIDS[*]})"
+            for entry in "${PIDS[@]}"; do
+                [[ ${entry%%:*} != hub-* ]] || kill -TERM "${entry##*:}" 2>/dev/null
+            done
+        fi
+        stop_pid "$name" "$pid" 15
+        rm -f "$PIDDIR/$name.pid"
     done
     ((REDIS_STARTED)) && redis_stop "$DEV/redis"
     ((PG_STARTED)) && pg_stop "$DEV/pg"
@@ -109,11 +147,34 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A run that was killed outright (SIGKILL, a closed terminal) leaves its children behind; a
+# leftover hub would rejoin the ring under a name this run uses. Stop those named in
+# .dev/pids/ that are still our binaries, in the usual order (HAProxy's own pid file is
+# .dev/haproxy/haproxy.pid).
+stop_leftovers() {
+    local file pid
+    for file in "$@"; do
+        [[ -e $file ]] || continue
+        pid=$(cat "$file" 2>/dev/null) || pid=
+        if [[ $pid =~ ^[0-9]+$ ]] && proc_alive "$pid" &&
+            [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$BIN"/* ]]; then
+            log "$(basename "$file" .pid) (pid $pid) is left from an earlier run; stopping it"
+            stop_pid "$(basename "$file" .pid)" "$pid" 15
+        fi
+        rm -f "$file"
+    done
+}
+stop_leftovers "$PIDDIR"/validator-*.pid
+haproxy_stop "$DEV/haproxy"
+stop_leftovers "$PIDDIR"/hub-*.pid
+stop_leftovers "$PIDDIR"/*.pid
+
 # spawn NAME CMD...: runs CMD in the background with its output in .dev/logs/NAME.log and
-# records it for cleanup; SPAWNED is its pid. Each child gets its own session (setsid) so a
-# Ctrl-C in the terminal reaches only this script, which then stops the children in order;
-# setsid execs in place here (a background job of a script is no process-group leader), so $!
-# is the program itself. `9>&-`: no child keeps the lock. NO_COLOR: plain text in the logs.
+# records it for cleanup and in .dev/pids/NAME.pid; SPAWNED is its pid. Each child gets its
+# own session (setsid) so a Ctrl-C in the terminal reaches only this script, which then stops
+# the children in order; setsid execs in place here (a background job of a script is no
+# process-group leader), so $! is the program itself. `9>&-`: no child keeps the lock.
+# NO_COLOR: plain text in the logs.
 spawn() {
     local name=$1
     shift
@@ -121,6 +182,7 @@ spawn() {
     NO_COLOR=1 setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
     SPAWNED=$!
     PIDS+=("$name:$SPAWNED")
+    printf '%s\n' "$SPAWNED" >"$PIDDIR/$name.pid"
     log "started $name (pid $SPAWNED, log ${LOGS#"$ROOT"/}/$name.log)"
 }
 
@@ -157,6 +219,8 @@ hub() {
     DATABASE_URL=$DATABASE_URL "$BIN/hub" "$@"
 }
 
+# Once, before the hubs start. They migrate at start too; sqlx holds an advisory lock while
+# it does, so several starting at once is safe, but a failed migration is clearer here.
 log "applying migrations (hub migrate)"
 hub migrate >>"$LOGS/hub-migrate.log" 2>&1 || show_log_and_die hub-migrate "hub migrate failed"
 
@@ -184,29 +248,47 @@ until DEMO_URL=$(sed -n 's#^demo-sites listening on \(http://.*\)$#\1#p' "$LOGS/
 done
 printf '%s\n' "$DEMO_PORT" >"$DEV/demo-sites.port"
 
-# ---- 4. hub -----------------------------------------------------------------------------------
-HUB_PORT=$(free_port 18080)
-# A fresh token-signing key per run; dev validators re-authenticate on every start anyway.
+# ---- 4. hubs ----------------------------------------------------------------------------------
+# A fresh token-signing key per run, the same on every hub (a token one signs, all verify);
+# dev validators re-authenticate on every start anyway.
 TOKEN_KEY=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-HUB_ENV=(
-    DATABASE_URL="$DATABASE_URL"
-    HUB_LISTEN="127.0.0.1:$HUB_PORT"
-    HUB_ID=hub-1
-    HUB_TOKEN_KEYS="dev:$TOKEN_KEY"
-    HUB_MIN_INTERVAL_SECS=5
-)
-# TODO: pass HUB_REDIS_URL unconditionally once the cluster (services/hub/src/cluster) has
-# landed. Until then a hub without it would refuse to start on an unknown HUB_ variable.
-if [[ -f $ROOT/services/hub/src/cluster/mod.rs ]]; then
-    HUB_ENV+=(HUB_REDIS_URL="$REDIS_URL")
-fi
-spawn hub env "${HUB_ENV[@]}" "$BIN/hub" serve
-HUB_PID=$SPAWNED
-wait_for_http "http://127.0.0.1:$HUB_PORT/readyz" 60 "$HUB_PID" ||
-    show_log_and_die hub "hub did not become ready"
-log "hub ready on http://127.0.0.1:$HUB_PORT"
+port=18080
+for ((n = 1; n <= HUBS; n++)); do
+    # free_port only sees ports that are already bound, so each hub searches past the last.
+    port=$(free_port "$port")
+    spawn "hub-$n" env \
+        HUB_DATABASE_URL="$DATABASE_URL" \
+        HUB_REDIS_URL="$REDIS_URL" \
+        HUB_LISTEN="127.0.0.1:$port" \
+        HUB_ID="hub-$n" \
+        HUB_TOKEN_KEYS="dev:$TOKEN_KEY" \
+        HUB_MIN_INTERVAL_SECS=5 \
+        HUB_TRUSTED_PROXIES=127.0.0.1 \
+        "$BIN/hub" serve
+    HUB_NAMES+=("hub-$n")
+    HUB_PIDS+=("$SPAWNED")
+    HUB_PORTS+=("$port")
+    port=$((port + 1))
+done
+for i in "${!HUB_NAMES[@]}"; do
+    wait_for_http "http://127.0.0.1:${HUB_PORTS[i]}/readyz" 60 "${HUB_PIDS[i]}" ||
+        show_log_and_die "${HUB_NAMES[i]}" "${HUB_NAMES[i]} did not become ready"
+    log "${HUB_NAMES[i]} ready on http://127.0.0.1:${HUB_PORTS[i]}"
+done
 
-# ---- 5. validators ----------------------------------------------------------------------------
+# ---- 5. HAProxy -------------------------------------------------------------------------------
+BACKENDS=()
+for i in "${!HUB_NAMES[@]}"; do
+    BACKENDS+=("${HUB_NAMES[i]}=127.0.0.1:${HUB_PORTS[i]}")
+done
+PIDS+=("haproxy:lib")
+haproxy_start "$DEV/haproxy" LB_PORT "${BACKENDS[@]}" 9>&-
+# Through HAProxy to a hub: proves the proxying, not just the listening port.
+wait_for_http "$HAPROXY_URL/readyz" 15 "$HAPROXY_PID" ||
+    { tail -n 20 "$DEV/haproxy/haproxy.log" >&2; die "no hub answers through HAProxy"; }
+log "HAProxy ready on $HAPROXY_URL (pid $HAPROXY_PID, stats $HAPROXY_STATS)"
+
+# ---- 6. validators ----------------------------------------------------------------------------
 for region in "${REGIONS[@]}"; do
     key=$KEYS/validator-$region.json
     if [[ ! -s $key ]]; then
@@ -215,9 +297,17 @@ for region in "${REGIONS[@]}"; do
             show_log_and_die validator-keygen "validator keygen failed"
     fi
 done
-for region in "${REGIONS[@]}"; do
+# HAProxy first; the hubs themselves are there to rotate to when HAProxy does not answer. A
+# validator takes the next URL of its list on every reconnect, so each one gets the hubs in a
+# different order: they do not all land on hub-1 when HAProxy is gone.
+for v in "${!REGIONS[@]}"; do
+    region=${REGIONS[v]}
+    hub_args=(--hub "ws://127.0.0.1:$LB_PORT/ws")
+    for ((i = 0; i < HUBS; i++)); do
+        hub_args+=(--hub "ws://127.0.0.1:${HUB_PORTS[(v + i) % HUBS]}/ws")
+    done
     spawn "validator-$region" "$BIN/validator" run \
-        --hub "ws://127.0.0.1:$HUB_PORT/ws" \
+        "${hub_args[@]}" \
         --keypair "$KEYS/validator-$region.json" \
         --region "$region" \
         --tag dev \
@@ -225,7 +315,7 @@ for region in "${REGIONS[@]}"; do
         --allow-private-targets
 done
 
-# ---- 6. demo sites registered once ------------------------------------------------------------
+# ---- 7. demo sites registered once ------------------------------------------------------------
 registered=$(hub sites list 2>>"$LOGS/hub-cli.log") ||
     show_log_and_die hub-cli "hub sites list failed"
 add_site() {
@@ -245,28 +335,89 @@ add_site "$DEMO_URL/slow" --timeout-ms 2000
 add_site "$DEMO_URL/flap"
 add_site "$DEMO_URL/keyword" --keyword uptime-demo-keyword
 
-# ---- 7. status until Ctrl-C (or --for) --------------------------------------------------------
-log "up: hub http://127.0.0.1:$HUB_PORT, demo sites $DEMO_URL, PostgreSQL $DATABASE_URL," \
-    "Redis $REDIS_URL"
+# ---- 8. status until Ctrl-C (or --for) --------------------------------------------------------
+# metric TEXT NAME: the value of a single-series metric in Prometheus text, or "-".
+metric() {
+    # With or without labels: `name 3` and `name{hub="hub-1"} 3` both count.
+    awk -v name="$2" '$1 == name || index($1, name "{") == 1 { v = $2 }
+        END { print (v == "" ? "-" : v) }' <<<"$1"
+}
+
+# One line per hub: its own /metrics, and HAProxy's view of it (stats CSV: svname is
+# field 2, status field 18).
+print_hubs() {
+    local stats i name metrics lb
+    stats=$(http_get "$HAPROXY_STATS;csv" 2>/dev/null) || stats=
+    printf '  %-6s %-8s %-6s %-10s %-11s %-15s %s\n' \
+        HUB PID PORT HAPROXY VALIDATORS "WEBSITES OWNED" "RING MEMBERS"
+    for i in "${!HUB_NAMES[@]}"; do
+        name=${HUB_NAMES[i]}
+        lb=$(awk -F, -v n="$name" '$1 == "hubs" && $2 == n { print $18 }' <<<"$stats")
+        if ! proc_alive "${HUB_PIDS[i]}"; then
+            printf '  %-6s %-8s %-6s %-10s exited\n' \
+                "$name" "${HUB_PIDS[i]}" "${HUB_PORTS[i]}" "${lb:--}"
+            continue
+        fi
+        metrics=$(http_get "http://127.0.0.1:${HUB_PORTS[i]}/metrics" 2>/dev/null) || metrics=
+        printf '  %-6s %-8s %-6s %-10s %-11s %-15s %s\n' \
+            "$name" "${HUB_PIDS[i]}" "${HUB_PORTS[i]}" "${lb:--}" \
+            "$(metric "$metrics" uptime_hub_validators_connected)" \
+            "$(metric "$metrics" uptime_hub_websites_owned)" \
+            "$(metric "$metrics" uptime_hub_ring_members)"
+    done
+}
+
+log "up: $HUBS hub(s) behind HAProxy $HAPROXY_URL (validators connect to $HAPROXY_URL/ws)," \
+    "demo sites $DEMO_URL, PostgreSQL $DATABASE_URL, Redis $REDIS_URL"
+((HUBS == 1)) || log "pids in ${PIDDIR#"$ROOT"/}/; to watch a failover, stop one hub:" \
+    "kill -TERM \$(cat ${PIDDIR#"$ROOT"/}/hub-$HUBS.pid)"
 if [[ -n $RUN_FOR ]]; then
     log "running for $RUN_FOR s"
 else
     log "press Ctrl-C to stop"
 fi
 stop_at=$((SECONDS + ${RUN_FOR:-0}))
+declare -A GONE=()
 while :; do
+    alive_hubs=0
     for entry in "${PIDS[@]}"; do
-        proc_alive "${entry##*:}" || show_log_and_die "${entry%%:*}" "${entry%%:*} exited"
+        name=${entry%%:*}
+        pid=${entry##*:}
+        [[ $name == haproxy ]] && pid=$HAPROXY_PID
+        if proc_alive "$pid"; then
+            [[ $name != hub-* ]] || alive_hubs=$((alive_hubs + 1))
+            continue
+        fi
+        # Losing a hub or HAProxy is what a cluster is for: say so once and carry on.
+        case $name in
+        hub-* | haproxy)
+            if [[ -z ${GONE[$name]:-} ]]; then
+                GONE[$name]=1
+                wait "$pid" 2>/dev/null && rc=0 || rc=$?
+                if [[ $name == haproxy ]]; then
+                    log "HAProxy (pid $pid) exited with status $rc; validators rotate to" \
+                        "the hubs' own URLs"
+                else
+                    log "$name (pid $pid) exited with status $rc; the other hubs take over" \
+                        "its websites and its validators reconnect to them"
+                fi
+            fi
+            ;;
+        *) show_log_and_die "$name" "$name exited" ;;
+        esac
     done
+    ((alive_hubs > 0)) || die "every hub has exited (logs: ${LOGS#"$ROOT"/}/hub-*.log)"
     printf '\n== %s ==\n' "$(date '+%H:%M:%S')"
     hub sites status 2>>"$LOGS/hub-cli.log" || log "hub sites status failed (see hub-cli.log)"
+    print_hubs
     wait_secs=$STATUS_EVERY
     if [[ -n $RUN_FOR ]]; then
         ((SECONDS < stop_at)) || break
         ((stop_at - SECONDS >= wait_secs)) || wait_secs=$((stop_at - SECONDS))
     fi
     # `wait` on a background sleep, unlike a foreground sleep, lets SIGTERM's trap run at once.
-    sleep "$wait_secs" &
+    # 9>&-: if this script is killed outright, the sleep must not hold the lock.
+    sleep "$wait_secs" 9>&- &
     SLEEP_PID=$!
     wait "$SLEEP_PID" || true
     SLEEP_PID=

@@ -8,6 +8,7 @@
 #   free_port START [HOST]          print the first port >= START that nothing listens on
 #   wait_for_port HOST PORT SECS [PID]
 #   http_status URL                 print the HTTP status code of GET URL (000 if no answer)
+#   http_get URL                    print the body of GET URL; fails unless it answers 2xx
 #   wait_for_http URL SECS [PID]    wait until GET URL answers 2xx
 #   proc_alive PID                  true while PID runs (a zombie counts as gone)
 #   stop_pid NAME PID [SECS]        SIGTERM, wait, SIGKILL after SECS; reaps our children
@@ -100,6 +101,30 @@ http_status() {
         printf "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1:$2" >&3
         IFS=" " read -r _ code _ <&3 && printf "%s" "$code"
     ' _ "$host" "$port" "$path" 2>/dev/null || printf '000'
+}
+
+# http_get http://HOST:PORT/PATH -> the body. Plain http only. The /dev/tcp fallback asks
+# for HTTP/1.0 so the answer is never chunked and ends when the server closes.
+http_get() {
+    local url=$1
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS -m 5 "$url"
+        return
+    fi
+    local rest=${url#http://} hostport path=/ host port
+    hostport=${rest%%/*}
+    [[ $rest == */* ]] && path=/${rest#*/}
+    host=${hostport%:*}
+    port=${hostport##*:}
+    [[ $port != "$hostport" ]] || port=80
+    # shellcheck disable=SC2016 # the inner bash expands $1..$4 ($4 is a carriage return).
+    timeout 5 bash -c '
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
+        printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1:$2" >&3
+        IFS=" " read -r _ code _ <&3 && [[ $code == 2* ]] || exit 1
+        while IFS= read -r line <&3 && [[ -n ${line%"$4"} ]]; do :; done
+        cat <&3
+    ' _ "$host" "$port" "$path" $'\r'
 }
 
 wait_for_http() {

@@ -95,12 +95,16 @@ async fn run_with(
             End::Shutdown => break,
             End::Reconnect { at, urls } => {
                 backoff_iter = backoff().build();
+                // Start again from the first URL (typically the load
+                // balancer, which has taken the leaving hub out).
+                rotation = 0;
                 preferred = urls.into();
                 at.saturating_duration_since(Instant::now())
             }
             End::Lost { welcomed } => {
                 if welcomed {
                     backoff_iter = backoff().build();
+                    rotation = 0;
                 }
                 backoff_iter.next().unwrap_or(Duration::from_secs(10))
             }
