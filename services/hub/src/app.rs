@@ -67,8 +67,7 @@ pub struct Application {
 /// The cluster pieces `run_until_stopped` drives.
 struct ClusterParts {
     membership: Membership,
-    client: fred::clients::Client,
-    subscriber: fred::clients::SubscriberClient,
+    clients: crate::cluster::membership::Clients,
     keys: Keys,
     outbox_rx: mpsc::Receiver<(String, InboxMessage)>,
     remotes_tx: watch::Sender<Arc<Vec<Remote>>>,
@@ -107,8 +106,9 @@ impl Application {
             };
             let interval = Duration::from_millis(settings.announce_interval_ms);
             let keys = Keys::new(settings.redis_prefix.clone());
-            let (client, subscriber) = connect(&settings.redis_url, interval)
+            let clients = connect(&settings.redis_url, interval)
                 .context("configuring Redis (HUB_REDIS_URL)")?;
+            let client = clients.client.clone();
             let cfg = MembershipConfig {
                 keys: keys.clone(),
                 hub_id: settings.hub_id.clone(),
@@ -118,7 +118,7 @@ impl Application {
             let membership = Membership::new(
                 cfg,
                 client.clone(),
-                subscriber.clone(),
+                clients.membership.clone(),
                 metrics.clone(),
                 ring_tx,
             );
@@ -138,8 +138,7 @@ impl Application {
             };
             let parts = ClusterParts {
                 membership,
-                client,
-                subscriber,
+                clients,
                 keys,
                 outbox_rx,
                 remotes_tx,
@@ -217,7 +216,14 @@ impl Application {
         // starts, so other hubs take over this hub's websites while it
         // drains; routing runs to the end, to carry the last summaries.
         let routing_stop = CancellationToken::new();
-        let cluster_tasks = cluster.map(|c| spawn_cluster(&state, c, routing_stop.clone()));
+        let cluster_tasks = cluster.map(|c| {
+            let clients = (
+                c.clients.client.clone(),
+                c.clients.membership.clone(),
+                c.clients.inbox.clone(),
+            );
+            (spawn_cluster(&state, c, routing_stop.clone()), clients)
+        });
 
         let notifications = tokio::spawn(crate::coordinator::follow_website_changes(
             state.clone(),
@@ -263,8 +269,18 @@ impl Application {
         tracing::info!("tick writers flushed");
         notifications.abort();
         routing_stop.cancel();
-        for t in cluster_tasks.into_iter().flatten() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        if let Some((tasks, (client, membership, inbox))) = cluster_tasks {
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            }
+            // Ends fred's connection and resubscription tasks too.
+            use fred::interfaces::ClientLike;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = membership.quit().await;
+                let _ = inbox.quit().await;
+                let _ = client.quit().await;
+            })
+            .await;
         }
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(res)) => res.context("serving HTTP")?,
@@ -283,15 +299,16 @@ fn spawn_cluster(
     c: ClusterParts,
     routing_stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    watch_reconnects(state, &c.client, "commands");
-    watch_reconnects(state, &c.subscriber, "subscriber");
+    watch_reconnects(state, &c.clients.client, "commands");
+    watch_reconnects(state, &c.clients.membership, "membership subscriber");
+    watch_reconnects(state, &c.clients.inbox, "inbox subscriber");
     let st = state.clone();
     let membership = tokio::spawn(
         c.membership
             .run(move || st.registry.len(), state.shutdown.clone()),
     );
     let publisher = tokio::spawn(routing::run_publisher(
-        c.client.clone(),
+        c.clients.client.clone(),
         c.keys.clone(),
         state.metrics.clone(),
         c.outbox_rx,
@@ -299,7 +316,7 @@ fn spawn_cluster(
     ));
     let st = state.clone();
     let inbox = tokio::spawn(routing::run_inbox(
-        c.subscriber,
+        c.clients.inbox.clone(),
         c.keys,
         state.settings.hub_id.clone(),
         state.metrics.clone(),
@@ -330,12 +347,14 @@ fn watch_reconnects(
 fn deliver(state: &AppState, msg: InboxMessage) {
     match msg {
         InboxMessage::Task { task } => {
-            let sent = state.registry.get(&task.validator).is_some_and(|h| {
-                h.tx.try_send(crate::registry::Outbound::Frame(
-                    protocol::HubMessage::Task(task),
-                ))
-                .is_ok()
-            });
+            // A draining hub takes no new work for its leaving sessions.
+            let sent = !state.shutdown.is_cancelled()
+                && state.registry.get(&task.validator).is_some_and(|h| {
+                    h.tx.try_send(crate::registry::Outbound::Frame(
+                        protocol::HubMessage::Task(task),
+                    ))
+                    .is_ok()
+                });
             if !sent {
                 // The owner finds out at the deadline and replaces the task.
                 state
@@ -377,6 +396,7 @@ async fn run_presence(
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_read = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
@@ -407,12 +427,18 @@ async fn run_presence(
         let members = state.ring.borrow().members().to_vec();
         match link.presence.remotes(&members).await {
             Ok(r) => {
+                last_read = tokio::time::Instant::now();
                 remotes.send_replace(Arc::new(r));
             }
             Err(e) => {
-                // Keep the last view: tasks to a gone validator just expire.
+                // Keep the last view for a while (a task to a gone validator
+                // just expires); past the presence TTL, cut off from Redis,
+                // use only this hub's own validators.
                 state.metrics.redis_errors.inc();
                 tracing::warn!(error = %e, "reading other hubs' validators failed");
+                if last_read.elapsed() > interval * 3 && !remotes.borrow().is_empty() {
+                    remotes.send_replace(Arc::new(Vec::new()));
+                }
             }
         }
     }

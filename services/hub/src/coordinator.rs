@@ -72,9 +72,15 @@ struct OpenRound {
     tasks: Vec<TaskSlot>,
 }
 
+/// How long after a round's deadline its owner still waits before closing
+/// it by time: a result accepted just before the deadline may still be in
+/// the tick writer's queue, and should count.
+const CLOSE_GRACE_MS: i64 = 2_000;
+
 impl OpenRound {
     fn done(&self, now: i64) -> bool {
-        now >= self.deadline_ms || self.tasks.iter().all(|t| t.state != TaskState::Pending)
+        now >= self.deadline_ms + CLOSE_GRACE_MS
+            || self.tasks.iter().all(|t| t.state != TaskState::Pending)
     }
 }
 
@@ -229,7 +235,14 @@ impl Coordinator {
             cands.push(Candidate {
                 key: h.key,
                 region: h.region.clone(),
-                load: self.load.get(&h.key).copied().unwrap_or(0),
+                // What this hub sent, or all the session has in flight
+                // (other owners' tasks included), whichever is more.
+                load: self
+                    .load
+                    .get(&h.key)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(h.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
                 capacity: h.capacity,
             });
             targets.push(Target::Local(h));
@@ -244,8 +257,9 @@ impl Coordinator {
                 cands.push(Candidate {
                     key,
                     region: r.region.clone(),
-                    // Its holder's count, plus what this hub sent since.
-                    load: r.load + self.load.get(&key).copied().unwrap_or(0),
+                    // Its holder's count (this hub's tasks included once
+                    // delivered), or what this hub sent, whichever is more.
+                    load: r.load.max(self.load.get(&key).copied().unwrap_or(0)),
                     capacity: r.capacity,
                 });
                 targets.push(Target::Remote(r.hub_id.clone()));
@@ -268,14 +282,31 @@ impl Coordinator {
         // `unknown`; keep the sites due and try again next tick (a site
         // moves on to its next slot if this one passes meanwhile).
         let mut pool = self.pool();
-        if pool.cands.is_empty() {
+        // Open no more rounds than there is room for (each needs at least
+        // one free validator); the rest stay due for the next tick.
+        let free: u64 = pool
+            .cands
+            .iter()
+            .map(|c| u64::from(c.capacity.saturating_sub(c.load)))
+            .sum();
+        if free == 0 {
             return;
         }
+        let k = self.app.settings.validators_per_round;
+        let room = (free as usize / k).max(1);
         let task_deadline = self.app.settings.task_deadline_ms as i64;
-        let due: Vec<NewRound> = self
+        let mut waiting: Vec<&Site> = self
             .sites
             .values()
             .filter(|s| s.next_due_ms <= now)
+            .collect();
+        // Longest-waiting first, so a shortage delays sites fairly.
+        if waiting.len() > room {
+            waiting.sort_unstable_by_key(|s| s.next_due_ms);
+            waiting.truncate(room);
+        }
+        let due: Vec<NewRound> = waiting
+            .into_iter()
             .map(|s| {
                 let slot = s.schedule.slot_at(now);
                 let td = task_deadline.min(s.schedule.interval_ms);
@@ -313,7 +344,7 @@ impl Coordinator {
             }
         }
         let by_site: HashMap<i64, &NewRound> = due.iter().map(|r| (r.website_id, r)).collect();
-        let k = self.app.settings.validators_per_round;
+        let mut unsent = Vec::new();
         for o in opened {
             let (Some(site), Some(new)) =
                 (self.sites.get(&o.website_id), by_site.get(&o.website_id))
@@ -340,10 +371,24 @@ impl Coordinator {
             };
             let td = task_deadline.min(site.schedule.interval_ms);
             let sent = self.assign(&mut pool, o.round_id, &mut round, k, now + td, false);
+            if sent == 0 {
+                // Nobody could take it after all (full queues): give the
+                // slot back and retry it next tick rather than burn it.
+                unsent.push(o.round_id);
+                if let Some(site) = self.sites.get_mut(&o.website_id) {
+                    site.next_due_ms = o.scheduled_at_ms;
+                }
+                continue;
+            }
             if sent < k {
                 m.rounds_unstaffed.inc();
             }
             self.rounds.insert(o.round_id, round);
+        }
+        if !unsent.is_empty() {
+            if let Err(e) = self.app.store.delete_open_rounds(&unsent).await {
+                tracing::warn!(error = %e, "giving back unstaffed rounds failed");
+            }
         }
     }
 

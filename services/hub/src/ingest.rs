@@ -203,9 +203,9 @@ impl Writer {
                 self.metrics.ticks_duplicate.inc();
                 AckOutcome::Duplicate
             };
-            if outcome == AckOutcome::Stored {
-                self.tell_owner(item.tick.website_id, item.tick.round_id, item.tick.task_id);
-            }
+            // Duplicates too: if the first summary was lost, a resend is
+            // the owner's next chance to hear of the answer.
+            self.tell_owner(item.tick.website_id, item.tick.round_id, item.tick.task_id);
             let ack = HubMessage::ResultAck(ResultAck {
                 task_id: item.tick.task_id,
                 outcome,

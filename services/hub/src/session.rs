@@ -338,47 +338,49 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
         app.metrics.sessions_replaced.inc();
     }
     app.metrics.validators_connected.inc();
-    if let Some(link) = &app.cluster {
-        // Tell the hub that held this key before (if another) to let go.
-        match link
-            .presence
-            .claim(&key.to_base58(), handle.generation)
-            .await
-        {
-            Ok(Some((hub, generation))) if hub != app.settings.hub_id => {
-                link.outbox.send(
-                    &hub,
-                    crate::cluster::routing::InboxMessage::Kick {
-                        validator: key,
-                        generation,
-                    },
-                );
+    if let Some(link) = app.cluster.clone() {
+        // In the background: a slow or absent Redis must not delay the
+        // welcome. Tell the hub that held this key before (if another) to
+        // let go of it.
+        let app = app.clone();
+        let generation = handle.generation;
+        tokio::spawn(async move {
+            match link.presence.claim(&key.to_base58(), generation).await {
+                Ok(Some((hub, generation))) if hub != app.settings.hub_id => {
+                    link.outbox.send(
+                        &hub,
+                        crate::cluster::routing::InboxMessage::Kick {
+                            validator: key,
+                            generation,
+                        },
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    app.metrics.redis_errors.inc();
+                    tracing::warn!(error = %e, "claiming the validator's presence failed");
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                app.metrics.redis_errors.inc();
-                tracing::warn!(error = %e, "claiming the validator's presence failed");
-            }
-        }
+        });
     }
     tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
     let end = serve(&app, &handle, &peer, &mut sink, &mut stream, rx, &limiter).await;
     app.registry.unregister(&key, handle.generation);
-    if let Some(link) = &app.cluster {
-        if let Err(e) = link
-            .presence
-            .release(&key.to_base58(), handle.generation)
-            .await
-        {
-            app.metrics.redis_errors.inc();
-            tracing::debug!(error = %e, "releasing the validator's presence failed");
-        }
-    }
     app.metrics.validators_connected.dec();
     let _ = app.events.try_send(Event::SessionClosed {
         key,
         generation: handle.generation,
     });
+    if let Some(link) = app.cluster.clone() {
+        let metrics = app.metrics.clone();
+        let generation = handle.generation;
+        tokio::spawn(async move {
+            if let Err(e) = link.presence.release(&key.to_base58(), generation).await {
+                metrics.redis_errors.inc();
+                tracing::debug!(error = %e, "releasing the validator's presence failed");
+            }
+        });
+    }
     tracing::info!(validator = %key, ?end, "validator disconnected");
 }
 
@@ -415,17 +417,22 @@ async fn serve(
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
 
     loop {
+        // A task the validator never answers stops counting at its deadline
+        // (the hub replaces it then), so the advertised load stays honest.
+        let now = now_ms();
+        open_tasks.retain(|_, deadline| *deadline > now);
         handle.in_flight.store(
             open_tasks.len() as u32,
             std::sync::atomic::Ordering::Relaxed,
         );
-        if drain_until.is_some() {
-            let now = now_ms();
-            open_tasks.retain(|_, deadline| *deadline > now);
-            if open_tasks.is_empty() && awaiting_acks == 0 {
-                close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
-                return End::Drained;
-            }
+        let next_deadline = open_tasks
+            .values()
+            .min()
+            .map(|d| Instant::now() + Duration::from_millis((*d - now).max(0) as u64))
+            .unwrap_or(far);
+        if drain_until.is_some() && open_tasks.is_empty() && awaiting_acks == 0 {
+            close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
+            return End::Drained;
         }
         tokio::select! {
             _ = app.shutdown.cancelled(), if drain_until.is_none() => {
@@ -439,6 +446,8 @@ async fn serve(
                     return e;
                 }
             }
+            // Wakes the loop to drop expired tasks (ends a drain on time).
+            _ = sleep_until(next_deadline) => {}
             _ = sleep_until(drain_until.unwrap_or(far)) => {
                 close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
                 return End::Drained;
@@ -511,6 +520,9 @@ async fn serve(
                                 if app.ingest.send(item).await.is_err() {
                                     return End::Io;
                                 }
+                                // Time spent waiting here was ours, not the
+                                // validator's silence.
+                                silent_until = Instant::now() + heartbeat_timeout;
                                 continue;
                             }
                             Err(code) => {

@@ -211,3 +211,34 @@ async fn reconnecting_to_another_hub_replaces_the_old_session() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_started_while_redis_is_unreachable_joins_once_it_is_back() {
+    let db = TestDb::new().await.unwrap();
+    let redis = TestRedis::new().await.unwrap();
+    let proxy = test_support::TcpProxy::start(redis.addr()).await.unwrap();
+    proxy.mode(test_support::Mode::Reset);
+    let mut cut = cluster_settings(&db, &redis, "hub-a");
+    cut.redis_url = proxy.url_for("redis");
+    let a = TestHub::start(cut).await;
+    let b = TestHub::start(cluster_settings(&db, &redis, "hub-b")).await;
+    eventually(5, "hub B alone in Redis", || {
+        let n = gauge(&b, "uptime_hub_ring_members");
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    eventually(5, "hub A to notice Redis is unreachable", || {
+        let n = metric(&a.state, "uptime_hub_redis_errors_total", "");
+        async move { (n >= 1.0).then_some(()) }
+    })
+    .await;
+    proxy.mode(test_support::Mode::Pass);
+    eventually(10, "both hubs in one ring", || {
+        let ok =
+            gauge(&a, "uptime_hub_ring_members") == 2 && gauge(&b, "uptime_hub_ring_members") == 2;
+        async move { ok.then_some(()) }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -366,6 +366,16 @@ impl Store {
             .collect())
     }
 
+    /// Deletes rounds that were opened but never sent a task, so their slot
+    /// can be opened again. Only rounds still open are touched.
+    pub async fn delete_open_rounds(&self, round_ids: &[i64]) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM rounds WHERE id = ANY($1) AND status = 'open'")
+            .bind(round_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Closes open rounds from the ticks in the database. Rounds already
     /// closed (by anyone) are skipped, so closing is idempotent.
     pub async fn close_rounds(

@@ -85,34 +85,56 @@ pub struct Membership {
 /// connecting (without waiting: a hub starts even while Redis is down).
 /// Commands time out after `interval`, so a stuck Redis looks like an error
 /// rather than a hang.
-pub fn connect(
-    url: &str,
-    interval: Duration,
-) -> Result<(Client, SubscriberClient), fred::error::Error> {
+pub fn connect(url: &str, interval: Duration) -> Result<Clients, fred::error::Error> {
     let b = builder(url, interval)?;
     let client = b.build()?;
-    let subscriber = b.build_subscriber_client()?;
+    // Two subscribers: membership notices are rare and must not queue
+    // behind (or be woken by) the inbox's task traffic.
+    let membership = b.build_subscriber_client()?;
+    let inbox = b.build_subscriber_client()?;
     client.connect();
-    subscriber.connect();
-    // Re-subscribes to every tracked channel after a reconnect.
-    subscriber.manage_subscriptions();
-    Ok((client, subscriber))
+    for s in [&membership, &inbox] {
+        s.connect();
+        // Re-subscribes to every tracked channel after a reconnect.
+        s.manage_subscriptions();
+    }
+    Ok(Clients {
+        client,
+        membership,
+        inbox,
+    })
 }
 
+/// The Redis connections one hub uses.
+pub struct Clients {
+    pub client: Client,
+    pub membership: SubscriberClient,
+    pub inbox: SubscriberClient,
+}
+
+/// Messages a subscriber buffers for its readers before they lag.
+const PUBSUB_BUFFER: usize = 16_384;
+
 fn builder(url: &str, interval: Duration) -> Result<Builder, fred::error::Error> {
-    let config = Config::from_url(url)?;
+    let mut config = Config::from_url(url)?;
+    // Keep trying to connect even if Redis is down when the hub starts;
+    // with fail_fast the first failed attempt would be the last.
+    config.fail_fast = false;
     let mut b = Builder::from_config(config);
     // Never retry forever inside a command: a stuck Redis must look like an
     // error to the membership loop, which then keeps the last ring.
-    b.with_performance_config(|p| p.default_command_timeout = interval)
-        .with_connection_config(|c| {
-            c.connection_timeout = interval;
-            c.internal_command_timeout = interval;
-            c.max_command_attempts = 1;
-            c.unresponsive.max_timeout = Some(interval * 2);
-            c.unresponsive.interval = interval / 2;
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    b.with_performance_config(|p| {
+        p.default_command_timeout = interval;
+        p.broadcast_channel_capacity = PUBSUB_BUFFER;
+    })
+    .with_connection_config(|c| {
+        c.connection_timeout = interval;
+        c.internal_command_timeout = interval;
+        c.max_command_attempts = 1;
+        c.unresponsive.max_timeout = Some(interval * 2);
+        c.unresponsive.interval = interval / 2;
+    })
+    .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(b)
 }
 

@@ -34,10 +34,17 @@ end
 return 0
 "#;
 
-/// KEYS: session. ARGV: holder, ttl ms. Extends only our own claim.
+/// KEYS: session. ARGV: holder, ttl ms. Extends our claim, or restores it
+/// if it vanished (Redis restarted empty, or the claim at hello failed);
+/// never takes over another session's claim.
 const EXTEND: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 "#;
@@ -154,17 +161,22 @@ impl Presence {
             .publish
             .evalsha_with_reload(&self.client, vec![list], args)
             .await?;
+        // One failure must not leave the other claims to expire.
+        let mut first_err = None;
         for l in locals {
-            let _: i64 = self
+            let r: Result<i64, _> = self
                 .extend
                 .evalsha_with_reload(
                     &self.client,
                     vec![self.keys.validator_session(&l.key)],
                     vec![self.holder(l.generation), ttl_ms.to_string()],
                 )
-                .await?;
+                .await;
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Every validator the other live hubs advertise.

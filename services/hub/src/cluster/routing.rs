@@ -78,8 +78,13 @@ pub async fn run_publisher(
 ) {
     loop {
         let (hub, msg) = tokio::select! {
+            biased;
             m = rx.recv() => match m { Some(m) => m, None => return },
-            _ = stop.cancelled() => return,
+            // Stop only once the queue is empty: the last summaries matter.
+            _ = stop.cancelled() => match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
         };
         let body = serde_json::to_string(&msg).expect("inbox messages serialize");
         let r: Result<i64, _> = client.publish(keys.hub_inbox(&hub), body).await;
