@@ -85,6 +85,18 @@ impl Load {
     }
 }
 
+/// The invariants every failure test ends on: no slot ran twice and no
+/// website waited longer than its interval plus 10 s. Then stops it all.
+async fn judge_and_stop(db: &TestDb, load: Load, hubs: Vec<HubProc>) {
+    assert_eq!(slots_run_twice(db).await, 0, "no slot ran twice");
+    let gap = max_round_gap_ms(db).await;
+    assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");
+    load.stop();
+    for h in hubs {
+        h.sigterm().await;
+    }
+}
+
 async fn stored(db: &TestDb) -> HashSet<Uuid> {
     sqlx::query_scalar::<_, Uuid>("SELECT task_id FROM ticks")
         .fetch_all(db.pool())
@@ -180,13 +192,7 @@ async fn kill_9_one_of_three_hubs_under_load() {
         (n == 0).then_some(())
     })
     .await;
-    assert_eq!(slots_run_twice(&db).await, 0, "no slot ran twice");
-    let gap = max_round_gap_ms(&db).await;
-    assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");
-    load.stop();
-    for h in hubs {
-        h.sigterm().await;
-    }
+    judge_and_stop(&db, load, hubs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,13 +230,7 @@ async fn rolling_restart_with_sigterm_loses_nothing() {
     let stored = stored(&db).await;
     let lost: Vec<_> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
-    assert_eq!(slots_run_twice(&db).await, 0, "no slot ran twice");
-    let gap = max_round_gap_ms(&db).await;
-    assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");
-    load.stop();
-    for h in hubs {
-        h.sigterm().await;
-    }
+    judge_and_stop(&db, load, hubs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,13 +271,7 @@ async fn redis_restarted_empty_mid_run() {
     .await;
     wait_ring(&hubs, 3, 15).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(slots_run_twice(&db).await, 0, "no slot ran twice");
-    let gap = max_round_gap_ms(&db).await;
-    assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");
-    load.stop();
-    for h in hubs {
-        h.sigterm().await;
-    }
+    judge_and_stop(&db, load, hubs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,11 +315,5 @@ async fn a_hub_cut_off_from_redis_for_20_s() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(slots_run_twice(&db).await, 0, "no slot ran twice");
-    let gap = max_round_gap_ms(&db).await;
-    assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");
-    load.stop();
-    for h in hubs {
-        h.sigterm().await;
-    }
+    judge_and_stop(&db, load, hubs).await;
 }

@@ -5,67 +5,19 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use test_support::TestDb;
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_hub(db: &TestDb, port: u16, id: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hub"))
-        .arg("serve")
-        .env("HUB_DATABASE_URL", &db.url)
-        .env("HUB_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HUB_ID", id)
-        .env("HUB_TOKEN_KEYS", TOKEN_KEYS)
-        .env("HUB_MIN_INTERVAL_SECS", "1")
-        .env("HUB_TASK_DEADLINE_MS", "20000")
-        .env("HUB_SCHEDULER_TICK_MS", "50")
-        .env("HUB_RELOAD_INTERVAL_MS", "200")
-        .env("HUB_DRAIN_TIMEOUT_MS", "1000")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("hub binary starts")
-}
-
-async fn wait_ready(child: &mut Child, port: u16) {
-    for _ in 0..600 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("hub exited before listening: {status}");
-        }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("hub did not listen within 30 s");
-}
-
-async fn sigterm_and_wait(child: &mut Child) {
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: plain kill(2) on a child we own.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("hub exits within 30 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "hub exit status {status}");
+/// A one-second drain: shorter than the slow checks below.
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("HUB_DRAIN_TIMEOUT_MS", "1000".into()),
+        ("HUB_RELOAD_INTERVAL_MS", "200".into()),
+    ]
 }
 
 async fn stored_task_ids(db: &TestDb) -> Vec<Uuid> {
@@ -81,8 +33,7 @@ async fn sigterm_under_load_loses_no_acknowledged_result_and_stores_resends_once
     let (base, sites_stop) = demo_sites(Default::default()).await;
     let port = free_port();
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let mut hub1 = spawn_hub(&db, port, "hub-a");
-    wait_ready(&mut hub1, port).await;
+    let hub1 = HubProc::start(&db, "hub-a", port, &env()).await;
 
     let stop = CancellationToken::new();
     let validators: Vec<_> = ["eu-west", "us-east", "ap-south"]
@@ -111,7 +62,7 @@ async fn sigterm_under_load_loses_no_acknowledged_result_and_stores_resends_once
         .expect("results flow before SIGTERM");
     }
 
-    sigterm_and_wait(&mut hub1).await;
+    hub1.sigterm().await;
     // Let the checks still running finish: their results wait, unacknowledged.
     for (v, _) in &validators {
         tokio::time::timeout(Duration::from_secs(30), v.wait_until(|s| s.in_flight == 0))
@@ -146,8 +97,7 @@ async fn sigterm_under_load_loses_no_acknowledged_result_and_stores_resends_once
         .execute(db.pool())
         .await
         .unwrap();
-    let mut hub2 = spawn_hub(&db, port, "hub-b");
-    wait_ready(&mut hub2, port).await;
+    let hub2 = HubProc::start(&db, "hub-b", port, &env()).await;
     for (v, _) in &validators {
         tokio::time::timeout(
             Duration::from_secs(60),
@@ -183,6 +133,6 @@ async fn sigterm_under_load_loses_no_acknowledged_result_and_stores_resends_once
             .unwrap()
             .unwrap();
     }
-    sigterm_and_wait(&mut hub2).await;
+    hub2.sigterm().await;
     sites_stop.cancel();
 }
