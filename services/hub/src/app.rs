@@ -50,6 +50,8 @@ pub struct AppState {
     pub ring: watch::Receiver<Arc<Ring>>,
     /// Presence and routing, when Redis is configured.
     pub cluster: Option<ClusterLink>,
+    /// This hub's term as payout leader, if it holds one (cluster only).
+    pub leadership: Option<crate::cluster::leader::Leadership>,
     connections: Arc<Semaphore>,
     sessions: TaskTracker,
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -72,6 +74,7 @@ struct ClusterParts {
     outbox_rx: mpsc::Receiver<(String, InboxMessage)>,
     remotes_tx: watch::Sender<Arc<Vec<Remote>>>,
     interval: Duration,
+    election: crate::cluster::leader::Election,
 }
 
 impl Application {
@@ -96,8 +99,8 @@ impl Application {
         // Alone until Redis says otherwise (and for good without Redis).
         let (ring_tx, ring) = watch::channel(Arc::new(Ring::new([settings.hub_id.clone()])));
         metrics.ring_members.set(1);
-        let (cluster, link) = if settings.redis_url.is_empty() {
-            (None, None)
+        let (cluster, link, leadership) = if settings.redis_url.is_empty() {
+            (None, None, None)
         } else {
             let address = if settings.advertise_address.is_empty() {
                 local_addr.to_string()
@@ -136,7 +139,16 @@ impl Application {
                 outbox,
                 remotes,
             };
+            let (election, leadership) = crate::cluster::leader::Election::new(
+                client.clone(),
+                store.clone(),
+                keys.clone(),
+                settings.hub_id.clone(),
+                Duration::from_millis(settings.leader_lease_ms),
+                metrics.clone(),
+            );
             let parts = ClusterParts {
+                election,
                 membership,
                 clients,
                 keys,
@@ -144,12 +156,13 @@ impl Application {
                 remotes_tx,
                 interval,
             };
-            (Some(parts), Some(link))
+            (Some(parts), Some(link), Some(leadership))
         };
         let state = Arc::new(AppState {
             metrics,
             ring,
             cluster: link,
+            leadership,
             verifier: Verifier {
                 keyring,
                 reward_lamports: settings.reward_lamports,
@@ -324,7 +337,9 @@ fn spawn_cluster(
         routing_stop,
     ));
     let presence = tokio::spawn(run_presence(state.clone(), c.remotes_tx, c.interval));
-    vec![membership, publisher, inbox, presence]
+    // Steps down and releases the lock as soon as shutdown starts.
+    let election = tokio::spawn(c.election.run(state.shutdown.clone()));
+    vec![membership, publisher, inbox, presence, election]
 }
 
 /// Counts and logs every reconnection of a Redis client. Redis closes a

@@ -67,6 +67,8 @@ pub struct Settings {
     /// Load balancers whose `X-Forwarded-For` is believed, comma-separated
     /// IP addresses. From anyone else the header is ignored.
     pub trusted_proxies: String,
+    /// The payout leader's lease; renewed every third of it.
+    pub leader_lease_ms: u64,
 }
 
 impl Default for Settings {
@@ -100,6 +102,7 @@ impl Default for Settings {
             announce_interval_ms: 2_000,
             advertise_address: String::new(),
             trusted_proxies: String::new(),
+            leader_lease_ms: 10_000,
         }
     }
 }
@@ -206,6 +209,9 @@ impl Settings {
             ));
         }
         self.trusted_proxies()?;
+        if !(300..=600_000).contains(&self.leader_lease_ms) {
+            return Err(invalid("HUB_LEADER_LEASE_MS", "must be 300..=600000"));
+        }
         for (var, v) in [
             ("HUB_MAX_CONNECTIONS", self.max_connections),
             ("HUB_SESSION_QUEUE", self.session_queue),

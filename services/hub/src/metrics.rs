@@ -34,6 +34,10 @@ pub struct Metrics {
     pub rounds_closed_by_non_owner: IntCounter,
     pub pubsub_rtt: Histogram,
     pub redis_reconnects: IntCounter,
+    pub is_leader: IntGauge,
+    pub leader_epoch: IntGauge,
+    pub leader_changes: IntCounter,
+    pub lease_renewal_failures: IntCounter,
 }
 
 impl Metrics {
@@ -160,6 +164,19 @@ impl Metrics {
             redis_reconnects: counter(
                 "redis_reconnects_total",
                 "Reconnections of this hub's Redis clients (a subscriber closed for falling behind shows here).",
+            ),
+            is_leader: gauge("is_leader", "1 while this hub holds the payout leader lock."),
+            leader_epoch: gauge(
+                "leader_epoch",
+                "Fencing epoch of this hub's latest term as leader.",
+            ),
+            leader_changes: counter(
+                "leader_changes_total",
+                "Times this hub became the leader.",
+            ),
+            lease_renewal_failures: counter(
+                "lease_renewal_failures_total",
+                "Leader lease renewals that failed, were refused, or came too late.",
             ),
             registry,
         }

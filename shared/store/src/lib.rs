@@ -291,6 +291,31 @@ impl Store {
         Ok(l)
     }
 
+    // ---- fencing ----
+
+    /// Takes the next fencing epoch for `role` (e.g. "payouts"): strictly
+    /// greater than any epoch handed out before, whatever Redis remembers.
+    pub async fn next_epoch(&self, role: &str) -> Result<i64> {
+        let epoch = sqlx::query_scalar(
+            "INSERT INTO fencing (role, epoch) VALUES ($1, 1) \
+             ON CONFLICT (role) DO UPDATE SET epoch = fencing.epoch + 1 \
+             RETURNING epoch",
+        )
+        .bind(role)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(epoch)
+    }
+
+    /// The newest epoch handed out for `role` (0 if none).
+    pub async fn current_epoch(&self, role: &str) -> Result<i64> {
+        let epoch: Option<i64> = sqlx::query_scalar("SELECT epoch FROM fencing WHERE role = $1")
+            .bind(role)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(epoch.unwrap_or(0))
+    }
+
     // ---- validators ----
 
     /// Records a validator's hello; returns its id.

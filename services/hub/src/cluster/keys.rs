@@ -37,6 +37,11 @@ impl Keys {
         self.cluster("membership")
     }
 
+    /// String: the payout leader's lock, "hub id|random".
+    pub fn leader_lock(&self) -> String {
+        self.cluster("leader")
+    }
+
     /// Channel: "websites changed, reload them".
     pub fn websites_channel(&self) -> String {
         self.cluster("websites")

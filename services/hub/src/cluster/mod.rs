@@ -7,6 +7,7 @@
 //!
 //! - [`keys`]: every key and channel name (hash-tagged for Redis Cluster).
 //! - [`ring`]: website -> owner by consistent hashing with virtual nodes.
+//! - [`leader`]: the payout leader's lock, fenced by a PostgreSQL epoch.
 //! - [`presence`]: which hub holds which validator (compare-and-delete).
 //! - [`routing`]: hub inboxes over pub/sub (tasks, result summaries, kicks).
 //! - [`membership`]: announce, read the live members, publish changes, and
@@ -15,6 +16,7 @@
 //! Without Redis (`HUB_REDIS_URL` unset) the ring is this hub alone.
 
 pub mod keys;
+pub mod leader;
 pub mod membership;
 pub mod presence;
 pub mod ring;
