@@ -40,14 +40,6 @@ end
 return 0
 "#;
 
-/// KEYS: lock. ARGV: value.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
 /// This hub's current term as leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Term {
@@ -99,7 +91,7 @@ impl Election {
                 metrics,
                 state,
                 extend: Script::from_lua(EXTEND),
-                release: Script::from_lua(RELEASE),
+                release: Script::from_lua(super::COMPARE_AND_DELETE),
             },
             rx,
         )

@@ -28,6 +28,15 @@ pub use ring::Ring;
 
 use std::sync::Arc;
 
+/// KEYS: a key. ARGV: the value we set. Deletes it only if it still holds
+/// that value, so a holder can never erase a successor's key.
+pub(crate) const COMPARE_AND_DELETE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
 use tokio::sync::watch;
 
 /// What the rest of the hub uses of the cluster when Redis is configured.

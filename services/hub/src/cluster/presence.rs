@@ -26,14 +26,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return old
 "#;
 
-/// KEYS: session. ARGV: holder. Deletes only our own claim.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
 /// KEYS: session. ARGV: holder, ttl ms. Extends our claim, or restores it
 /// if it vanished (Redis restarted empty, or the claim at hello failed);
 /// never takes over another session's claim.
@@ -103,7 +95,7 @@ impl Presence {
             hub_id,
             ttl,
             claim: Script::from_lua(CLAIM),
-            release: Script::from_lua(RELEASE),
+            release: Script::from_lua(super::COMPARE_AND_DELETE),
             extend: Script::from_lua(EXTEND),
             publish: Script::from_lua(PUBLISH),
         }
