@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use store::Store;
 
+use crate::cluster::leader::Term;
 use crate::cluster::membership::connect;
 use crate::cluster::presence::{Local, Presence, Remote};
 use crate::cluster::routing::{self, InboxMessage};
@@ -28,8 +29,12 @@ use crate::config::Settings;
 use crate::coordinator::{Coordinator, Event};
 use crate::ingest::{IngestItem, Verifier, Writer};
 use crate::metrics::Metrics;
+use crate::payouts::{Payer, PayoutConfig};
 use crate::registry::Registry;
 use crate::session;
+
+/// A lone hub's term never runs out (there is no lock to lose).
+const STANDALONE_LEASE: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Events queued for the coordinator before senders start dropping them.
 const EVENT_QUEUE: usize = 65_536;
@@ -64,6 +69,9 @@ pub struct Application {
     ingest_rx: mpsc::Receiver<IngestItem>,
     events_rx: mpsc::Receiver<Event>,
     cluster: Option<ClusterParts>,
+    payer: Option<Payer>,
+    /// Without Redis, this hub leads alone; the sender lives as long as it.
+    _standalone_term: Option<watch::Sender<Option<Term>>>,
 }
 
 /// The cluster pieces `run_until_stopped` drives.
@@ -158,6 +166,47 @@ impl Application {
             };
             (Some(parts), Some(link), Some(leadership))
         };
+        // Payouts need a leader: the Redis election, or, with no Redis, this
+        // hub alone with a fresh epoch (a second such hub would take a newer
+        // epoch, and the database would refuse this one's writes).
+        let mut standalone_term = None;
+        let mut leadership = leadership;
+        let payer = if settings.payouts_enabled() {
+            let treasury = Payer::read_treasury(&settings.payout_treasury_keypair)
+                .context("reading the treasury keypair (HUB_PAYOUT_TREASURY_KEYPAIR)")?;
+            let cfg = PayoutConfig::from_settings(&settings)?;
+            let lead = match leadership.clone() {
+                Some(l) => l,
+                None => {
+                    let epoch = store
+                        .next_epoch(crate::cluster::leader::PAYOUT_ROLE)
+                        .await
+                        .context("taking a payout epoch")?;
+                    let term = Term {
+                        epoch,
+                        lease_until: tokio::time::Instant::now() + STANDALONE_LEASE,
+                    };
+                    metrics.is_leader.set(1);
+                    metrics.leader_epoch.set(epoch);
+                    let (tx, rx) = watch::channel(Some(term));
+                    standalone_term = Some(tx);
+                    leadership = Some(rx.clone());
+                    rx
+                }
+            };
+            let payer = Payer::new(
+                store.clone(),
+                &settings.payout_rpc_url,
+                treasury,
+                cfg,
+                metrics.clone(),
+                lead,
+            );
+            tracing::info!(treasury = %payer.treasury(), rpc = %settings.payout_rpc_url, "payouts enabled (run while this hub leads)");
+            Some(payer)
+        } else {
+            None
+        };
         let state = Arc::new(AppState {
             metrics,
             ring,
@@ -184,6 +233,8 @@ impl Application {
             ingest_rx,
             events_rx,
             cluster,
+            payer,
+            _standalone_term: standalone_term,
         })
     }
 
@@ -205,7 +256,9 @@ impl Application {
             ingest_rx,
             events_rx,
             cluster,
-            ..
+            payer,
+            _standalone_term,
+            local_addr: _,
         } = self;
         let s = &state.settings;
         tracing::info!(hub_id = %s.hub_id, addr = %listener.local_addr()?, "hub listening");
@@ -243,6 +296,10 @@ impl Application {
             state.shutdown.clone(),
         ));
 
+        // Stops at once on shutdown: every step of a payout is safe to
+        // interrupt (the next leader recovers it).
+        let payer = payer.map(|p| tokio::spawn(p.run(state.shutdown.clone())));
+
         let coordinator_stop = CancellationToken::new();
         let coordinator =
             tokio::spawn(Coordinator::new(state.clone(), events_rx).run(coordinator_stop.clone()));
@@ -272,6 +329,9 @@ impl Application {
             .is_err()
         {
             tracing::warn!("sessions still open after the drain timeout");
+        }
+        if let Some(p) = payer {
+            let _ = p.await;
         }
         coordinator_stop.cancel();
         let _ = coordinator.await;
@@ -468,6 +528,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/validators/{public_key}/earnings",
+            get(crate::earnings::earnings),
+        )
         .with_state(state)
 }
 

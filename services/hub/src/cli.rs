@@ -33,6 +33,22 @@ pub enum Command {
         #[command(subcommand)]
         command: SitesCommand,
     },
+    /// Inspect and repair payouts.
+    Payouts {
+        #[command(flatten)]
+        db: Db,
+        #[command(subcommand)]
+        command: PayoutsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayoutsCommand {
+    /// Counts of unfinished transactions, payouts short of funds, failed payouts.
+    Status,
+    /// Put payouts marked `failed` back in the queue (after fixing the cause).
+    /// Written under the current leader's epoch, so the leader pays them next cycle.
+    RetryFailed,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +122,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sites { db, command } => sites(connect(&db).await?, command).await,
+        Command::Payouts { db, command } => {
+            let store = connect(&db).await?;
+            match command {
+                PayoutsCommand::Status => {
+                    let (unfinished, short, failed) = store.payout_backlog().await?;
+                    println!("unfinished transactions  {unfinished}");
+                    println!("insufficient funds       {short}");
+                    println!("failed payouts           {failed}");
+                }
+                PayoutsCommand::RetryFailed => {
+                    let epoch = store
+                        .current_epoch(crate::cluster::leader::PAYOUT_ROLE)
+                        .await?;
+                    let n = store.retry_failed_payouts(epoch).await?;
+                    println!("{n} failed payouts queued again");
+                }
+            }
+            Ok(())
+        }
     }
 }
 

@@ -69,6 +69,29 @@ pub struct Settings {
     pub trusted_proxies: String,
     /// The payout leader's lease; renewed every third of it.
     pub leader_lease_ms: u64,
+    /// Treasury keypair file (Solana CLI JSON), mounted as a secret. Empty
+    /// disables payouts on this hub.
+    pub payout_treasury_keypair: String,
+    /// Solana JSON-RPC endpoint payouts use.
+    pub payout_rpc_url: String,
+    /// How often the leader settles, claims and pays, ms.
+    pub payout_interval_ms: u64,
+    /// Smallest payout; at least the rent-exempt minimum of a new account.
+    pub payout_min_lamports: i64,
+    /// Transfers per Solana transaction.
+    pub payout_max_transfers: usize,
+    /// Transactions a payout may go through before it is marked failed.
+    pub payout_max_attempts: i32,
+    /// A closed round is credited this long after it closed, ms.
+    pub payout_settle_delay_ms: u64,
+    /// How long a cycle waits for its transactions to confirm, ms; the next
+    /// cycle picks up what is still unconfirmed.
+    pub payout_confirm_timeout_ms: u64,
+    /// `finalized` or `confirmed`: when a transfer counts as paid.
+    pub payout_commitment: String,
+    /// Fault injection for tests: abort the process at this payout step
+    /// (`after_claim`, `after_sign`, `after_send`, `before_confirm`).
+    pub payout_crash_at: String,
 }
 
 impl Default for Settings {
@@ -103,9 +126,23 @@ impl Default for Settings {
             advertise_address: String::new(),
             trusted_proxies: String::new(),
             leader_lease_ms: 10_000,
+            payout_treasury_keypair: String::new(),
+            payout_rpc_url: String::new(),
+            payout_interval_ms: 60_000,
+            payout_min_lamports: MIN_PAYOUT_LAMPORTS,
+            payout_max_transfers: 10,
+            payout_max_attempts: 5,
+            payout_settle_delay_ms: 30_000,
+            payout_confirm_timeout_ms: 15_000,
+            payout_commitment: "finalized".into(),
+            payout_crash_at: String::new(),
         }
     }
 }
+
+/// Rent-exempt minimum of a new, empty system account: a smaller transfer
+/// to an account that does not exist yet would fail the whole transaction.
+pub const MIN_PAYOUT_LAMPORTS: i64 = 890_880;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -212,6 +249,7 @@ impl Settings {
         if !(300..=600_000).contains(&self.leader_lease_ms) {
             return Err(invalid("HUB_LEADER_LEASE_MS", "must be 300..=600000"));
         }
+        self.validate_payouts()?;
         for (var, v) in [
             ("HUB_MAX_CONNECTIONS", self.max_connections),
             ("HUB_SESSION_QUEUE", self.session_queue),
@@ -224,6 +262,77 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    fn validate_payouts(&self) -> Result<(), ConfigError> {
+        if self.payout_min_lamports < MIN_PAYOUT_LAMPORTS {
+            return Err(invalid(
+                "HUB_PAYOUT_MIN_LAMPORTS",
+                format!("must be at least {MIN_PAYOUT_LAMPORTS} (the rent-exempt minimum of a new account)"),
+            ));
+        }
+        if !(1..=20).contains(&self.payout_max_transfers) {
+            return Err(invalid("HUB_PAYOUT_MAX_TRANSFERS", "must be 1..=20"));
+        }
+        if !(1..=100).contains(&self.payout_max_attempts) {
+            return Err(invalid("HUB_PAYOUT_MAX_ATTEMPTS", "must be 1..=100"));
+        }
+        if !(100..=86_400_000).contains(&self.payout_interval_ms) {
+            return Err(invalid("HUB_PAYOUT_INTERVAL_MS", "must be 100..=86400000"));
+        }
+        if self.payout_settle_delay_ms > 3_600_000 {
+            return Err(invalid(
+                "HUB_PAYOUT_SETTLE_DELAY_MS",
+                "must be at most 3600000",
+            ));
+        }
+        if !(100..=600_000).contains(&self.payout_confirm_timeout_ms) {
+            return Err(invalid(
+                "HUB_PAYOUT_CONFIRM_TIMEOUT_MS",
+                "must be 100..=600000",
+            ));
+        }
+        self.payout_commitment()?;
+        self.payout_crash_at()?;
+        if !self.payout_treasury_keypair.is_empty() {
+            let ok = url::Url::parse(&self.payout_rpc_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err(invalid(
+                    "HUB_PAYOUT_RPC_URL",
+                    "must be an http:// or https:// URL when HUB_PAYOUT_TREASURY_KEYPAIR is set",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Payouts run on this hub (when it is the leader) only with a treasury.
+    pub fn payouts_enabled(&self) -> bool {
+        !self.payout_treasury_keypair.is_empty()
+    }
+
+    pub fn payout_commitment(
+        &self,
+    ) -> Result<solana_commitment_config::CommitmentConfig, ConfigError> {
+        match self.payout_commitment.as_str() {
+            "finalized" => Ok(solana_commitment_config::CommitmentConfig::finalized()),
+            "confirmed" => Ok(solana_commitment_config::CommitmentConfig::confirmed()),
+            _ => Err(invalid(
+                "HUB_PAYOUT_COMMITMENT",
+                "must be finalized or confirmed",
+            )),
+        }
+    }
+
+    pub fn payout_crash_at(&self) -> Result<Option<crate::payouts::CrashPoint>, ConfigError> {
+        if self.payout_crash_at.is_empty() {
+            return Ok(None);
+        }
+        self.payout_crash_at
+            .parse()
+            .map(Some)
+            .map_err(|e: String| invalid("HUB_PAYOUT_CRASH_AT", e))
     }
 
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {

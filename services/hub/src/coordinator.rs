@@ -59,6 +59,8 @@ struct TaskSlot {
     state: TaskState,
     /// Set on the task that replaced another: it is not replaced again.
     is_replacement: bool,
+    /// Set once another validator got a replacement for this task.
+    replaced: bool,
 }
 
 #[derive(Debug)]
@@ -461,6 +463,7 @@ impl Coordinator {
                     deadline_ms,
                     state: TaskState::Pending,
                     is_replacement,
+                    replaced: false,
                 });
                 sent += 1;
             }
@@ -534,16 +537,20 @@ impl Coordinator {
         let Some(mut round) = self.rounds.remove(&round_id) else {
             return;
         };
-        if let Some(t) = round.tasks.iter_mut().find(|t| t.task_id == task_id) {
+        if let Some(i) = round.tasks.iter().position(|t| t.task_id == task_id) {
+            let t = &mut round.tasks[i];
             if t.state == TaskState::Pending {
                 t.state = TaskState::Failed;
                 release(&mut self.load, &t.validator);
+                let is_replacement = t.is_replacement;
                 let task_deadline = self.app.settings.task_deadline_ms as i64;
                 let deadline = (now + task_deadline).min(round.deadline_ms);
                 // No replacements while draining: every session is leaving.
-                if !t.is_replacement && deadline > now && !self.app.shutdown.is_cancelled() {
+                if !is_replacement && deadline > now && !self.app.shutdown.is_cancelled() {
                     let n = self.assign(pool, round_id, &mut round, 1, deadline, true);
                     self.app.metrics.tasks_replaced.inc_by(n as u64);
+                    // A late result for it, if one comes, earns nothing.
+                    round.tasks[i].replaced = n > 0;
                 }
             }
         }
@@ -560,10 +567,20 @@ impl Coordinator {
         if done.is_empty() {
             return;
         }
+        let replaced: Vec<(i64, Uuid)> = done
+            .iter()
+            .flat_map(|id| {
+                self.rounds[id]
+                    .tasks
+                    .iter()
+                    .filter(|t| t.replaced)
+                    .map(move |t| (*id, t.task_id))
+            })
+            .collect();
         match self
             .app
             .store
-            .close_rounds(&done, &self.app.settings.hub_id)
+            .close_rounds(&done, &self.app.settings.hub_id, &replaced)
             .await
         {
             Ok(closed) => {

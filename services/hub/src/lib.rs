@@ -12,6 +12,8 @@
 //! - `ingest`: stateless result verification and the batched tick writer.
 //! - [`cluster`]: Redis membership, the consistent-hash ring, key names.
 //! - [`config`]: typed settings (defaults, file, `HUB_*` environment).
+//! - [`payouts`]: the leader's settle / claim / pay / recover cycle.
+//! - `earnings`: `GET /v1/validators/{key}/earnings`.
 //! - `metrics`: every Prometheus metric, defined once.
 //! - [`cli`]: `hub serve | migrate | sites ...`.
 
@@ -20,8 +22,10 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 mod coordinator;
+mod earnings;
 mod ingest;
-mod metrics;
+pub mod metrics;
+pub mod payouts;
 mod registry;
 mod scheduler;
 mod session;

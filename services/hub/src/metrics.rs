@@ -38,6 +38,15 @@ pub struct Metrics {
     pub leader_epoch: IntGauge,
     pub leader_changes: IntCounter,
     pub lease_renewal_failures: IntCounter,
+    pub payout_cycles: IntCounterVec,
+    pub rounds_settled: IntCounter,
+    pub payouts_claimed: IntCounter,
+    pub payout_transactions: IntCounterVec,
+    pub lamports_paid: IntCounter,
+    pub payouts_insufficient_funds: IntGauge,
+    pub payouts_failed: IntGauge,
+    pub payout_batches_unfinished: IntGauge,
+    pub treasury_lamports: IntGauge,
 }
 
 impl Metrics {
@@ -177,6 +186,44 @@ impl Metrics {
             lease_renewal_failures: counter(
                 "lease_renewal_failures_total",
                 "Leader lease renewals that failed, were refused, or came too late.",
+            ),
+            payout_cycles: counter_vec(
+                "payout_cycles_total",
+                "Payout cycles run by this hub as leader, by outcome (ok, not_leader, stale_epoch, error).",
+                "outcome",
+            ),
+            rounds_settled: counter(
+                "rounds_settled_total",
+                "Closed rounds whose ticks this leader credited to the ledger.",
+            ),
+            payouts_claimed: counter(
+                "payouts_claimed_total",
+                "Payouts claimed from validators' unclaimed earnings.",
+            ),
+            payout_transactions: counter_vec(
+                "payout_transactions_total",
+                "Payout transactions by event (signed, sent, resent, confirmed, failed, expired, insufficient_funds).",
+                "event",
+            ),
+            lamports_paid: counter(
+                "lamports_paid_total",
+                "Lamports in payout transactions this hub saw confirmed.",
+            ),
+            payouts_insufficient_funds: gauge(
+                "payouts_insufficient_funds",
+                "Payouts waiting because the treasury cannot cover them (as of the last cycle).",
+            ),
+            payouts_failed: gauge(
+                "payouts_failed",
+                "Payouts given up after repeated failures; they need an operator (as of the last cycle).",
+            ),
+            payout_batches_unfinished: gauge(
+                "payout_batches_unfinished",
+                "Payout transactions sent or signed whose outcome is not known yet (as of the last cycle).",
+            ),
+            treasury_lamports: gauge(
+                "treasury_lamports",
+                "Treasury balance seen in the last payout cycle.",
             ),
             registry,
         }

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`RunConfig`], validated once at start.
+//! - [`earnings`]: the `earnings` subcommand's request and summary.
 //! - [`guard`]: refusal of loopback, private and link-local targets (a DNS
 //!   resolver that filters, plus checks of IP-literal hosts and redirects).
 //! - [`check`]: [`Checker`] runs one check and returns an [`Outcome`].
@@ -21,6 +22,7 @@
 
 pub mod check;
 pub mod config;
+pub mod earnings;
 pub mod guard;
 mod pending;
 mod runner;

@@ -39,6 +39,30 @@ enum Cmd {
     },
     /// Connect to the hubs and run checks until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Show earned, pending and paid lamports, with transaction signatures.
+    Earnings {
+        /// Any hub (ws://, wss://, http:// or https://).
+        #[arg(
+            long,
+            env = "VALIDATOR_HUB_URLS",
+            value_delimiter = ',',
+            required = true
+        )]
+        hub: Vec<String>,
+        /// Keypair file whose public key to look up.
+        #[arg(
+            long,
+            env = "VALIDATOR_KEYPAIR",
+            required_unless_present = "public_key"
+        )]
+        keypair: Option<PathBuf>,
+        /// Or the base58 public key itself.
+        #[arg(long, conflicts_with = "keypair")]
+        public_key: Option<String>,
+        /// Print the JSON document instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -86,6 +110,12 @@ fn main() -> ExitCode {
             .map(|k| println!("{}", PublicKey::from(&k)))
             .map_err(usage),
         Cmd::Run(args) => run(args),
+        Cmd::Earnings {
+            hub,
+            keypair,
+            public_key,
+            json,
+        } => earnings(&hub[0], keypair, public_key, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +136,39 @@ fn keygen(out: &std::path::Path) -> Result<(), Fail> {
     let key = protocol::keypair::generate();
     protocol::keypair::write_new(out, &key).map_err(usage)?;
     println!("{}", PublicKey::from(&key));
+    Ok(())
+}
+
+fn earnings(
+    hub: &str,
+    keypair: Option<PathBuf>,
+    public_key: Option<String>,
+    json: bool,
+) -> Result<(), Fail> {
+    let key = match (keypair, public_key) {
+        (_, Some(k)) => PublicKey::from_base58(&k).ok_or_else(|| {
+            usage(format!(
+                "--public-key {k:?}: not a base58 ed25519 public key"
+            ))
+        })?,
+        (Some(path), None) => protocol::keypair::read(&path)
+            .map(|k| PublicKey::from(&k))
+            .map_err(|e| usage(format!("--keypair: {e}")))?,
+        (None, None) => return Err(usage("give --keypair or --public-key")),
+    };
+    validator::earnings::http_base(hub).map_err(usage)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail(1, format!("cannot start the runtime: {e}")))?;
+    let e = rt
+        .block_on(validator::earnings::fetch(hub, &key))
+        .map_err(|e| Fail(1, e.to_string()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+    } else {
+        print!("{}", validator::earnings::render(&e));
+    }
     Ok(())
 }
 

@@ -210,3 +210,64 @@ fn sigterm_shuts_down_cleanly_with_exit_code_0() {
     assert!(wait_for("SIGTERM: shutting down"), "logged why it stopped");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Serves `responses` (status, body) to successive HTTP requests on
+/// 127.0.0.1, one per connection; returns the base URL.
+fn one_shot_http(responses: Vec<(u16, String)>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (status, body) in responses {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let req = String::from_utf8_lossy(&buf);
+            assert!(req.starts_with("GET /v1/validators/"), "{req}");
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
+}
+
+#[test]
+fn earnings_prints_the_hubs_document_and_names_errors() {
+    let dir = temp_dir("earnings");
+    let kp = dir.join("v.json");
+    let o = validator(&["keygen", "--out", kp.to_str().unwrap()]);
+    let key = stdout(&o).trim().to_string();
+    let key = key.as_str();
+    let doc = format!(
+        r#"{{"public_key":"{key}","earned_lamports":2000000,"settling_lamports":1000,
+        "unclaimed_lamports":100000,"pending_lamports":900000,"paid_lamports":1000000,
+        "failed_lamports":0,"earning_ticks":20,
+        "agreement":{{"agreed":19,"disagreed":1,"rate":0.95}},
+        "payouts":[{{"id":"0193a1b2-0000-7000-8000-000000000001","lamports":1000000,
+        "state":"paid","attempts":0,"signature":"5VfYsig","last_error":null,
+        "created_at_ms":1,"paid_at_ms":2}}]}}"#
+    );
+    let not_found =
+        r#"{"code":"unknown_validator","message":"no validator with this key has connected"}"#;
+    let base = one_shot_http(vec![(200, doc), (404, not_found.into())]);
+    let ws = base.replace("http://", "ws://") + "/ws";
+
+    let o = validator(&["earnings", "--hub", &ws, "--public-key", key]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for want in [key, "2000000", "1000000", "95.00%", "5VfYsig", "paid"] {
+        assert!(out.contains(want), "{out} should contain {want}");
+    }
+
+    let o = validator(&["earnings", "--hub", &base, "--public-key", key]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown_validator"), "{}", stderr(&o));
+
+    let o = validator(&["earnings", "--hub", &base, "--public-key", "not-a-key"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--public-key"), "{}", stderr(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}

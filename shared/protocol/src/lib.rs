@@ -7,11 +7,13 @@
 //!   validators sign, and the HMAC task token any hub can verify.
 //! - [`keypair`]: the Solana CLI keypair file format.
 //! - [`limits`]: the documented limits both sides agree on.
+//! - [`api`]: JSON bodies of the hub's read-only HTTP API (earnings).
 //!
 //! **API boundary**: this crate knows nothing of tokio, axum, sqlx or Redis.
 //! It is pure data and pure functions, so the hub, the validator, the load
 //! tester and the benchmarks share one definition of the protocol.
 
+pub mod api;
 pub mod crypto;
 pub mod keypair;
 pub mod limits;

@@ -9,8 +9,12 @@
 //! Times cross this boundary as Unix milliseconds (`i64`), like the wire
 //! protocol; conversion to `timestamptz` happens in SQL.
 
+mod payouts;
 mod website_url;
 
+pub use crate::payouts::{
+    BatchOutcome, Earnings, NewBatch, PayoutRow, SettleReport, UnfinishedBatch, WaitingPayout,
+};
 pub use crate::website_url::{UrlError, WebsiteUrl};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -27,6 +31,13 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A payout write carried an epoch older than the newest one: another
+    /// leader has taken over. Refused by the database (see migrations).
+    #[error("stale payout epoch {0}: another leader has taken over")]
+    StaleEpoch(i64),
+    /// A payout write found the rows in another state than it expected.
+    #[error("payout state conflict: {0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -172,6 +183,10 @@ WITH counts AS (
         ON t.round_id = r.id AND t.website_id = r.website_id AND t.scheduled_at = r.scheduled_at
      WHERE r.id = ANY($1) AND r.status = 'open'
      GROUP BY r.id
+), replaced AS (
+    SELECT rid, array_agg(tid) AS tasks
+      FROM UNNEST($3::int8[], $4::uuid[]) AS u(rid, tid)
+     GROUP BY rid
 )
 UPDATE rounds r
    SET status = CASE
@@ -179,8 +194,10 @@ UPDATE rounds r
            WHEN c.up + c.down >= 2 AND c.down * 2 > c.up + c.down THEN 'down'
            ELSE 'unknown' END,
        results_up = c.up, results_down = c.down,
-       closed_at = now(), closed_by = $2
+       closed_at = now(), closed_by = $2,
+       replaced_tasks = r.replaced_tasks || COALESCE(x.tasks, '{}')
   FROM counts c
+  LEFT JOIN replaced x ON x.rid = c.id
  WHERE r.id = c.id AND r.status = 'open'
 RETURNING r.id, r.website_id, r.hub_id, r.status, c.up, c.down";
 
@@ -402,18 +419,24 @@ impl Store {
     }
 
     /// Closes open rounds from the ticks in the database. Rounds already
-    /// closed (by anyone) are skipped, so closing is idempotent.
+    /// closed (by anyone) are skipped, so closing is idempotent. `replaced`
+    /// lists `(round_id, task_id)` of tasks the owner replaced: their
+    /// results, if any arrive, earn nothing.
     pub async fn close_rounds(
         &self,
         round_ids: &[i64],
         closed_by: &str,
+        replaced: &[(i64, Uuid)],
     ) -> Result<Vec<ClosedRound>> {
         if round_ids.is_empty() {
             return Ok(Vec::new());
         }
+        let (rids, tids): (Vec<i64>, Vec<Uuid>) = replaced.iter().copied().unzip();
         let rows = sqlx::query(CLOSE_ROUNDS_SQL)
             .bind(round_ids)
             .bind(closed_by)
+            .bind(&rids)
+            .bind(&tids)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -446,7 +469,8 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        self.close_rounds(&ids, closed_by).await
+        // The owner's knowledge of replaced tasks died with it.
+        self.close_rounds(&ids, closed_by, &[]).await
     }
 
     // ---- ticks ----

@@ -11,6 +11,9 @@
 //!   that stop or restart Redis ("Redis restarted empty").
 //! - [`TcpProxy`] (`proxy`): a loopback TCP proxy that can pass, black-hole or
 //!   reset traffic at runtime, for partition tests.
+//! - [`solana::SolanaRpc`] (`solana`): a litesvm chain behind a JSON-RPC
+//!   endpoint the production `RpcClient` talks to, whose test decides whether
+//!   each sent transaction lands, is held or is dropped, and when blocks pass.
 //! - `resp`: the few lines of blocking RESP that `TestRedis` needs (private).
 //!
 //! `scripts/test.sh` starts PostgreSQL and Redis and sets the variables, and
@@ -20,6 +23,7 @@ mod db;
 mod proxy;
 mod redis;
 mod resp;
+pub mod solana;
 
 pub use db::{TestDb, TEST_DB_ENV};
 pub use proxy::{Mode, TcpProxy};

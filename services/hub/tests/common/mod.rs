@@ -3,6 +3,8 @@
 //! hand (so tests can send exactly the bytes they mean to).
 #![allow(dead_code)]
 
+pub mod payouts;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -354,6 +356,24 @@ impl HubProc {
             .expect("hub exits within 30 s of SIGTERM")
             .unwrap();
         assert!(status.success(), "hub {} exit status {status}", self.id);
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id().expect("running") as libc::pid_t
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on a child we own.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(mut self, secs: u64) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("hub {} did not exit within {secs} s", self.id))
+            .unwrap()
     }
 
     /// SIGKILL: no drain, no goodbye.

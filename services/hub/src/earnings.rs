@@ -1,0 +1,85 @@
+//! `GET /v1/validators/{public_key}/earnings`: what a validator earned,
+//! what is pending, what was paid, with transaction signatures. Read-only
+//! and served by every hub (it reads PostgreSQL).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use protocol::api::{Agreement, ApiError, Earnings, Payout};
+use protocol::PublicKey;
+
+use crate::app::AppState;
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            code: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+pub async fn earnings(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Response {
+    if PublicKey::from_base58(&key).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_public_key",
+            "not a base58 ed25519 public key",
+        );
+    }
+    let e = match state.store.earnings(&key).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_validator",
+                "no validator with this key has connected",
+            )
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "reading earnings failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "database unavailable",
+            );
+        }
+    };
+    let counted = e.agreed + e.disagreed;
+    Json(Earnings {
+        public_key: e.public_key,
+        earned_lamports: e.earned_lamports,
+        settling_lamports: e.settling_lamports,
+        unclaimed_lamports: e.unclaimed_lamports,
+        pending_lamports: e.pending_lamports,
+        paid_lamports: e.paid_lamports,
+        failed_lamports: e.failed_lamports,
+        earning_ticks: e.earning_ticks,
+        agreement: Agreement {
+            agreed: e.agreed,
+            disagreed: e.disagreed,
+            rate: (counted > 0).then(|| e.agreed as f64 / counted as f64),
+        },
+        payouts: e
+            .payouts
+            .into_iter()
+            .map(|p| Payout {
+                id: p.id,
+                lamports: p.lamports,
+                state: p.state,
+                attempts: p.attempts,
+                signature: p.signature,
+                last_error: p.last_error,
+                created_at_ms: p.created_at_ms,
+                paid_at_ms: p.paid_at_ms,
+            })
+            .collect(),
+    })
+    .into_response()
+}

@@ -1,0 +1,606 @@
+//! Payouts, run only by the leader: settle closed rounds into the ledger,
+//! claim unclaimed earnings into payouts, pay them in SOL, and find out
+//! what happened to every transaction a previous leader sent.
+//!
+//! Exactly once rests on three rules (docs/ARCHITECTURE.md, "Payouts"):
+//! 1. every write carries the leader's fencing epoch and PostgreSQL refuses
+//!    it unless the epoch is the newest (so a stale leader writes nothing);
+//! 2. a transaction is stored, signed, with its signature and last valid
+//!    block height, *before* it is sent; only that stored transaction is
+//!    ever re-sent;
+//! 3. a payout leaves a batch only when the batch provably did not pay: it
+//!    landed with an error, or the chain's finalized block height is past the
+//!    batch's last valid block height and its signature is unknown (height
+//!    read first, so a landing cannot slip in between).
+//!
+//! Before each step the payer checks that its term is still valid on its
+//! own monotonic clock; a paused leader stops when it wakes.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use solana_commitment_config::CommitmentConfig;
+use solana_keypair::Keypair;
+use solana_pubkey::Pubkey;
+use solana_rpc_client::api::config::RpcSendTransactionConfig;
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use solana_signer::Signer;
+use solana_transaction::Transaction;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use store::{BatchOutcome, NewBatch, Store, StoreError, UnfinishedBatch};
+
+use crate::cluster::leader::Leadership;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// Rounds settled per statement.
+const SETTLE_LIMIT: i64 = 5_000;
+/// Payouts claimed per cycle.
+const CLAIM_LIMIT: i64 = 10_000;
+/// Transactions built per cycle.
+const BATCHES_PER_CYCLE: usize = 50;
+/// How often a transaction awaiting confirmation is re-sent.
+const RESEND_EVERY: Duration = Duration::from_secs(2);
+
+/// A step after which tests can make the leader die.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Payouts claimed, nothing signed.
+    AfterClaim,
+    /// A transaction stored, not sent.
+    AfterSign,
+    /// Sent, not yet recorded as sent.
+    AfterSend,
+    /// Recorded as sent, confirmation not awaited.
+    BeforeConfirm,
+}
+
+impl CrashPoint {
+    pub const ALL: [CrashPoint; 4] = [
+        CrashPoint::AfterClaim,
+        CrashPoint::AfterSign,
+        CrashPoint::AfterSend,
+        CrashPoint::BeforeConfirm,
+    ];
+}
+
+impl FromStr for CrashPoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "after_claim" => Ok(Self::AfterClaim),
+            "after_sign" => Ok(Self::AfterSign),
+            "after_send" => Ok(Self::AfterSend),
+            "before_confirm" => Ok(Self::BeforeConfirm),
+            _ => Err(format!(
+                "{s:?} is not one of after_claim, after_sign, after_send, before_confirm"
+            )),
+        }
+    }
+}
+
+/// What a crash point does when reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashAction {
+    /// `std::process::abort()`: the process dies on the spot.
+    Abort,
+    /// The cycle returns [`PayoutError::Crashed`] and the payer writes and
+    /// sends nothing more (in-process tests drop it, as if it died).
+    Stop,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutError {
+    #[error("not the leader (or the lease ran out)")]
+    NotLeader,
+    #[error("{0}")]
+    Stale(StoreError),
+    #[error("crashed at {0:?} (fault injection)")]
+    Crashed(CrashPoint),
+    #[error("database: {0}")]
+    Store(StoreError),
+    #[error("solana rpc: {0}")]
+    Rpc(#[from] Box<solana_rpc_client::api::client_error::Error>),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<StoreError> for PayoutError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::StaleEpoch(_) => Self::Stale(e),
+            e => Self::Store(e),
+        }
+    }
+}
+
+fn rpc_err(e: solana_rpc_client::api::client_error::Error) -> PayoutError {
+    PayoutError::Rpc(Box::new(e))
+}
+
+#[derive(Debug, Clone)]
+pub struct PayoutConfig {
+    pub interval: Duration,
+    pub min_lamports: i64,
+    pub max_transfers: usize,
+    pub max_attempts: i32,
+    pub settle_delay: Duration,
+    pub confirm_timeout: Duration,
+    /// How often a cycle polls its transactions' status.
+    pub poll_every: Duration,
+    pub commitment: CommitmentConfig,
+    pub crash: Option<(CrashPoint, CrashAction)>,
+}
+
+impl PayoutConfig {
+    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            interval: Duration::from_millis(s.payout_interval_ms),
+            min_lamports: s.payout_min_lamports,
+            max_transfers: s.payout_max_transfers,
+            max_attempts: s.payout_max_attempts,
+            settle_delay: Duration::from_millis(s.payout_settle_delay_ms),
+            confirm_timeout: Duration::from_millis(s.payout_confirm_timeout_ms),
+            poll_every: Duration::from_millis(s.payout_confirm_timeout_ms.clamp(100, 2_000) / 8)
+                .max(Duration::from_millis(20)),
+            commitment: s.payout_commitment()?,
+            crash: s.payout_crash_at()?.map(|p| (p, CrashAction::Abort)),
+        })
+    }
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    pub rounds_settled: i64,
+    pub payouts_claimed: u64,
+    pub batches_sent: usize,
+    pub batches_confirmed: usize,
+    pub batches_abandoned: usize,
+    pub insufficient_funds: usize,
+    pub lamports_confirmed: i64,
+    /// Batches still unconfirmed when the cycle ended.
+    pub unfinished: usize,
+}
+
+pub struct Payer {
+    store: Store,
+    rpc: RpcClient,
+    treasury: Keypair,
+    cfg: PayoutConfig,
+    metrics: Arc<Metrics>,
+    leadership: Leadership,
+}
+
+/// What became of a batch when looked up.
+#[derive(PartialEq, Eq)]
+enum Resolution {
+    Confirmed,
+    Abandoned,
+    Waiting,
+}
+
+impl Payer {
+    pub fn new(
+        store: Store,
+        rpc_url: &str,
+        treasury: Keypair,
+        cfg: PayoutConfig,
+        metrics: Arc<Metrics>,
+        leadership: Leadership,
+    ) -> Self {
+        let rpc = RpcClient::new_with_timeout_and_commitment(
+            rpc_url.to_string(),
+            Duration::from_secs(10),
+            cfg.commitment,
+        );
+        Self {
+            store,
+            rpc,
+            treasury,
+            cfg,
+            metrics,
+            leadership,
+        }
+    }
+
+    /// Reads a Solana CLI keypair file (the treasury secret).
+    pub fn read_treasury(path: &str) -> anyhow::Result<Keypair> {
+        let key = protocol::keypair::read(std::path::Path::new(path))?;
+        Ok(Keypair::new_from_array(key.to_bytes()))
+    }
+
+    pub fn treasury(&self) -> Pubkey {
+        self.treasury.pubkey()
+    }
+
+    /// The epoch of the current term, if this hub holds a valid one.
+    fn term_epoch(&self) -> Option<i64> {
+        self.leadership
+            .borrow()
+            .filter(|t| t.valid())
+            .map(|t| t.epoch)
+    }
+
+    /// Still the leader of `epoch`, by the lease on our own clock?
+    fn guard(&self, epoch: i64) -> Result<(), PayoutError> {
+        match self.term_epoch() {
+            Some(e) if e == epoch => Ok(()),
+            _ => Err(PayoutError::NotLeader),
+        }
+    }
+
+    fn crash_point(&self, at: CrashPoint) -> Result<(), PayoutError> {
+        match self.cfg.crash {
+            Some((p, CrashAction::Abort)) if p == at => {
+                tracing::error!(point = ?at, "payout crash point reached: aborting (fault injection)");
+                std::process::abort();
+            }
+            Some((p, CrashAction::Stop)) if p == at => Err(PayoutError::Crashed(at)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cycles every interval while leader, and at once on becoming leader,
+    /// until `stop`. Returns after a `Stop` crash point.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+                r = self.leadership.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+            }
+            if self.term_epoch().is_none() {
+                continue;
+            }
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.cycle() => r,
+            };
+            match outcome {
+                Ok(r) => {
+                    self.metrics.payout_cycles.with_label_values(&["ok"]).inc();
+                    if r != CycleReport::default() {
+                        tracing::info!(?r, "payout cycle");
+                    }
+                }
+                Err(PayoutError::NotLeader) => {
+                    self.metrics
+                        .payout_cycles
+                        .with_label_values(&["not_leader"])
+                        .inc();
+                    tracing::info!("payout cycle stopped: no longer the leader");
+                }
+                Err(PayoutError::Stale(e)) => {
+                    self.metrics
+                        .payout_cycles
+                        .with_label_values(&["stale_epoch"])
+                        .inc();
+                    tracing::warn!(error = %e, "payout cycle refused by the database");
+                }
+                Err(PayoutError::Crashed(p)) => {
+                    tracing::error!(point = ?p, "payout crash point reached: payer stops");
+                    return;
+                }
+                Err(e) => {
+                    self.metrics
+                        .payout_cycles
+                        .with_label_values(&["error"])
+                        .inc();
+                    tracing::warn!(error = %e, "payout cycle failed; the next one retries");
+                }
+            }
+        }
+    }
+
+    /// One full cycle: recover, settle, claim, pay, confirm.
+    pub async fn cycle(&self) -> Result<CycleReport, PayoutError> {
+        let epoch = self.term_epoch().ok_or(PayoutError::NotLeader)?;
+        let mut report = CycleReport::default();
+        self.recover(epoch, &mut report).await?;
+        self.settle(epoch, &mut report).await?;
+        self.guard(epoch)?;
+        report.payouts_claimed = self
+            .store
+            .claim_payouts(epoch, self.cfg.min_lamports, CLAIM_LIMIT)
+            .await?;
+        self.metrics.payouts_claimed.inc_by(report.payouts_claimed);
+        self.crash_point(CrashPoint::AfterClaim)?;
+        let sent = self.pay(epoch, &mut report).await?;
+        self.confirm(epoch, sent, &mut report).await?;
+        let (unfinished, insufficient, failed) = self.store.payout_backlog().await?;
+        report.unfinished = unfinished as usize;
+        self.metrics.payout_batches_unfinished.set(unfinished);
+        self.metrics.payouts_insufficient_funds.set(insufficient);
+        self.metrics.payouts_failed.set(failed);
+        Ok(report)
+    }
+
+    /// Settles every round that is due.
+    async fn settle(&self, epoch: i64, report: &mut CycleReport) -> Result<(), PayoutError> {
+        loop {
+            self.guard(epoch)?;
+            let r = self
+                .store
+                .settle_rounds(epoch, self.cfg.settle_delay, SETTLE_LIMIT)
+                .await?;
+            report.rounds_settled += r.rounds;
+            self.metrics.rounds_settled.inc_by(r.rounds as u64);
+            if r.rounds < SETTLE_LIMIT {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Finds out what became of every batch a previous cycle (or leader)
+    /// left unfinished; re-sends those that may still land.
+    async fn recover(&self, epoch: i64, report: &mut CycleReport) -> Result<(), PayoutError> {
+        for b in self.store.unfinished_batches().await? {
+            self.resolve(epoch, &b, true, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Looks a batch up on chain and records the outcome. With `resend`, a
+    /// batch that may still land is sent again (the same stored bytes).
+    async fn resolve(
+        &self,
+        epoch: i64,
+        b: &UnfinishedBatch,
+        resend: bool,
+        report: &mut CycleReport,
+    ) -> Result<Resolution, PayoutError> {
+        self.guard(epoch)?;
+        let tx: Transaction = wincode::deserialize(&b.transaction)
+            .map_err(|e| PayoutError::Other(format!("stored batch {} unreadable: {e}", b.id)))?;
+        let Some(signature) = tx.signatures.first().copied() else {
+            return Err(PayoutError::Other(format!(
+                "stored batch {} unsigned",
+                b.id
+            )));
+        };
+        // Height first: if it is already past the last valid height, any
+        // landing happened before the status lookup below and shows there.
+        let height = self
+            .rpc
+            .get_block_height_with_commitment(CommitmentConfig::finalized())
+            .await
+            .map_err(rpc_err)?;
+        let status = self
+            .rpc
+            .get_signature_statuses_with_history(&[signature])
+            .await
+            .map_err(rpc_err)?
+            .value
+            .into_iter()
+            .next()
+            .flatten();
+        match status {
+            Some(st) if st.err.is_some() => {
+                let err = format!("transaction failed on chain: {:?}", st.err);
+                self.guard(epoch)?;
+                self.store
+                    .abandon_batch(
+                        epoch,
+                        b.id,
+                        &BatchOutcome::Failed(err),
+                        self.cfg.max_attempts,
+                    )
+                    .await?;
+                tracing::warn!(batch = %b.id, %signature, error = ?st.err, "payout transaction failed on chain");
+                self.event("failed");
+                report.batches_abandoned += 1;
+                Ok(Resolution::Abandoned)
+            }
+            Some(st) if st.satisfies_commitment(self.cfg.commitment) => {
+                self.guard(epoch)?;
+                self.store.confirm_batch(epoch, b.id, st.slot).await?;
+                tracing::info!(batch = %b.id, %signature, lamports = b.lamports, payouts = b.payout_ids.len(), "payout transaction confirmed");
+                self.event("confirmed");
+                self.metrics.lamports_paid.inc_by(b.lamports as u64);
+                report.batches_confirmed += 1;
+                report.lamports_confirmed += b.lamports;
+                Ok(Resolution::Confirmed)
+            }
+            // Landed, not yet at our commitment: wait.
+            Some(_) => Ok(Resolution::Waiting),
+            None if height > b.last_valid_block_height => {
+                self.guard(epoch)?;
+                self.store
+                    .abandon_batch(epoch, b.id, &BatchOutcome::Expired, self.cfg.max_attempts)
+                    .await?;
+                tracing::warn!(batch = %b.id, %signature, height, last_valid = b.last_valid_block_height, "payout transaction expired unconfirmed; its payouts get a new transaction");
+                self.event("expired");
+                report.batches_abandoned += 1;
+                Ok(Resolution::Abandoned)
+            }
+            None => {
+                if resend {
+                    self.send(epoch, b.id, &tx).await?;
+                    self.event("resent");
+                }
+                Ok(Resolution::Waiting)
+            }
+        }
+    }
+
+    /// Sends a stored transaction and records the send. An RPC error is
+    /// logged, not fatal: the batch stays stored and is looked up (and
+    /// re-sent) later.
+    async fn send(&self, epoch: i64, id: Uuid, tx: &Transaction) -> Result<(), PayoutError> {
+        self.guard(epoch)?;
+        let cfg = RpcSendTransactionConfig {
+            skip_preflight: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.rpc.send_transaction_with_config(tx, cfg).await {
+            tracing::warn!(batch = %id, error = %e, "sending a payout transaction failed; it stays stored and is retried");
+            return Ok(());
+        }
+        self.crash_point(CrashPoint::AfterSend)?;
+        self.guard(epoch)?;
+        self.store.mark_batch_sent(epoch, id).await?;
+        Ok(())
+    }
+
+    /// Builds, stores and sends transactions for waiting payouts. Returns
+    /// the batches it sent.
+    async fn pay(
+        &self,
+        epoch: i64,
+        report: &mut CycleReport,
+    ) -> Result<Vec<UnfinishedBatch>, PayoutError> {
+        let waiting = self
+            .store
+            .waiting_payouts((self.cfg.max_transfers * BATCHES_PER_CYCLE) as i64)
+            .await?;
+        if waiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        let treasury = self.treasury.pubkey();
+        let balance = self
+            .rpc
+            .get_balance_with_commitment(&treasury, self.cfg.commitment)
+            .await
+            .map_err(rpc_err)?
+            .value;
+        self.metrics.treasury_lamports.set(balance as i64);
+        // The treasury stays rent-exempt, and what unfinished batches may
+        // still take is spoken for.
+        let keep = self
+            .rpc
+            .get_minimum_balance_for_rent_exemption(0)
+            .await
+            .map_err(rpc_err)?;
+        let in_flight: i64 = self
+            .store
+            .unfinished_batches()
+            .await?
+            .iter()
+            .map(|b| b.lamports)
+            .sum();
+        let mut available = balance as i128 - keep as i128 - in_flight as i128;
+        let mut sent = Vec::new();
+        for chunk in waiting.chunks(self.cfg.max_transfers) {
+            self.guard(epoch)?;
+            let mut transfers = Vec::with_capacity(chunk.len());
+            for p in chunk {
+                let to = Pubkey::from_str(&p.public_key).map_err(|e| {
+                    PayoutError::Other(format!("validator key {:?}: {e}", p.public_key))
+                })?;
+                transfers.push(solana_system_interface::instruction::transfer(
+                    &treasury,
+                    &to,
+                    p.lamports as u64,
+                ));
+            }
+            let (blockhash, last_valid) = self
+                .rpc
+                .get_latest_blockhash_with_commitment(self.cfg.commitment)
+                .await
+                .map_err(rpc_err)?;
+            let tx = Transaction::new_signed_with_payer(
+                &transfers,
+                Some(&treasury),
+                &[&self.treasury],
+                blockhash,
+            );
+            let fee = self
+                .rpc
+                .get_fee_for_message(&tx.message)
+                .await
+                .map_err(rpc_err)?;
+            let lamports: i64 = chunk.iter().map(|p| p.lamports).sum();
+            let ids: Vec<Uuid> = chunk.iter().map(|p| p.id).collect();
+            let need = lamports as i128 + fee as i128;
+            if available < need {
+                self.guard(epoch)?;
+                self.store.mark_insufficient_funds(epoch, &ids).await?;
+                tracing::warn!(
+                    payouts = ids.len(),
+                    lamports,
+                    fee,
+                    available = available.max(0) as u64,
+                    "treasury cannot cover this payout batch; it waits"
+                );
+                self.event("insufficient_funds");
+                report.insufficient_funds += ids.len();
+                continue;
+            }
+            let batch = NewBatch {
+                id: Uuid::now_v7(),
+                signature: tx.signatures[0].to_string(),
+                transaction: wincode::serialize(&tx)
+                    .map_err(|e| PayoutError::Other(format!("serializing a transaction: {e}")))?,
+                blockhash: blockhash.to_string(),
+                last_valid_block_height: last_valid,
+                lamports,
+                payout_ids: ids,
+            };
+            self.guard(epoch)?;
+            self.store.save_batch(epoch, &batch).await?;
+            available -= need;
+            self.event("signed");
+            self.crash_point(CrashPoint::AfterSign)?;
+            self.send(epoch, batch.id, &tx).await?;
+            self.event("sent");
+            self.crash_point(CrashPoint::BeforeConfirm)?;
+            report.batches_sent += 1;
+            sent.push(UnfinishedBatch {
+                id: batch.id,
+                state: "sent".into(),
+                signature: batch.signature,
+                transaction: batch.transaction,
+                last_valid_block_height: last_valid,
+                lamports,
+                payout_ids: batch.payout_ids,
+            });
+        }
+        Ok(sent)
+    }
+
+    /// Polls the batches just sent until they resolve or the confirm
+    /// timeout passes, re-sending now and then; the rest is left to the
+    /// next cycle's recovery.
+    async fn confirm(
+        &self,
+        epoch: i64,
+        mut pending: Vec<UnfinishedBatch>,
+        report: &mut CycleReport,
+    ) -> Result<(), PayoutError> {
+        let until = Instant::now() + self.cfg.confirm_timeout;
+        let mut last_send = Instant::now();
+        while !pending.is_empty() && Instant::now() < until {
+            tokio::time::sleep(self.cfg.poll_every).await;
+            let resend = last_send.elapsed() >= RESEND_EVERY;
+            if resend {
+                last_send = Instant::now();
+            }
+            let mut still = Vec::with_capacity(pending.len());
+            for b in pending {
+                if self.resolve(epoch, &b, resend, report).await? == Resolution::Waiting {
+                    still.push(b);
+                }
+            }
+            pending = still;
+        }
+        Ok(())
+    }
+
+    fn event(&self, what: &str) {
+        self.metrics
+            .payout_transactions
+            .with_label_values(&[what])
+            .inc();
+    }
+}

@@ -1,0 +1,472 @@
+//! Payouts against a real SVM (litesvm) behind a JSON-RPC endpoint, with
+//! the production RPC client. Earnings are seeded as real rounds and ticks
+//! in a fresh database, then settled, claimed and paid by the leader's
+//! payer; every test ends with an audit: what each validator received on
+//! chain equals what the ledger says it was paid, and nothing else left
+//! the treasury.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use solana_keypair::Keypair;
+use solana_signer::Signer;
+use uuid::Uuid;
+
+use common::payouts::*;
+use hub::payouts::{CrashPoint, PayoutError};
+use protocol::PublicKey;
+use store::StoreError;
+use test_support::solana::SendBehaviour;
+use test_support::TestDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_land_with_the_right_amounts() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    let start = 100_000_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let mut farm = Farm::new(&db).await;
+    let mut vals = Vec::new();
+    for n in 0..7 {
+        vals.push(farm.validator(n).await);
+    }
+    // v0..v5 earn enough in two rounds; v6 stays below the minimum.
+    for _ in 0..2 {
+        let t: Vec<(&Val, i64, bool)> = vals[..6]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v, 500_000 + 100_000 * i as i64, true))
+            .collect();
+        farm.round(&t, &[]).await;
+    }
+    farm.round(&[(&vals[6], 400_000, true), (&vals[0], 1, true)], &[])
+        .await;
+
+    let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(r.rounds_settled, 3);
+    assert_eq!(r.payouts_claimed, 6);
+    assert_eq!(r.batches_sent, 2, "6 transfers, 3 per transaction");
+    assert_eq!(r.batches_confirmed, 2);
+    for (i, v) in vals[..6].iter().enumerate() {
+        let want = 2 * (500_000 + 100_000 * i as u64) + u64::from(i == 0);
+        assert_eq!(chain.received(v.bytes()), want, "validator {i}");
+    }
+    assert_eq!(chain.received(vals[6].bytes()), 0, "below the minimum");
+    assert_eq!(ledger(&db, &vals[6]).await, (400_000, 0));
+
+    // The earnings view agrees.
+    let e = db
+        .store
+        .earnings(&PublicKey::from(&vals[1].key).to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.earned_lamports, 1_200_000);
+    assert_eq!(e.paid_lamports, 1_200_000);
+    assert_eq!(e.pending_lamports, 0);
+    assert_eq!(e.payouts.len(), 1);
+    assert_eq!(e.payouts[0].state, "paid");
+    assert!(e.payouts[0].signature.is_some());
+
+    // A second cycle pays nothing more.
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.payouts_claimed, r.batches_sent), (0, 0));
+    audit(&db, &chain, &treasury, start, &vals).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_results_earn_nothing_and_agreement_is_counted() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    chain.airdrop(treasury.pubkey().to_bytes(), 10_000_000_000);
+    let mut farm = Farm::new(&db).await;
+    let a = farm.validator(1).await;
+    let b = farm.validator(2).await;
+    let c = farm.validator(3).await;
+    // Majority up; c disagrees; a's task was replaced.
+    farm.round(
+        &[(&a, 1_000, true), (&b, 1_000, true), (&c, 1_000, false)],
+        &[&a],
+    )
+    .await;
+    // No majority (one result): counts for neither, still earns.
+    farm.round(&[(&b, 1_000, false)], &[]).await;
+    let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
+    payer.cycle().await.unwrap();
+    let row = |v: &Val| {
+        let v = v.id;
+        let db = &db;
+        async move {
+            sqlx::query_as::<_, (i64, i64, i64, i64)>(
+                "SELECT earned_lamports, earning_ticks, agreed, disagreed
+                   FROM validator_ledger WHERE validator_id = $1",
+            )
+            .bind(v)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        row(&a).await,
+        (0, 0, 1, 0),
+        "replaced: agreed, earned nothing"
+    );
+    assert_eq!(row(&b).await, (2_000, 2, 1, 0));
+    assert_eq!(row(&c).await, (1_000, 1, 0, 1));
+    // Settled once only.
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(r.rounds_settled, 0);
+    assert_eq!(row(&b).await, (2_000, 2, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_leaders_writes_are_rejected_by_the_database() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    chain.airdrop(treasury.pubkey().to_bytes(), 10_000_000_000);
+    let mut farm = Farm::new(&db).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 2_000_000, true)], &[]).await;
+
+    let (old, _old_term, old_epoch) = leader(&db, &chain, &treasury, None).await;
+    let (new, _new_term, new_epoch) = leader(&db, &chain, &treasury, None).await;
+    assert!(new_epoch > old_epoch);
+    let s = &db.store;
+    let stale = |r: Result<(), StoreError>| {
+        assert!(
+            matches!(r, Err(StoreError::StaleEpoch(e)) if e == old_epoch),
+            "{r:?}"
+        )
+    };
+    stale(
+        s.settle_rounds(old_epoch, Duration::ZERO, 10)
+            .await
+            .map(|_| ()),
+    );
+    assert!(matches!(
+        old.cycle().await,
+        Err(PayoutError::Stale(StoreError::StaleEpoch(_)))
+    ));
+    assert_eq!(ledger(&db, &v).await, (0, 0), "nothing credited");
+
+    // The newest leader settles and claims; the stale one can touch none of it.
+    s.settle_rounds(new_epoch, Duration::ZERO, 10)
+        .await
+        .unwrap();
+    stale(s.claim_payouts(old_epoch, MIN, 10).await.map(|_| ()));
+    assert_eq!(ledger(&db, &v).await, (2_000_000, 0), "nothing claimed");
+    assert_eq!(s.claim_payouts(new_epoch, MIN, 10).await.unwrap(), 1);
+    let waiting = s.waiting_payouts(10).await.unwrap();
+    stale(s.mark_insufficient_funds(old_epoch, &[waiting[0].id]).await);
+    let batch = store::NewBatch {
+        id: Uuid::now_v7(),
+        signature: "sig".into(),
+        transaction: vec![1],
+        blockhash: "h".into(),
+        last_valid_block_height: 1,
+        lamports: waiting[0].lamports,
+        payout_ids: vec![waiting[0].id],
+    };
+    stale(s.save_batch(old_epoch, &batch).await);
+    s.save_batch(new_epoch, &batch).await.unwrap();
+    stale(s.mark_batch_sent(old_epoch, batch.id).await);
+    stale(s.confirm_batch(old_epoch, batch.id, 1).await);
+    stale(
+        s.abandon_batch(old_epoch, batch.id, &store::BatchOutcome::Expired, 3)
+            .await,
+    );
+    let states: (String, String) = sqlx::query_as(
+        "SELECT b.state, p.state FROM payout_batches b JOIN payouts p ON p.batch_id = b.id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(states, ("signed".into(), "batched".into()));
+    drop(new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_treasury_cannot_cover_waits_visibly() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    let start = 2_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let mut farm = Farm::new(&db).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 5_000_000, true)], &[]).await;
+    let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.insufficient_funds, r.batches_sent), (1, 0));
+    let e = db
+        .store
+        .earnings(&PublicKey::from(&v.key).to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.payouts[0].state, "insufficient_funds");
+    assert_eq!(e.pending_lamports, 5_000_000);
+    assert_eq!(chain.send_calls(), 0, "nothing sent");
+    chain.airdrop(treasury.pubkey().to_bytes(), 10_000_000);
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(r.batches_confirmed, 1);
+    assert_eq!(chain.received(v.bytes()), 5_000_000);
+    audit(&db, &chain, &treasury, start + 10_000_000, &[v]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_blockhash_leads_to_one_new_transaction_not_two_payments() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    let start = 10_000_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let mut farm = Farm::new(&db).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 3_000_000, true)], &[]).await;
+    let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
+
+    // Sent, never lands.
+    chain.set_default_behaviour(SendBehaviour::Drop);
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.batches_sent, r.batches_confirmed), (1, 0));
+    // Still valid: the next cycle re-sends the same transaction (dropped
+    // again), and builds nothing new.
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.batches_sent, r.batches_abandoned), (0, 0));
+    // Past its last valid block height: one new transaction, which lands.
+    chain.advance_blocks(VALIDITY + 1);
+    chain.set_default_behaviour(SendBehaviour::Land);
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(
+        (r.batches_abandoned, r.batches_sent, r.batches_confirmed),
+        (1, 1, 1)
+    );
+    assert_eq!(chain.received(v.bytes()), 3_000_000);
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM payout_batches ORDER BY created_at")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(states, ["expired", "confirmed"]);
+    audit(&db, &chain, &treasury, start, &[v]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_transaction_landing_late_is_found_not_paid_again() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    let start = 10_000_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let mut farm = Farm::new(&db).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 3_000_000, true)], &[]).await;
+    let (first, _t1, _) = leader(&db, &chain, &treasury, None).await;
+    chain.set_default_behaviour(SendBehaviour::Hold);
+    let r = first.cycle().await.unwrap();
+    assert_eq!((r.batches_sent, r.batches_confirmed), (1, 0));
+    drop(first);
+    // The held copy lands while a new leader takes over.
+    assert_eq!(chain.release_held(), 1);
+    chain.set_default_behaviour(SendBehaviour::Land);
+    let (second, _t2, _) = leader(&db, &chain, &treasury, None).await;
+    let r = second.cycle().await.unwrap();
+    assert_eq!((r.batches_confirmed, r.batches_sent), (1, 0));
+    assert_eq!(chain.received(v.bytes()), 3_000_000);
+    audit(&db, &chain, &treasury, start, &[v]).await;
+}
+
+/// Leaders die at every step, the chain holds, drops and delays, blocks
+/// advance at random; across 50 trials every validator receives exactly
+/// what it was paid, and in the end exactly what it earned (minus what is
+/// still below the minimum payout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_randomized_crash_trials_pay_exactly_once() {
+    let seed = std::env::var("PAYOUT_TRIAL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("PAYOUT_TRIAL_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    let start = 1_000_000_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let mut farm = Farm::new(&db).await;
+    let mut vals = Vec::new();
+    for n in 0..10 {
+        vals.push(farm.validator(n).await);
+    }
+    let mut crashes: HashMap<&'static str, usize> = HashMap::new();
+    let mut leaders = 0;
+    for trial in 0..50 {
+        // New earnings for a random subset.
+        let mut picked: Vec<(&Val, i64, bool)> = Vec::new();
+        for v in &vals {
+            if rng.bool() {
+                picked.push((v, rng.i64(200_000..2_500_000), true));
+            }
+        }
+        if !picked.is_empty() {
+            farm.round(&picked, &[]).await;
+        }
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(rounds < 40, "trial {trial} made no progress (seed {seed})");
+            let calm = rounds > 6;
+            let crash = (!calm && rng.u8(..3) > 0).then(|| CrashPoint::ALL[rng.usize(..4)]);
+            chain.set_default_behaviour(SendBehaviour::Land);
+            if !calm {
+                for _ in 0..rng.usize(..3) {
+                    let b = [
+                        SendBehaviour::Land,
+                        SendBehaviour::Hold,
+                        SendBehaviour::Drop,
+                    ][rng.usize(..3)];
+                    chain.push_behaviour(b);
+                }
+            }
+            if calm || rng.bool() {
+                chain.advance_blocks(if calm {
+                    VALIDITY + 1
+                } else {
+                    rng.u64(..VALIDITY)
+                });
+            }
+            if rng.u8(..3) == 0 {
+                chain.release_held();
+            }
+            let (payer, _term, _) = leader(&db, &chain, &treasury, crash).await;
+            leaders += 1;
+            match payer.cycle().await {
+                Ok(_) => {}
+                Err(PayoutError::Crashed(p)) => {
+                    *crashes.entry(format!("{p:?}").leak()).or_default() += 1;
+                }
+                Err(e) => panic!("trial {trial}: {e} (seed {seed})"),
+            }
+            drop(payer);
+            // At no moment has anyone received more than was claimed for it.
+            for v in &vals {
+                let (_, claimed) = ledger(&db, v).await;
+                assert!(
+                    chain.received(v.bytes()) as i64 <= claimed,
+                    "trial {trial}: validator {} paid beyond its claims (seed {seed})",
+                    v.id
+                );
+            }
+            if settled_up(&db).await {
+                break;
+            }
+        }
+        audit(&db, &chain, &treasury, start, &vals).await;
+    }
+    // Whatever is left unpaid is below the minimum, and nothing is lost.
+    for v in &vals {
+        let (earned, claimed) = ledger(&db, v).await;
+        assert!(earned - claimed < MIN);
+        assert_eq!(chain.received(v.bytes()) as i64, claimed, "seed {seed}");
+    }
+    eprintln!("{leaders} leaders over 50 trials; crashes: {crashes:?}");
+    assert!(
+        crashes.len() == 4,
+        "every crash point was reached: {crashes:?}"
+    );
+}
+
+/// The whole path with real parts: validators check demo sites through a
+/// hub, their results are settled and paid by the hub (leading alone, no
+/// Redis), and the earnings endpoint shows each payout with its signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let key = protocol::keypair::generate();
+    let file = std::env::temp_dir().join(format!("treasury-{}.json", Uuid::new_v4()));
+    protocol::keypair::write_new(&file, &key).unwrap();
+    let treasury = Keypair::new_from_array(key.to_bytes());
+    let start = 1_000_000_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+
+    let (base, sites_stop) = common::demo_sites(Default::default()).await;
+    common::add_site(&db, &format!("{base}/up"), 1, 1_000, None).await;
+    let mut s = common::settings(&db);
+    s.reward_lamports = 300_000;
+    s.payout_treasury_keypair = file.to_string_lossy().into_owned();
+    s.payout_rpc_url = chain.url();
+    s.payout_interval_ms = 300;
+    s.payout_settle_delay_ms = 0;
+    s.payout_confirm_timeout_ms = 500;
+    s.validate().unwrap();
+    let hub = common::TestHub::start(s).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let regions = ["eu-west", "us-east", "ap-south"];
+    let vals: Vec<_> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| common::spawn_validator(&[hub.ws_url()], 60 + i as u8, r, &stop))
+        .collect();
+
+    for i in 0..3u8 {
+        let k = PublicKey::from(&common::key(60 + i));
+        let e = common::eventually(40, "a paid payout", || async {
+            let e = validator::earnings::fetch(&hub.ws_url(), &k).await.ok()?;
+            (e.paid_lamports > 0).then_some(e)
+        })
+        .await;
+        let p = e.payouts.iter().find(|p| p.state == "paid").unwrap();
+        assert!(p.lamports >= MIN);
+        assert!(p.signature.is_some());
+        assert!(e.earned_lamports >= e.paid_lamports);
+        assert_eq!(e.agreement.disagreed, 0, "every check of /up agrees");
+        assert!(e.agreement.rate == Some(1.0));
+    }
+    // Unknown and malformed keys get their documented errors.
+    let other = PublicKey::from(&common::key(99));
+    match validator::earnings::fetch(&hub.ws_url(), &other).await {
+        Err(validator::earnings::EarningsError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (404, "unknown_validator"))
+        }
+        r => panic!("{r:?}"),
+    }
+    let r = reqwest::get(format!("http://{}/v1/validators/nope/earnings", hub.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    stop.cancel();
+    for (_, task) in vals {
+        let _ = task.await;
+    }
+    hub.stop().await;
+    sites_stop.cancel();
+    let _ = std::fs::remove_file(&file);
+    // A hub stopped mid-cycle may leave a transaction unresolved; the next
+    // leader resolves it. Then every payout that landed is accounted for.
+    let (next, _term, _) = leader(&db, &chain, &treasury, None).await;
+    next.cycle().await.unwrap();
+    let vals: Vec<Val> = {
+        let mut out = Vec::new();
+        for i in 0..3u8 {
+            let key = common::key(60 + i);
+            let id: i64 = sqlx::query_scalar("SELECT id FROM validators WHERE public_key = $1")
+                .bind(PublicKey::from(&key).to_string())
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            out.push(Val { id, key });
+        }
+        out
+    };
+    audit(&db, &chain, &treasury, start, &vals).await;
+}

@@ -1,0 +1,137 @@
+//! `validator earnings`: asks a hub what this validator earned and was paid
+//! (`GET /v1/validators/{key}/earnings`) and prints it.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use protocol::api::{ApiError, Earnings};
+use protocol::PublicKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EarningsError {
+    #[error("hub URL {0:?}: {1}")]
+    BadUrl(String, String),
+    #[error("asking the hub: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("hub answered {status}: {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("hub answered {0} with a body that is not the earnings document: {1}")]
+    Body(u16, String),
+}
+
+/// The hub's HTTP base for a hub URL as validators know it (ws:// or
+/// wss:// with `/ws`, or already http(s)://).
+pub fn http_base(hub: &str) -> Result<url::Url, EarningsError> {
+    let bad = |why: &str| EarningsError::BadUrl(hub.to_string(), why.to_string());
+    let mut u = url::Url::parse(hub).map_err(|e| bad(&e.to_string()))?;
+    let scheme = match u.scheme() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => return Err(bad("must be ws://, wss://, http:// or https://")),
+    };
+    u.set_scheme(scheme)
+        .map_err(|_| bad("cannot use this scheme"))?;
+    u.set_path("/");
+    u.set_query(None);
+    Ok(u)
+}
+
+/// Fetches the earnings of `key` from the hub at `hub`.
+pub async fn fetch(hub: &str, key: &PublicKey) -> Result<Earnings, EarningsError> {
+    let url = http_base(hub)?
+        .join(&format!("v1/validators/{key}/earnings"))
+        .map_err(|e| EarningsError::BadUrl(hub.to_string(), e.to_string()))?;
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(url)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await?;
+    if (200..300).contains(&status) {
+        return serde_json::from_str(&body).map_err(|e| EarningsError::Body(status, e.to_string()));
+    }
+    match serde_json::from_str::<ApiError>(&body) {
+        Ok(e) => Err(EarningsError::Api {
+            status,
+            code: e.code,
+            message: e.message,
+        }),
+        Err(_) => Err(EarningsError::Body(
+            status,
+            body.chars().take(200).collect(),
+        )),
+    }
+}
+
+fn sol(lamports: i64) -> String {
+    format!("{:.9} SOL", lamports as f64 / 1e9)
+}
+
+/// A human summary: totals, agreement, then each payout with its signature.
+pub fn render(e: &Earnings) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "validator  {}", e.public_key);
+    for (label, v) in [
+        ("earned", e.earned_lamports),
+        ("settling", e.settling_lamports),
+        ("unclaimed", e.unclaimed_lamports),
+        ("pending", e.pending_lamports),
+        ("paid", e.paid_lamports),
+        ("failed", e.failed_lamports),
+    ] {
+        let _ = writeln!(out, "{label:<10} {v:>16} lamports  ({})", sol(v));
+    }
+    let rate = e
+        .agreement
+        .rate
+        .map(|r| format!("{:.2}%", r * 100.0))
+        .unwrap_or_else(|| "n/a".into());
+    let _ = writeln!(
+        out,
+        "agreement  {rate} ({} agreed, {} disagreed; {} results earned)",
+        e.agreement.agreed, e.agreement.disagreed, e.earning_ticks
+    );
+    if e.payouts.is_empty() {
+        let _ = writeln!(out, "payouts    none yet");
+    } else {
+        let _ = writeln!(out, "payouts (newest first):");
+        for p in &e.payouts {
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>14} lamports  {}{}",
+                p.state,
+                p.lamports,
+                p.signature.as_deref().unwrap_or("-"),
+                p.last_error
+                    .as_deref()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_urls_map_to_http_bases() {
+        for (hub, base) in [
+            ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080/"),
+            ("wss://hub.example/ws?x=1", "https://hub.example/"),
+            ("http://127.0.0.1:9", "http://127.0.0.1:9/"),
+        ] {
+            assert_eq!(http_base(hub).unwrap().as_str(), base);
+        }
+        assert!(http_base("ftp://x").is_err());
+        assert!(http_base("not a url").is_err());
+    }
+}

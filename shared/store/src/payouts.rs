@@ -1,0 +1,524 @@
+//! Earnings ledger and payouts. Every write here takes the caller's fencing
+//! epoch; triggers on `validator_ledger`, `payouts` and `payout_batches`
+//! refuse it unless it is the newest epoch (see
+//! `migrations/*_payouts.sql`), which surfaces as [`StoreError::StaleEpoch`].
+//!
+//! States (see docs/ARCHITECTURE.md, "Payouts"):
+//! - payout: `claimed` | `insufficient_funds` -> `batched` -> `paid`, or back
+//!   to `claimed` when its batch provably did not land, or `failed` after
+//!   too many attempts.
+//! - batch (one Solana transaction): `signed` -> `sent` -> `confirmed` |
+//!   `failed` (landed with an error) | `expired` (never landed; its
+//!   blockhash is past its last valid block height).
+
+use std::time::Duration;
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::{Result, Store, StoreError};
+
+/// What one settlement call credited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettleReport {
+    pub rounds: i64,
+    pub ticks: i64,
+    pub lamports: i64,
+}
+
+/// A payout waiting for a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingPayout {
+    pub id: Uuid,
+    pub validator_id: i64,
+    pub public_key: String,
+    pub lamports: i64,
+}
+
+/// A signed transaction about to be sent, and the payouts it carries.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub id: Uuid,
+    pub signature: String,
+    pub transaction: Vec<u8>,
+    pub blockhash: String,
+    pub last_valid_block_height: u64,
+    pub lamports: i64,
+    pub payout_ids: Vec<Uuid>,
+}
+
+/// A batch whose outcome is not known yet.
+#[derive(Debug, Clone)]
+pub struct UnfinishedBatch {
+    pub id: Uuid,
+    pub state: String,
+    pub signature: String,
+    pub transaction: Vec<u8>,
+    pub last_valid_block_height: u64,
+    pub lamports: i64,
+    pub payout_ids: Vec<Uuid>,
+}
+
+/// How a batch ended when it did not confirm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Landed with an error: no transfer happened (only the fee was paid).
+    Failed(String),
+    /// Never landed, and never can: the chain is past its last valid block
+    /// height.
+    Expired,
+}
+
+/// One payout as a validator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutRow {
+    pub id: Uuid,
+    pub lamports: i64,
+    pub state: String,
+    pub attempts: i32,
+    pub signature: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub paid_at_ms: Option<i64>,
+}
+
+/// A validator's earnings and payouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earnings {
+    pub validator_id: i64,
+    pub public_key: String,
+    /// Credited from settled rounds.
+    pub earned_lamports: i64,
+    /// Rewards of stored ticks whose rounds are not settled yet (an upper
+    /// bound: replaced tasks among them will earn nothing).
+    pub settling_lamports: i64,
+    /// Earned but not yet claimed into a payout (below the minimum payout,
+    /// or waiting for the next cycle).
+    pub unclaimed_lamports: i64,
+    /// Claimed, not yet paid (waiting, insufficient funds, or in flight).
+    pub pending_lamports: i64,
+    pub paid_lamports: i64,
+    /// Given up after repeated failures; needs an operator.
+    pub failed_lamports: i64,
+    pub earning_ticks: i64,
+    pub agreed: i64,
+    pub disagreed: i64,
+    /// Newest first, at most 50.
+    pub payouts: Vec<PayoutRow>,
+}
+
+fn fenced(epoch: i64) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("UP409") => {
+            StoreError::StaleEpoch(epoch)
+        }
+        _ => StoreError::Db(e),
+    }
+}
+
+/// Credits ticks of closed, unsettled rounds to the ledger, and marks the
+/// rounds settled, in one statement. A tick earns its reward unless its task
+/// was replaced; it agrees when its status equals the round's up/down
+/// majority (rounds closed `unknown` count for neither).
+const SETTLE_SQL: &str = "
+WITH due AS (
+    SELECT id, website_id, scheduled_at, status, replaced_tasks
+      FROM rounds
+     WHERE settled_at IS NULL AND status <> 'open'
+       AND closed_at < now() - make_interval(secs => $2)
+     ORDER BY closed_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE rounds r SET settled_at = now() FROM due WHERE r.id = due.id RETURNING r.id
+), per_tick AS (
+    SELECT t.validator_id,
+           CASE WHEN t.task_id = ANY (d.replaced_tasks) THEN 0 ELSE t.reward_lamports END AS earned,
+           d.status IN ('up', 'down') AND t.status = d.status AS agrees,
+           d.status IN ('up', 'down') AND t.status <> d.status AS disagrees
+      FROM due d
+      JOIN ticks t
+        ON t.round_id = d.id AND t.website_id = d.website_id AND t.scheduled_at = d.scheduled_at
+), credited AS (
+    INSERT INTO validator_ledger AS l
+           (validator_id, earned_lamports, earning_ticks, agreed, disagreed, epoch)
+    SELECT validator_id, sum(earned), count(*) FILTER (WHERE earned > 0),
+           count(*) FILTER (WHERE agrees), count(*) FILTER (WHERE disagrees), $1
+      FROM per_tick
+     GROUP BY validator_id
+    ON CONFLICT (validator_id) DO UPDATE
+       SET earned_lamports = l.earned_lamports + EXCLUDED.earned_lamports,
+           earning_ticks = l.earning_ticks + EXCLUDED.earning_ticks,
+           agreed = l.agreed + EXCLUDED.agreed,
+           disagreed = l.disagreed + EXCLUDED.disagreed,
+           epoch = EXCLUDED.epoch, updated_at = now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM marked) AS rounds,
+       (SELECT count(*) FROM per_tick WHERE earned > 0) AS ticks,
+       (SELECT COALESCE(sum(earned), 0)::int8 FROM per_tick) AS lamports,
+       (SELECT count(*) FROM credited) AS validators";
+
+impl Store {
+    /// Settles up to `limit` rounds closed more than `delay` ago. Call until
+    /// it returns fewer rounds than `limit`.
+    pub async fn settle_rounds(
+        &self,
+        epoch: i64,
+        delay: Duration,
+        limit: i64,
+    ) -> Result<SettleReport> {
+        let row = sqlx::query(SETTLE_SQL)
+            .bind(epoch)
+            .bind(delay.as_secs_f64())
+            .bind(limit)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(fenced(epoch))?;
+        Ok(SettleReport {
+            rounds: row.get("rounds"),
+            ticks: row.get("ticks"),
+            lamports: row.get("lamports"),
+        })
+    }
+
+    /// Claims every validator's unclaimed earnings of at least
+    /// `min_lamports` into a new payout (one per validator, and only for
+    /// validators without an unfinished payout). The claim and the ledger's
+    /// `claimed` move in one statement, so no lamport is claimed twice.
+    /// Returns how many payouts were created.
+    pub async fn claim_payouts(&self, epoch: i64, min_lamports: i64, limit: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "WITH due AS (
+                 SELECT l.validator_id, l.earned_lamports - l.claimed_lamports AS amount
+                   FROM validator_ledger l
+                  WHERE l.earned_lamports - l.claimed_lamports >= $2
+                    AND NOT EXISTS (SELECT 1 FROM payouts p
+                                     WHERE p.validator_id = l.validator_id
+                                       AND p.state IN ('claimed', 'insufficient_funds', 'batched'))
+                  ORDER BY l.validator_id
+                  LIMIT $3
+                    FOR UPDATE OF l
+             ), moved AS (
+                 UPDATE validator_ledger l
+                    SET claimed_lamports = l.claimed_lamports + due.amount,
+                        epoch = $1, updated_at = now()
+                   FROM due WHERE l.validator_id = due.validator_id
+                 RETURNING l.validator_id, due.amount
+             )
+             INSERT INTO payouts (id, validator_id, lamports, state, epoch)
+             SELECT gen_random_uuid(), validator_id, amount, 'claimed', $1 FROM moved",
+        )
+        .bind(epoch)
+        .bind(min_lamports)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(fenced(epoch))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Payouts waiting for a transaction, oldest first.
+    pub async fn waiting_payouts(&self, limit: i64) -> Result<Vec<WaitingPayout>> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.validator_id, v.public_key, p.lamports
+               FROM payouts p JOIN validators v ON v.id = p.validator_id
+              WHERE p.state IN ('claimed', 'insufficient_funds')
+              ORDER BY p.created_at, p.id
+              LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| WaitingPayout {
+                id: r.get("id"),
+                validator_id: r.get("validator_id"),
+                public_key: r.get("public_key"),
+                lamports: r.get("lamports"),
+            })
+            .collect())
+    }
+
+    /// Marks payouts the treasury cannot cover; they stay waiting.
+    pub async fn mark_insufficient_funds(&self, epoch: i64, ids: &[Uuid]) -> Result<()> {
+        sqlx::query(
+            "UPDATE payouts SET state = 'insufficient_funds', epoch = $1, updated_at = now(),
+                    last_error = 'treasury balance does not cover this batch and its fee'
+              WHERE id = ANY ($2) AND state IN ('claimed', 'insufficient_funds')",
+        )
+        .bind(epoch)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(fenced(epoch))?;
+        Ok(())
+    }
+
+    /// Stores a signed transaction and moves its payouts into it, before it
+    /// is sent. Fails with `Conflict` (and writes nothing) unless every
+    /// payout was still waiting.
+    pub async fn save_batch(&self, epoch: i64, b: &NewBatch) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO payout_batches (id, state, signature, transaction, blockhash,
+                 last_valid_block_height, lamports, payout_ids, epoch)
+             VALUES ($1, 'signed', $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(b.id)
+        .bind(&b.signature)
+        .bind(&b.transaction)
+        .bind(&b.blockhash)
+        .bind(b.last_valid_block_height as i64)
+        .bind(b.lamports)
+        .bind(&b.payout_ids)
+        .bind(epoch)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?;
+        let moved = sqlx::query(
+            "UPDATE payouts SET state = 'batched', batch_id = $1, epoch = $2, updated_at = now(),
+                    last_error = NULL
+              WHERE id = ANY ($3) AND state IN ('claimed', 'insufficient_funds')",
+        )
+        .bind(b.id)
+        .bind(epoch)
+        .bind(&b.payout_ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?
+        .rows_affected();
+        if moved != b.payout_ids.len() as u64 {
+            return Err(StoreError::Conflict(format!(
+                "batch {}: {moved} of {} payouts were still waiting",
+                b.id,
+                b.payout_ids.len()
+            )));
+        }
+        tx.commit().await.map_err(fenced(epoch))?;
+        Ok(())
+    }
+
+    /// Records one more send of a stored batch.
+    pub async fn mark_batch_sent(&self, epoch: i64, id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE payout_batches SET state = 'sent', sends = sends + 1, sent_at = now(), epoch = $1
+              WHERE id = $2 AND state IN ('signed', 'sent')",
+        )
+        .bind(epoch)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(fenced(epoch))?;
+        Ok(())
+    }
+
+    /// Batches whose outcome is unknown (signed or sent), oldest first.
+    pub async fn unfinished_batches(&self) -> Result<Vec<UnfinishedBatch>> {
+        let rows = sqlx::query(
+            "SELECT id, state, signature, transaction, last_valid_block_height, lamports, payout_ids
+               FROM payout_batches WHERE state IN ('signed', 'sent')
+              ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| UnfinishedBatch {
+                id: r.get("id"),
+                state: r.get("state"),
+                signature: r.get("signature"),
+                transaction: r.get("transaction"),
+                last_valid_block_height: r.get::<i64, _>("last_valid_block_height") as u64,
+                lamports: r.get("lamports"),
+                payout_ids: r.get("payout_ids"),
+            })
+            .collect())
+    }
+
+    /// The batch landed successfully at `slot`: its payouts are paid.
+    pub async fn confirm_batch(&self, epoch: i64, id: Uuid, slot: u64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE payout_batches SET state = 'confirmed', slot = $1, finished_at = now(), epoch = $2
+              WHERE id = $3 AND state IN ('signed', 'sent')",
+        )
+        .bind(slot as i64)
+        .bind(epoch)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?
+        .rows_affected();
+        if n == 1 {
+            sqlx::query(
+                "UPDATE payouts SET state = 'paid', paid_at = now(), epoch = $1, updated_at = now()
+                  WHERE batch_id = $2 AND state = 'batched'",
+            )
+            .bind(epoch)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(fenced(epoch))?;
+        }
+        tx.commit().await.map_err(fenced(epoch))?;
+        Ok(())
+    }
+
+    /// The batch did not pay (it landed with an error, or expired unseen):
+    /// its payouts wait again for a new transaction, or are marked `failed`
+    /// once they have been tried `max_attempts` times.
+    pub async fn abandon_batch(
+        &self,
+        epoch: i64,
+        id: Uuid,
+        outcome: &BatchOutcome,
+        max_attempts: i32,
+    ) -> Result<()> {
+        let (state, error) = match outcome {
+            BatchOutcome::Failed(e) => ("failed", e.clone()),
+            BatchOutcome::Expired => (
+                "expired",
+                "transaction expired unconfirmed (blockhash past its last valid block height)"
+                    .to_string(),
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE payout_batches SET state = $1, error = $2, finished_at = now(), epoch = $3
+              WHERE id = $4 AND state IN ('signed', 'sent')",
+        )
+        .bind(state)
+        .bind(&error)
+        .bind(epoch)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?
+        .rows_affected();
+        if n == 1 {
+            sqlx::query(
+                "UPDATE payouts
+                    SET attempts = attempts + 1, last_error = $1, epoch = $2, updated_at = now(),
+                        batch_id = NULL,
+                        state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'claimed' END
+                  WHERE batch_id = $4 AND state = 'batched'",
+            )
+            .bind(&error)
+            .bind(epoch)
+            .bind(max_attempts)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(fenced(epoch))?;
+        }
+        tx.commit().await.map_err(fenced(epoch))?;
+        Ok(())
+    }
+
+    /// Puts payouts marked `failed` back in the queue (operator action,
+    /// after fixing the cause). Returns how many.
+    pub async fn retry_failed_payouts(&self, epoch: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE payouts SET state = 'claimed', attempts = 0, epoch = $1, updated_at = now()
+              WHERE state = 'failed'
+                AND NOT EXISTS (SELECT 1 FROM payouts o WHERE o.validator_id = payouts.validator_id
+                                   AND o.state IN ('claimed', 'insufficient_funds', 'batched'))",
+        )
+        .bind(epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(fenced(epoch))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Totals across all validators: (unfinished batches, payouts waiting
+    /// for funds, payouts failed). For gauges.
+    pub async fn payout_backlog(&self) -> Result<(i64, i64, i64)> {
+        let r = sqlx::query(
+            "SELECT (SELECT count(*) FROM payout_batches WHERE state IN ('signed', 'sent')) AS b,
+                    (SELECT count(*) FROM payouts WHERE state = 'insufficient_funds') AS i,
+                    (SELECT count(*) FROM payouts WHERE state = 'failed') AS f",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.get("b"), r.get("i"), r.get("f")))
+    }
+
+    /// What a validator earned and was paid; `None` if the key never said
+    /// hello.
+    pub async fn earnings(&self, public_key: &str) -> Result<Option<Earnings>> {
+        let Some(r) = sqlx::query(
+            "SELECT v.id, v.public_key,
+                    COALESCE(l.earned_lamports, 0) AS earned,
+                    COALESCE(l.claimed_lamports, 0) AS claimed,
+                    COALESCE(l.earning_ticks, 0) AS earning_ticks,
+                    COALESCE(l.agreed, 0) AS agreed,
+                    COALESCE(l.disagreed, 0) AS disagreed,
+                    (SELECT COALESCE(sum(lamports), 0)::int8 FROM payouts p
+                      WHERE p.validator_id = v.id AND p.state = 'paid') AS paid,
+                    (SELECT COALESCE(sum(lamports), 0)::int8 FROM payouts p
+                      WHERE p.validator_id = v.id
+                        AND p.state IN ('claimed', 'insufficient_funds', 'batched')) AS pending,
+                    (SELECT COALESCE(sum(lamports), 0)::int8 FROM payouts p
+                      WHERE p.validator_id = v.id AND p.state = 'failed') AS failed,
+                    (SELECT COALESCE(sum(t.reward_lamports), 0)::int8
+                       FROM ticks t JOIN rounds r
+                         ON r.id = t.round_id AND r.website_id = t.website_id
+                        AND r.scheduled_at = t.scheduled_at
+                      WHERE t.validator_id = v.id AND r.settled_at IS NULL
+                        AND t.scheduled_at > now() - interval '7 days') AS settling
+               FROM validators v
+               LEFT JOIN validator_ledger l ON l.validator_id = v.id
+              WHERE v.public_key = $1",
+        )
+        .bind(public_key)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let validator_id: i64 = r.get("id");
+        let earned: i64 = r.get("earned");
+        let claimed: i64 = r.get("claimed");
+        let rows = sqlx::query(
+            "SELECT p.id, p.lamports, p.state, p.attempts, p.last_error, b.signature,
+                    (extract(epoch FROM p.created_at) * 1000)::int8 AS created_ms,
+                    (extract(epoch FROM p.paid_at) * 1000)::int8 AS paid_ms
+               FROM payouts p LEFT JOIN payout_batches b ON b.id = p.batch_id
+              WHERE p.validator_id = $1
+              ORDER BY p.created_at DESC, p.id DESC
+              LIMIT 50",
+        )
+        .bind(validator_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(Earnings {
+            validator_id,
+            public_key: r.get("public_key"),
+            earned_lamports: earned,
+            settling_lamports: r.get("settling"),
+            unclaimed_lamports: earned - claimed,
+            pending_lamports: r.get("pending"),
+            paid_lamports: r.get("paid"),
+            failed_lamports: r.get("failed"),
+            earning_ticks: r.get("earning_ticks"),
+            agreed: r.get("agreed"),
+            disagreed: r.get("disagreed"),
+            payouts: rows
+                .iter()
+                .map(|p| PayoutRow {
+                    id: p.get("id"),
+                    lamports: p.get("lamports"),
+                    state: p.get("state"),
+                    attempts: p.get("attempts"),
+                    signature: p.get("signature"),
+                    last_error: p.get("last_error"),
+                    created_at_ms: p.get("created_ms"),
+                    paid_at_ms: p.get("paid_ms"),
+                })
+                .collect(),
+        }))
+    }
+}
