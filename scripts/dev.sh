@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Bring up the whole system locally: PostgreSQL, Redis, the demo sites, N hub replicas behind
-# HAProxy, three validators.
+# Bring up the whole system locally: PostgreSQL, Redis, the demo sites, a local Solana chain,
+# N hub replicas behind HAProxy, three validators that get paid in (local) SOL.
 #
 #   scripts/dev.sh [--hubs N] [--no-build] [--for SECONDS]
 #
@@ -9,7 +9,7 @@
 #   --for SECONDS   stop everything cleanly after SECONDS (smoke tests); default: until Ctrl-C
 #
 # What it does, in order:
-#   1. cargo build -p hub -p validator -p demo-sites  (debug profile: the first build on a
+#   1. cargo build -p hub -p validator -p demo-sites -p test-support  (debug profile: the first build on a
 #      2-core machine is much faster than --release, and the crypto crates are optimised even
 #      in debug; see [profile.dev.package.*] in Cargo.toml)
 #   2. PostgreSQL in .dev/pg (kept between runs; installed with apt-get if missing and root),
@@ -17,8 +17,13 @@
 #      installed with apt-get if missing and root)
 #   3. demo-sites on 127.0.0.1 (the port is remembered in .dev/demo-sites.port so registered
 #      site URLs stay valid across runs)
+#   3b. local-solana (test-support's litesvm chain behind JSON-RPC, a block every 400 ms) on a
+#      free port from 18899, with a treasury keypair in .dev/keys/treasury.json (generated
+#      once) funded with 1,000 SOL
 #   4. N hubs (`hub serve`, HUB_ID=hub-1..hub-N), each on its own free port from 18080, all
-#      with the same token keys, database and Redis, and HUB_TRUSTED_PROXIES=127.0.0.1; waits
+#      with the same token keys, database and Redis, and HUB_TRUSTED_PROXIES=127.0.0.1, and
+#      payouts on (the elected leader pays every 10 s; reward 100,000 lamports per result, so
+#      a validator passes the 890,880-lamport minimum payout in well under a minute); waits
 #      for each one's /readyz
 #   5. HAProxy (scripts/lib/haproxy.sh; installed with apt-get if missing and root) on a free
 #      port from 18070: HTTP mode with WebSocket tunnels, X-Forwarded-For, least-connections
@@ -30,8 +35,9 @@
 #      HAProxy is down
 #   7. registers the demo sites (/up, /down, /slow with a 2 s timeout, /flap, /keyword) unless
 #      `hub sites list` already shows them
-#   8. every 10 s prints `hub sites status` and one line per hub from its /metrics
-#      (validators connected, websites owned, ring members) with HAProxy's view of it
+#   8. every 10 s prints `hub sites status`, one line per hub from its /metrics
+#      (validators connected, websites owned, ring members, leader) with HAProxy's view of it,
+#      and each validator's earnings (`validator earnings`: earned, pending, paid lamports)
 # Process ids: .dev/pids/NAME.pid (hub-1.pid, validator-eu-west.pid, ...; HAProxy's is
 # .dev/haproxy/haproxy.pid). A hub that exits (say after `kill -TERM $(cat .dev/pids/hub-2.pid)`)
 # is reported and the rest carry on; any other process exiting stops the stack.
@@ -199,10 +205,10 @@ need_cmd flock "install util-linux"
 need_cmd setsid "install util-linux"
 if ((BUILD)); then
     need_cmd cargo "install Rust from https://rustup.rs"
-    log "building hub, validator and demo-sites (debug)"
-    (cd "$ROOT" && cargo build -p hub -p validator -p demo-sites)
+    log "building hub, validator, demo-sites and local-solana (debug)"
+    (cd "$ROOT" && cargo build -p hub -p validator -p demo-sites -p test-support)
 fi
-for bin in hub validator demo-sites; do
+for bin in hub validator demo-sites local-solana; do
     [[ -x $BIN/$bin ]] || die "$BIN/$bin is missing; run without --no-build"
 done
 
@@ -248,6 +254,28 @@ until DEMO_URL=$(sed -n 's#^demo-sites listening on \(http://.*\)$#\1#p' "$LOGS/
 done
 printf '%s\n' "$DEMO_PORT" >"$DEV/demo-sites.port"
 
+# ---- 3b. local Solana chain and the treasury ----------------------------------------------------
+mkdir -p "$KEYS"
+TREASURY=$KEYS/treasury.json
+if [[ ! -s $TREASURY ]]; then
+    log "generating the payout treasury keypair: ${TREASURY#"$ROOT"/}"
+    (umask 077 && "$BIN/validator" keygen --out "$TREASURY") >>"$LOGS/validator-keygen.log" 2>&1 ||
+        show_log_and_die validator-keygen "treasury keygen failed"
+fi
+TREASURY_PUBKEY=$("$BIN/validator" pubkey --keypair "$TREASURY")
+SOLANA_PORT=$(free_port 18899)
+spawn local-solana "$BIN/local-solana" --listen "127.0.0.1:$SOLANA_PORT" \
+    --fund "$TREASURY_PUBKEY=1000000000000" --block-ms 400
+SOLANA_PID=$SPAWNED
+deadline=$((SECONDS + 15))
+until SOLANA_URL=$(sed -n 's#^local-solana listening on \(http://.*\)$#\1#p' "$LOGS/local-solana.log") &&
+    [[ -n $SOLANA_URL ]]; do
+    proc_alive "$SOLANA_PID" || show_log_and_die local-solana "local-solana exited"
+    ((SECONDS < deadline)) || show_log_and_die local-solana "local-solana did not start in 15 s"
+    sleep 0.1
+done
+log "local Solana chain on $SOLANA_URL; treasury $TREASURY_PUBKEY funded with 1,000 SOL"
+
 # ---- 4. hubs ----------------------------------------------------------------------------------
 # A fresh token-signing key per run, the same on every hub (a token one signs, all verify);
 # dev validators re-authenticate on every start anyway.
@@ -264,6 +292,11 @@ for ((n = 1; n <= HUBS; n++)); do
         HUB_TOKEN_KEYS="dev:$TOKEN_KEY" \
         HUB_MIN_INTERVAL_SECS=5 \
         HUB_TRUSTED_PROXIES=127.0.0.1 \
+        HUB_REWARD_LAMPORTS=100000 \
+        HUB_PAYOUT_TREASURY_KEYPAIR="$TREASURY" \
+        HUB_PAYOUT_RPC_URL="$SOLANA_URL" \
+        HUB_PAYOUT_INTERVAL_MS=10000 \
+        HUB_PAYOUT_SETTLE_DELAY_MS=5000 \
         "$BIN/hub" serve
     HUB_NAMES+=("hub-$n")
     HUB_PIDS+=("$SPAWNED")
@@ -348,8 +381,8 @@ metric() {
 print_hubs() {
     local stats i name metrics lb
     stats=$(http_get "$HAPROXY_STATS;csv" 2>/dev/null) || stats=
-    printf '  %-6s %-8s %-6s %-10s %-11s %-15s %s\n' \
-        HUB PID PORT HAPROXY VALIDATORS "WEBSITES OWNED" "RING MEMBERS"
+    printf '  %-6s %-8s %-6s %-10s %-11s %-15s %-13s %s\n' \
+        HUB PID PORT HAPROXY VALIDATORS "WEBSITES OWNED" "RING MEMBERS" LEADER
     for i in "${!HUB_NAMES[@]}"; do
         name=${HUB_NAMES[i]}
         lb=$(awk -F, -v n="$name" '$1 == "hubs" && $2 == n { print $18 }' <<<"$stats")
@@ -359,11 +392,33 @@ print_hubs() {
             continue
         fi
         metrics=$(http_get "http://127.0.0.1:${HUB_PORTS[i]}/metrics" 2>/dev/null) || metrics=
-        printf '  %-6s %-8s %-6s %-10s %-11s %-15s %s\n' \
+        printf '  %-6s %-8s %-6s %-10s %-11s %-15s %-13s %s\n' \
             "$name" "${HUB_PIDS[i]}" "${HUB_PORTS[i]}" "${lb:--}" \
             "$(metric "$metrics" uptime_hub_validators_connected)" \
             "$(metric "$metrics" uptime_hub_websites_owned)" \
-            "$(metric "$metrics" uptime_hub_ring_members)"
+            "$(metric "$metrics" uptime_hub_ring_members)" \
+            "$(metric "$metrics" uptime_hub_is_leader)"
+    done
+}
+
+# One line per validator from `validator earnings` (through HAProxy).
+print_earnings() {
+    local region out
+    printf '  %-10s %14s %14s %14s %s\n' VALIDATOR "EARNED" "PENDING" "PAID" "LAST PAYOUT"
+    for region in "${REGIONS[@]}"; do
+        out=$("$BIN/validator" earnings --hub "$HAPROXY_URL" --json \
+            --keypair "$KEYS/validator-$region.json" 2>/dev/null) || out=
+        if [[ -z $out ]]; then
+            printf '  %-10s %s\n' "$region" "(no earnings yet)"
+            continue
+        fi
+        awk -v r="$region" '
+            /"earned_lamports"/ { gsub(/[^0-9]/, "", $2); e = $2 }
+            /"pending_lamports"/ { gsub(/[^0-9]/, "", $2); p = $2 }
+            /"paid_lamports"/ { gsub(/[^0-9]/, "", $2); d = $2 }
+            /"signature"/ && s == "" { s = $2; gsub(/[",]/, "", s) }
+            END { printf "  %-10s %14s %14s %14s %s\n", r, e, p, d, (s == "" || s == "null" ? "-" : s) }
+        ' <<<"$out"
     done
 }
 
@@ -410,6 +465,7 @@ while :; do
     printf '\n== %s ==\n' "$(date '+%H:%M:%S')"
     hub sites status 2>>"$LOGS/hub-cli.log" || log "hub sites status failed (see hub-cli.log)"
     print_hubs
+    print_earnings
     wait_secs=$STATUS_EVERY
     if [[ -n $RUN_FOR ]]; then
         ((SECONDS < stop_at)) || break

@@ -111,10 +111,55 @@ async fn an_invalid_setting_names_its_variable_and_exits_2() {
             &[("HUB_TOKEN_KEYS", keys), ("HUB_LISTEN", "nowhere")],
             "LISTEN",
         ),
+        (
+            &[
+                ("HUB_TOKEN_KEYS", keys),
+                ("HUB_PAYOUT_MIN_LAMPORTS", "1000"),
+            ],
+            "HUB_PAYOUT_MIN_LAMPORTS",
+        ),
+        (
+            &[
+                ("HUB_TOKEN_KEYS", keys),
+                ("HUB_PAYOUT_TREASURY_KEYPAIR", "/nonexistent.json"),
+            ],
+            "HUB_PAYOUT_RPC_URL",
+        ),
+        (
+            &[
+                ("HUB_TOKEN_KEYS", keys),
+                ("HUB_PAYOUT_CRASH_AT", "sometimes"),
+            ],
+            "HUB_PAYOUT_CRASH_AT",
+        ),
     ];
     for (env, var) in cases {
         let o = hub(&db, &["serve"], env).await;
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains(var), "{}", stderr(&o));
     }
+}
+
+#[tokio::test]
+async fn payouts_status_and_retry_failed() {
+    let db = TestDb::new().await.unwrap();
+    let o = hub(&db, &["migrate"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = hub(&db, &["payouts", "status"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for line in [
+        "unfinished transactions  0",
+        "insufficient funds       0",
+        "failed payouts           0",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
+    let o = hub(&db, &["payouts", "retry-failed"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("0 failed payouts queued again"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -470,3 +470,53 @@ async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
     };
     audit(&db, &chain, &treasury, start, &vals).await;
 }
+
+/// A transfer that keeps failing to land is marked `failed` after the
+/// configured attempts, shows in the earnings view, and is paid once an
+/// operator queues it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_that_keeps_failing_is_marked_and_can_be_retried() {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    let start = 10_000_000_000;
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let mut farm = Farm::new(&db).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 2_000_000, true)], &[]).await;
+    let mut cfg = config(None);
+    cfg.max_attempts = 2;
+    let (payer, _term, epoch) = leader_with(&db, &chain, &treasury, cfg).await;
+    chain.set_default_behaviour(SendBehaviour::Drop);
+    for _ in 0..3 {
+        payer.cycle().await.unwrap();
+        chain.advance_blocks(VALIDITY + 1);
+    }
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(r.batches_sent, 0, "given up after two transactions");
+    let e = db
+        .store
+        .earnings(&PublicKey::from(&v.key).to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.failed_lamports, e.pending_lamports, e.paid_lamports),
+        (2_000_000, 0, 0)
+    );
+    assert_eq!(e.payouts[0].state, "failed");
+    assert_eq!(e.payouts[0].attempts, 2);
+    assert!(e.payouts[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("expired"));
+    assert_eq!(db.store.payout_backlog().await.unwrap(), (0, 0, 1));
+
+    chain.set_default_behaviour(SendBehaviour::Land);
+    assert_eq!(db.store.retry_failed_payouts(epoch).await.unwrap(), 1);
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(r.batches_confirmed, 1);
+    assert_eq!(chain.received(v.bytes()), 2_000_000);
+    audit(&db, &chain, &treasury, start, &[v]).await;
+}

@@ -150,13 +150,23 @@ impl SolanaRpc {
     /// Starts the chain and binds its endpoint to 127.0.0.1 on a free port.
     /// Must be called within a Tokio runtime, which then runs the server.
     pub async fn start(cfg: ChainConfig) -> anyhow::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await
+    }
+
+    /// Like [`SolanaRpc::start`], on a given loopback address (the dev
+    /// stack's `local-solana`). Refuses anything but loopback.
+    pub async fn start_on(addr: SocketAddr, cfg: ChainConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "the local Solana RPC listens on loopback only, not {addr}"
+        );
         let shared = Arc::new(Shared {
             chain: Mutex::new(Chain::new(&cfg)),
             unavailable: AtomicBool::new(false),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .context("binding the Solana RPC endpoint")?;
+            .with_context(|| format!("binding the Solana RPC endpoint on {addr}"))?;
         let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/", post(handle))

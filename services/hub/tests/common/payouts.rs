@@ -133,12 +133,21 @@ pub fn config(crash: Option<CrashPoint>) -> PayoutConfig {
     }
 }
 
-/// A payer leading `epoch` (taken fresh from the database).
+/// A payer leading a fresh epoch (taken from the database).
 pub async fn leader(
     db: &TestDb,
     chain: &SolanaRpc,
     treasury: &Keypair,
     crash: Option<CrashPoint>,
+) -> (Payer, watch::Sender<Option<Term>>, i64) {
+    leader_with(db, chain, treasury, config(crash)).await
+}
+
+pub async fn leader_with(
+    db: &TestDb,
+    chain: &SolanaRpc,
+    treasury: &Keypair,
+    cfg: PayoutConfig,
 ) -> (Payer, watch::Sender<Option<Term>>, i64) {
     let epoch = db.store.next_epoch(PAYOUT_ROLE).await.unwrap();
     let (tx, rx) = watch::channel(Some(Term {
@@ -149,7 +158,7 @@ pub async fn leader(
         db.store.clone(),
         &chain.url(),
         treasury.insecure_clone(),
-        config(crash),
+        cfg,
         std::sync::Arc::new(Metrics::new("test")),
         rx,
     );
