@@ -5,9 +5,12 @@
 -- transaction in payout_batches -> paid. See docs/ARCHITECTURE.md, "Payouts".
 
 -- Tasks the round's owner replaced (their validator disconnected or missed
--- the task deadline). A result for a replaced task is stored but earns
--- nothing.
+-- the task deadline), with when (Unix ms, the owner's clock), aligned by
+-- index. A result for a replaced task received after its replacement is
+-- stored but earns nothing; one received before it (say, still in a tick
+-- writer's queue at the deadline) earns as usual.
 ALTER TABLE rounds ADD COLUMN replaced_tasks uuid[] NOT NULL DEFAULT '{}';
+ALTER TABLE rounds ADD COLUMN replaced_at_ms int8[] NOT NULL DEFAULT '{}';
 -- Set once the round's ticks are credited to the ledger.
 ALTER TABLE rounds ADD COLUMN settled_at timestamptz;
 CREATE INDEX rounds_unsettled ON rounds (closed_at)
@@ -58,6 +61,7 @@ CREATE TABLE payout_batches (
     blockhash               text        NOT NULL,
     last_valid_block_height bigint      NOT NULL,
     lamports                bigint      NOT NULL CHECK (lamports > 0),
+    fee_lamports            bigint      NOT NULL CHECK (fee_lamports >= 0),
     payout_ids              uuid[]      NOT NULL CHECK (cardinality(payout_ids) > 0),
     sends                   integer     NOT NULL DEFAULT 0,
     slot                    bigint,

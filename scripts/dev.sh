@@ -296,7 +296,8 @@ for ((n = 1; n <= HUBS; n++)); do
         HUB_PAYOUT_TREASURY_KEYPAIR="$TREASURY" \
         HUB_PAYOUT_RPC_URL="$SOLANA_URL" \
         HUB_PAYOUT_INTERVAL_MS=10000 \
-        HUB_PAYOUT_SETTLE_DELAY_MS=5000 \
+        HUB_TASK_DEADLINE_MS=10000 \
+        HUB_PAYOUT_SETTLE_DELAY_MS=10000 \
         "$BIN/hub" serve
     HUB_NAMES+=("hub-$n")
     HUB_PIDS+=("$SPAWNED")

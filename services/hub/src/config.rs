@@ -87,7 +87,9 @@ pub struct Settings {
     /// How long a cycle waits for its transactions to confirm, ms; the next
     /// cycle picks up what is still unconfirmed.
     pub payout_confirm_timeout_ms: u64,
-    /// `finalized` or `confirmed`: when a transfer counts as paid.
+    /// `finalized` (default) or `confirmed`: when a transfer counts as paid.
+    /// `confirmed` is faster but marks a payout paid before its block is
+    /// final; a rolled-back block would leave it recorded as paid.
     pub payout_commitment: String,
     /// Fault injection for tests: abort the process at this payout step
     /// (`after_claim`, `after_sign`, `after_send`, `before_confirm`).
@@ -284,6 +286,14 @@ impl Settings {
             return Err(invalid(
                 "HUB_PAYOUT_SETTLE_DELAY_MS",
                 "must be at most 3600000",
+            ));
+        }
+        // A result may be resent, accepted and committed until its task
+        // deadline; a round settled earlier would miss it.
+        if self.payouts_enabled() && self.payout_settle_delay_ms < self.task_deadline_ms {
+            return Err(invalid(
+                "HUB_PAYOUT_SETTLE_DELAY_MS",
+                "must be at least HUB_TASK_DEADLINE_MS (results may arrive until a task's deadline)",
             ));
         }
         if !(100..=600_000).contains(&self.payout_confirm_timeout_ms) {

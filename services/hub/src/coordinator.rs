@@ -59,8 +59,8 @@ struct TaskSlot {
     state: TaskState,
     /// Set on the task that replaced another: it is not replaced again.
     is_replacement: bool,
-    /// Set once another validator got a replacement for this task.
-    replaced: bool,
+    /// When (Unix ms) another validator got a replacement for this task.
+    replaced_at: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -463,7 +463,7 @@ impl Coordinator {
                     deadline_ms,
                     state: TaskState::Pending,
                     is_replacement,
-                    replaced: false,
+                    replaced_at: None,
                 });
                 sent += 1;
             }
@@ -549,8 +549,8 @@ impl Coordinator {
                 if !is_replacement && deadline > now && !self.app.shutdown.is_cancelled() {
                     let n = self.assign(pool, round_id, &mut round, 1, deadline, true);
                     self.app.metrics.tasks_replaced.inc_by(n as u64);
-                    // A late result for it, if one comes, earns nothing.
-                    round.tasks[i].replaced = n > 0;
+                    // A result for it received from now on earns nothing.
+                    round.tasks[i].replaced_at = (n > 0).then_some(now);
                 }
             }
         }
@@ -567,14 +567,13 @@ impl Coordinator {
         if done.is_empty() {
             return;
         }
-        let replaced: Vec<(i64, Uuid)> = done
+        let replaced: Vec<(i64, Uuid, i64)> = done
             .iter()
             .flat_map(|id| {
                 self.rounds[id]
                     .tasks
                     .iter()
-                    .filter(|t| t.replaced)
-                    .map(move |t| (*id, t.task_id))
+                    .filter_map(move |t| Some((*id, t.task_id, t.replaced_at?)))
             })
             .collect();
         match self

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use protocol::crypto::verify_result;
 use protocol::limits::{CLOCK_SKEW_MS, MAX_ERROR_TEXT};
+use protocol::now_ms;
 use protocol::{
     AckOutcome, CheckResult, CheckStatus, ErrorCode, HubMessage, Keyring, PublicKey, ResultAck,
 };
@@ -82,6 +83,7 @@ impl Verifier {
             latency_ms: r.latency_ms as i32,
             error: r.error.clone(),
             checked_at_ms: r.checked_at_ms,
+            received_at_ms: now_ms,
             reward_lamports: self.reward_lamports,
         })
     }
@@ -91,6 +93,16 @@ impl Verifier {
 pub struct IngestItem {
     pub tick: NewTick,
     pub reply: mpsc::Sender<Outbound>,
+}
+
+/// Seconds from the task's dispatch (its id is a UUIDv7 minted by the
+/// dispatching hub) to the commit of its tick, minus the check itself (the
+/// latency the validator reports). `None` for ids without a timestamp.
+fn dispatch_to_commit(tick: &NewTick, now_ms: i64) -> Option<f64> {
+    let (secs, nanos) = tick.task_id.get_timestamp()?.to_unix();
+    let dispatched_ms = secs as i64 * 1000 + i64::from(nanos / 1_000_000);
+    let ms = now_ms - dispatched_ms - i64::from(tick.latency_ms);
+    Some(ms.max(0) as f64 / 1000.0)
 }
 
 pub struct Writer {
@@ -198,6 +210,9 @@ impl Writer {
         for (i, item) in batch.drain(..).enumerate() {
             let key = (item.tick.task_id, item.tick.validator_id);
             let outcome = if first.get(&key) == Some(&i) && stored.contains(&key) {
+                if let Some(s) = dispatch_to_commit(&item.tick, now_ms()) {
+                    self.metrics.dispatch_to_commit.observe(s);
+                }
                 AckOutcome::Stored
             } else {
                 self.metrics.ticks_duplicate.inc();
@@ -283,6 +298,33 @@ mod tests {
         edit(&mut r);
         sign_result(&c.key, &mut r);
         r
+    }
+
+    #[test]
+    fn dispatch_to_commit_excludes_the_check_time() {
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, 1_700_000_000, 250_000_000);
+        let tick = NewTick {
+            website_id: 1,
+            round_id: 1,
+            validator_id: 1,
+            task_id: Uuid::new_v7(ts),
+            scheduled_at_ms: 0,
+            up: true,
+            http_status: Some(200),
+            latency_ms: 300,
+            error: None,
+            checked_at_ms: 0,
+            received_at_ms: 0,
+            reward_lamports: 0,
+        };
+        // Dispatched at ...000.250 s, committed at ...001.000 s, 300 ms checking.
+        let s = dispatch_to_commit(&tick, 1_700_000_001_000).unwrap();
+        assert!((s - 0.45).abs() < 1e-9, "{s}");
+        let v4 = NewTick {
+            task_id: Uuid::new_v4(),
+            ..tick
+        };
+        assert_eq!(dispatch_to_commit(&v4, 0), None);
     }
 
     #[test]

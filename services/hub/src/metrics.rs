@@ -18,6 +18,7 @@ pub struct Metrics {
     pub ticks_duplicate: IntCounter,
     pub write_batch_size: Histogram,
     pub write_latency: Histogram,
+    pub dispatch_to_commit: Histogram,
     pub write_errors: IntCounter,
     pub rounds_opened: IntCounter,
     pub rounds_skipped: IntCounter,
@@ -115,6 +116,17 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("write_latency_seconds", "Time to commit one tick batch.")
                         .buckets(exponential_buckets(0.0005, 2.0, 14).unwrap()),
+                )
+                .unwrap(),
+            ),
+            dispatch_to_commit: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "dispatch_to_commit_seconds",
+                        "From a task's dispatch to the commit of its tick, minus the check time the validator reports.",
+                    )
+                    .buckets(exponential_buckets(0.001, 2.0, 16).unwrap()),
                 )
                 .unwrap(),
             ),

@@ -315,7 +315,9 @@ impl Payer {
             .claim_payouts(epoch, self.cfg.min_lamports, CLAIM_LIMIT)
             .await?;
         self.metrics.payouts_claimed.inc_by(report.payouts_claimed);
-        self.crash_point(CrashPoint::AfterClaim)?;
+        if report.payouts_claimed > 0 {
+            self.crash_point(CrashPoint::AfterClaim)?;
+        }
         let sent = self.pay(epoch, &mut report).await?;
         self.confirm(epoch, sent, &mut report).await?;
         let (unfinished, insufficient, failed) = self.store.payout_backlog().await?;
@@ -370,22 +372,34 @@ impl Payer {
             )));
         };
         // Height first: if it is already past the last valid height, any
-        // landing happened before the status lookup below and shows there.
+        // landing happened before the status lookup below and shows there,
+        // provided the node answering the lookup has seen that far (an RPC
+        // pool may mix nodes): its context slot must reach the slot read
+        // with the height.
+        let finalized = CommitmentConfig::finalized();
         let height = self
             .rpc
-            .get_block_height_with_commitment(CommitmentConfig::finalized())
+            .get_block_height_with_commitment(finalized)
             .await
             .map_err(rpc_err)?;
-        let status = self
+        let seen_slot = self
+            .rpc
+            .get_slot_with_commitment(finalized)
+            .await
+            .map_err(rpc_err)?;
+        let response = self
             .rpc
             .get_signature_statuses_with_history(&[signature])
             .await
-            .map_err(rpc_err)?
-            .value
-            .into_iter()
-            .next()
-            .flatten();
+            .map_err(rpc_err)?;
+        let caught_up = response.context.slot >= seen_slot;
+        let status = response.value.into_iter().next().flatten();
         match status {
+            // Only a finalized failure is final: a failure on a minority
+            // fork could still be followed by a landing on the main one.
+            Some(st) if st.err.is_some() && !st.satisfies_commitment(finalized) => {
+                Ok(Resolution::Waiting)
+            }
             Some(st) if st.err.is_some() => {
                 let err = format!("transaction failed on chain: {:?}", st.err);
                 self.guard(epoch)?;
@@ -414,7 +428,7 @@ impl Payer {
             }
             // Landed, not yet at our commitment: wait.
             Some(_) => Ok(Resolution::Waiting),
-            None if height > b.last_valid_block_height => {
+            None if height > b.last_valid_block_height && caught_up => {
                 self.guard(epoch)?;
                 self.store
                     .abandon_batch(epoch, b.id, &BatchOutcome::Expired, self.cfg.max_attempts)
@@ -424,6 +438,9 @@ impl Payer {
                 report.batches_abandoned += 1;
                 Ok(Resolution::Abandoned)
             }
+            // Past its last valid height, but the status came from a node
+            // that is behind: ask again later.
+            None if height > b.last_valid_block_height => Ok(Resolution::Waiting),
             None => {
                 if resend {
                     self.send(epoch, b.id, &tx).await?;
@@ -487,7 +504,7 @@ impl Payer {
             .unfinished_batches()
             .await?
             .iter()
-            .map(|b| b.lamports)
+            .map(|b| b.lamports + b.fee_lamports)
             .sum();
         let mut available = balance as i128 - keep as i128 - in_flight as i128;
         let mut sent = Vec::new();
@@ -545,6 +562,7 @@ impl Payer {
                 blockhash: blockhash.to_string(),
                 last_valid_block_height: last_valid,
                 lamports,
+                fee_lamports: fee as i64,
                 payout_ids: ids,
             };
             self.guard(epoch)?;
@@ -563,6 +581,7 @@ impl Payer {
                 transaction: batch.transaction,
                 last_valid_block_height: last_valid,
                 lamports,
+                fee_lamports: batch.fee_lamports,
                 payout_ids: batch.payout_ids,
             });
         }

@@ -88,12 +88,16 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
     let a = farm.validator(1).await;
     let b = farm.validator(2).await;
     let c = farm.validator(3).await;
-    // Majority up; c disagrees; a's task was replaced.
+    // Majority up; c disagrees; a's task was replaced before its result
+    // came in (at +15 ms; results are received at +20 ms).
     farm.round(
         &[(&a, 1_000, true), (&b, 1_000, true), (&c, 1_000, false)],
-        &[&a],
+        &[(&a, 15)],
     )
     .await;
+    // c's task replaced only after its result was received: it still earns.
+    farm.round(&[(&c, 1_000, true), (&b, 1_000, true)], &[(&c, 25)])
+        .await;
     // No majority (one result): counts for neither, still earns.
     farm.round(&[(&b, 1_000, false)], &[]).await;
     let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
@@ -117,12 +121,12 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
         (0, 0, 1, 0),
         "replaced: agreed, earned nothing"
     );
-    assert_eq!(row(&b).await, (2_000, 2, 1, 0));
-    assert_eq!(row(&c).await, (1_000, 1, 0, 1));
+    assert_eq!(row(&b).await, (3_000, 3, 2, 0));
+    assert_eq!(row(&c).await, (2_000, 2, 1, 1));
     // Settled once only.
     let r = payer.cycle().await.unwrap();
     assert_eq!(r.rounds_settled, 0);
-    assert_eq!(row(&b).await, (2_000, 2, 1, 0));
+    assert_eq!(row(&b).await, (3_000, 3, 2, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,6 +176,7 @@ async fn a_stale_leaders_writes_are_rejected_by_the_database() {
         blockhash: "h".into(),
         last_valid_block_height: 1,
         lamports: waiting[0].lamports,
+        fee_lamports: 5_000,
         payout_ids: vec![waiting[0].id],
     };
     stale(s.save_batch(old_epoch, &batch).await);
@@ -405,7 +410,8 @@ async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
     s.payout_treasury_keypair = file.to_string_lossy().into_owned();
     s.payout_rpc_url = chain.url();
     s.payout_interval_ms = 300;
-    s.payout_settle_delay_ms = 0;
+    s.task_deadline_ms = 2_000;
+    s.payout_settle_delay_ms = 2_000;
     s.payout_confirm_timeout_ms = 500;
     s.validate().unwrap();
     let hub = common::TestHub::start(s).await;
@@ -519,4 +525,53 @@ async fn a_payout_that_keeps_failing_is_marked_and_can_be_retried() {
     assert_eq!(r.batches_confirmed, 1);
     assert_eq!(chain.received(v.bytes()), 2_000_000);
     audit(&db, &chain, &treasury, start, &[v]).await;
+}
+
+/// The fence under concurrency: a payout write in flight holds back the
+/// next epoch until it commits (so the new leader sees it), and once the
+/// new epoch exists the old one's writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_holds_back_the_next_epoch() {
+    let db = TestDb::new().await.unwrap();
+    let farm = Farm::new(&db).await;
+    let v = farm.validator(1).await;
+    let role = hub::cluster::leader::PAYOUT_ROLE;
+    let e1 = db.store.next_epoch(role).await.unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO validator_ledger (validator_id, earned_lamports, epoch) VALUES ($1, 5, $2)",
+    )
+    .bind(v.id)
+    .bind(e1)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let store = db.store.clone();
+    let next = tokio::spawn(async move { store.next_epoch(role).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !next.is_finished(),
+        "the next epoch waits for the write in flight"
+    );
+    tx.commit().await.unwrap();
+    let e2 = next.await.unwrap().unwrap();
+    assert_eq!(e2, e1 + 1);
+    assert_eq!(
+        ledger(&db, &v).await,
+        (5, 0),
+        "the write committed under e1"
+    );
+    let refused = sqlx::query(
+        "UPDATE validator_ledger SET earned_lamports = 6, epoch = $2 WHERE validator_id = $1",
+    )
+    .bind(v.id)
+    .bind(e1)
+    .execute(db.pool())
+    .await
+    .unwrap_err();
+    let code = refused
+        .as_database_error()
+        .and_then(|d| d.code().map(|c| c.into_owned()));
+    assert_eq!(code.as_deref(), Some("UP409"), "{refused}");
+    assert_eq!(ledger(&db, &v).await, (5, 0));
 }

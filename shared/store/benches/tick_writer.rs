@@ -26,6 +26,7 @@ fn ticks(n: usize, now_ms: i64) -> Vec<NewTick> {
             latency_ms: 42,
             error: None,
             checked_at_ms: now_ms,
+            received_at_ms: now_ms,
             reward_lamports: 1000,
         })
         .collect()

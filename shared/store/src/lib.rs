@@ -122,6 +122,8 @@ pub struct NewTick {
     pub latency_ms: i32,
     pub error: Option<String>,
     pub checked_at_ms: i64,
+    /// When the hub received and verified it (its clock).
+    pub received_at_ms: i64,
     pub reward_lamports: i64,
 }
 
@@ -184,8 +186,8 @@ WITH counts AS (
      WHERE r.id = ANY($1) AND r.status = 'open'
      GROUP BY r.id
 ), replaced AS (
-    SELECT rid, array_agg(tid) AS tasks
-      FROM UNNEST($3::int8[], $4::uuid[]) AS u(rid, tid)
+    SELECT rid, array_agg(tid ORDER BY tid) AS tasks, array_agg(at ORDER BY tid) AS ats
+      FROM UNNEST($3::int8[], $4::uuid[], $5::int8[]) AS u(rid, tid, at)
      GROUP BY rid
 )
 UPDATE rounds r
@@ -195,7 +197,8 @@ UPDATE rounds r
            ELSE 'unknown' END,
        results_up = c.up, results_down = c.down,
        closed_at = now(), closed_by = $2,
-       replaced_tasks = r.replaced_tasks || COALESCE(x.tasks, '{}')
+       replaced_tasks = r.replaced_tasks || COALESCE(x.tasks, '{}'),
+       replaced_at_ms = r.replaced_at_ms || COALESCE(x.ats, '{}')
   FROM counts c
   LEFT JOIN replaced x ON x.rid = c.id
  WHERE r.id = c.id AND r.status = 'open'
@@ -420,23 +423,26 @@ impl Store {
 
     /// Closes open rounds from the ticks in the database. Rounds already
     /// closed (by anyone) are skipped, so closing is idempotent. `replaced`
-    /// lists `(round_id, task_id)` of tasks the owner replaced: their
-    /// results, if any arrive, earn nothing.
+    /// lists `(round_id, task_id, replaced_at_ms)` of tasks the owner
+    /// replaced: their results, if received after that, earn nothing.
     pub async fn close_rounds(
         &self,
         round_ids: &[i64],
         closed_by: &str,
-        replaced: &[(i64, Uuid)],
+        replaced: &[(i64, Uuid, i64)],
     ) -> Result<Vec<ClosedRound>> {
         if round_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (rids, tids): (Vec<i64>, Vec<Uuid>) = replaced.iter().copied().unzip();
+        let rids: Vec<i64> = replaced.iter().map(|r| r.0).collect();
+        let tids: Vec<Uuid> = replaced.iter().map(|r| r.1).collect();
+        let ats: Vec<i64> = replaced.iter().map(|r| r.2).collect();
         let rows = sqlx::query(CLOSE_ROUNDS_SQL)
             .bind(round_ids)
             .bind(closed_by)
             .bind(&rids)
             .bind(&tids)
+            .bind(&ats)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -494,6 +500,7 @@ impl Store {
         let mut error = Vec::with_capacity(n);
         let mut checked = Vec::with_capacity(n);
         let mut reward = Vec::with_capacity(n);
+        let mut received = Vec::with_capacity(n);
         for t in ticks {
             website.push(t.website_id);
             round.push(t.round_id);
@@ -506,15 +513,16 @@ impl Store {
             error.push(t.error.as_deref());
             checked.push(t.checked_at_ms);
             reward.push(t.reward_lamports);
+            received.push(t.received_at_ms);
         }
         let rows = sqlx::query(
             "INSERT INTO ticks (website_id, round_id, validator_id, task_id, scheduled_at, status, \
-               http_status, latency_ms, error, checked_at, reward_lamports, hub_id) \
+               http_status, latency_ms, error, checked_at, reward_lamports, hub_id, received_at) \
              SELECT w, r, v, t, to_timestamp(s / 1000.0), st, h, l, e, to_timestamp(c / 1000.0), \
-                    rw, $12 \
+                    rw, $12, to_timestamp(ra / 1000.0) \
                FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::uuid[], $5::int8[], \
                            $6::text[], $7::int2[], $8::int4[], $9::text[], $10::int8[], \
-                           $11::int8[]) AS u(w, r, v, t, s, st, h, l, e, c, rw) \
+                           $11::int8[], $13::int8[]) AS u(w, r, v, t, s, st, h, l, e, c, rw, ra) \
              ON CONFLICT DO NOTHING \
              RETURNING task_id, validator_id",
         )
@@ -530,6 +538,7 @@ impl Store {
         .bind(&checked)
         .bind(&reward)
         .bind(hub_id)
+        .bind(&received)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

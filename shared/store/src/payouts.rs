@@ -44,6 +44,7 @@ pub struct NewBatch {
     pub blockhash: String,
     pub last_valid_block_height: u64,
     pub lamports: i64,
+    pub fee_lamports: i64,
     pub payout_ids: Vec<Uuid>,
 }
 
@@ -56,6 +57,7 @@ pub struct UnfinishedBatch {
     pub transaction: Vec<u8>,
     pub last_valid_block_height: u64,
     pub lamports: i64,
+    pub fee_lamports: i64,
     pub payout_ids: Vec<Uuid>,
 }
 
@@ -118,11 +120,11 @@ fn fenced(epoch: i64) -> impl Fn(sqlx::Error) -> StoreError {
 
 /// Credits ticks of closed, unsettled rounds to the ledger, and marks the
 /// rounds settled, in one statement. A tick earns its reward unless its task
-/// was replaced; it agrees when its status equals the round's up/down
+/// was replaced before the hub received it; it agrees when its status equals the round's up/down
 /// majority (rounds closed `unknown` count for neither).
 const SETTLE_SQL: &str = "
 WITH due AS (
-    SELECT id, website_id, scheduled_at, status, replaced_tasks
+    SELECT id, website_id, scheduled_at, status, replaced_tasks, replaced_at_ms
       FROM rounds
      WHERE settled_at IS NULL AND status <> 'open'
        AND closed_at < now() - make_interval(secs => $2)
@@ -133,7 +135,10 @@ WITH due AS (
     UPDATE rounds r SET settled_at = now() FROM due WHERE r.id = due.id RETURNING r.id
 ), per_tick AS (
     SELECT t.validator_id,
-           CASE WHEN t.task_id = ANY (d.replaced_tasks) THEN 0 ELSE t.reward_lamports END AS earned,
+           CASE WHEN EXISTS (SELECT 1 FROM UNNEST(d.replaced_tasks, d.replaced_at_ms) AS x(tid, at)
+                              WHERE x.tid = t.task_id
+                                AND t.received_at > to_timestamp(x.at / 1000.0))
+                THEN 0 ELSE t.reward_lamports END AS earned,
            d.status IN ('up', 'down') AND t.status = d.status AS agrees,
            d.status IN ('up', 'down') AND t.status <> d.status AS disagrees
       FROM due d
@@ -263,8 +268,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO payout_batches (id, state, signature, transaction, blockhash,
-                 last_valid_block_height, lamports, payout_ids, epoch)
-             VALUES ($1, 'signed', $2, $3, $4, $5, $6, $7, $8)",
+                 last_valid_block_height, lamports, payout_ids, epoch, fee_lamports)
+             VALUES ($1, 'signed', $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(b.id)
         .bind(&b.signature)
@@ -274,6 +279,7 @@ impl Store {
         .bind(b.lamports)
         .bind(&b.payout_ids)
         .bind(epoch)
+        .bind(b.fee_lamports)
         .execute(&mut *tx)
         .await
         .map_err(fenced(epoch))?;
@@ -317,7 +323,8 @@ impl Store {
     /// Batches whose outcome is unknown (signed or sent), oldest first.
     pub async fn unfinished_batches(&self) -> Result<Vec<UnfinishedBatch>> {
         let rows = sqlx::query(
-            "SELECT id, state, signature, transaction, last_valid_block_height, lamports, payout_ids
+            "SELECT id, state, signature, transaction, last_valid_block_height, lamports,
+                    fee_lamports, payout_ids
                FROM payout_batches WHERE state IN ('signed', 'sent')
               ORDER BY created_at, id",
         )
@@ -332,6 +339,7 @@ impl Store {
                 transaction: r.get("transaction"),
                 last_valid_block_height: r.get::<i64, _>("last_valid_block_height") as u64,
                 lamports: r.get("lamports"),
+                fee_lamports: r.get("fee_lamports"),
                 payout_ids: r.get("payout_ids"),
             })
             .collect())
@@ -351,17 +359,20 @@ impl Store {
         .await
         .map_err(fenced(epoch))?
         .rows_affected();
-        if n == 1 {
-            sqlx::query(
-                "UPDATE payouts SET state = 'paid', paid_at = now(), epoch = $1, updated_at = now()
-                  WHERE batch_id = $2 AND state = 'batched'",
-            )
-            .bind(epoch)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(fenced(epoch))?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "batch {id} is not unfinished"
+            )));
         }
+        sqlx::query(
+            "UPDATE payouts SET state = 'paid', paid_at = now(), epoch = $1, updated_at = now()
+              WHERE batch_id = $2 AND state = 'batched'",
+        )
+        .bind(epoch)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?;
         tx.commit().await.map_err(fenced(epoch))?;
         Ok(())
     }
@@ -397,34 +408,44 @@ impl Store {
         .await
         .map_err(fenced(epoch))?
         .rows_affected();
-        if n == 1 {
-            sqlx::query(
-                "UPDATE payouts
-                    SET attempts = attempts + 1, last_error = $1, epoch = $2, updated_at = now(),
-                        batch_id = NULL,
-                        state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'claimed' END
-                  WHERE batch_id = $4 AND state = 'batched'",
-            )
-            .bind(&error)
-            .bind(epoch)
-            .bind(max_attempts)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(fenced(epoch))?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "batch {id} is not unfinished"
+            )));
         }
+        sqlx::query(
+            "UPDATE payouts
+                SET attempts = attempts + 1, last_error = $1, epoch = $2, updated_at = now(),
+                    batch_id = NULL,
+                    state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'claimed' END
+              WHERE batch_id = $4 AND state = 'batched'",
+        )
+        .bind(&error)
+        .bind(epoch)
+        .bind(max_attempts)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?;
         tx.commit().await.map_err(fenced(epoch))?;
         Ok(())
     }
 
     /// Puts payouts marked `failed` back in the queue (operator action,
-    /// after fixing the cause). Returns how many.
+    /// after fixing the cause): the oldest per validator, since a validator
+    /// has at most one unfinished payout; run it again for the next ones.
+    /// Returns how many.
     pub async fn retry_failed_payouts(&self, epoch: i64) -> Result<u64> {
         let r = sqlx::query(
             "UPDATE payouts SET state = 'claimed', attempts = 0, epoch = $1, updated_at = now()
-              WHERE state = 'failed'
-                AND NOT EXISTS (SELECT 1 FROM payouts o WHERE o.validator_id = payouts.validator_id
-                                   AND o.state IN ('claimed', 'insufficient_funds', 'batched'))",
+              WHERE id IN (
+                  SELECT DISTINCT ON (f.validator_id) f.id
+                    FROM payouts f
+                   WHERE f.state = 'failed'
+                     AND NOT EXISTS (SELECT 1 FROM payouts o
+                                      WHERE o.validator_id = f.validator_id
+                                        AND o.state IN ('claimed', 'insufficient_funds', 'batched'))
+                   ORDER BY f.validator_id, f.created_at)",
         )
         .bind(epoch)
         .execute(&self.pool)

@@ -70,8 +70,10 @@ impl Farm {
     }
 
     /// One closed round in which each `(validator, lamports, up)` has a
-    /// tick with that reward; `replaced` validators' tasks were replaced.
-    pub async fn round(&mut self, ticks: &[(&Val, i64, bool)], replaced: &[&Val]) -> i64 {
+    /// tick with that reward, received 20 ms after the scheduled time;
+    /// `replaced` lists validators whose task was replaced, and when (ms
+    /// after the scheduled time).
+    pub async fn round(&mut self, ticks: &[(&Val, i64, bool)], replaced: &[(&Val, i64)]) -> i64 {
         self.slot += 1;
         let sched = self.base_ms + self.slot * 1000;
         let opened = self
@@ -105,14 +107,24 @@ impl Farm {
                     latency_ms: 5,
                     error: None,
                     checked_at_ms: sched + 10,
+                    received_at_ms: sched + 20,
                     reward_lamports: *lamports,
                 }
             })
             .collect();
         self.store.insert_ticks("test", &rows).await.unwrap();
-        let repl: Vec<(i64, Uuid)> = replaced.iter().map(|v| (round, task_of[&v.id])).collect();
+        let repl: Vec<(i64, Uuid, i64)> = replaced
+            .iter()
+            .map(|(v, at)| (round, task_of[&v.id], sched + at))
+            .collect();
         self.store
             .close_rounds(&[round], "test", &repl)
+            .await
+            .unwrap();
+        // Closed long ago, so any settle delay has passed.
+        sqlx::query("UPDATE rounds SET closed_at = now() - interval '1 hour' WHERE id = $1")
+            .bind(round)
+            .execute(self.store.pool())
             .await
             .unwrap();
         round
