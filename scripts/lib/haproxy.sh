@@ -16,6 +16,12 @@
 #       Stops the HAProxy of DIR if it runs (SIGTERM: a hard stop that closes every proxied
 #       connection at once; SIGKILL after 5 s) and removes DIR/haproxy.pid.
 #
+# HAPROXY_MAXCONN (environment, optional): the most concurrent client connections, for load
+# tests (scripts/loadtest.sh). Unset, the configuration is exactly the dev stack's (global
+# maxconn 4096, no frontend maxconn); set, it is written as the global maxconn and as the
+# frontend's own maxconn, so that neither limits below it. HAProxy started as root raises its
+# descriptor limit to fit (about two descriptors per connection); otherwise raise `ulimit -n`.
+#
 # Layout of DIR: DIR/haproxy.cfg (written on every start), DIR/haproxy.pid, DIR/haproxy.log
 # (HAProxy's own messages, one line per finished request or WebSocket session, and every
 # backend going UP or DOWN).
@@ -38,6 +44,7 @@
 # default configuration (no listeners); it is never used here.
 
 HAPROXY_FIRST_PORT=${HAPROXY_FIRST_PORT:-18070}
+HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-}
 
 haproxy__ensure() {
     command -v haproxy >/dev/null 2>&1 && return 0
@@ -71,13 +78,15 @@ haproxy__pid() {
 
 # haproxy__config PORT BACKEND... : prints the configuration.
 haproxy__config() {
-    local port=$1 backend name addr
+    local port=$1 backend name addr frontend_maxconn=
     shift
+    [[ -z $HAPROXY_MAXCONN ]] || frontend_maxconn="
+    maxconn $HAPROXY_MAXCONN"
     cat <<EOF
 # Written by scripts/lib/haproxy.sh on every start: local development only.
 global
     log stderr format raw local0 info
-    maxconn 4096
+    maxconn ${HAPROXY_MAXCONN:-4096}
 
 defaults
     mode http
@@ -97,7 +106,7 @@ defaults
     timeout check 2s
 
 frontend hubs-in
-    bind 127.0.0.1:$port
+    bind 127.0.0.1:$port$frontend_maxconn
     stats enable
     stats uri /haproxy-stats
     stats refresh 5s
@@ -122,6 +131,8 @@ haproxy_start() {
     local dir=$1 port_var=$2
     shift 2
     (($#)) || die "haproxy_start: no backends"
+    [[ -z $HAPROXY_MAXCONN || $HAPROXY_MAXCONN =~ ^[1-9][0-9]*$ ]] ||
+        die "HAPROXY_MAXCONN must be a positive number, got '$HAPROXY_MAXCONN'"
     local backend
     for backend in "$@"; do
         [[ $backend =~ ^[A-Za-z0-9_.-]+=[A-Za-z0-9.:-]+:[0-9]+$ ]] ||

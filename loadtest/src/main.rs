@@ -1,0 +1,107 @@
+//! `loadtest`: drives the hubs with simulated validators and websites and
+//! reports what every process involved did.
+//!
+//! - N validators: real WebSocket connections (through the load balancer by
+//!   default), real ed25519 keys, the real protocol; each result is signed
+//!   over its own task token; configurable check latency and failure rate.
+//! - M websites: rows in PostgreSQL that point nowhere; tasks are answered
+//!   without HTTP, so the hubs, Redis and PostgreSQL are what is measured.
+//! - Ramp up, hold (the measured window), ramp down; bounded in time;
+//!   loopback only; a progress line on stderr every few seconds; a human
+//!   summary on stdout and the same report as JSON with `--json`.
+//!
+//! Scenarios: `connections`, `ingest`, `schedule`, `soak` (see `--help`).
+//! `scripts/loadtest.sh` starts a private stack (PostgreSQL, Redis, hubs,
+//! HAProxy) and runs this against it.
+//!
+//! Exit status: 0 completed, 2 bad arguments, 1 a setup failure (database,
+//! report file), 130 interrupted (SIGINT/SIGTERM) and 124 stopped by
+//! `--max-secs`; the last two still print the report.
+//!
+//! # Modules
+//! - [`cli`]: flags, scenario defaults, the checked [`cli::Plan`];
+//! - [`validator`]: one simulated validator;
+//! - [`run`]: the phases of a run and the report assembly;
+//! - [`stats`]: counters and tool-side histograms;
+//! - [`prom`]: Prometheus text parsing, histogram differences, quantiles;
+//! - [`procfs`]: CPU and RSS from `/proc`;
+//! - [`sites`]: the simulated websites and the tick count in PostgreSQL;
+//! - [`net`]: loopback checks, source-address binding, rlimit, HTTP GET;
+//! - [`report`]: the report, as text and JSON.
+
+mod cli;
+mod net;
+mod procfs;
+mod prom;
+mod report;
+mod run;
+mod sites;
+mod stats;
+mod validator;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::run::{log, Exit};
+
+fn main() -> ExitCode {
+    let plan = match cli::Cli::parse().plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Each connection is one descriptor here (two more in HAProxy and one in
+    // a hub, which are other processes with their own limits).
+    let want = plan.validators as u64 + 4096;
+    match net::raise_nofile(want) {
+        Ok(n) if n < want => log(format!(
+            "warning: open-file limit is {n}, below the {want} this run may need; raise the hard limit (ulimit -Hn)"
+        )),
+        Ok(_) => {}
+        Err(e) => log(format!("warning: {e:#}")),
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = plan.threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = plan.json.clone();
+    let result = rt.block_on(run::run(plan));
+    // Validators still closing are not waited for any longer.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let (report, exit) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", report.render());
+    log(format!(
+        "{}: {}",
+        run::describe_exit(exit),
+        run::headline(&report)
+    ));
+    if let Some(path) = json {
+        if let Err(e) = report.write_json(&path) {
+            eprintln!("loadtest: {e:#}");
+            return ExitCode::from(1);
+        }
+        log(format!("report written to {}", path.display()));
+    }
+    match exit {
+        Exit::Completed => ExitCode::SUCCESS,
+        Exit::Interrupted => ExitCode::from(130),
+        Exit::TimedOut => ExitCode::from(124),
+    }
+}
