@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use protocol::crypto::verify_result;
+use protocol::crypto::{verify_result, verify_results_batch};
 use protocol::limits::{CLOCK_SKEW_MS, MAX_ERROR_TEXT};
 use protocol::now_ms;
 use protocol::{
@@ -50,6 +50,20 @@ impl Verifier {
         r: &CheckResult,
         now_ms: i64,
     ) -> Result<NewTick, ErrorCode> {
+        let tick = self.check_unsigned(session_key, validator_id, r, now_ms)?;
+        verify_result(vk, r).map_err(|_| ErrorCode::BadSignature)?;
+        Ok(tick)
+    }
+
+    /// Every check but the signature, which the tick writers verify in
+    /// batches ([`signatures_valid`]) before anything is stored or acked.
+    pub fn check_unsigned(
+        &self,
+        session_key: &PublicKey,
+        validator_id: i64,
+        r: &CheckResult,
+        now_ms: i64,
+    ) -> Result<NewTick, ErrorCode> {
         if r.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_TEXT)
             || r.http_status.is_some_and(|s| !(100..=599).contains(&s))
             || r.latency_ms > MAX_LATENCY_MS
@@ -63,7 +77,6 @@ impl Verifier {
         if r.validator != *session_key {
             return Err(ErrorCode::NotAssigned);
         }
-        verify_result(vk, r).map_err(|_| ErrorCode::BadSignature)?;
         if now_ms > r.deadline_ms {
             return Err(ErrorCode::DeadlinePassed);
         }
@@ -93,7 +106,21 @@ impl Verifier {
 pub struct IngestItem {
     pub tick: NewTick,
     pub reply: mpsc::Sender<Outbound>,
+    /// The session's key and the result, whose signature the writer
+    /// verifies in a batch (about 2.3x the one-at-a-time rate).
+    pub signed: Box<(VerifyingKey, CheckResult)>,
 }
+
+/// One verdict per item: is its result's signature valid?
+pub fn signatures_valid(items: &[IngestItem]) -> Vec<bool> {
+    let pairs: Vec<(&VerifyingKey, &CheckResult)> =
+        items.iter().map(|i| (&i.signed.0, &i.signed.1)).collect();
+    verify_results_batch(&pairs)
+}
+
+/// Batches larger than this are verified on the blocking pool, so a writer
+/// never holds a runtime thread for long.
+const INLINE_VERIFY_MAX: usize = 16;
 
 /// Seconds from the task's dispatch (its id is a UUIDv7 minted by the
 /// dispatching hub) to the commit of its tick, minus the check itself (the
@@ -165,7 +192,54 @@ impl Writer {
         let _ = self.events.try_send(Event::Answered { round_id, task_id });
     }
 
+    /// Verifies the batch's signatures; answers and drops forged results.
+    async fn verify(&self, batch: &mut Vec<IngestItem>) {
+        let verdicts = if batch.len() <= INLINE_VERIFY_MAX {
+            signatures_valid(batch)
+        } else {
+            let items = std::mem::take(batch);
+            match tokio::task::spawn_blocking(move || {
+                let v = signatures_valid(&items);
+                (items, v)
+            })
+            .await
+            {
+                Ok((items, v)) => {
+                    *batch = items;
+                    v
+                }
+                // The blocking pool is gone (runtime shutting down): nothing
+                // is acked, validators resend.
+                Err(_) => return,
+            }
+        };
+        let mut verdict = verdicts.into_iter();
+        batch.retain(|item| {
+            if verdict.next().unwrap_or(false) {
+                self.metrics.results_accepted.inc();
+                return true;
+            }
+            let code = ErrorCode::BadSignature;
+            self.metrics
+                .results_rejected
+                .with_label_values(&[code.as_str()])
+                .inc();
+            let _ = item
+                .reply
+                .try_send(Outbound::Ack(HubMessage::ResultAck(ResultAck {
+                    task_id: item.tick.task_id,
+                    outcome: AckOutcome::Rejected,
+                    code: Some(code),
+                })));
+            false
+        });
+    }
+
     async fn write(&self, batch: &mut Vec<IngestItem>) {
+        self.verify(batch).await;
+        if batch.is_empty() {
+            return;
+        }
         // A resend can arrive while its first copy is still queued: keep the
         // first, answer the others as duplicates.
         let mut first: HashMap<(Uuid, i64), usize> = HashMap::with_capacity(batch.len());
@@ -298,6 +372,29 @@ mod tests {
         edit(&mut r);
         sign_result(&c.key, &mut r);
         r
+    }
+
+    #[test]
+    fn batch_verification_finds_exactly_the_forged_results() {
+        let c = case();
+        let vk = c.pk.verifying_key().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let items: Vec<IngestItem> = (0..40)
+            .map(|i| {
+                let mut r = signed(&c, |_| {});
+                if i % 13 == 5 {
+                    r.latency_ms += 1; // changed after signing
+                }
+                IngestItem {
+                    tick: c.verifier.check_unsigned(&c.pk, 5, &r, 1_002_000).unwrap(),
+                    reply: tx.clone(),
+                    signed: Box::new((vk, r)),
+                }
+            })
+            .collect();
+        let verdicts = signatures_valid(&items);
+        let bad: Vec<usize> = (0..40).filter(|i| !verdicts[*i]).collect();
+        assert_eq!(bad, [5, 18, 31]);
     }
 
     #[test]
