@@ -425,9 +425,9 @@ fn deliver(state: &AppState, msg: InboxMessage) {
             // A draining hub takes no new work for its leaving sessions.
             let sent = !state.shutdown.is_cancelled()
                 && state.registry.get(&task.validator).is_some_and(|h| {
-                    h.tx.try_send(crate::registry::Outbound::Frame(
+                    h.tx.try_send(crate::registry::Outbound::Frame(Box::new(
                         protocol::HubMessage::Task(task),
-                    ))
+                    )))
                     .is_ok()
                 });
             if !sent {

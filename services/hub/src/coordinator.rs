@@ -441,7 +441,7 @@ impl Coordinator {
                 let sent_ok = match &pool.targets[i] {
                     // A full queue means a slow consumer: pick someone else.
                     Target::Local(h) => {
-                        h.tx.try_send(Outbound::Frame(HubMessage::Task(task)))
+                        h.tx.try_send(Outbound::Frame(Box::new(HubMessage::Task(task))))
                             .is_ok()
                     }
                     Target::Remote(hub) => self

@@ -226,11 +226,11 @@ impl Writer {
                 .inc();
             let _ = item
                 .reply
-                .try_send(Outbound::Ack(HubMessage::ResultAck(ResultAck {
+                .try_send(Outbound::Ack(Box::new(HubMessage::ResultAck(ResultAck {
                     task_id: item.tick.task_id,
                     outcome: AckOutcome::Rejected,
                     code: Some(code),
-                })));
+                }))));
             false
         });
     }
@@ -302,7 +302,7 @@ impl Writer {
             });
             // A full or closed session loses the ack; the validator resends
             // and is told `duplicate`.
-            let _ = item.reply.try_send(Outbound::Ack(ack));
+            let _ = item.reply.try_send(Outbound::Ack(Box::new(ack)));
         }
     }
 }

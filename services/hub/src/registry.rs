@@ -16,10 +16,13 @@ use protocol::{HubMessage, PublicKey};
 
 /// What the rest of the hub may push to one session.
 #[derive(Debug)]
+/// Boxed so the enum is one pointer wide: each session's queue allocates
+/// its first block of 32 slots up front, and a 208-byte `HubMessage` inline
+/// made that about 6.6 KB of every idle connection.
 pub enum Outbound {
-    Frame(HubMessage),
+    Frame(Box<HubMessage>),
     /// The writer has answered one result this session enqueued.
-    Ack(HubMessage),
+    Ack(Box<HubMessage>),
 }
 
 #[derive(Debug)]

@@ -463,14 +463,14 @@ async fn serve(
             out = rx.recv() => {
                 let msg = match out {
                     Some(Outbound::Frame(m)) => {
-                        if let HubMessage::Task(t) = &m {
+                        if let HubMessage::Task(t) = &*m {
                             open_tasks.insert(t.task_id, t.deadline_ms);
                         }
-                        m
+                        *m
                     }
                     Some(Outbound::Ack(m)) => {
                         awaiting_acks = awaiting_acks.saturating_sub(1);
-                        m
+                        *m
                     }
                     None => return End::Io,
                 };
