@@ -32,6 +32,17 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const SWEEP_GRACE: Duration = Duration::from_secs(5);
 const TOUCH_VALIDATORS_EVERY: Duration = Duration::from_secs(30);
 const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
+/// When more sites than this become ours in one reload (a start, a ring
+/// change), their first rounds are spread over up to CATCH_UP_SPREAD_MS
+/// (by each site's phase) instead of all opening at once.
+const CATCH_UP_BULK: usize = 1_000;
+const CATCH_UP_SPREAD_MS: i64 = 20_000;
+
+/// How long after it became due a slot may still start: half the interval,
+/// between 1 and 10 s.
+fn misfire_ms(interval_ms: i64) -> i64 {
+    (interval_ms / 2).clamp(1_000, 10_000)
+}
 
 #[derive(Debug)]
 pub enum Event {
@@ -194,10 +205,16 @@ impl Coordinator {
         let ring = self.app.ring.borrow().clone();
         let me = self.app.settings.hub_id.as_str();
         let mut seen = HashSet::with_capacity(websites.len());
-        for w in websites
+        let mine: Vec<Website> = websites
             .into_iter()
             .filter(|w| ring.owner(w.id) == Some(me))
-        {
+            .collect();
+        let new = mine
+            .iter()
+            .filter(|w| !self.sites.contains_key(&w.id))
+            .count();
+        let bulk = new > CATCH_UP_BULK;
+        for w in mine {
             seen.insert(w.id);
             let schedule = Schedule::new(w.id, (w.interval_secs.max(1) as u32).max(floor));
             match self.sites.get_mut(&w.id) {
@@ -208,9 +225,16 @@ impl Coordinator {
                     site.website = w;
                 }
                 None => {
-                    // The current slot is due now; if it already ran (say,
-                    // before a restart) the round key skips it.
-                    let next_due_ms = schedule.scheduled_at(schedule.slot_at(now));
+                    // The current slot is due; if it already ran (say, before
+                    // a restart) the round key skips it. Sites taken on in
+                    // bulk would all be due at once: spread, so 100k sites
+                    // do not become 300k tasks in one second.
+                    let next_due_ms = if bulk {
+                        let spread = schedule.interval_ms.min(CATCH_UP_SPREAD_MS);
+                        now + schedule.phase_ms % spread
+                    } else {
+                        now
+                    };
                     self.sites.insert(
                         w.id,
                         Site {
@@ -297,6 +321,21 @@ impl Coordinator {
         let k = self.app.settings.validators_per_round;
         let room = (free as usize / k).max(1);
         let task_deadline = self.app.settings.task_deadline_ms as i64;
+        // Misfire: a slot that could not start within MISFIRE of its time
+        // (validators were missing or saturated) is skipped, not run late;
+        // an overloaded cluster sheds stale checks instead of queueing them.
+        let mut missed = 0u64;
+        for site in self.sites.values_mut().filter(|s| s.next_due_ms <= now) {
+            let slot = site.schedule.slot_at(now);
+            // Late since it became due (a new site is due from when it
+            // became ours, not from its slot's start).
+            let late = now - site.next_due_ms;
+            if late > misfire_ms(site.schedule.interval_ms) {
+                site.next_due_ms = site.schedule.scheduled_at(slot + 1);
+                missed += 1;
+            }
+        }
+        self.app.metrics.slots_missed.inc_by(missed);
         let mut waiting: Vec<&Site> = self
             .sites
             .values()

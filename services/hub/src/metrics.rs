@@ -24,6 +24,7 @@ pub struct Metrics {
     pub rounds_skipped: IntCounter,
     pub rounds_closed: IntCounterVec,
     pub rounds_unstaffed: IntCounter,
+    pub slots_missed: IntCounter,
     pub ingest_queue_depth: IntGauge,
     pub ring_members: IntGauge,
     pub websites_owned: IntGauge,
@@ -131,6 +132,10 @@ impl Metrics {
                 .unwrap(),
             ),
             write_errors: counter("write_errors_total", "Failed tick batch writes (retried)."),
+            slots_missed: counter(
+                "slots_missed_total",
+                "Slots skipped because they could not start within half their interval (at most 10 s): no validator capacity.",
+            ),
             rounds_opened: counter("rounds_opened_total", "Rounds this hub opened."),
             rounds_skipped: counter(
                 "rounds_skipped_total",

@@ -566,7 +566,16 @@ impl Payer {
                 payout_ids: ids,
             };
             self.guard(epoch)?;
-            self.store.save_batch(epoch, &batch).await?;
+            match self.store.save_batch(epoch, &batch).await {
+                Ok(()) => {}
+                // Identical to an earlier transaction (same blockhash, same
+                // transfers): try again with the next blockhash.
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(%why, "payout batch postponed");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             available -= need;
             self.event("signed");
             self.crash_point(CrashPoint::AfterSign)?;

@@ -199,6 +199,27 @@ async fn reconnecting_to_another_hub_replaces_the_old_session() {
     let a = TestHub::start(cluster_settings(&db, &redis, "hub-a")).await;
     let b = TestHub::start(cluster_settings(&db, &redis, "hub-b")).await;
     let (mut old, _) = RawClient::login(&a.ws_url(), key(7), "eu-west").await;
+    // Hello does not wait for the presence claim: let hub A's claim land
+    // first, as it does when a validator reconnects later. (Two hellos in
+    // the same instant on two hubs are ordered by whichever claim Redis runs
+    // last; see ARCHITECTURE.md, Presence.)
+    let claim = hub::cluster::Keys::new(redis.prefix.clone())
+        .validator_session(&protocol::PublicKey::from(&key(7)).to_string());
+    let client =
+        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&redis.url).unwrap())
+            .build()
+            .unwrap();
+    fred::interfaces::ClientLike::init(&client).await.unwrap();
+    eventually(10, "hub A's presence claim", || {
+        let (client, claim) = (client.clone(), claim.clone());
+        async move {
+            let v: Option<String> = fred::interfaces::KeysInterface::get(&client, claim)
+                .await
+                .unwrap();
+            v.filter(|v| v.starts_with("hub-a|"))
+        }
+    })
+    .await;
     let (_new, _) = RawClient::login(&b.ws_url(), key(7), "eu-west").await;
     let code = old
         .recv_until(|m| match m {

@@ -18,7 +18,7 @@ use common::payouts::*;
 use hub::payouts::{CrashPoint, PayoutError};
 use protocol::PublicKey;
 use store::StoreError;
-use test_support::solana::SendBehaviour;
+use test_support::solana::{SendBehaviour, SolanaRpc};
 use test_support::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,7 +395,14 @@ async fn fifty_randomized_crash_trials_pay_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
     let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
+    // Blocks advance by themselves, as on a real chain: equal payouts in
+    // successive cycles get different blockhashes, hence transactions.
+    let chain = SolanaRpc::start(test_support::solana::ChainConfig {
+        block_interval: Some(Duration::from_millis(100)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let key = protocol::keypair::generate();
     let file = std::env::temp_dir().join(format!("treasury-{}.json", Uuid::new_v4()));
     protocol::keypair::write_new(&file, &key).unwrap();

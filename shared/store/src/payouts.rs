@@ -282,7 +282,17 @@ impl Store {
         .bind(b.fee_lamports)
         .execute(&mut *tx)
         .await
-        .map_err(fenced(epoch))?;
+        .map_err(|e| match &e {
+            // Same payouts, amounts and blockhash as an earlier batch: the
+            // same transaction, which the chain would refuse as processed.
+            sqlx::Error::Database(d) if d.constraint() == Some("payout_batches_signature_key") => {
+                StoreError::Conflict(format!(
+                    "batch {}: same transaction (signature) as an earlier batch; needs a new blockhash",
+                    b.id
+                ))
+            }
+            _ => fenced(epoch)(e),
+        })?;
         let moved = sqlx::query(
             "UPDATE payouts SET state = 'batched', batch_id = $1, epoch = $2, updated_at = now(),
                     last_error = NULL
