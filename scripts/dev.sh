@@ -243,15 +243,20 @@ if [[ ! $DEMO_PORT =~ ^[0-9]+$ ]] || port_open 127.0.0.1 "$DEMO_PORT"; then
             "so the sites registered earlier will point at nothing"
     DEMO_PORT=$(free_port 18090)
 fi
+# listening_url NAME PID: the URL NAME prints as "NAME listening on URL" in its log, waiting up
+# to 15 s for it (and dying with the log if NAME exits first).
+listening_url() {
+    local name=$1 pid=$2 url deadline=$((SECONDS + 15))
+    until url=$(sed -n "s#^$name listening on \(http://.*\)\$#\1#p" "$LOGS/$name.log") &&
+        [[ -n $url ]]; do
+        proc_alive "$pid" || show_log_and_die "$name" "$name exited"
+        ((SECONDS < deadline)) || show_log_and_die "$name" "$name did not start in 15 s"
+        sleep 0.1
+    done
+    printf '%s\n' "$url"
+}
 spawn demo-sites "$BIN/demo-sites" --listen "127.0.0.1:$DEMO_PORT"
-DEMO_PID=$SPAWNED
-deadline=$((SECONDS + 15))
-until DEMO_URL=$(sed -n 's#^demo-sites listening on \(http://.*\)$#\1#p' "$LOGS/demo-sites.log") &&
-    [[ -n $DEMO_URL ]]; do
-    proc_alive "$DEMO_PID" || show_log_and_die demo-sites "demo-sites exited"
-    ((SECONDS < deadline)) || show_log_and_die demo-sites "demo-sites did not start in 15 s"
-    sleep 0.1
-done
+DEMO_URL=$(listening_url demo-sites "$SPAWNED")
 printf '%s\n' "$DEMO_PORT" >"$DEV/demo-sites.port"
 
 # ---- 3b. local Solana chain and the treasury ----------------------------------------------------
@@ -266,14 +271,7 @@ TREASURY_PUBKEY=$("$BIN/validator" pubkey --keypair "$TREASURY")
 SOLANA_PORT=$(free_port 18899)
 spawn local-solana "$BIN/local-solana" --listen "127.0.0.1:$SOLANA_PORT" \
     --fund "$TREASURY_PUBKEY=1000000000000" --block-ms 400
-SOLANA_PID=$SPAWNED
-deadline=$((SECONDS + 15))
-until SOLANA_URL=$(sed -n 's#^local-solana listening on \(http://.*\)$#\1#p' "$LOGS/local-solana.log") &&
-    [[ -n $SOLANA_URL ]]; do
-    proc_alive "$SOLANA_PID" || show_log_and_die local-solana "local-solana exited"
-    ((SECONDS < deadline)) || show_log_and_die local-solana "local-solana did not start in 15 s"
-    sleep 0.1
-done
+SOLANA_URL=$(listening_url local-solana "$SPAWNED")
 log "local Solana chain on $SOLANA_URL; treasury $TREASURY_PUBKEY funded with 1,000 SOL"
 
 # ---- 4. hubs ----------------------------------------------------------------------------------

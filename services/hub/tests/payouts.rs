@@ -23,12 +23,13 @@ use test_support::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payouts_land_with_the_right_amounts() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    let start = 100_000_000_000;
-    chain.airdrop(treasury.pubkey().to_bytes(), start);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(100_000_000_000).await;
     let mut vals = Vec::new();
     for n in 0..7 {
         vals.push(farm.validator(n).await);
@@ -80,11 +81,13 @@ async fn payouts_land_with_the_right_amounts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_results_earn_nothing_and_agreement_is_counted() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    chain.airdrop(treasury.pubkey().to_bytes(), 10_000_000_000);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        mut farm,
+        ..
+    } = setup(10_000_000_000).await;
     let a = farm.validator(1).await;
     let b = farm.validator(2).await;
     let c = farm.validator(3).await;
@@ -131,11 +134,13 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_leaders_writes_are_rejected_by_the_database() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    chain.airdrop(treasury.pubkey().to_bytes(), 10_000_000_000);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        mut farm,
+        ..
+    } = setup(10_000_000_000).await;
     let v = farm.validator(1).await;
     farm.round(&[(&v, 2_000_000, true)], &[]).await;
 
@@ -199,12 +204,13 @@ async fn a_stale_leaders_writes_are_rejected_by_the_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_treasury_cannot_cover_waits_visibly() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    let start = 2_000_000;
-    chain.airdrop(treasury.pubkey().to_bytes(), start);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(2_000_000).await;
     let v = farm.validator(1).await;
     farm.round(&[(&v, 5_000_000, true)], &[]).await;
     let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
@@ -228,12 +234,13 @@ async fn a_batch_the_treasury_cannot_cover_waits_visibly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_blockhash_leads_to_one_new_transaction_not_two_payments() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    let start = 10_000_000_000;
-    chain.airdrop(treasury.pubkey().to_bytes(), start);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
     let v = farm.validator(1).await;
     farm.round(&[(&v, 3_000_000, true)], &[]).await;
     let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
@@ -266,12 +273,13 @@ async fn an_expired_blockhash_leads_to_one_new_transaction_not_two_payments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_transaction_landing_late_is_found_not_paid_again() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    let start = 10_000_000_000;
-    chain.airdrop(treasury.pubkey().to_bytes(), start);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
     let v = farm.validator(1).await;
     farm.round(&[(&v, 3_000_000, true)], &[]).await;
     let (first, _t1, _) = leader(&db, &chain, &treasury, None).await;
@@ -301,12 +309,13 @@ async fn fifty_randomized_crash_trials_pay_exactly_once() {
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("PAYOUT_TRIAL_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    let start = 1_000_000_000_000;
-    chain.airdrop(treasury.pubkey().to_bytes(), start);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(1_000_000_000_000).await;
     let mut vals = Vec::new();
     for n in 0..10 {
         vals.push(farm.validator(n).await);
@@ -489,12 +498,13 @@ async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
 /// operator queues it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payout_that_keeps_failing_is_marked_and_can_be_retried() {
-    let db = TestDb::new().await.unwrap();
-    let chain = chain().await;
-    let treasury = Keypair::new();
-    let start = 10_000_000_000;
-    chain.airdrop(treasury.pubkey().to_bytes(), start);
-    let mut farm = Farm::new(&db).await;
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
     let v = farm.validator(1).await;
     farm.round(&[(&v, 2_000_000, true)], &[]).await;
     let mut cfg = config(None);

@@ -177,6 +177,31 @@ pub async fn leader_with(
     (payer, tx, epoch)
 }
 
+/// A fresh database, chain and treasury funded with `start` lamports, and
+/// a farm to seed earnings.
+pub struct Setup {
+    pub db: TestDb,
+    pub chain: SolanaRpc,
+    pub treasury: Keypair,
+    pub start: u64,
+    pub farm: Farm,
+}
+
+pub async fn setup(start: u64) -> Setup {
+    let db = TestDb::new().await.unwrap();
+    let chain = chain().await;
+    let treasury = Keypair::new();
+    chain.airdrop(treasury.pubkey().to_bytes(), start);
+    let farm = Farm::new(&db).await;
+    Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        farm,
+    }
+}
+
 pub async fn chain() -> SolanaRpc {
     SolanaRpc::start(ChainConfig {
         blockhash_validity: VALIDITY,
