@@ -332,13 +332,13 @@ impl Payer {
     async fn settle(&self, epoch: i64, report: &mut CycleReport) -> Result<(), PayoutError> {
         loop {
             self.guard(epoch)?;
-            let r = self
+            let rounds = self
                 .store
                 .settle_rounds(epoch, self.cfg.settle_delay, SETTLE_LIMIT)
                 .await?;
-            report.rounds_settled += r.rounds;
-            self.metrics.rounds_settled.inc_by(r.rounds as u64);
-            if r.rounds < SETTLE_LIMIT {
+            report.rounds_settled += rounds;
+            self.metrics.rounds_settled.inc_by(rounds as u64);
+            if rounds < SETTLE_LIMIT {
                 return Ok(());
             }
         }
@@ -585,7 +585,6 @@ impl Payer {
             report.batches_sent += 1;
             sent.push(UnfinishedBatch {
                 id: batch.id,
-                state: "sent".into(),
                 signature: batch.signature,
                 transaction: batch.transaction,
                 last_valid_block_height: last_valid,

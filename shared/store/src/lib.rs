@@ -13,7 +13,7 @@ mod payouts;
 mod website_url;
 
 pub use crate::payouts::{
-    BatchOutcome, Earnings, NewBatch, PayoutRow, SettleReport, UnfinishedBatch, WaitingPayout,
+    BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
 };
 pub use crate::website_url::{UrlError, WebsiteUrl};
 

@@ -18,14 +18,6 @@ use uuid::Uuid;
 
 use crate::{Result, Store, StoreError};
 
-/// What one settlement call credited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SettleReport {
-    pub rounds: i64,
-    pub ticks: i64,
-    pub lamports: i64,
-}
-
 /// A payout waiting for a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingPayout {
@@ -52,7 +44,6 @@ pub struct NewBatch {
 #[derive(Debug, Clone)]
 pub struct UnfinishedBatch {
     pub id: Uuid,
-    pub state: String,
     pub signature: String,
     pub transaction: Vec<u8>,
     pub last_valid_block_height: u64,
@@ -159,20 +150,12 @@ WITH due AS (
            epoch = EXCLUDED.epoch, updated_at = now()
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM marked) AS rounds,
-       (SELECT count(*) FROM per_tick WHERE earned > 0) AS ticks,
-       (SELECT COALESCE(sum(earned), 0)::int8 FROM per_tick) AS lamports,
-       (SELECT count(*) FROM credited) AS validators";
+SELECT (SELECT count(*) FROM marked) AS rounds, (SELECT count(*) FROM credited) AS validators";
 
 impl Store {
-    /// Settles up to `limit` rounds closed more than `delay` ago. Call until
-    /// it returns fewer rounds than `limit`.
-    pub async fn settle_rounds(
-        &self,
-        epoch: i64,
-        delay: Duration,
-        limit: i64,
-    ) -> Result<SettleReport> {
+    /// Settles up to `limit` rounds closed more than `delay` ago; returns
+    /// how many. Call until it returns fewer than `limit`.
+    pub async fn settle_rounds(&self, epoch: i64, delay: Duration, limit: i64) -> Result<i64> {
         let row = sqlx::query(SETTLE_SQL)
             .bind(epoch)
             .bind(delay.as_secs_f64())
@@ -180,11 +163,7 @@ impl Store {
             .fetch_one(&self.pool)
             .await
             .map_err(fenced(epoch))?;
-        Ok(SettleReport {
-            rounds: row.get("rounds"),
-            ticks: row.get("ticks"),
-            lamports: row.get("lamports"),
-        })
+        Ok(row.get("rounds"))
     }
 
     /// Claims every validator's unclaimed earnings of at least
@@ -333,7 +312,7 @@ impl Store {
     /// Batches whose outcome is unknown (signed or sent), oldest first.
     pub async fn unfinished_batches(&self) -> Result<Vec<UnfinishedBatch>> {
         let rows = sqlx::query(
-            "SELECT id, state, signature, transaction, last_valid_block_height, lamports,
+            "SELECT id, signature, transaction, last_valid_block_height, lamports,
                     fee_lamports, payout_ids
                FROM payout_batches WHERE state IN ('signed', 'sent')
               ORDER BY created_at, id",
@@ -344,7 +323,6 @@ impl Store {
             .iter()
             .map(|r| UnfinishedBatch {
                 id: r.get("id"),
-                state: r.get("state"),
                 signature: r.get("signature"),
                 transaction: r.get("transaction"),
                 last_valid_block_height: r.get::<i64, _>("last_valid_block_height") as u64,
@@ -357,23 +335,9 @@ impl Store {
 
     /// The batch landed successfully at `slot`: its payouts are paid.
     pub async fn confirm_batch(&self, epoch: i64, id: Uuid, slot: u64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE payout_batches SET state = 'confirmed', slot = $1, finished_at = now(), epoch = $2
-              WHERE id = $3 AND state IN ('signed', 'sent')",
-        )
-        .bind(slot as i64)
-        .bind(epoch)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(fenced(epoch))?
-        .rows_affected();
-        if n == 0 {
-            return Err(StoreError::Conflict(format!(
-                "batch {id} is not unfinished"
-            )));
-        }
+        let mut tx = self
+            .finish_batch(epoch, id, "confirmed", Some(slot as i64), None)
+            .await?;
         sqlx::query(
             "UPDATE payouts SET state = 'paid', paid_at = now(), epoch = $1, updated_at = now()
               WHERE batch_id = $2 AND state = 'batched'",
@@ -383,8 +347,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(fenced(epoch))?;
-        tx.commit().await.map_err(fenced(epoch))?;
-        Ok(())
+        tx.commit().await.map_err(fenced(epoch))
     }
 
     /// The batch did not pay (it landed with an error, or expired unseen):
@@ -398,20 +361,52 @@ impl Store {
         max_attempts: i32,
     ) -> Result<()> {
         let (state, error) = match outcome {
-            BatchOutcome::Failed(e) => ("failed", e.clone()),
+            BatchOutcome::Failed(e) => ("failed", e.as_str()),
             BatchOutcome::Expired => (
                 "expired",
-                "transaction expired unconfirmed (blockhash past its last valid block height)"
-                    .to_string(),
+                "transaction expired unconfirmed (blockhash past its last valid block height)",
             ),
         };
+        let mut tx = self
+            .finish_batch(epoch, id, state, None, Some(error))
+            .await?;
+        sqlx::query(
+            "UPDATE payouts
+                SET attempts = attempts + 1, last_error = $1, epoch = $2, updated_at = now(),
+                    batch_id = NULL,
+                    state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'claimed' END
+              WHERE batch_id = $4 AND state = 'batched'",
+        )
+        .bind(error)
+        .bind(epoch)
+        .bind(max_attempts)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(fenced(epoch))?;
+        tx.commit().await.map_err(fenced(epoch))
+    }
+
+    /// Opens a transaction that moves an unfinished batch to its final
+    /// `state`; the caller moves its payouts and commits. A batch already
+    /// finished is a `Conflict`.
+    async fn finish_batch(
+        &self,
+        epoch: i64,
+        id: Uuid,
+        state: &str,
+        slot: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
-            "UPDATE payout_batches SET state = $1, error = $2, finished_at = now(), epoch = $3
-              WHERE id = $4 AND state IN ('signed', 'sent')",
+            "UPDATE payout_batches SET state = $1, slot = $2, error = $3, finished_at = now(),
+                    epoch = $4
+              WHERE id = $5 AND state IN ('signed', 'sent')",
         )
         .bind(state)
-        .bind(&error)
+        .bind(slot)
+        .bind(error)
         .bind(epoch)
         .bind(id)
         .execute(&mut *tx)
@@ -423,22 +418,7 @@ impl Store {
                 "batch {id} is not unfinished"
             )));
         }
-        sqlx::query(
-            "UPDATE payouts
-                SET attempts = attempts + 1, last_error = $1, epoch = $2, updated_at = now(),
-                    batch_id = NULL,
-                    state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'claimed' END
-              WHERE batch_id = $4 AND state = 'batched'",
-        )
-        .bind(&error)
-        .bind(epoch)
-        .bind(max_attempts)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(fenced(epoch))?;
-        tx.commit().await.map_err(fenced(epoch))?;
-        Ok(())
+        Ok(tx)
     }
 
     /// Puts payouts marked `failed` back in the queue (operator action,
