@@ -9,7 +9,7 @@
 //! through a bounded channel with `try_send`: a lost event only means a
 //! round closes at its deadline instead of early.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -270,6 +270,7 @@ impl Coordinator {
                     .unwrap_or(0)
                     .max(h.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
                 capacity: h.capacity,
+                local: true,
             });
             targets.push(Target::Local(h));
         }
@@ -287,6 +288,7 @@ impl Coordinator {
                     // delivered), or what this hub sent, whichever is more.
                     load: r.load.max(self.load.get(&key).copied().unwrap_or(0)),
                     capacity: r.capacity,
+                    local: false,
                 });
                 targets.push(Target::Remote(r.hub_id.clone()));
             }

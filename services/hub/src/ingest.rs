@@ -6,7 +6,7 @@
 //! one multi-row `INSERT ... SELECT FROM UNNEST` whose primary key is the
 //! duplicate guard, and acknowledges each result only after its commit.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -280,7 +280,7 @@ impl Writer {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.write_batch_size.observe(rows.len() as f64);
         self.metrics.ticks_written.inc_by(stored.len() as u64);
-        let stored: std::collections::HashSet<(Uuid, i64)> = stored.into_iter().collect();
+        let stored: HashSet<(Uuid, i64)> = stored.into_iter().collect();
         for (i, item) in batch.drain(..).enumerate() {
             let key = (item.tick.task_id, item.tick.validator_id);
             let outcome = if first.get(&key) == Some(&i) && stored.contains(&key) {

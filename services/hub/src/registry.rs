@@ -5,7 +5,7 @@
 //! on the session's generation, so a closing old session can never erase
 //! the entry of the newer session that replaced it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 

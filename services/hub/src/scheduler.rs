@@ -1,7 +1,7 @@
 //! Pure scheduling logic: slots and validator choice. No I/O, no clock:
 //! callers pass the time in, so every rule here is unit-tested.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use protocol::PublicKey;
 
@@ -51,19 +51,33 @@ pub struct Candidate {
     /// Tasks assigned and not yet answered.
     pub load: u32,
     pub capacity: u32,
+    /// Held by this hub: a task to it needs no message through Redis.
+    pub local: bool,
 }
 
 impl Candidate {
     fn has_room(&self) -> bool {
         self.load < self.capacity
     }
+
+    /// Local and at most half busy: preferred to a validator held by
+    /// another hub, whose task costs a message there and a summary back.
+    fn local_with_headroom(&self) -> bool {
+        self.local && self.load.saturating_mul(2) < self.capacity
+    }
 }
 
-/// Picks up to `k` candidates for a round: regions not yet in `used_regions`
-/// first, then by load with weighted power-of-two choices (two at random,
-/// the one with the lower load/capacity wins), which spreads work without
-/// every hub herding onto the same least-loaded validator. Candidates in
-/// `exclude` or at capacity are never picked. Returns indexes into `cands`.
+/// Random draws [`choose`] makes looking for two eligible candidates before
+/// it scans them all (eligible ones are rare then, or there are none).
+const DRAWS: usize = 24;
+
+/// Picks up to `k` candidates for a round. Regions not yet in
+/// `used_regions` come first; among those, this hub's own validators while
+/// they are at most half busy, then anyone's; then the same order in any
+/// region. Within a tier, weighted power-of-two choices (two at random, the
+/// one with the lower load/capacity wins) spread work without every hub
+/// herding onto the same least-loaded validator. Candidates in `exclude` or
+/// at capacity are never picked. Returns indexes into `cands`.
 pub fn pick(
     cands: &[Candidate],
     k: usize,
@@ -73,40 +87,24 @@ pub fn pick(
 ) -> Vec<usize> {
     let mut regions: HashSet<&str> = used_regions.clone();
     let mut chosen: Vec<usize> = Vec::with_capacity(k);
-    let mut pool: Vec<usize> = Vec::new();
+    let mut scratch: Vec<usize> = Vec::new();
     while chosen.len() < k {
-        let open = |i: &usize| {
-            let c = &cands[*i];
-            c.has_room() && !exclude.contains(&c.key) && !chosen.contains(i)
+        let open = |i: usize| {
+            let c = &cands[i];
+            c.has_room() && !exclude.contains(&c.key) && !chosen.contains(&i)
         };
-        pool.clear();
-        pool.extend(
-            (0..cands.len())
-                .filter(open)
-                .filter(|i| !regions.contains(cands[*i].region.as_str())),
-        );
-        if pool.is_empty() {
-            pool.extend((0..cands.len()).filter(open));
-        }
-        let best = match pool.len() {
-            0 => break,
-            1 => pool[0],
-            n => {
-                let a = pool[rng.usize(..n)];
-                let mut b = pool[rng.usize(..n - 1)];
-                if b == a {
-                    b = pool[n - 1];
-                }
-                // Compare load/capacity without division: la/ca <= lb/cb.
-                let (ca, cb) = (&cands[a], &cands[b]);
-                if u64::from(ca.load) * u64::from(cb.capacity)
-                    <= u64::from(cb.load) * u64::from(ca.capacity)
-                {
-                    a
-                } else {
-                    b
-                }
-            }
+        let new_region = |i: usize| !regions.contains(cands[i].region.as_str());
+        let tiers: [&dyn Fn(usize) -> bool; 4] = [
+            &|i| open(i) && new_region(i) && cands[i].local_with_headroom(),
+            &|i| open(i) && new_region(i),
+            &|i| open(i) && cands[i].local_with_headroom(),
+            &open,
+        ];
+        let Some(best) = tiers
+            .iter()
+            .find_map(|eligible| choose(cands, eligible, rng, &mut scratch))
+        else {
+            break;
         };
         regions.insert(cands[best].region.as_str());
         chosen.push(best);
@@ -114,9 +112,64 @@ pub fn pick(
     chosen
 }
 
+/// One weighted power-of-two choice among the candidates `eligible`
+/// accepts: two distinct ones uniformly at random, the lower load/capacity
+/// wins. Random draws find the two in O(1) when eligible candidates are
+/// common (the usual case: most validators have room); a scan finds them
+/// when they are rare, and tells when there are none.
+fn choose(
+    cands: &[Candidate],
+    eligible: &dyn Fn(usize) -> bool,
+    rng: &mut fastrand::Rng,
+    scratch: &mut Vec<usize>,
+) -> Option<usize> {
+    let n = cands.len();
+    if n == 0 {
+        return None;
+    }
+    let mut found = [usize::MAX; 2];
+    let mut got = 0;
+    for _ in 0..DRAWS {
+        let i = rng.usize(..n);
+        if found[0] != i && eligible(i) {
+            found[got] = i;
+            got += 1;
+            if got == 2 {
+                break;
+            }
+        }
+    }
+    let (a, b) = if got == 2 {
+        (found[0], found[1])
+    } else {
+        scratch.clear();
+        scratch.extend((0..n).filter(|i| eligible(*i)));
+        match scratch.len() {
+            0 => return None,
+            1 => return Some(scratch[0]),
+            m => {
+                let a = scratch[rng.usize(..m)];
+                let mut b = scratch[rng.usize(..m - 1)];
+                if b == a {
+                    b = scratch[m - 1];
+                }
+                (a, b)
+            }
+        }
+    };
+    // Compare load/capacity without division: la/ca <= lb/cb.
+    let (ca, cb) = (&cands[a], &cands[b]);
+    if u64::from(ca.load) * u64::from(cb.capacity) <= u64::from(cb.load) * u64::from(ca.capacity) {
+        Some(a)
+    } else {
+        Some(b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use foldhash::HashSetExt;
 
     fn cand(n: u8, region: &str, load: u32, capacity: u32) -> Candidate {
         Candidate {
@@ -124,6 +177,14 @@ mod tests {
             region: region.into(),
             load,
             capacity,
+            local: true,
+        }
+    }
+
+    fn remote(n: u8, region: &str, load: u32, capacity: u32) -> Candidate {
+        Candidate {
+            local: false,
+            ..cand(n, region, load, capacity)
         }
     }
 
@@ -167,7 +228,7 @@ mod tests {
             cand(3, "eu", 10, 10),
         ];
         let mut rng = fastrand::Rng::with_seed(2);
-        let exclude = HashSet::from([PublicKey([1; 32])]);
+        let exclude: HashSet<PublicKey> = [PublicKey([1; 32])].into_iter().collect();
         let got = pick(&cands, 3, &exclude, &HashSet::new(), &mut rng);
         assert_eq!(got, vec![1], "excluded and full validators are skipped");
         let got = pick(&cands, 3, &HashSet::new(), &HashSet::new(), &mut rng);
@@ -178,7 +239,7 @@ mod tests {
     fn replacement_prefers_a_region_the_round_lacks() {
         let cands = vec![cand(1, "eu", 0, 10), cand(2, "us", 3, 10)];
         let mut rng = fastrand::Rng::with_seed(3);
-        let used = HashSet::from(["eu"]);
+        let used: HashSet<&str> = ["eu"].into_iter().collect();
         for _ in 0..20 {
             assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
         }
@@ -197,5 +258,62 @@ mod tests {
         assert!(wins[0] > wins[5] && wins[5] > wins[9], "{wins:?}");
         assert!(wins[0] < 5_000, "no herding onto one validator: {wins:?}");
         assert_eq!(wins[9], 0, "the most loaded never beats anyone");
+    }
+
+    #[test]
+    fn the_picker_draws_from_hundreds_without_scanning_and_still_finds_the_rare_one() {
+        // 600 busy validators and one with room, in a region the round lacks.
+        let mut cands: Vec<_> = (0..600u32)
+            .map(|i| cand((i % 250) as u8, "eu", 10, 10))
+            .collect();
+        cands[417] = cand(251, "us", 0, 10);
+        let mut rng = fastrand::Rng::with_seed(5);
+        assert_eq!(
+            pick(&cands, 2, &HashSet::new(), &HashSet::new(), &mut rng),
+            vec![417]
+        );
+    }
+
+    #[test]
+    fn own_validators_are_preferred_while_they_have_headroom_but_regions_come_first() {
+        let mut rng = fastrand::Rng::with_seed(6);
+        // Same region, all idle: always the local one.
+        let cands = vec![
+            remote(1, "eu", 0, 16),
+            cand(2, "eu", 0, 16),
+            remote(3, "eu", 0, 16),
+        ];
+        for _ in 0..200 {
+            assert_eq!(
+                pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
+                vec![1]
+            );
+        }
+        // A region the round lacks beats a local validator in a used one.
+        let used: HashSet<&str> = ["eu"].into_iter().collect();
+        let cands = vec![cand(1, "eu", 0, 16), remote(2, "us", 0, 16)];
+        assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
+        // A local validator more than half busy competes by load with the
+        // others: the idle remote one wins.
+        let cands = vec![cand(1, "eu", 9, 16), remote(2, "eu", 0, 16)];
+        for _ in 0..50 {
+            assert_eq!(
+                pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
+                vec![1]
+            );
+        }
+        // Three picks, three regions, locals first in each.
+        let cands = vec![
+            cand(1, "eu", 0, 16),
+            remote(2, "eu", 0, 16),
+            remote(3, "us", 0, 16),
+            cand(4, "us", 0, 16),
+            remote(5, "ap", 0, 16),
+        ];
+        for _ in 0..50 {
+            let mut got = pick(&cands, 3, &HashSet::new(), &HashSet::new(), &mut rng);
+            got.sort_unstable();
+            assert_eq!(got, vec![0, 3, 4]);
+        }
     }
 }

@@ -10,13 +10,16 @@
 //! close it: new tasks go to other validators, and a dropped ack is
 //! recovered by the validator's resend.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use ed25519_dalek::VerifyingKey;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -40,6 +43,9 @@ use crate::registry::{Outbound, SessionHandle};
 /// How long one frame may take to write before the peer counts as stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At most this many queued frames go out in one flush.
+const WRITE_BATCH: usize = 64;
+
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -60,7 +66,7 @@ enum End {
 
 /// What one read from the socket produced.
 enum Incoming {
-    Text(String),
+    Text(Utf8Bytes),
     /// Ping/pong (answered by the library) or binary: nothing to process.
     Other(bool),
     Closed,
@@ -70,7 +76,7 @@ enum Incoming {
 async fn read(stream: &mut Stream) -> Incoming {
     match stream.next().await {
         None | Some(Ok(Message::Close(_))) => Incoming::Closed,
-        Some(Ok(Message::Text(t))) => Incoming::Text(t.to_string()),
+        Some(Ok(Message::Text(t))) => Incoming::Text(t),
         Some(Ok(Message::Binary(_))) => Incoming::Other(true),
         Some(Ok(_)) => Incoming::Other(false),
         Some(Err(e)) => {
@@ -87,11 +93,29 @@ async fn read(stream: &mut Stream) -> Incoming {
     }
 }
 
+/// Runs one write step (`feed`, `flush` or `send`) under [`WRITE_TIMEOUT`].
+/// A loopback or healthy peer's socket takes the bytes at once, so the step
+/// is polled once first and a timer is armed only if it has to wait.
+async fn timed(step: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    let mut step = std::pin::pin!(step);
+    let first = std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => match timeout(WRITE_TIMEOUT, step).await {
+            Ok(r) => r,
+            Err(_) => return Err(End::Io),
+        },
+    };
+    done.map_err(|_| End::Io)
+}
+
+fn text(msg: &HubMessage) -> Message {
+    Message::Text(msg.encode().into())
+}
+
+/// Writes one frame and flushes it.
 async fn send(sink: &mut Sink, msg: &HubMessage) -> Result<(), End> {
-    match timeout(WRITE_TIMEOUT, sink.send(Message::Text(msg.encode().into()))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(End::Io),
-    }
+    timed(sink.send(text(msg))).await
 }
 
 async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
@@ -407,36 +431,40 @@ async fn serve(
         return e;
     }
     let heartbeat_timeout = Duration::from_millis(s.heartbeat_timeout_ms);
-    let mut silent_until = Instant::now() + heartbeat_timeout;
     // Tasks sent on this socket and not yet answered, with their deadlines,
     // and results handed to the writer and not yet acknowledged: what a
     // drain waits for.
     let mut open_tasks: HashMap<Uuid, i64> = HashMap::new();
     let mut awaiting_acks = 0usize;
     let mut drain_until: Option<Instant> = None;
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    // Everything time-driven (heartbeat silence, task deadlines, the end of
+    // a drain) shares one timer that is moved only when something must
+    // happen earlier than it is set for; when it fires early the loop looks
+    // again. A message therefore costs no timer work: `last_heard` is a
+    // plain store, checked against the clock only when the timer fires.
+    let mut last_heard = Instant::now();
+    let mut silence_check = last_heard + heartbeat_timeout;
+    let wake = sleep_until(silence_check);
+    let shutdown = app.shutdown.cancelled();
+    let replaced = handle.replaced.cancelled();
+    tokio::pin!(wake, shutdown, replaced);
 
     loop {
-        // A task the validator never answers stops counting at its deadline
-        // (the hub replaces it then), so the advertised load stays honest.
-        let now = now_ms();
-        open_tasks.retain(|_, deadline| *deadline > now);
-        handle.in_flight.store(
-            open_tasks.len() as u32,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let next_deadline = open_tasks
-            .values()
-            .min()
-            .map(|d| Instant::now() + Duration::from_millis((*d - now).max(0) as u64))
-            .unwrap_or(far);
         if drain_until.is_some() && open_tasks.is_empty() && awaiting_acks == 0 {
             close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
             return End::Drained;
         }
         tokio::select! {
-            _ = app.shutdown.cancelled(), if drain_until.is_none() => {
-                drain_until = Some(Instant::now() + s.drain_timeout());
+            _ = &mut replaced => {
+                return fail(app, sink, ErrorCode::SessionReplaced,
+                    "a newer session with this key connected".into(), CLOSE_GOING_AWAY).await;
+            }
+            _ = &mut shutdown, if drain_until.is_none() => {
+                let until = Instant::now() + s.drain_timeout();
+                drain_until = Some(until);
+                if until < wake.deadline() {
+                    wake.as_mut().reset(until);
+                }
                 let hint = HubMessage::Reconnect(Reconnect {
                     reason: "hub is shutting down".into(),
                     retry_after_ms: 500,
@@ -446,35 +474,66 @@ async fn serve(
                     return e;
                 }
             }
-            // Wakes the loop to drop expired tasks (ends a drain on time).
-            _ = sleep_until(next_deadline) => {}
-            _ = sleep_until(drain_until.unwrap_or(far)) => {
-                close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
-                return End::Drained;
-            }
-            _ = handle.replaced.cancelled() => {
-                return fail(app, sink, ErrorCode::SessionReplaced,
-                    "a newer session with this key connected".into(), CLOSE_GOING_AWAY).await;
-            }
-            _ = sleep_until(silent_until) => {
-                return fail(app, sink, ErrorCode::HeartbeatTimeout,
-                    format!("nothing received for {} ms", s.heartbeat_timeout_ms), CLOSE_POLICY).await;
+            () = &mut wake => {
+                let now = Instant::now();
+                if drain_until.is_some_and(|d| d <= now) {
+                    close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
+                    return End::Drained;
+                }
+                if last_heard + heartbeat_timeout <= now {
+                    return fail(app, sink, ErrorCode::HeartbeatTimeout,
+                        format!("nothing received for {} ms", s.heartbeat_timeout_ms), CLOSE_POLICY).await;
+                }
+                silence_check = last_heard + heartbeat_timeout;
+                // A task the validator never answers stops counting at its
+                // deadline (the hub replaces it then), so the advertised
+                // load stays honest.
+                let now_ms = now_ms();
+                open_tasks.retain(|_, deadline| *deadline > now_ms);
+                handle.in_flight.store(open_tasks.len() as u32, Relaxed);
+                let next_task = open_tasks
+                    .values()
+                    .min()
+                    .map(|d| now + Duration::from_millis((*d - now_ms).max(0) as u64));
+                let next = [Some(silence_check), next_task, drain_until]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .expect("the silence check is always set");
+                wake.as_mut().reset(next);
             }
             out = rx.recv() => {
-                let msg = match out {
-                    Some(Outbound::Frame(m)) => {
-                        if let HubMessage::Task(t) = &*m {
-                            open_tasks.insert(t.task_id, t.deadline_ms);
+                // Everything already queued goes out in one flush.
+                let mut item = out;
+                for _ in 0..WRITE_BATCH {
+                    let msg = match item {
+                        Some(Outbound::Frame(m)) => {
+                            if let HubMessage::Task(t) = &*m {
+                                open_tasks.insert(t.task_id, t.deadline_ms);
+                                handle.in_flight.store(open_tasks.len() as u32, Relaxed);
+                                let at = Instant::now()
+                                    + Duration::from_millis((t.deadline_ms - now_ms()).max(0) as u64);
+                                if at < wake.deadline() {
+                                    wake.as_mut().reset(at);
+                                }
+                            }
+                            m
                         }
-                        *m
+                        Some(Outbound::Ack(m)) => {
+                            awaiting_acks = awaiting_acks.saturating_sub(1);
+                            m
+                        }
+                        None => return End::Io,
+                    };
+                    if let Err(e) = timed(sink.feed(text(&msg))).await {
+                        return e;
                     }
-                    Some(Outbound::Ack(m)) => {
-                        awaiting_acks = awaiting_acks.saturating_sub(1);
-                        *m
+                    match rx.try_recv() {
+                        Ok(next) => item = Some(next),
+                        Err(_) => break,
                     }
-                    None => return End::Io,
-                };
-                if let Err(e) = send(sink, &msg).await {
+                }
+                if let Err(e) = timed(sink.flush()).await {
                     return e;
                 }
             }
@@ -483,7 +542,7 @@ async fn serve(
                     Incoming::Closed => return End::PeerClosed,
                     Incoming::TooBig => return too_big(app, sink).await,
                     Incoming::Other(binary) => {
-                        silent_until = Instant::now() + heartbeat_timeout;
+                        last_heard = Instant::now();
                         if binary {
                             if limiter.check().is_err() {
                                 return rate_limited(app, sink).await;
@@ -497,7 +556,7 @@ async fn serve(
                     }
                     Incoming::Text(t) => t,
                 };
-                silent_until = Instant::now() + heartbeat_timeout;
+                last_heard = Instant::now();
                 if limiter.check().is_err() {
                     return rate_limited(app, sink).await;
                 }
@@ -509,7 +568,9 @@ async fn serve(
                         HubMessage::HeartbeatAck(protocol::HeartbeatAck { seq: hb.seq, server_time_ms: now_ms() })
                     }
                     Ok(ValidatorMessage::Result(r)) => {
-                        open_tasks.remove(&r.task_id);
+                        if open_tasks.remove(&r.task_id).is_some() {
+                            handle.in_flight.store(open_tasks.len() as u32, Relaxed);
+                        }
                         // The signature is verified by the tick writers, in batches.
                         match app.verifier.check_unsigned(&handle.key, handle.validator_id, &r, now_ms()) {
                             Ok(tick) => {
@@ -526,7 +587,7 @@ async fn serve(
                                 }
                                 // Time spent waiting here was ours, not the
                                 // validator's silence.
-                                silent_until = Instant::now() + heartbeat_timeout;
+                                last_heard = Instant::now();
                                 continue;
                             }
                             Err(code) => {
