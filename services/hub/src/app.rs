@@ -477,9 +477,8 @@ async fn run_presence(
             _ = state.shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let locals: Vec<Local> = state
-            .registry
-            .snapshot()
+        let sessions = state.registry.snapshot();
+        let locals: Vec<Local> = sessions
             .iter()
             .map(|h| Local {
                 key: h.key.to_base58(),
@@ -495,9 +494,21 @@ async fn run_presence(
                 sent_at_ms: protocol::now_ms(),
             },
         );
-        if let Err(e) = link.presence.publish(&locals).await {
-            state.metrics.redis_errors.inc();
-            tracing::warn!(error = %e, "advertising validators failed");
+        match link.presence.publish(&locals).await {
+            // A newer session of the same key holds its claim and the kick
+            // that should have closed this one was lost (pub/sub is at most
+            // once): close it now.
+            Ok(superseded) => {
+                for h in superseded.into_iter().filter_map(|i| sessions.get(i)) {
+                    tracing::info!(validator = %h.key, "a newer session on another hub holds this key");
+                    state.metrics.sessions_replaced.inc();
+                    h.replaced.cancel();
+                }
+            }
+            Err(e) => {
+                state.metrics.redis_errors.inc();
+                tracing::warn!(error = %e, "advertising validators failed");
+            }
         }
         let members = state.ring.borrow().members().to_vec();
         match link.presence.remotes(&members).await {

@@ -27,7 +27,7 @@ mod ingest;
 pub mod metrics;
 pub mod payouts;
 mod registry;
-mod scheduler;
+pub mod scheduler;
 mod session;
 
 pub use app::{AppState, Application};

@@ -8,6 +8,7 @@
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,25 +40,35 @@ pub struct SessionHandle {
     pub replaced: CancellationToken,
 }
 
+#[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<PublicKey, Arc<SessionHandle>>>,
-    next_generation: AtomicU64,
-}
-
-impl Default for Registry {
-    /// Generations start at the boot time in microseconds, so a restarted
-    /// hub never reuses one that a stale cluster record might still hold.
-    fn default() -> Self {
-        Self {
-            sessions: Mutex::default(),
-            next_generation: AtomicU64::new(protocol::now_ms() as u64 * 1000),
-        }
-    }
+    last_generation: AtomicU64,
 }
 
 impl Registry {
+    /// A session's generation is its hello time in microseconds since the
+    /// epoch, made strictly increasing on this hub. Comparable across hubs
+    /// (to clock skew), so the cluster keeps the newest session of a key
+    /// whichever presence claim reaches Redis first; and a restarted hub
+    /// never reuses one that a stale cluster record might still hold.
     pub fn next_generation(&self) -> u64 {
-        self.next_generation.fetch_add(1, Ordering::Relaxed) + 1
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut prev = self.last_generation.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(prev + 1);
+            match self.last_generation.compare_exchange_weak(
+                prev,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
     }
 
     /// Adds a session; an older session with the same key is told to go.

@@ -67,9 +67,10 @@ impl Candidate {
     }
 }
 
-/// Random draws [`choose`] makes looking for two eligible candidates before
-/// it scans them all (eligible ones are rare then, or there are none).
-const DRAWS: usize = 24;
+/// Random draws [`pick`] makes looking for two candidates of the best tier
+/// before it classifies them all in one pass (they are rare then, or there
+/// are none).
+const DRAWS: usize = 32;
 
 /// Picks up to `k` candidates for a round. Regions not yet in
 /// `used_regions` come first; among those, this hub's own validators while
@@ -85,41 +86,40 @@ pub fn pick(
     used_regions: &HashSet<&str>,
     rng: &mut fastrand::Rng,
 ) -> Vec<usize> {
-    let mut regions: HashSet<&str> = used_regions.clone();
+    // A handful of regions at most: a list compares faster than a hash.
+    let mut regions: Vec<&str> = used_regions.iter().copied().collect();
     let mut chosen: Vec<usize> = Vec::with_capacity(k);
     let mut scratch: Vec<usize> = Vec::new();
     while chosen.len() < k {
-        let open = |i: usize| {
+        // 0 is the best tier; None: not eligible at all.
+        let tier = |i: usize| -> Option<u8> {
             let c = &cands[i];
-            c.has_room() && !exclude.contains(&c.key) && !chosen.contains(&i)
+            if !c.has_room()
+                || chosen.contains(&i)
+                || (!exclude.is_empty() && exclude.contains(&c.key))
+            {
+                return None;
+            }
+            let used_region = regions.iter().any(|r| *r == c.region);
+            Some(2 * u8::from(used_region) + u8::from(!c.local_with_headroom()))
         };
-        let new_region = |i: usize| !regions.contains(cands[i].region.as_str());
-        let tiers: [&dyn Fn(usize) -> bool; 4] = [
-            &|i| open(i) && new_region(i) && cands[i].local_with_headroom(),
-            &|i| open(i) && new_region(i),
-            &|i| open(i) && cands[i].local_with_headroom(),
-            &open,
-        ];
-        let Some(best) = tiers
-            .iter()
-            .find_map(|eligible| choose(cands, eligible, rng, &mut scratch))
-        else {
+        let Some(best) = choose(cands, &tier, rng, &mut scratch) else {
             break;
         };
-        regions.insert(cands[best].region.as_str());
+        regions.push(cands[best].region.as_str());
         chosen.push(best);
     }
     chosen
 }
 
-/// One weighted power-of-two choice among the candidates `eligible`
-/// accepts: two distinct ones uniformly at random, the lower load/capacity
-/// wins. Random draws find the two in O(1) when eligible candidates are
-/// common (the usual case: most validators have room); a scan finds them
-/// when they are rare, and tells when there are none.
+/// One weighted power-of-two choice among the candidates of the best tier
+/// present: two distinct ones uniformly at random, the lower load/capacity
+/// wins. Random draws find the two in O(1) when best-tier candidates are
+/// common (the usual case: most validators have room); otherwise one pass
+/// over all candidates finds the best tier present and its members.
 fn choose(
     cands: &[Candidate],
-    eligible: &dyn Fn(usize) -> bool,
+    tier: &dyn Fn(usize) -> Option<u8>,
     rng: &mut fastrand::Rng,
     scratch: &mut Vec<usize>,
 ) -> Option<usize> {
@@ -131,7 +131,7 @@ fn choose(
     let mut got = 0;
     for _ in 0..DRAWS {
         let i = rng.usize(..n);
-        if found[0] != i && eligible(i) {
+        if found[0] != i && tier(i) == Some(0) {
             found[got] = i;
             got += 1;
             if got == 2 {
@@ -143,7 +143,18 @@ fn choose(
         (found[0], found[1])
     } else {
         scratch.clear();
-        scratch.extend((0..n).filter(|i| eligible(*i)));
+        let mut best = u8::MAX;
+        for i in 0..n {
+            match tier(i) {
+                Some(t) if t < best => {
+                    best = t;
+                    scratch.clear();
+                    scratch.push(i);
+                }
+                Some(t) if t == best => scratch.push(i),
+                _ => {}
+            }
+        }
         match scratch.len() {
             0 => return None,
             1 => return Some(scratch[0]),

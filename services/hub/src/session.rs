@@ -36,6 +36,7 @@ use protocol::{
 };
 
 use crate::app::AppState;
+use crate::cluster::presence::Claim;
 use crate::coordinator::Event;
 use crate::ingest::IngestItem;
 use crate::registry::{Outbound, SessionHandle};
@@ -368,9 +369,10 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
         // let go of it.
         let app = app.clone();
         let generation = handle.generation;
+        let replaced = handle.replaced.clone();
         tokio::spawn(async move {
             match link.presence.claim(&key.to_base58(), generation).await {
-                Ok(Some((hub, generation))) if hub != app.settings.hub_id => {
+                Ok(Claim::Won(Some((hub, generation)))) if hub != app.settings.hub_id => {
                     link.outbox.send(
                         &hub,
                         crate::cluster::routing::InboxMessage::Kick {
@@ -379,7 +381,13 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
                         },
                     );
                 }
-                Ok(_) => {}
+                Ok(Claim::Won(_)) => {}
+                Ok(Claim::Lost(hub, _)) => {
+                    // Two hellos in the same instant: the later one stays.
+                    tracing::info!(validator = %key, newer_on = %hub, "a newer session holds this key");
+                    app.metrics.sessions_replaced.inc();
+                    replaced.cancel();
+                }
                 Err(e) => {
                     app.metrics.redis_errors.inc();
                     tracing::warn!(error = %e, "claiming the validator's presence failed");

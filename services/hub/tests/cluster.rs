@@ -82,11 +82,7 @@ async fn a_member_that_stops_announcing_is_dropped() {
 
     // A ghost announces once (on Redis's clock, as the script does) and
     // tells everyone; then it goes silent, as a crashed hub would.
-    let client =
-        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&redis.url).unwrap())
-            .build()
-            .unwrap();
-    client.init().await.unwrap();
+    let client = redis_client(&redis).await;
     let keys = hub::cluster::Keys::new(redis.prefix.clone());
     let (secs, micros): (i64, i64) = {
         let t: Vec<String> = client
@@ -198,28 +194,10 @@ async fn reconnecting_to_another_hub_replaces_the_old_session() {
     let redis = TestRedis::new().await.unwrap();
     let a = TestHub::start(cluster_settings(&db, &redis, "hub-a")).await;
     let b = TestHub::start(cluster_settings(&db, &redis, "hub-b")).await;
+    // Hello does not wait for the presence claim, so hub A's claim may
+    // still be on its way when the validator's hello reaches hub B: the
+    // later hello stays either way (generations are hello times).
     let (mut old, _) = RawClient::login(&a.ws_url(), key(7), "eu-west").await;
-    // Hello does not wait for the presence claim: let hub A's claim land
-    // first, as it does when a validator reconnects later. (Two hellos in
-    // the same instant on two hubs are ordered by whichever claim Redis runs
-    // last; see ARCHITECTURE.md, Presence.)
-    let claim = hub::cluster::Keys::new(redis.prefix.clone())
-        .validator_session(&protocol::PublicKey::from(&key(7)).to_string());
-    let client =
-        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&redis.url).unwrap())
-            .build()
-            .unwrap();
-    fred::interfaces::ClientLike::init(&client).await.unwrap();
-    eventually(10, "hub A's presence claim", || {
-        let (client, claim) = (client.clone(), claim.clone());
-        async move {
-            let v: Option<String> = fred::interfaces::KeysInterface::get(&client, claim)
-                .await
-                .unwrap();
-            v.filter(|v| v.starts_with("hub-a|"))
-        }
-    })
-    .await;
     let (_new, _) = RawClient::login(&b.ws_url(), key(7), "eu-west").await;
     let code = old
         .recv_until(|m| match m {
@@ -231,6 +209,99 @@ async fn reconnecting_to_another_hub_replaces_the_old_session() {
     old.expect_closed().await;
     a.stop().await;
     b.stop().await;
+}
+
+async fn redis_client(redis: &TestRedis) -> fred::prelude::Client {
+    let client =
+        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&redis.url).unwrap())
+            .build()
+            .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_keeps_the_newest_session_whichever_claim_reaches_redis_first() {
+    use hub::cluster::presence::{Claim, Local, Presence};
+    let redis = TestRedis::new().await.unwrap();
+    let client = redis_client(&redis).await;
+    let keys = hub::cluster::Keys::new(redis.prefix.clone());
+    let ttl = Duration::from_secs(10);
+    let a = Presence::new(client.clone(), keys.clone(), "hub-a".into(), ttl);
+    let b = Presence::new(client.clone(), keys.clone(), "hub-b".into(), ttl);
+    let local = |key: &str, generation| Local {
+        key: key.into(),
+        generation,
+        region: "eu-west".into(),
+        capacity: 1,
+        load: 0,
+    };
+    let holder = |key: &str| {
+        let (client, k) = (client.clone(), keys.validator_session(key));
+        async move { client.get::<Option<String>, _>(k).await.unwrap() }
+    };
+
+    // The later hello's claim (generation 2000) lands first, the earlier
+    // one's (1000) after it: the earlier session is told it lost.
+    assert_eq!(b.claim("K", 2000).await.unwrap(), Claim::Won(None));
+    assert_eq!(
+        a.claim("K", 1000).await.unwrap(),
+        Claim::Lost("hub-b".into(), 2000)
+    );
+    assert_eq!(holder("K").await.as_deref(), Some("hub-b|2000"));
+    // In order, a newer session takes the key and learns whom to kick.
+    assert_eq!(
+        a.claim("K", 3000).await.unwrap(),
+        Claim::Won(Some(("hub-b".into(), 2000)))
+    );
+    // Had that kick been lost, hub B's next announcement finds its session
+    // superseded; hub A's extends its own claim.
+    assert_eq!(b.publish(&[local("K", 2000)]).await.unwrap(), vec![0]);
+    assert!(a.publish(&[local("K", 3000)]).await.unwrap().is_empty());
+    assert_eq!(holder("K").await.as_deref(), Some("hub-a|3000"));
+
+    // A newer session whose claim is still on its way leaves the older
+    // holder's claim alone at an announcement (the claim itself kicks).
+    assert_eq!(b.claim("L", 1000).await.unwrap(), Claim::Won(None));
+    assert!(a
+        .publish(&[local("K", 3000), local("L", 5000)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(holder("L").await.as_deref(), Some("hub-b|1000"));
+    // A claim that vanished (Redis restarted empty) is restored.
+    let _: i64 = client.del(keys.validator_session("K")).await.unwrap();
+    assert!(a.publish(&[local("K", 3000)]).await.unwrap().is_empty());
+    assert_eq!(holder("K").await.as_deref(), Some("hub-a|3000"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_key_a_newer_session_already_holds_is_closed() {
+    let db = TestDb::new().await.unwrap();
+    let redis = TestRedis::new().await.unwrap();
+    let a = TestHub::start(cluster_settings(&db, &redis, "hub-a")).await;
+    // Another hub's session of this key said hello a minute "later" than
+    // anything this hub can see now, and its claim is already in Redis.
+    let client = redis_client(&redis).await;
+    let claim = hub::cluster::Keys::new(redis.prefix.clone())
+        .validator_session(&protocol::PublicKey::from(&key(9)).to_string());
+    let later = (protocol::now_ms() as u64 + 60_000) * 1000;
+    let _: () = client
+        .set(claim.clone(), format!("hub-z|{later}"), None, None, false)
+        .await
+        .unwrap();
+    let (mut session, _) = RawClient::login(&a.ws_url(), key(9), "eu-west").await;
+    let code = session
+        .recv_until(|m| match m {
+            protocol::HubMessage::Error(e) => Some(e.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, protocol::ErrorCode::SessionReplaced);
+    session.expect_closed().await;
+    let v: Option<String> = client.get(claim).await.unwrap();
+    assert_eq!(v, Some(format!("hub-z|{later}")), "the newer claim stands");
+    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

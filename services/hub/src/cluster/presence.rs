@@ -5,6 +5,8 @@
 //!   session claims it (learning the previous holder, which it tells to
 //!   close); a closing session deletes it only if it still holds it
 //!   (compare-and-delete), so an old hub can never erase a newer session.
+//!   Generations are hello times (microseconds), so the later hello keeps
+//!   the key however the claims of two near-simultaneous hellos interleave.
 //! - `{hub:ID}:validators` lists a hub's validators with region, capacity
 //!   and load; the hub rewrites it every announcement and it expires with
 //!   the hub, so owners picking validators cluster-wide see only live ones.
@@ -19,16 +21,28 @@ use protocol::PublicKey;
 
 use crate::cluster::Keys;
 
-/// KEYS: session. ARGV: new holder, ttl ms. Returns the previous holder.
+/// KEYS: session. ARGV: new holder ("hub|generation"), ttl ms, generation.
+/// Generations are hello times, so an older session never displaces a newer
+/// one, whichever claim Redis runs first. Returns "+" and the previous
+/// holder (empty if none) when the claim is ours, "-" and the holder when a
+/// newer session holds the key.
 const CLAIM: &str = r#"
 local old = redis.call('GET', KEYS[1])
+if old then
+  local gen = tonumber(string.match(old, '|(%d+)$'))
+  if gen and gen > tonumber(ARGV[3]) then
+    return '-' .. old
+  end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return old
+return '+' .. (old or '')
 "#;
 
-/// KEYS: session. ARGV: holder, ttl ms. Extends our claim, or restores it
-/// if it vanished (Redis restarted empty, or the claim at hello failed);
-/// never takes over another session's claim.
+/// KEYS: session. ARGV: holder, ttl ms, generation. Extends our claim
+/// (1), or restores it if it vanished (Redis restarted empty, or the claim
+/// at hello failed) (1); never takes over another session's claim: 0 while
+/// an older session still holds it (our claim is on its way), -1 when a
+/// newer session holds it (ours must close: the kick may have been lost).
 const EXTEND: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
@@ -37,6 +51,10 @@ end
 if not cur then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
+end
+local gen = tonumber(string.match(cur, '|(%d+)$'))
+if gen and gen > tonumber(ARGV[3]) then
+  return -1
 end
 return 0
 "#;
@@ -56,6 +74,21 @@ return 1
 
 /// Claim extensions in flight at once during an announcement.
 const EXTEND_BATCH: usize = 512;
+
+/// What a session's claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this session's now; the session that held it before, if
+    /// any (hub id, generation), must be told to close.
+    Won(Option<(String, u64)>),
+    /// A newer session (a later hello) holds the key: this one must close.
+    Lost(String, u64),
+}
+
+fn parse_holder(v: &str) -> Option<(String, u64)> {
+    let (hub, generation) = v.rsplit_once('|')?;
+    Some((hub.to_string(), generation.parse().ok()?))
+}
 
 /// A validator as another hub advertises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,25 +141,29 @@ impl Presence {
         format!("{}|{generation}", self.hub_id)
     }
 
-    /// Claims `key` for this session; returns the previous holder's hub id
-    /// and generation if another session held it.
-    pub async fn claim(
-        &self,
-        key: &str,
-        generation: u64,
-    ) -> Result<Option<(String, u64)>, fred::error::Error> {
-        let old: Option<String> = self
+    /// Claims `key` for this session, unless a newer session holds it.
+    pub async fn claim(&self, key: &str, generation: u64) -> Result<Claim, fred::error::Error> {
+        let r: String = self
             .claim
             .evalsha_with_reload(
                 &self.client,
                 vec![self.keys.validator_session(key)],
-                vec![self.holder(generation), self.ttl.as_millis().to_string()],
+                vec![
+                    self.holder(generation),
+                    self.ttl.as_millis().to_string(),
+                    generation.to_string(),
+                ],
             )
             .await?;
-        Ok(old.and_then(|o| {
-            let (hub, generation) = o.rsplit_once('|')?;
-            Some((hub.to_string(), generation.parse().ok()?))
-        }))
+        let malformed = || fred::error::Error::new(fred::error::ErrorKind::Parse, "claim reply");
+        match r.split_at_checked(1) {
+            Some(("+", old)) => Ok(Claim::Won(parse_holder(old))),
+            Some(("-", newer)) => {
+                let (hub, generation) = parse_holder(newer).ok_or_else(malformed)?;
+                Ok(Claim::Lost(hub, generation))
+            }
+            _ => Err(malformed()),
+        }
     }
 
     /// Compare-and-delete: true if this session still held the key.
@@ -143,7 +180,9 @@ impl Presence {
     }
 
     /// Rewrites this hub's validator list and extends its sessions' claims.
-    pub async fn publish(&self, locals: &[Local]) -> Result<(), fred::error::Error> {
+    /// Returns the indexes into `locals` of sessions a newer session (on
+    /// another hub) has superseded: they must close.
+    pub async fn publish(&self, locals: &[Local]) -> Result<Vec<usize>, fred::error::Error> {
         let list = self.keys.hub_validators(&self.hub_id);
         let ttl_ms = self.ttl.as_millis() as i64;
         let mut args = Vec::with_capacity(1 + 2 * locals.len());
@@ -163,21 +202,34 @@ impl Presence {
         // claims to expire.
         let ttl_arg = ttl_ms.to_string();
         let mut first_err = None;
-        for chunk in locals.chunks(EXTEND_BATCH) {
+        let mut superseded = Vec::new();
+        for (n, chunk) in locals.chunks(EXTEND_BATCH).enumerate() {
             let extends = chunk.iter().map(|l| {
                 self.extend.evalsha_with_reload::<i64, _, _>(
                     &self.client,
                     vec![self.keys.validator_session(&l.key)],
-                    vec![self.holder(l.generation), ttl_arg.clone()],
+                    vec![
+                        self.holder(l.generation),
+                        ttl_arg.clone(),
+                        l.generation.to_string(),
+                    ],
                 )
             });
-            for r in futures_util::future::join_all(extends).await {
-                if let Err(e) = r {
-                    first_err.get_or_insert(e);
+            for (i, r) in futures_util::future::join_all(extends)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                match r {
+                    Ok(-1) => superseded.push(n * EXTEND_BATCH + i),
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
+        first_err.map_or(Ok(superseded), Err)
     }
 
     /// Every validator the other live hubs advertise.
