@@ -495,14 +495,32 @@ async fn run_presence(
             },
         );
         match link.presence.publish(&locals).await {
-            // A newer session of the same key holds its claim and the kick
-            // that should have closed this one was lost (pub/sub is at most
-            // once): close it now.
-            Ok(superseded) => {
-                for h in superseded.into_iter().filter_map(|i| sessions.get(i)) {
+            Ok(found) => {
+                // A newer session of the same key holds the claim and the
+                // kick that should have closed this one was lost (pub/sub is
+                // at most once): close it now.
+                for h in found.superseded.iter().filter_map(|i| sessions.get(*i)) {
                     tracing::info!(validator = %h.key, "a newer session on another hub holds this key");
                     state.metrics.sessions_replaced.inc();
                     h.replaced.cancel();
+                }
+                // This session's claim found an older session's in place
+                // (its own claim failed, or Redis lost it): that one goes.
+                for (i, hub, generation) in found.displaced {
+                    let Some(h) = sessions.get(i) else { continue };
+                    if hub != state.settings.hub_id {
+                        link.outbox.send(
+                            &hub,
+                            InboxMessage::Kick {
+                                validator: h.key,
+                                generation,
+                            },
+                        );
+                    }
+                }
+                if let Some(e) = found.error {
+                    state.metrics.redis_errors.inc();
+                    tracing::warn!(error = %e, "extending validators' presence claims failed");
                 }
             }
             Err(e) => {

@@ -383,7 +383,9 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
                 }
                 Ok(Claim::Won(_)) => {}
                 Ok(Claim::Lost(hub, _)) => {
-                    // Two hellos in the same instant: the later one stays.
+                    // Another hub's session with this key said hello later
+                    // (by the hubs' clocks), and its claim landed first:
+                    // the later hello stays.
                     tracing::info!(validator = %key, newer_on = %hub, "a newer session holds this key");
                     app.metrics.sessions_replaced.inc();
                     replaced.cancel();
@@ -456,6 +458,9 @@ async fn serve(
     let shutdown = app.shutdown.cancelled();
     let replaced = handle.replaced.cancelled();
     tokio::pin!(wake, shutdown, replaced);
+    // Frames taken from the queue for one write; empty between writes (an
+    // idle session never allocates it).
+    let mut queued: Vec<Outbound> = Vec::new();
 
     loop {
         if drain_until.is_some() && open_tasks.is_empty() && awaiting_acks == 0 {
@@ -510,12 +515,14 @@ async fn serve(
                     .expect("the silence check is always set");
                 wake.as_mut().reset(next);
             }
-            out = rx.recv() => {
-                // Everything already queued goes out in one flush.
-                let mut item = out;
-                for _ in 0..WRITE_BATCH {
+            // Everything already queued (up to WRITE_BATCH) goes out in one flush.
+            n = rx.recv_many(&mut queued, WRITE_BATCH) => {
+                if n == 0 {
+                    return End::Io;
+                }
+                for item in queued.drain(..) {
                     let msg = match item {
-                        Some(Outbound::Frame(m)) => {
+                        Outbound::Frame(m) => {
                             if let HubMessage::Task(t) = &*m {
                                 open_tasks.insert(t.task_id, t.deadline_ms);
                                 handle.in_flight.store(open_tasks.len() as u32, Relaxed);
@@ -527,18 +534,13 @@ async fn serve(
                             }
                             m
                         }
-                        Some(Outbound::Ack(m)) => {
+                        Outbound::Ack(m) => {
                             awaiting_acks = awaiting_acks.saturating_sub(1);
                             m
                         }
-                        None => return End::Io,
                     };
                     if let Err(e) = timed(sink.feed(text(&msg))).await {
                         return e;
-                    }
-                    match rx.try_recv() {
-                        Ok(next) => item = Some(next),
-                        Err(_) => break,
                     }
                 }
                 if let Err(e) = timed(sink.flush()).await {

@@ -318,6 +318,39 @@ async fn bad_results_are_rejected_with_their_code_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn a_burst_of_results_is_acknowledged_in_full() {
+    // 200 results sent back to back land in the writer together, so their
+    // acks queue up for the session at once: every one must go out (the
+    // session writes what is queued in batches).
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |s| {
+        s.max_messages_per_sec = 1_000;
+        s.message_burst = 1_000;
+    })
+    .await;
+    let (mut a, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let me = PublicKey::from(&key(1));
+    let far = now_ms() + 60_000;
+    let tasks: Vec<Task> = (0..200).map(|_| mint_task(me, far)).collect();
+    for t in &tasks {
+        a.send(&result(t, &key(1))).await;
+    }
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < tasks.len() {
+        let (id, outcome) = a
+            .recv_until(|m| match m {
+                HubMessage::ResultAck(x) => Some((x.task_id, x.outcome)),
+                _ => None,
+            })
+            .await;
+        assert_eq!(outcome, AckOutcome::Stored);
+        assert!(acked.insert(id), "acked twice: {id}");
+    }
+    assert_eq!(ticks(&db).await, 200);
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn a_second_session_with_the_same_key_replaces_the_first() {
     let db = TestDb::new().await.unwrap();
     let hub = hub(&db, |_| {}).await;

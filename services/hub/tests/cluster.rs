@@ -256,22 +256,33 @@ async fn presence_keeps_the_newest_session_whichever_claim_reaches_redis_first()
     );
     // Had that kick been lost, hub B's next announcement finds its session
     // superseded; hub A's extends its own claim.
-    assert_eq!(b.publish(&[local("K", 2000)]).await.unwrap(), vec![0]);
-    assert!(a.publish(&[local("K", 3000)]).await.unwrap().is_empty());
+    let found = b.publish(&[local("K", 2000)]).await.unwrap();
+    assert_eq!(found.superseded, vec![0]);
+    assert!(found.displaced.is_empty() && found.error.is_none());
+    let found = a.publish(&[local("K", 3000)]).await.unwrap();
+    assert!(found.superseded.is_empty() && found.displaced.is_empty());
     assert_eq!(holder("K").await.as_deref(), Some("hub-a|3000"));
 
-    // A newer session whose claim is still on its way leaves the older
-    // holder's claim alone at an announcement (the claim itself kicks).
+    // A newer session whose own claim never landed (it failed, or Redis
+    // lost it) takes the key over at an announcement and learns whom to
+    // kick; the older session's next announcement finds it superseded.
     assert_eq!(b.claim("L", 1000).await.unwrap(), Claim::Won(None));
-    assert!(a
+    let found = a
         .publish(&[local("K", 3000), local("L", 5000)])
         .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(holder("L").await.as_deref(), Some("hub-b|1000"));
-    // A claim that vanished (Redis restarted empty) is restored.
+        .unwrap();
+    assert!(found.superseded.is_empty());
+    assert_eq!(found.displaced, vec![(1, "hub-b".to_string(), 1000)]);
+    assert_eq!(holder("L").await.as_deref(), Some("hub-a|5000"));
+    assert_eq!(
+        b.publish(&[local("L", 1000)]).await.unwrap().superseded,
+        vec![0]
+    );
+    // A claim that vanished (Redis restarted empty) is restored, with
+    // nobody to kick.
     let _: i64 = client.del(keys.validator_session("K")).await.unwrap();
-    assert!(a.publish(&[local("K", 3000)]).await.unwrap().is_empty());
+    let found = a.publish(&[local("K", 3000)]).await.unwrap();
+    assert!(found.superseded.is_empty() && found.displaced.is_empty());
     assert_eq!(holder("K").await.as_deref(), Some("hub-a|3000"));
 }
 

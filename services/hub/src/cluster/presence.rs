@@ -38,25 +38,25 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return '+' .. (old or '')
 "#;
 
-/// KEYS: session. ARGV: holder, ttl ms, generation. Extends our claim
-/// (1), or restores it if it vanished (Redis restarted empty, or the claim
-/// at hello failed) (1); never takes over another session's claim: 0 while
-/// an older session still holds it (our claim is on its way), -1 when a
-/// newer session holds it (ours must close: the kick may have been lost).
+/// KEYS: session. ARGV: holder, ttl ms, generation. "=": our claim,
+/// extended. "-": a newer session holds the key (ours must close: its kick
+/// may have been lost). "+" and the previous holder (empty if the claim had
+/// vanished: Redis restarted empty, or the claim at hello failed): the key
+/// is ours now, and an older session that held it must be told to close.
 const EXTEND: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return '='
 end
-if not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if cur then
+  local gen = tonumber(string.match(cur, '|(%d+)$'))
+  if gen and gen > tonumber(ARGV[3]) then
+    return '-'
+  end
 end
-local gen = tonumber(string.match(cur, '|(%d+)$'))
-if gen and gen > tonumber(ARGV[3]) then
-  return -1
-end
-return 0
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return '+' .. (cur or '')
 "#;
 
 /// KEYS: a hub's list. ARGV: ttl ms, then key, value pairs. Replaces it.
@@ -88,6 +88,19 @@ pub enum Claim {
 fn parse_holder(v: &str) -> Option<(String, u64)> {
     let (hub, generation) = v.rsplit_once('|')?;
     Some((hub.to_string(), generation.parse().ok()?))
+}
+
+/// What one announcement found about this hub's sessions (indexes into
+/// the `locals` given to [`Presence::publish`]).
+#[derive(Debug, Default)]
+pub struct Announced {
+    /// Sessions a newer session (a later hello) has superseded: close them.
+    pub superseded: Vec<usize>,
+    /// Sessions that took their key over from an older session, whose hub
+    /// id and generation are given: tell that hub to close it.
+    pub displaced: Vec<(usize, String, u64)>,
+    /// The first claim extension that failed, if any (the others ran).
+    pub error: Option<fred::error::Error>,
 }
 
 /// A validator as another hub advertises it.
@@ -180,9 +193,9 @@ impl Presence {
     }
 
     /// Rewrites this hub's validator list and extends its sessions' claims.
-    /// Returns the indexes into `locals` of sessions a newer session (on
-    /// another hub) has superseded: they must close.
-    pub async fn publish(&self, locals: &[Local]) -> Result<Vec<usize>, fred::error::Error> {
+    /// Fails only if the list could not be written; a failed extension is
+    /// reported in [`Announced::error`] beside what the others found.
+    pub async fn publish(&self, locals: &[Local]) -> Result<Announced, fred::error::Error> {
         let list = self.keys.hub_validators(&self.hub_id);
         let ttl_ms = self.ttl.as_millis() as i64;
         let mut args = Vec::with_capacity(1 + 2 * locals.len());
@@ -201,11 +214,10 @@ impl Presence {
         // trips per announcement). One failure must not leave the other
         // claims to expire.
         let ttl_arg = ttl_ms.to_string();
-        let mut first_err = None;
-        let mut superseded = Vec::new();
+        let mut out = Announced::default();
         for (n, chunk) in locals.chunks(EXTEND_BATCH).enumerate() {
             let extends = chunk.iter().map(|l| {
-                self.extend.evalsha_with_reload::<i64, _, _>(
+                self.extend.evalsha_with_reload::<String, _, _>(
                     &self.client,
                     vec![self.keys.validator_session(&l.key)],
                     vec![
@@ -220,16 +232,24 @@ impl Presence {
                 .into_iter()
                 .enumerate()
             {
+                let i = n * EXTEND_BATCH + i;
                 match r {
-                    Ok(-1) => superseded.push(n * EXTEND_BATCH + i),
-                    Ok(_) => {}
+                    Ok(reply) => match reply.split_at_checked(1) {
+                        Some(("-", _)) => out.superseded.push(i),
+                        Some(("+", old)) => {
+                            if let Some((hub, generation)) = parse_holder(old) {
+                                out.displaced.push((i, hub, generation));
+                            }
+                        }
+                        _ => {}
+                    },
                     Err(e) => {
-                        first_err.get_or_insert(e);
+                        out.error.get_or_insert(e);
                     }
                 }
             }
         }
-        first_err.map_or(Ok(superseded), Err)
+        Ok(out)
     }
 
     /// Every validator the other live hubs advertise.
