@@ -199,14 +199,8 @@ async fn reconnecting_to_another_hub_replaces_the_old_session() {
     // later hello stays either way (generations are hello times).
     let (mut old, _) = RawClient::login(&a.ws_url(), key(7), "eu-west").await;
     let (_new, _) = RawClient::login(&b.ws_url(), key(7), "eu-west").await;
-    let code = old
-        .recv_until(|m| match m {
-            protocol::HubMessage::Error(e) => Some(e.code),
-            _ => None,
-        })
+    old.expect_error_and_close(protocol::ErrorCode::SessionReplaced)
         .await;
-    assert_eq!(code, protocol::ErrorCode::SessionReplaced);
-    old.expect_closed().await;
     a.stop().await;
     b.stop().await;
 }
@@ -302,14 +296,9 @@ async fn a_session_whose_key_a_newer_session_already_holds_is_closed() {
         .await
         .unwrap();
     let (mut session, _) = RawClient::login(&a.ws_url(), key(9), "eu-west").await;
-    let code = session
-        .recv_until(|m| match m {
-            protocol::HubMessage::Error(e) => Some(e.code),
-            _ => None,
-        })
+    session
+        .expect_error_and_close(protocol::ErrorCode::SessionReplaced)
         .await;
-    assert_eq!(code, protocol::ErrorCode::SessionReplaced);
-    session.expect_closed().await;
     let v: Option<String> = client.get(claim).await.unwrap();
     assert_eq!(v, Some(format!("hub-z|{later}")), "the newer claim stands");
     a.stop().await;

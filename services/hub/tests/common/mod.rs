@@ -168,6 +168,19 @@ impl RawClient {
         }
     }
 
+    /// Waits for an error frame and asserts its code, then that the hub
+    /// closes the connection.
+    pub async fn expect_error_and_close(&mut self, code: protocol::ErrorCode) {
+        let got = self
+            .recv_until(|m| match m {
+                HubMessage::Error(e) => Some(e.code),
+                _ => None,
+            })
+            .await;
+        assert_eq!(got, code);
+        self.expect_closed().await;
+    }
+
     /// Asserts the hub closes the connection (after any messages).
     pub async fn expect_closed(&mut self) {
         while let Some(m) = self.recv().await {
