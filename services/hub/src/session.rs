@@ -468,6 +468,12 @@ async fn serve(
             return End::Drained;
         }
         tokio::select! {
+            // In this order: replacement, shutdown, inbound frames (a heartbeat
+            // already in the socket is read before the timer can call the peer
+            // silent), the outbound queue, and the timer last: it is never
+            // urgent. Inbound cannot starve the queue: it is rate-limited per
+            // connection and each frame is handled in microseconds.
+            biased;
             _ = &mut replaced => {
                 return fail(app, sink, ErrorCode::SessionReplaced,
                     "a newer session with this key connected".into(), CLOSE_GOING_AWAY).await;
@@ -484,66 +490,6 @@ async fn serve(
                     urls: Vec::new(),
                 });
                 if let Err(e) = send(sink, &hint).await {
-                    return e;
-                }
-            }
-            () = &mut wake => {
-                let now = Instant::now();
-                if drain_until.is_some_and(|d| d <= now) {
-                    close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
-                    return End::Drained;
-                }
-                if last_heard + heartbeat_timeout <= now {
-                    return fail(app, sink, ErrorCode::HeartbeatTimeout,
-                        format!("nothing received for {} ms", s.heartbeat_timeout_ms), CLOSE_POLICY).await;
-                }
-                silence_check = last_heard + heartbeat_timeout;
-                // A task the validator never answers stops counting at its
-                // deadline (the hub replaces it then), so the advertised
-                // load stays honest.
-                let now_ms = now_ms();
-                open_tasks.retain(|_, deadline| *deadline > now_ms);
-                handle.in_flight.store(open_tasks.len() as u32, Relaxed);
-                let next_task = open_tasks
-                    .values()
-                    .min()
-                    .map(|d| now + Duration::from_millis((*d - now_ms).max(0) as u64));
-                let next = [Some(silence_check), next_task, drain_until]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .expect("the silence check is always set");
-                wake.as_mut().reset(next);
-            }
-            // Everything already queued (up to WRITE_BATCH) goes out in one flush.
-            n = rx.recv_many(&mut queued, WRITE_BATCH) => {
-                if n == 0 {
-                    return End::Io;
-                }
-                for item in queued.drain(..) {
-                    let msg = match item {
-                        Outbound::Frame(m) => {
-                            if let HubMessage::Task(t) = &*m {
-                                open_tasks.insert(t.task_id, t.deadline_ms);
-                                handle.in_flight.store(open_tasks.len() as u32, Relaxed);
-                                let at = Instant::now()
-                                    + Duration::from_millis((t.deadline_ms - now_ms()).max(0) as u64);
-                                if at < wake.deadline() {
-                                    wake.as_mut().reset(at);
-                                }
-                            }
-                            m
-                        }
-                        Outbound::Ack(m) => {
-                            awaiting_acks = awaiting_acks.saturating_sub(1);
-                            m
-                        }
-                    };
-                    if let Err(e) = timed(sink.feed(text(&msg))).await {
-                        return e;
-                    }
-                }
-                if let Err(e) = timed(sink.flush()).await {
                     return e;
                 }
             }
@@ -617,6 +563,66 @@ async fn serve(
                 if let Err(e) = send(sink, &reply).await {
                     return e;
                 }
+            }
+            // Everything already queued (up to WRITE_BATCH) goes out in one flush.
+            n = rx.recv_many(&mut queued, WRITE_BATCH) => {
+                if n == 0 {
+                    return End::Io;
+                }
+                for item in queued.drain(..) {
+                    let msg = match item {
+                        Outbound::Frame(m) => {
+                            if let HubMessage::Task(t) = &*m {
+                                open_tasks.insert(t.task_id, t.deadline_ms);
+                                handle.in_flight.store(open_tasks.len() as u32, Relaxed);
+                                let at = Instant::now()
+                                    + Duration::from_millis((t.deadline_ms - now_ms()).max(0) as u64);
+                                if at < wake.deadline() {
+                                    wake.as_mut().reset(at);
+                                }
+                            }
+                            m
+                        }
+                        Outbound::Ack(m) => {
+                            awaiting_acks = awaiting_acks.saturating_sub(1);
+                            m
+                        }
+                    };
+                    if let Err(e) = timed(sink.feed(text(&msg))).await {
+                        return e;
+                    }
+                }
+                if let Err(e) = timed(sink.flush()).await {
+                    return e;
+                }
+            }
+            () = &mut wake => {
+                let now = Instant::now();
+                if drain_until.is_some_and(|d| d <= now) {
+                    close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
+                    return End::Drained;
+                }
+                if last_heard + heartbeat_timeout <= now {
+                    return fail(app, sink, ErrorCode::HeartbeatTimeout,
+                        format!("nothing received for {} ms", s.heartbeat_timeout_ms), CLOSE_POLICY).await;
+                }
+                silence_check = last_heard + heartbeat_timeout;
+                // A task the validator never answers stops counting at its
+                // deadline (the hub replaces it then), so the advertised
+                // load stays honest.
+                let now_ms = now_ms();
+                open_tasks.retain(|_, deadline| *deadline > now_ms);
+                handle.in_flight.store(open_tasks.len() as u32, Relaxed);
+                let next_task = open_tasks
+                    .values()
+                    .min()
+                    .map(|d| now + Duration::from_millis((*d - now_ms).max(0) as u64));
+                let next = [Some(silence_check), next_task, drain_until]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .expect("the silence check is always set");
+                wake.as_mut().reset(next);
             }
         }
     }
