@@ -60,10 +60,14 @@ impl Candidate {
         self.load < self.capacity
     }
 
-    /// Local and at most half busy: preferred to a validator held by
-    /// another hub, whose task costs a message there and a summary back.
-    fn local_with_headroom(&self) -> bool {
-        self.local && self.load.saturating_mul(2) < self.capacity
+    /// Local with room: preferred to a validator held by another hub, whose
+    /// task costs a message there and a summary back. (Preferring local
+    /// validators only while they were at most half busy sent half the
+    /// tasks across hubs as soon as a burst filled them, which cost CPU
+    /// exactly when it was short: two hubs collapsed at 15k ticks/s, and
+    /// hold it with this rule; docs/performance.md.)
+    fn local_with_room(&self) -> bool {
+        self.local && self.has_room()
     }
 }
 
@@ -74,8 +78,7 @@ const DRAWS: usize = 32;
 
 /// Picks up to `k` candidates for a round. Regions not yet in
 /// `used_regions` come first; among those, this hub's own validators while
-/// they are at most half busy, then anyone's; then the same order in any
-/// region. Within a tier, weighted power-of-two choices (two at random, the
+/// they have room, then anyone's; then the same order in any region. Within a tier, weighted power-of-two choices (two at random, the
 /// one with the lower load/capacity wins) spread work without every hub
 /// herding onto the same least-loaded validator. Candidates in `exclude` or
 /// at capacity are never picked. Returns indexes into `cands`.
@@ -101,7 +104,7 @@ pub fn pick(
                 return None;
             }
             let used_region = regions.iter().any(|r| *r == c.region);
-            Some(2 * u8::from(used_region) + u8::from(!c.local_with_headroom()))
+            Some(2 * u8::from(used_region) + u8::from(!c.local_with_room()))
         };
         let Some(best) = choose(cands, &tier, rng, &mut scratch) else {
             break;
@@ -286,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn own_validators_are_preferred_while_they_have_headroom_but_regions_come_first() {
+    fn own_validators_are_preferred_while_they_have_room_but_regions_come_first() {
         let mut rng = fastrand::Rng::with_seed(6);
         // Same region, all idle: always the local one.
         let cands = vec![
@@ -304,15 +307,20 @@ mod tests {
         let used: HashSet<&str> = ["eu"].into_iter().collect();
         let cands = vec![cand(1, "eu", 0, 16), remote(2, "us", 0, 16)];
         assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
-        // A local validator more than half busy competes by load with the
-        // others: the idle remote one wins.
-        let cands = vec![cand(1, "eu", 9, 16), remote(2, "eu", 0, 16)];
+        // A busy local validator with room still beats an idle remote one;
+        // a full one is never picked, and the remote one takes the task.
+        let cands = vec![cand(1, "eu", 15, 16), remote(2, "eu", 0, 16)];
         for _ in 0..50 {
             assert_eq!(
                 pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
-                vec![1]
+                vec![0]
             );
         }
+        let cands = vec![cand(1, "eu", 16, 16), remote(2, "eu", 0, 16)];
+        assert_eq!(
+            pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
+            vec![1]
+        );
         // Three picks, three regions, locals first in each.
         let cands = vec![
             cand(1, "eu", 0, 16),

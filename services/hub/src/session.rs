@@ -468,12 +468,6 @@ async fn serve(
             return End::Drained;
         }
         tokio::select! {
-            // In this order: replacement, shutdown, inbound frames (a heartbeat
-            // already in the socket is read before the timer can call the peer
-            // silent), the outbound queue, and the timer last: it is never
-            // urgent. Inbound cannot starve the queue: it is rate-limited per
-            // connection and each frame is handled in microseconds.
-            biased;
             _ = &mut replaced => {
                 return fail(app, sink, ErrorCode::SessionReplaced,
                     "a newer session with this key connected".into(), CLOSE_GOING_AWAY).await;
