@@ -33,10 +33,13 @@ const SWEEP_GRACE: Duration = Duration::from_secs(5);
 const TOUCH_VALIDATORS_EVERY: Duration = Duration::from_secs(30);
 const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
 /// When more sites than this become ours in one reload (a start, a ring
-/// change), their first rounds are spread over up to CATCH_UP_SPREAD_MS
-/// (by each site's phase) instead of all opening at once.
+/// change), each starts at its next slot instead of running its current
+/// one at once: no catch-up burst (100k sites at 60 s would otherwise be
+/// 300k tasks in a second; spread over 20 s, they were still three times
+/// the steady rate, and on a small cluster that burst decided the schedule
+/// jitter of the whole first minute). The price: a site whose current slot
+/// its previous owner had not run skips that slot.
 const CATCH_UP_BULK: usize = 1_000;
-const CATCH_UP_SPREAD_MS: i64 = 20_000;
 
 /// How long after it became due a slot may still start: half the interval,
 /// between 1 and 10 s.
@@ -227,11 +230,9 @@ impl Coordinator {
                 None => {
                     // The current slot is due; if it already ran (say, before
                     // a restart) the round key skips it. Sites taken on in
-                    // bulk would all be due at once: spread, so 100k sites
-                    // do not become 300k tasks in one second.
+                    // bulk start at their next slot (CATCH_UP_BULK).
                     let next_due_ms = if bulk {
-                        let spread = schedule.interval_ms.min(CATCH_UP_SPREAD_MS);
-                        now + schedule.phase_ms % spread
+                        schedule.scheduled_at(schedule.slot_at(now) + 1)
                     } else {
                         now
                     };

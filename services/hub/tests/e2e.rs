@@ -162,6 +162,44 @@ async fn every_site_gets_three_regions_per_round_with_the_right_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_taken_on_in_bulk_start_at_their_next_slot() {
+    // 1,500 sites at 60 s: more than a hub takes on "in bulk". None may run
+    // the slot that was current when the hub took them (that would be a
+    // burst of up to 1,500 rounds at once); each starts at its next slot.
+    let db = TestDb::new().await.unwrap();
+    sqlx::query(
+        "INSERT INTO websites (url, interval_secs, timeout_ms) \
+         SELECT 'http://127.0.0.1:9/' || g, 60, 1000 FROM generate_series(1, 1500) g",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let started_ms = protocol::now_ms();
+    let hub = TestHub::start(settings(&db)).await;
+    let mut validators = Vec::new();
+    for (n, region) in [(1, "eu-west"), (2, "us-east"), (3, "ap-south")] {
+        validators.push(RawClient::login(&hub.ws_url(), key(n), region).await.0);
+    }
+    eventually(10, "rounds to open", || async {
+        (count(&db, "SELECT count(*) FROM rounds").await >= 5).then_some(())
+    })
+    .await;
+    let early: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rounds WHERE scheduled_at < to_timestamp($1::float8 / 1000)",
+    )
+    .bind(started_ms as f64)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        early, 0,
+        "no slot that began before the hub took the sites ran"
+    );
+    drop(validators);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_website_added_in_plain_sql_is_checked_within_a_second() {
     let db = TestDb::new().await.unwrap();
     let (base, sites_stop) = demo_sites(Default::default()).await;
