@@ -33,13 +33,16 @@ const SWEEP_GRACE: Duration = Duration::from_secs(5);
 const TOUCH_VALIDATORS_EVERY: Duration = Duration::from_secs(30);
 const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
 /// When more sites than this become ours in one reload (a start, a ring
-/// change), each starts at its next slot instead of running its current
-/// one at once: no catch-up burst (100k sites at 60 s would otherwise be
-/// 300k tasks in a second; spread over 20 s, they were still three times
-/// the steady rate, and on a small cluster that burst decided the schedule
-/// jitter of the whole first minute). The price: a site whose current slot
-/// its previous owner had not run skips that slot.
+/// change, an import), each starts at its next slot instead of running its
+/// current one at once: no catch-up burst (100k sites at 60 s would
+/// otherwise be 300k tasks in a second; spread over 20 s, they were still
+/// three times the steady rate, and on a small cluster that burst decided
+/// the schedule jitter of the whole first minute). The price: a site whose
+/// current slot its previous owner had not run skips that slot. A next
+/// slot more than BULK_MAX_WAIT_MS away (long intervals) is not waited
+/// for: those sites run their current slot, spread over that time.
 const CATCH_UP_BULK: usize = 1_000;
+const BULK_MAX_WAIT_MS: i64 = 60_000;
 
 /// How long after it became due a slot may still start: half the interval,
 /// between 1 and 10 s.
@@ -232,7 +235,12 @@ impl Coordinator {
                     // a restart) the round key skips it. Sites taken on in
                     // bulk start at their next slot (CATCH_UP_BULK).
                     let next_due_ms = if bulk {
-                        schedule.scheduled_at(schedule.slot_at(now) + 1)
+                        let next_slot = schedule.scheduled_at(schedule.slot_at(now) + 1);
+                        if next_slot - now <= BULK_MAX_WAIT_MS {
+                            next_slot
+                        } else {
+                            now + schedule.phase_ms % BULK_MAX_WAIT_MS
+                        }
                     } else {
                         now
                     };
