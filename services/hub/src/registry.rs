@@ -56,19 +56,12 @@ impl Registry {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let mut prev = self.last_generation.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(prev + 1);
-            match self.last_generation.compare_exchange_weak(
-                prev,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return next,
-                Err(p) => prev = p,
-            }
-        }
+        let next = |prev: u64| now.max(prev + 1);
+        let prev = self
+            .last_generation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(next(p)))
+            .expect("the update always succeeds");
+        next(prev)
     }
 
     /// Adds a session; an older session with the same key is told to go.

@@ -59,16 +59,6 @@ impl Candidate {
     fn has_room(&self) -> bool {
         self.load < self.capacity
     }
-
-    /// Local with room: preferred to a validator held by another hub, whose
-    /// task costs a message there and a summary back. (Preferring local
-    /// validators only while they were at most half busy sent half the
-    /// tasks across hubs as soon as a burst filled them, which cost CPU
-    /// exactly when it was short: two hubs collapsed at 15k ticks/s, and
-    /// hold it with this rule; docs/performance.md.)
-    fn local_with_room(&self) -> bool {
-        self.local && self.has_room()
-    }
 }
 
 /// Random draws [`pick`] makes looking for two candidates of the best tier
@@ -78,8 +68,9 @@ const DRAWS: usize = 32;
 
 /// Picks up to `k` candidates for a round. Regions not yet in
 /// `used_regions` come first; among those, this hub's own validators while
-/// they have room, then anyone's; then the same order in any region. Within a tier, weighted power-of-two choices (two at random, the
-/// one with the lower load/capacity wins) spread work without every hub
+/// they have room, then anyone's; then the same order in any region.
+/// Within a tier, weighted power-of-two choices (two at random, the one
+/// with the lower load/capacity wins) spread work without every hub
 /// herding onto the same least-loaded validator. Candidates in `exclude` or
 /// at capacity are never picked. Returns indexes into `cands`.
 pub fn pick(
@@ -103,8 +94,14 @@ pub fn pick(
             {
                 return None;
             }
+            // A validator held by another hub costs a message there and a
+            // summary back: ours go first while they have room. (Preferring
+            // them only while half idle sent half the tasks across hubs as
+            // soon as a burst filled them, when CPU was shortest: two hubs
+            // collapsed at 15k ticks/s and hold it with this rule;
+            // docs/performance.md.)
             let used_region = regions.iter().any(|r| *r == c.region);
-            Some(2 * u8::from(used_region) + u8::from(!c.local_with_room()))
+            Some(2 * u8::from(used_region) + u8::from(!c.local))
         };
         let Some(best) = choose(cands, &tier, rng, &mut scratch) else {
             break;
@@ -275,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn the_picker_draws_from_hundreds_without_scanning_and_still_finds_the_rare_one() {
+    fn the_picker_finds_the_one_eligible_validator_among_hundreds() {
         // 600 busy validators and one with room, in a region the round lacks.
         let mut cands: Vec<_> = (0..600u32)
             .map(|i| cand((i % 250) as u8, "eu", 10, 10))

@@ -110,6 +110,12 @@ async fn timed(step: impl Future<Output = Result<(), axum::Error>>) -> Result<()
     done.map_err(|_| End::Io)
 }
 
+/// The monotonic instant of wall-clock time `at_ms`, given one reading of
+/// each clock (`now`, `now_ms`); a time already past maps to `now`.
+fn instant_of(at_ms: i64, now: Instant, now_ms: i64) -> Instant {
+    now + Duration::from_millis((at_ms - now_ms).max(0) as u64)
+}
+
 fn text(msg: &HubMessage) -> Message {
     Message::Text(msg.encode().into())
 }
@@ -453,8 +459,7 @@ async fn serve(
     // again. A message therefore costs no timer work: `last_heard` is a
     // plain store, checked against the clock only when the timer fires.
     let mut last_heard = Instant::now();
-    let mut silence_check = last_heard + heartbeat_timeout;
-    let wake = sleep_until(silence_check);
+    let wake = sleep_until(last_heard + heartbeat_timeout);
     let shutdown = app.shutdown.cancelled();
     let replaced = handle.replaced.cancelled();
     tokio::pin!(wake, shutdown, replaced);
@@ -569,8 +574,7 @@ async fn serve(
                             if let HubMessage::Task(t) = &*m {
                                 open_tasks.insert(t.task_id, t.deadline_ms);
                                 handle.in_flight.store(open_tasks.len() as u32, Relaxed);
-                                let at = Instant::now()
-                                    + Duration::from_millis((t.deadline_ms - now_ms()).max(0) as u64);
+                                let at = instant_of(t.deadline_ms, Instant::now(), now_ms());
                                 if at < wake.deadline() {
                                     wake.as_mut().reset(at);
                                 }
@@ -600,18 +604,14 @@ async fn serve(
                     return fail(app, sink, ErrorCode::HeartbeatTimeout,
                         format!("nothing received for {} ms", s.heartbeat_timeout_ms), CLOSE_POLICY).await;
                 }
-                silence_check = last_heard + heartbeat_timeout;
                 // A task the validator never answers stops counting at its
                 // deadline (the hub replaces it then), so the advertised
                 // load stays honest.
                 let now_ms = now_ms();
                 open_tasks.retain(|_, deadline| *deadline > now_ms);
                 handle.in_flight.store(open_tasks.len() as u32, Relaxed);
-                let next_task = open_tasks
-                    .values()
-                    .min()
-                    .map(|d| now + Duration::from_millis((*d - now_ms).max(0) as u64));
-                let next = [Some(silence_check), next_task, drain_until]
+                let next_task = open_tasks.values().min().map(|d| instant_of(*d, now, now_ms));
+                let next = [Some(last_heard + heartbeat_timeout), next_task, drain_until]
                     .into_iter()
                     .flatten()
                     .min()

@@ -32,10 +32,20 @@ pub enum VerifyError {
     BadSignature,
 }
 
-/// base58 (five8: fixed-size 32- and 64-byte codecs, several times faster
-/// than a general one; keys and signatures are decoded for every result).
-fn base58_string(ascii: &[u8]) -> String {
-    String::from_utf8(ascii.to_vec()).expect("the base58 alphabet is ASCII")
+/// A key or signature in base58, on the stack: serializing one (every task
+/// names its validator) allocates nothing. five8's fixed-size 32- and
+/// 64-byte codecs are several times faster than a general one, and keys
+/// and signatures are decoded for every result.
+struct Base58<const N: usize> {
+    buf: [u8; N],
+    len: u8,
+}
+
+impl<const N: usize> Base58<N> {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)])
+            .expect("the base58 alphabet is ASCII")
+    }
 }
 
 /// An ed25519 public key, written on the wire in base58 like every Solana
@@ -44,10 +54,14 @@ fn base58_string(ascii: &[u8]) -> String {
 pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
+    fn base58(&self) -> Base58<{ five8::BASE58_ENCODED_32_MAX_LEN }> {
+        let mut buf = [0u8; five8::BASE58_ENCODED_32_MAX_LEN];
+        let len = five8::encode_32(&self.0, &mut buf);
+        Base58 { buf, len }
+    }
+
     pub fn to_base58(&self) -> String {
-        let mut out = [0u8; five8::BASE58_ENCODED_32_MAX_LEN];
-        let len = five8::encode_32(&self.0, &mut out);
-        base58_string(&out[..usize::from(len)])
+        self.base58().as_str().to_owned()
     }
 
     pub fn from_base58(s: &str) -> Option<Self> {
@@ -70,7 +84,7 @@ impl From<&SigningKey> for PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_base58())
+        f.write_str(self.base58().as_str())
     }
 }
 
@@ -82,7 +96,7 @@ impl fmt::Debug for PublicKey {
 
 impl Serialize for PublicKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_base58())
+        s.serialize_str(self.base58().as_str())
     }
 }
 
@@ -112,13 +126,13 @@ impl JsonSchema for PublicKey {
 pub struct Signature(pub [u8; 64]);
 
 impl Signature {
-    pub fn to_base58(&self) -> String {
-        let mut out = [0u8; five8::BASE58_ENCODED_64_MAX_LEN];
-        let len = five8::encode_64(&self.0, &mut out);
-        base58_string(&out[..usize::from(len)])
+    fn base58(&self) -> Base58<{ five8::BASE58_ENCODED_64_MAX_LEN }> {
+        let mut buf = [0u8; five8::BASE58_ENCODED_64_MAX_LEN];
+        let len = five8::encode_64(&self.0, &mut buf);
+        Base58 { buf, len }
     }
 
-    pub fn from_base58(s: &str) -> Option<Self> {
+    fn from_base58(s: &str) -> Option<Self> {
         let mut out = [0u8; 64];
         five8::decode_64(s, &mut out).ok()?;
         Some(Self(out))
@@ -131,13 +145,13 @@ impl Signature {
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature({})", self.to_base58())
+        write!(f, "Signature({})", self.base58().as_str())
     }
 }
 
 impl Serialize for Signature {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_base58())
+        s.serialize_str(self.base58().as_str())
     }
 }
 
