@@ -29,6 +29,9 @@
 #      load, each overridable from the environment:
 #        HUB_MAX_CONNECTIONS=100000 HUB_MIN_INTERVAL_SECS=1 HUB_MAX_MESSAGES_PER_SEC=1000
 #        HUB_MESSAGE_BURST=2000 HUB_TASK_DEADLINE_MS=10000 (RUST_LOG passes through too)
+#        HUB_MAX_PREAUTH_CONNECTIONS=100000 HUB_MAX_PREAUTH_PER_IP=100000
+#        HUB_HELLO_RATE_PER_IP=100000 HUB_HELLO_BURST_PER_IP=100000 (every simulated validator
+#        connects from 127.0.0.1, and the connections scenario ramps thousands a second)
 #   5. HAProxy (scripts/lib/haproxy.sh) on a free port from 19070, with HAPROXY_MAXCONN set to
 #      twice the validators plus 1024, at least 4096, at most what the open-file limit allows
 #      (HAProxy needs two descriptors per connection and refuses to start otherwise); the
@@ -215,6 +218,10 @@ for ((n = 1; n <= HUBS; n++)); do
         HUB_MAX_MESSAGES_PER_SEC="${HUB_MAX_MESSAGES_PER_SEC:-1000}" \
         HUB_MESSAGE_BURST="${HUB_MESSAGE_BURST:-2000}" \
         HUB_TASK_DEADLINE_MS="${HUB_TASK_DEADLINE_MS:-10000}" \
+        HUB_MAX_PREAUTH_CONNECTIONS="${HUB_MAX_PREAUTH_CONNECTIONS:-100000}" \
+        HUB_MAX_PREAUTH_PER_IP="${HUB_MAX_PREAUTH_PER_IP:-100000}" \
+        HUB_HELLO_RATE_PER_IP="${HUB_HELLO_RATE_PER_IP:-100000}" \
+        HUB_HELLO_BURST_PER_IP="${HUB_HELLO_BURST_PER_IP:-100000}" \
         NO_COLOR=1 setsid "$BIN/hub" serve </dev/null >>"$LOGS/hub-$n.log" 2>&1 9>&- &
     HUB_PIDS+=("$!")
     HUB_PORTS+=("$port")

@@ -2,7 +2,8 @@
 //! `local_addr()`, then `run_until_stopped(signal)`.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub verifier: Verifier,
     pub ingest: mpsc::Sender<IngestItem>,
+    /// Results accepted and not yet answered by a tick writer.
+    pub backlog: Arc<crate::ingest::Backlog>,
     pub events: mpsc::Sender<Event>,
     /// Cancelled on SIGTERM: stop scheduling, leave the ring, tell
     /// validators to go, drain.
@@ -60,6 +62,14 @@ pub struct AppState {
     connections: Arc<Semaphore>,
     sessions: TaskTracker,
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Sockets that have not said a valid hello yet (see [`PreAuth`]).
+    preauth: Arc<PreAuth>,
+    /// Hellos per client address (see [`client_key`]).
+    pub hello_limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    /// The read endpoints' own small pool (`HUB_READ_DB_MAX_CONNECTIONS`).
+    pub read_store: Store,
+    /// `/readyz` asks PostgreSQL at most once a second, one probe at a time.
+    ready: Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 pub struct Application {
@@ -172,8 +182,11 @@ impl Application {
         let mut standalone_term = None;
         let mut leadership = leadership;
         let payer = if settings.payouts_enabled() {
-            let treasury = Payer::read_treasury(&settings.payout_treasury_keypair)
-                .context("reading the treasury keypair (HUB_PAYOUT_TREASURY_KEYPAIR)")?;
+            let treasury = Payer::read_treasury(
+                &settings.payout_treasury_keypair,
+                settings.allow_insecure_keypair,
+            )
+            .context("reading the treasury keypair (HUB_PAYOUT_TREASURY_KEYPAIR)")?;
             let cfg = PayoutConfig::from_settings(&settings)?;
             let lead = match leadership.clone() {
                 Some(l) => l,
@@ -207,6 +220,7 @@ impl Application {
         } else {
             None
         };
+        let metrics_for_preauth = metrics.clone();
         let state = Arc::new(AppState {
             metrics,
             ring,
@@ -220,10 +234,29 @@ impl Application {
             registry: Registry::default(),
             sessions: TaskTracker::new(),
             trusted_proxies: settings.trusted_proxies()?,
+            preauth: Arc::new(PreAuth::new(&settings, metrics_for_preauth)),
+            hello_limiter: governor::RateLimiter::keyed(
+                governor::Quota::per_second(
+                    NonZeroU32::new(settings.hello_rate_per_ip).context("HUB_HELLO_RATE_PER_IP")?,
+                )
+                .allow_burst(
+                    NonZeroU32::new(settings.hello_burst_per_ip)
+                        .context("HUB_HELLO_BURST_PER_IP")?,
+                ),
+            ),
+            read_store: Store::connect_reader(
+                &settings.database_url,
+                settings.read_db_max_connections,
+                Duration::from_millis(settings.http_timeout_ms),
+            )
+            .await
+            .context("configuring the read pool (HUB_DATABASE_URL)")?,
+            ready: Mutex::new(None),
             shutdown: CancellationToken::new(),
             settings,
             store,
             ingest,
+            backlog: Arc::default(),
             events,
         });
         Ok(Self {
@@ -273,6 +306,9 @@ impl Application {
             batch_max: s.write_batch_max,
             ring: state.ring.clone(),
             cluster: state.cluster.clone(),
+            backlog: state.backlog.clone(),
+            shutdown_grace: s.drain_timeout(),
+            stopped_at: std::sync::OnceLock::new(),
         });
         let writers: Vec<_> = (0..s.writers)
             .map(|_| tokio::spawn(writer.clone().run(ingest_rx.clone(), writer_stop.clone())))
@@ -304,20 +340,15 @@ impl Application {
         let coordinator =
             tokio::spawn(Coordinator::new(state.clone(), events_rx).run(coordinator_stop.clone()));
 
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
+
         let router = router(state.clone());
-        let listener = listener.tap_io(|tcp| {
-            // Small frames both ways: Nagle would add up to 40 ms to each.
-            let _ = tcp.set_nodelay(true);
-        });
-        let server_stop = state.shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
-        });
+        let server = tokio::spawn(serve_http(
+            listener,
+            router,
+            Duration::from_millis(s.http_timeout_ms),
+            state.shutdown.clone(),
+        ));
 
         signal.await;
         tracing::info!("shutting down: draining validator sessions");
@@ -341,6 +372,7 @@ impl Application {
         }
         tracing::info!("tick writers flushed");
         notifications.abort();
+        housekeeping.abort();
         routing_stop.cancel();
         if let Some((tasks, (client, membership, inbox))) = cluster_tasks {
             for t in tasks {
@@ -356,7 +388,7 @@ impl Application {
             .await;
         }
         match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(res)) => res.context("serving HTTP")?,
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e).context("HTTP server task"),
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }
@@ -552,15 +584,38 @@ async fn run_presence(
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/ws", get(ws))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let s = &state.settings;
+    let timeout = Duration::from_millis(s.http_timeout_ms);
+    // Each group of read routes has a cap of its own, so a flood of one
+    // (say, earnings) cannot take the scrapes of the other.
+    let gate = |cap: Option<usize>| Gate {
+        permits: cap.map(|n| Arc::new(Semaphore::new(n))),
+        timeout,
+        metrics: state.metrics.clone(),
+    };
+    let earnings = Router::new()
         .route(
             "/v1/validators/{public_key}/earnings",
             get(crate::earnings::earnings),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            gate(Some(s.http_max_concurrent)),
+            gated,
+        ));
+    let metrics_route = Router::new().route("/metrics", get(metrics)).layer(
+        axum::middleware::from_fn_with_state(gate(Some(s.http_max_concurrent)), gated),
+    );
+    // Probes are cheap (readyz asks the database at most once a second):
+    // a time limit, no cap, so a flood cannot make a hub look unready.
+    let probes = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn_with_state(gate(None), gated));
+    Router::new()
+        .route("/ws", get(ws))
+        .merge(earnings)
+        .merge(metrics_route)
+        .merge(probes)
         .with_state(state)
 }
 
@@ -591,8 +646,37 @@ async fn ws(
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let refused = |reason: &str, status: StatusCode, body: &'static str| {
+        state
+            .metrics
+            .connections_refused
+            .with_label_values(&[reason])
+            .inc();
+        (status, [("retry-after", "1")], body).into_response()
+    };
+    let preauth = match state.preauth.enter(client_key(peer.ip())) {
+        Ok(g) => g,
+        Err(PreAuthFull::PerIp) => {
+            return refused(
+                "preauth_per_ip",
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address still to say hello",
+            )
+        }
+        Err(PreAuthFull::Total) => {
+            return refused(
+                "preauth_total",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections still to say hello",
+            )
+        }
+    };
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+        return refused(
+            "total",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        );
     };
     let max = state.settings.max_frame_bytes;
     // 4 KiB buffers instead of the 128 KiB default: ~5 KB per idle socket.
@@ -605,7 +689,7 @@ async fn ws(
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
             tracker.track_future(async move {
-                session::run(socket, state, peer).await;
+                session::run(socket, state, peer, preauth).await;
                 drop(permit);
             })
         })
@@ -615,9 +699,26 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => "ready".into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    // One probe at a time asks the database, at most once a second; the
+    // others wait for (or reuse) its answer. The writers' pool is the one
+    // asked: it is the one readiness is about.
+    let mut last = state.ready.lock().await;
+    let now = tokio::time::Instant::now();
+    let ok = match *last {
+        Some((at, ok)) if now.duration_since(at) < Duration::from_secs(1) => ok,
+        _ => {
+            let ok = tokio::time::timeout(Duration::from_secs(2), state.store.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            *last = Some((tokio::time::Instant::now(), ok));
+            ok
+        }
+    };
+    drop(last);
+    if ok {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
     }
 }
 
@@ -632,4 +733,218 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         render_metrics(&state),
     )
         .into_response()
+}
+
+// ---- cheap attacks (issue 10, section 4) ----
+
+/// The key the per-address limits count by: the address itself, except
+/// IPv6, counted per /64 (one host usually holds a whole /64), and IPv4
+/// mapped into IPv6, counted as the IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+    }
+}
+
+/// Sockets that have not said a valid hello yet: at most
+/// `HUB_MAX_PREAUTH_CONNECTIONS` in all (and never more than
+/// `HUB_MAX_CONNECTIONS`), and `HUB_MAX_PREAUTH_PER_IP` per client key.
+/// Silent sockets therefore hold at most that much of the total, and a
+/// single address at most its share of that.
+struct PreAuth {
+    total: Arc<Semaphore>,
+    /// Attacker-chosen keys: std's randomly seeded hasher, not foldhash.
+    per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    metrics: Arc<Metrics>,
+}
+
+enum PreAuthFull {
+    PerIp,
+    Total,
+}
+
+/// A socket's place among the pre-auth ones; dropped after a valid hello
+/// (or when the socket ends first).
+pub struct PreAuthGuard {
+    preauth: Arc<PreAuth>,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl PreAuth {
+    fn new(s: &Settings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(
+                s.max_preauth_connections.min(s.max_connections),
+            )),
+            per_ip: Default::default(),
+            max_per_ip: s.max_preauth_per_ip,
+            metrics,
+        }
+    }
+
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<PreAuthGuard, PreAuthFull> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(PreAuthFull::PerIp);
+        }
+        let Ok(permit) = self.total.clone().try_acquire_owned() else {
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            return Err(PreAuthFull::Total);
+        };
+        *n += 1;
+        self.metrics.preauth_connections.inc();
+        Ok(PreAuthGuard {
+            preauth: self.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for PreAuthGuard {
+    fn drop(&mut self) {
+        let mut per_ip = self.preauth.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.preauth.metrics.preauth_connections.dec();
+    }
+}
+
+/// Accepts TCP connections and serves HTTP/1.1 on them (with upgrades, for
+/// `/ws`) until `stop`, then lets requests in progress finish. Unlike
+/// `axum::serve`, a connection must send a complete request head within
+/// `header_timeout`, and an idle keep-alive connection is closed after it:
+/// a socket that never sends a request costs nothing after that.
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let conns = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, mostly: wait for some to free up.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small frames both ways: Nagle would add up to 40 ms to each.
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::Service::call(&mut router.clone(), req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    conns.close();
+    conns.wait().await;
+}
+
+/// A group of read routes: at most `permits` requests at once (none: no
+/// cap), each answered within `timeout`.
+#[derive(Clone)]
+struct Gate {
+    permits: Option<Arc<Semaphore>>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+async fn gated(
+    State(gate): State<Gate>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refused = |reason: &str, message: &str| {
+        gate.metrics
+            .http_refused
+            .with_label_values(&[reason])
+            .inc();
+        crate::earnings::error(StatusCode::SERVICE_UNAVAILABLE, reason, message)
+    };
+    let _permit = match &gate.permits {
+        Some(p) => match p.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => return refused("overloaded", "too many requests at once; retry later"),
+        },
+        None => None,
+    };
+    match tokio::time::timeout(gate.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => refused("timeout", "the request took too long; retry later"),
+    }
+}
+
+/// Every minute: forget idle hello-rate buckets; every ten (and at start):
+/// delete validator rows whose key never had a result stored and was not
+/// seen for `HUB_UNUSED_VALIDATOR_TTL_SECS`. Every hub runs it; rows are
+/// taken with SKIP LOCKED, so hubs do not contend.
+async fn housekeeping(state: Arc<AppState>) {
+    const BATCH: i64 = 1_000;
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ttl = Duration::from_secs(state.settings.unused_validator_ttl_secs);
+    for n in 0u64.. {
+        tick.tick().await;
+        state.hello_limiter.retain_recent();
+        state.hello_limiter.shrink_to_fit();
+        if n % 10 != 0 {
+            continue;
+        }
+        // At most 10 batches a pass; the rest waits for the next one.
+        for _ in 0..10 {
+            match state.store.forget_unused_validators(ttl, BATCH).await {
+                Ok(gone) => {
+                    state.metrics.validators_forgotten.inc_by(gone);
+                    if gone > 0 {
+                        tracing::info!(validators = gone, "forgot validators that never returned a result");
+                    }
+                    if gone < BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "forgetting unused validators failed");
+                    break;
+                }
+            }
+        }
+    }
 }

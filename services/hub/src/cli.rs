@@ -51,11 +51,38 @@ pub enum PayoutsCommand {
     RetryFailed,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct Db {
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+}
+
+/// The URL may hold a password.
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("database_url", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `s` made safe for a terminal: control characters (C0, DEL, C1: ESC
+/// sequences, newlines, BEL) and bidirectional overrides are shown escaped,
+/// `\u{1b}`, so text from validators or the chain cannot move the cursor,
+/// retitle the window or fake a line.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_unicode());
+        } else if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,7 +99,7 @@ pub enum SitesCommand {
         /// Status codes that count as up: `200-399` or one code.
         #[arg(long, default_value = "200-399", value_parser = parse_status_range)]
         expect: (i16, i16),
-        /// Text the body must contain.
+        /// Text the body must contain (at most 256 bytes).
         #[arg(long)]
         keyword: Option<String>,
         /// Do not follow redirects.
@@ -178,6 +205,10 @@ async fn sites(store: Store, command: SitesCommand) -> anyhow::Result<()> {
             owner,
         } => {
             let url = WebsiteUrl::parse(&url)?;
+            let keyword = keyword.filter(|k| !k.is_empty());
+            if let Some(k) = &keyword {
+                store::check_keyword(k)?;
+            }
             let w = store
                 .add_website(&NewWebsite {
                     url,
@@ -185,7 +216,7 @@ async fn sites(store: Store, command: SitesCommand) -> anyhow::Result<()> {
                     timeout_ms,
                     expected_status_min: expect.0,
                     expected_status_max: expect.1,
-                    keyword: keyword.filter(|k| !k.is_empty()),
+                    keyword,
                     follow_redirects: !no_follow_redirects,
                     owner,
                 })
@@ -286,23 +317,24 @@ pub fn status_table(sites: &[SiteStatus], now_ms: i64) -> String {
                             (true, None, _) => format!("up {}ms", x.latency_ms),
                             (false, Some(c), _) => format!("down {c}"),
                             (false, None, Some(e)) => {
-                                format!("down ({})", e.chars().take(40).collect::<String>())
+                                let e: String = e.chars().take(40).collect();
+                                format!("down ({})", terminal_safe(&e))
                             }
                             (false, None, None) => "down".into(),
                         };
-                        format!("{}: {what}", x.region)
+                        format!("{}: {what}", terminal_safe(&x.region))
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
                 let status = if w.enabled {
-                    r.status.clone()
+                    terminal_safe(&r.status)
                 } else {
                     format!("{} (off)", r.status)
                 };
                 (status, median, ago(now_ms - last), results)
             }
         };
-        let url: String = w.url.chars().take(38).collect();
+        let url: String = terminal_safe(&w.url.chars().take(38).collect::<String>());
         let _ = writeln!(
             out,
             "{:>4}  {:<8}  {:<38}  {:>8}  {:<10}  {}",
@@ -325,5 +357,49 @@ mod tests {
             .unwrap_err()
             .contains("not an HTTP status"));
         assert!(parse_status_range("99").is_err());
+    }
+
+    #[test]
+    fn terminal_text_is_escaped() {
+        assert_eq!(terminal_safe("plain é text"), "plain é text");
+        assert_eq!(
+            terminal_safe("a\x1b[2Jb\nc\rd\x07\u{9b}e\u{202e}f"),
+            r"a\u{1b}[2Jb\nc\rd\u{7}\u{9b}e\u{202e}f"
+        );
+    }
+
+    #[test]
+    fn status_table_escapes_validator_text() {
+        let site = SiteStatus {
+            website: store::Website {
+                id: 1,
+                url: "https://example.com/".into(),
+                interval_secs: 60,
+                timeout_ms: 1000,
+                expected_status_min: 200,
+                expected_status_max: 399,
+                keyword: None,
+                follow_redirects: true,
+                enabled: true,
+                owner: "o".into(),
+            },
+            round: Some(store::RoundSummary {
+                round_id: 1,
+                status: "down".into(),
+                scheduled_at_ms: 0,
+                results: vec![store::RegionResult {
+                    region: "eu\x1b]0;x\x07".into(),
+                    up: false,
+                    http_status: None,
+                    latency_ms: 1,
+                    error: Some("bad\x1b[2J\nFAKE".into()),
+                    checked_at_ms: 0,
+                }],
+            }),
+        };
+        let out = status_table(&[site], 1000);
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "{out:?}");
+        assert!(out.contains(r"bad\u{1b}[2J\nFAKE"), "{out:?}");
     }
 }

@@ -16,15 +16,16 @@ use protocol::Keyring;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// PostgreSQL URL (`HUB_DATABASE_URL` or `DATABASE_URL`).
-    pub database_url: String,
+    /// PostgreSQL URL (`HUB_DATABASE_URL` or `DATABASE_URL`); may hold a
+    /// password.
+    pub database_url: Secret,
     pub db_max_connections: u32,
     /// Where `/ws`, `/healthz`, `/readyz` and `/metrics` listen.
     pub listen: SocketAddr,
     /// This replica's id; unique in the cluster (`HUB_ID`).
     pub hub_id: String,
     /// Task-token keys, `kid:hex[,kid:hex]`; the first signs. Same on every hub.
-    pub token_keys: String,
+    pub token_keys: Secret,
     /// Validators per round (K).
     pub validators_per_round: usize,
     /// Floor for a website's interval, seconds.
@@ -55,8 +56,9 @@ pub struct Settings {
     pub writers: usize,
     /// On SIGTERM, how long sessions may take to hand in their results, ms.
     pub drain_timeout_ms: u64,
-    /// Redis for cluster coordination; empty runs this hub alone.
-    pub redis_url: String,
+    /// Redis for cluster coordination; empty runs this hub alone. May hold
+    /// a password.
+    pub redis_url: Secret,
     /// Prepended to every Redis key and channel (one per deployment).
     pub redis_prefix: String,
     /// How often this hub announces itself; it counts as gone after two
@@ -72,8 +74,21 @@ pub struct Settings {
     /// Treasury keypair file (Solana CLI JSON), mounted as a secret. Empty
     /// disables payouts on this hub.
     pub payout_treasury_keypair: String,
-    /// Solana JSON-RPC endpoint payouts use.
-    pub payout_rpc_url: String,
+    /// Read the treasury keypair even if its mode lets others read it or
+    /// group or others write it (refused by default, as ssh does).
+    pub allow_insecure_keypair: bool,
+    /// Solana JSON-RPC endpoint payouts use. Often carries a provider's
+    /// API key: `Debug` and logs show its scheme and host only.
+    pub payout_rpc_url: crate::payouts::RpcUrl,
+    /// Endpoint for signature status look-ups (`getSignatureStatuses` with
+    /// history, `minimumLedgerSlot`); empty: `payout_rpc_url`. Must keep
+    /// transaction history back to the oldest unfinished batch.
+    pub payout_history_rpc_url: crate::payouts::RpcUrl,
+    /// Compute-unit price of payout transactions, micro-lamports; 0: none.
+    pub payout_priority_fee_micro_lamports: u64,
+    /// Most lamports (transfers and fees) payout batches may spend per UTC
+    /// day; once reached, payouts wait for the next day. 0: no cap.
+    pub payout_daily_cap_lamports: u64,
     /// How often the leader settles, claims and pays, ms.
     pub payout_interval_ms: u64,
     /// Smallest payout; at least the rent-exempt minimum of a new account.
@@ -92,18 +107,44 @@ pub struct Settings {
     /// final; a rolled-back block would leave it recorded as paid.
     pub payout_commitment: String,
     /// Fault injection for tests: abort the process at this payout step
-    /// (`after_claim`, `after_sign`, `after_send`, `before_confirm`).
+    /// (`after_claim`, `after_sign`, `after_send`, `before_confirm`). Refused
+    /// by release builds (without debug assertions).
     pub payout_crash_at: String,
+    // ---- cheap attacks (issue 10, section 4) ----
+    /// Sockets that have not said a valid hello yet, on this replica: a cap
+    /// of their own, below `max_connections`, so silent sockets cannot take
+    /// the room of validators. Over it, the upgrade gets HTTP 503.
+    pub max_preauth_connections: usize,
+    /// Of those, per client address (after `trusted_proxies`; IPv6 by /64).
+    /// Over it, the upgrade gets HTTP 429.
+    pub max_preauth_per_ip: usize,
+    /// Hellos per second per client address (token bucket), and its burst.
+    /// Over it: `rate_limited`, close 1008.
+    pub hello_rate_per_ip: u32,
+    pub hello_burst_per_ip: u32,
+    /// A validator row whose key never had a result stored is deleted once
+    /// it has not been seen for this long, seconds.
+    pub unused_validator_ttl_secs: u64,
+    /// HTTP: time to read a request's head (also how long an idle
+    /// keep-alive connection, or one that never sends a request, stays
+    /// open) and to answer a non-WebSocket request, ms.
+    pub http_timeout_ms: u64,
+    /// Requests to `/v1/validators/{key}/earnings` and `/metrics` served at
+    /// once; more get 503 `overloaded`.
+    pub http_max_concurrent: usize,
+    /// PostgreSQL connections for those endpoints, a pool apart from the
+    /// tick writers' (`db_max_connections`).
+    pub read_db_max_connections: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            database_url: String::new(),
+            database_url: Secret::default(),
             db_max_connections: 16,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             hub_id: String::new(),
-            token_keys: String::new(),
+            token_keys: Secret::default(),
             validators_per_round: 3,
             min_interval_secs: 10,
             task_deadline_ms: 30_000,
@@ -122,14 +163,18 @@ impl Default for Settings {
             write_batch_max: 2_000,
             writers: 2,
             drain_timeout_ms: 10_000,
-            redis_url: String::new(),
+            redis_url: Secret::default(),
             redis_prefix: "uptime:".into(),
             announce_interval_ms: 2_000,
             advertise_address: String::new(),
             trusted_proxies: String::new(),
             leader_lease_ms: 10_000,
             payout_treasury_keypair: String::new(),
-            payout_rpc_url: String::new(),
+            allow_insecure_keypair: false,
+            payout_rpc_url: Default::default(),
+            payout_history_rpc_url: Default::default(),
+            payout_priority_fee_micro_lamports: 0,
+            payout_daily_cap_lamports: 0,
             payout_interval_ms: 60_000,
             payout_min_lamports: MIN_PAYOUT_LAMPORTS,
             payout_max_transfers: 10,
@@ -138,13 +183,124 @@ impl Default for Settings {
             payout_confirm_timeout_ms: 15_000,
             payout_commitment: "finalized".into(),
             payout_crash_at: String::new(),
+            max_preauth_connections: 1_024,
+            max_preauth_per_ip: 16,
+            hello_rate_per_ip: 5,
+            hello_burst_per_ip: 20,
+            unused_validator_ttl_secs: 86_400,
+            http_timeout_ms: 10_000,
+            http_max_concurrent: 32,
+            read_db_max_connections: 2,
         }
+    }
+}
+
+/// A setting that holds a secret (a key, a URL with a password). Reads as
+/// `&str` through `Deref`; `Debug` shows only whether it is set, and there
+/// is no `Display`, so it cannot be logged by accident.
+///
+/// Not `secrecy::SecretString`: figment needs `Serialize` for the defaults
+/// and that type has none for strings, and its `expose_secret()` at every
+/// use would buy nothing here (`Settings` is built once, at start).
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+/// A string, or a whole number as figment reads an all-digit environment
+/// value; any other kind is refused without quoting it (serde's message
+/// would, and the value is a secret).
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'v> serde::de::Visitor<'v> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("expected a string (value not shown)"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("expected a string (value not shown)"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(serde::de::Error::custom("expected a string (value not shown)"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(serde::de::Error::custom("expected a string (value not shown)"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
 /// Rent-exempt minimum of a new, empty system account: a smaller transfer
 /// to an account that does not exist yet would fail the whole transaction.
 pub const MIN_PAYOUT_LAMPORTS: i64 = 890_880;
+
+/// Highest `HUB_PAYOUT_PRIORITY_FEE_MICRO_LAMPORTS`: 100 lamports per
+/// compute unit (a 20-transfer batch then pays about 0.001 SOL more).
+pub const MAX_PRIORITY_FEE: u64 = 100_000_000;
+
+/// `HUB_PAYOUT_CRASH_AT`, with fault injection compiled in (`hooks`) or not.
+fn crash_at(v: &str, hooks: bool) -> Result<Option<crate::payouts::CrashPoint>, ConfigError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if !hooks {
+        return Err(invalid(
+            "HUB_PAYOUT_CRASH_AT",
+            "fault injection is for tests only; this release build refuses it (unset it)",
+        ));
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e: String| invalid("HUB_PAYOUT_CRASH_AT", e))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -252,6 +408,7 @@ impl Settings {
             return Err(invalid("HUB_LEADER_LEASE_MS", "must be 300..=600000"));
         }
         self.validate_payouts()?;
+        self.validate_abuse_limits()?;
         for (var, v) in [
             ("HUB_MAX_CONNECTIONS", self.max_connections),
             ("HUB_SESSION_QUEUE", self.session_queue),
@@ -304,15 +461,65 @@ impl Settings {
         }
         self.payout_commitment()?;
         self.payout_crash_at()?;
+        if self.payout_priority_fee_micro_lamports > MAX_PRIORITY_FEE {
+            return Err(invalid(
+                "HUB_PAYOUT_PRIORITY_FEE_MICRO_LAMPORTS",
+                format!("must be at most {MAX_PRIORITY_FEE}"),
+            ));
+        }
+        if i64::try_from(self.payout_daily_cap_lamports).is_err() {
+            return Err(invalid(
+                "HUB_PAYOUT_DAILY_CAP_LAMPORTS",
+                "must be at most 9223372036854775807",
+            ));
+        }
+        if !self.payout_history_rpc_url.is_empty() && !self.payout_history_rpc_url.is_http() {
+            return Err(invalid(
+                "HUB_PAYOUT_HISTORY_RPC_URL",
+                "must be an http:// or https:// URL (or empty to use HUB_PAYOUT_RPC_URL)",
+            ));
+        }
         if !self.payout_treasury_keypair.is_empty() {
-            let ok = url::Url::parse(&self.payout_rpc_url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            let ok = self.payout_rpc_url.is_http();
             if !ok {
                 return Err(invalid(
                     "HUB_PAYOUT_RPC_URL",
                     "must be an http:// or https:// URL when HUB_PAYOUT_TREASURY_KEYPAIR is set",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_abuse_limits(&self) -> Result<(), ConfigError> {
+        // Each is also bounded by the one above it (HUB_MAX_CONNECTIONS),
+        // so lowering only the total stays valid.
+        if self.max_preauth_connections == 0 {
+            return Err(invalid("HUB_MAX_PREAUTH_CONNECTIONS", "must be positive"));
+        }
+        if self.max_preauth_per_ip == 0 {
+            return Err(invalid("HUB_MAX_PREAUTH_PER_IP", "must be positive"));
+        }
+        if self.hello_rate_per_ip == 0 || self.hello_burst_per_ip == 0 {
+            return Err(invalid(
+                "HUB_HELLO_RATE_PER_IP",
+                "rate and burst (HUB_HELLO_BURST_PER_IP) must be positive",
+            ));
+        }
+        if self.unused_validator_ttl_secs < 60 {
+            return Err(invalid(
+                "HUB_UNUSED_VALIDATOR_TTL_SECS",
+                "must be at least 60",
+            ));
+        }
+        if !(100..=600_000).contains(&self.http_timeout_ms) {
+            return Err(invalid("HUB_HTTP_TIMEOUT_MS", "must be 100..=600000"));
+        }
+        if self.http_max_concurrent == 0 {
+            return Err(invalid("HUB_HTTP_MAX_CONCURRENT", "must be positive"));
+        }
+        if !(1..=64).contains(&self.read_db_max_connections) {
+            return Err(invalid("HUB_READ_DB_MAX_CONNECTIONS", "must be 1..=64"));
         }
         Ok(())
     }
@@ -335,14 +542,10 @@ impl Settings {
         }
     }
 
+    /// The armed crash point. Fault injection exists for tests only: a
+    /// release build (no debug assertions) refuses any value.
     pub fn payout_crash_at(&self) -> Result<Option<crate::payouts::CrashPoint>, ConfigError> {
-        if self.payout_crash_at.is_empty() {
-            return Ok(None);
-        }
-        self.payout_crash_at
-            .parse()
-            .map(Some)
-            .map_err(|e: String| invalid("HUB_PAYOUT_CRASH_AT", e))
+        crash_at(&self.payout_crash_at, cfg!(debug_assertions))
     }
 
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {
@@ -428,9 +631,67 @@ mod tests {
             let e = from_pairs(pairs).unwrap_err().to_string();
             assert!(e.contains(var), "{e}");
         }
+        for (pair, var) in [
+            (
+                ("payout_history_rpc_url", "'ftp://x'"),
+                "HUB_PAYOUT_HISTORY_RPC_URL",
+            ),
+            (
+                ("payout_priority_fee_micro_lamports", "100000001"),
+                "HUB_PAYOUT_PRIORITY_FEE_MICRO_LAMPORTS",
+            ),
+        ] {
+            let e = from_pairs(&[("database_url", DB), ("token_keys", KEY), pair])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var), "{e}");
+        }
         let e = from_pairs(&[("listen", "'not-an-address'")])
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    /// Settings get logged and printed in panics: secrets must not be.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let key = "6b".repeat(32);
+        let s = from_pairs(&[
+            ("database_url", "'postgres://hub:db-pass-1@db/uptime'"),
+            ("token_keys", &format!("'k1:{key}'")),
+            ("redis_url", "'redis://:redis-pass-2@redis:6379/'"),
+        ])
+        .unwrap();
+        let shown = format!("{s:?} {s:#?}");
+        for secret in ["db-pass-1", "redis-pass-2", &key[..16], "postgres://"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("token_keys"), "{shown}");
+    }
+
+    /// A malformed HUB_TOKEN_KEYS is named, its value never shown, whatever
+    /// figment makes of it (an all-digit value reads as a number).
+    #[test]
+    fn a_bad_token_key_is_named_not_shown() {
+        let digits = "12".repeat(32);
+        for bad in [
+            digits.clone(),
+            format!("k:{digits}z"),
+            format!(":{digits}"),
+            format!("[{digits}]"),
+            format!("{digits}.5"),
+        ] {
+            // What `Env` does with the variable's text.
+            let value: figment::value::Value = bad.parse().unwrap();
+            let e = Settings::from_figment(
+                Figment::from(Serialized::defaults(Settings::default()))
+                    .merge(Toml::string(&format!("database_url = {DB}")))
+                    .merge(Serialized::default("token_keys", value)),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("token_keys") || e.contains("TOKEN_KEYS"), "{e}");
+            assert!(!e.contains(&digits[..16]), "{bad}: {e}");
+        }
     }
 }

@@ -96,9 +96,19 @@ struct OpenRound {
 /// the tick writer's queue, and should count.
 const CLOSE_GRACE_MS: i64 = 2_000;
 
+/// After a statement failed, how long the coordinator waits before its next
+/// one (the database is likely away).
+const DB_RETRY_MS: i64 = 1_000;
+
 impl OpenRound {
-    fn done(&self, now: i64) -> bool {
-        now >= self.deadline_ms + CLOSE_GRACE_MS
+    /// Fully answered, or out of time. `clear_before`: every result received
+    /// before this instant has been answered by the tick writers (see
+    /// [`Backlog::clear_before`](crate::ingest::Backlog::clear_before)); a
+    /// round is not decided by time while results received before its
+    /// deadline may still be on their way to the database (an outage), or
+    /// its status would count them as missing.
+    fn done(&self, now: i64, clear_before: i64) -> bool {
+        (now >= self.deadline_ms + CLOSE_GRACE_MS && self.deadline_ms < clear_before)
             || self.tasks.iter().all(|t| t.state != TaskState::Pending)
     }
 }
@@ -115,7 +125,13 @@ pub struct Coordinator {
     sites: HashMap<i64, Site>,
     rounds: HashMap<i64, OpenRound>,
     load: HashMap<PublicKey, u32>,
+    /// Tasks sent to each validator, so a disconnect touches only its own
+    /// (see [`Coordinator::note_task`]).
+    tasks_of: HashMap<PublicKey, Vec<(i64, Uuid)>>,
+    notes_since_prune: u32,
     rng: fastrand::Rng,
+    /// No statement before this time (Unix ms): the last one failed.
+    db_retry_at: i64,
 }
 
 /// A snapshot of connected validators for one tick.
@@ -139,7 +155,10 @@ impl Coordinator {
             sites: HashMap::new(),
             rounds: HashMap::new(),
             load: HashMap::new(),
+            tasks_of: HashMap::new(),
+            notes_since_prune: 0,
             rng: fastrand::Rng::new(),
+            db_retry_at: 0,
         }
     }
 
@@ -307,10 +326,15 @@ impl Coordinator {
 
     async fn on_tick(&mut self) {
         let now = now_ms();
+        self.expire_tasks(now);
+        // After a failed statement the database is given a second before
+        // the next one, instead of one failing call (and log line) a tick.
+        if now < self.db_retry_at {
+            return;
+        }
         if !self.app.shutdown.is_cancelled() {
             self.open_due(now).await;
         }
-        self.expire_tasks(now);
         self.close_done(now).await;
     }
 
@@ -382,8 +406,10 @@ impl Coordinator {
         {
             Ok(o) => o,
             Err(e) => {
-                // Leave them due: the next tick tries again, same slot.
+                // Leave them due: the next try is for the same slot (or,
+                // past the misfire window, the next one).
                 tracing::warn!(error = %e, rounds = due.len(), "opening rounds failed");
+                self.db_retry_at = now + DB_RETRY_MS;
                 return;
             }
         };
@@ -506,6 +532,7 @@ impl Coordinator {
                 self.app.metrics.tasks_sent.inc();
                 pool.cands[i].load += 1;
                 *self.load.entry(key).or_default() += 1;
+                self.note_task(key, round_id, task_id);
                 round.tasks.push(TaskSlot {
                     task_id,
                     validator: key,
@@ -540,15 +567,14 @@ impl Coordinator {
                 if self.app.registry.get(&key).is_some() {
                     return;
                 }
-                let failed: Vec<(i64, Uuid)> = self
-                    .rounds
-                    .iter()
-                    .flat_map(|(id, r)| {
-                        r.tasks
-                            .iter()
-                            .filter(|t| t.validator == key && t.state == TaskState::Pending)
-                            .map(|t| (*id, t.task_id))
-                    })
+                // Only this validator's tasks: a disconnect (say, one of a
+                // flood of fresh keys) never scans every open round.
+                let Some(noted) = self.tasks_of.remove(&key) else {
+                    return;
+                };
+                let failed: Vec<(i64, Uuid)> = noted
+                    .into_iter()
+                    .filter(|(round_id, task_id)| self.is_pending(*round_id, *task_id))
                     .collect();
                 if failed.is_empty() {
                     return;
@@ -559,6 +585,38 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Records a task sent to `key` (called with its load already counted).
+    /// Entries whose task has since been answered, replaced or closed are
+    /// dropped lazily: a validator's list once it is twice its pending
+    /// tasks (plus slack), all of it when the validator disconnects, and,
+    /// every few thousand tasks, the lists of validators with nothing
+    /// pending (say, another hub's validators that left). Amortized O(1)
+    /// per task.
+    fn note_task(&mut self, key: PublicKey, round_id: i64, task_id: Uuid) {
+        const PRUNE_EVERY: u32 = 4_096;
+        self.notes_since_prune += 1;
+        if self.notes_since_prune >= PRUNE_EVERY {
+            self.notes_since_prune = 0;
+            let load = &self.load;
+            self.tasks_of.retain(|k, _| load.contains_key(k));
+        }
+        let pending = self.load.get(&key).copied().unwrap_or(0) as usize;
+        let mut list = self.tasks_of.remove(&key).unwrap_or_default();
+        if list.len() >= 2 * pending + 16 {
+            list.retain(|(r, t)| self.is_pending(*r, *t));
+        }
+        list.push((round_id, task_id));
+        self.tasks_of.insert(key, list);
+    }
+
+    fn is_pending(&self, round_id: i64, task_id: Uuid) -> bool {
+        self.rounds.get(&round_id).is_some_and(|r| {
+            r.tasks
+                .iter()
+                .any(|t| t.task_id == task_id && t.state == TaskState::Pending)
+        })
     }
 
     fn expire_tasks(&mut self, now: i64) {
@@ -608,10 +666,11 @@ impl Coordinator {
     }
 
     async fn close_done(&mut self, now: i64) {
+        let clear_before = self.app.backlog.clear_before(now);
         let done: Vec<i64> = self
             .rounds
             .iter()
-            .filter(|(_, r)| r.done(now))
+            .filter(|(_, r)| r.done(now, clear_before))
             .map(|(id, _)| *id)
             .collect();
         if done.is_empty() {
@@ -642,8 +701,11 @@ impl Coordinator {
                     }
                 }
             }
-            // Kept open in memory; the next tick tries again.
-            Err(e) => tracing::warn!(error = %e, rounds = done.len(), "closing rounds failed"),
+            // Kept open in memory; tried again after DB_RETRY_MS.
+            Err(e) => {
+                tracing::warn!(error = %e, rounds = done.len(), "closing rounds failed");
+                self.db_retry_at = now + DB_RETRY_MS;
+            }
         }
     }
 
@@ -659,6 +721,13 @@ impl Coordinator {
     }
 
     async fn sweep(&mut self) {
+        // Results received before the rounds' deadlines may still be on
+        // their way to the database (an outage, or just after one): the
+        // sweep would decide those rounds without them.
+        let now = now_ms();
+        if self.app.backlog.clear_before(now) < now - SWEEP_GRACE.as_millis() as i64 {
+            return;
+        }
         let hub = &self.app.settings.hub_id;
         match self
             .app
@@ -720,20 +789,33 @@ pub async fn follow_website_changes(app: Arc<AppState>, stop: CancellationToken)
             }
         }
     };
+    // Failed receives in a row: the database is away. The first is logged
+    // as a warning, the rest (one per back-off step, up to 5 s) at debug.
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             n = listener.recv() => match n {
                 Ok(n) => {
+                    failures = 0;
                     tracing::debug!(op = n.payload(), "websites changed");
                     let _ = app.events.try_send(Event::WebsitesChanged);
                 }
                 Err(e) => {
                     // recv() reconnects on the next call; reload meanwhile
                     // in case a notification was lost with the connection.
-                    tracing::warn!(error = %e, "website notifications interrupted");
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "website notifications interrupted");
+                    } else {
+                        tracing::debug!(error = %e, failures, "website notifications still interrupted");
+                    }
                     let _ = app.events.try_send(Event::WebsitesChanged);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let wait = Duration::from_millis(500 << failures.min(3)).min(Duration::from_secs(5));
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                 }
             },
         }

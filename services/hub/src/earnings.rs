@@ -1,6 +1,12 @@
 //! `GET /v1/validators/{public_key}/earnings`: what a validator earned,
 //! what is pending, what was paid, with transaction signatures. Read-only
 //! and served by every hub (it reads PostgreSQL).
+//!
+//! Bounded per request: a few primary-key and index lookups on the hub's
+//! read pool (`HUB_READ_DB_MAX_CONNECTIONS`, apart from the tick writers'),
+//! behind a cap on requests at once and a time limit (app.rs). `settling`
+//! comes from a summary the payout leader rewrites after each settlement
+//! ([`refresh_summary`]), not from the ticks.
 
 use std::sync::Arc;
 
@@ -14,7 +20,7 @@ use protocol::PublicKey;
 
 use crate::app::AppState;
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(ApiError {
@@ -33,7 +39,7 @@ pub async fn earnings(State(state): State<Arc<AppState>>, Path(key): Path<String
             "not a base58 ed25519 public key",
         );
     }
-    let e = match state.store.earnings(&key).await {
+    let e = match state.read_store.earnings_summary(&key).await {
         Ok(Some(e)) => e,
         Ok(None) => {
             return error(
@@ -82,4 +88,21 @@ pub async fn earnings(State(state): State<Arc<AppState>>, Path(key): Path<String
             .collect(),
     })
     .into_response()
+}
+
+/// Rewrites the earnings summary (`settling` of every validator). For the
+/// payout leader, right after it settles; a failure is logged and counted
+/// and costs only freshness (the next cycle rewrites it).
+pub async fn refresh_summary(store: &store::Store, metrics: &crate::metrics::Metrics) {
+    let outcome = match store.refresh_earnings_summary().await {
+        Ok(_) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "refreshing the earnings summary failed");
+            "error"
+        }
+    };
+    metrics
+        .earnings_summary_refreshes
+        .with_label_values(&[outcome])
+        .inc();
 }

@@ -6,7 +6,8 @@
 //! one multi-row `INSERT ... SELECT FROM UNNEST` whose primary key is the
 //! duplicate guard, and acknowledges each result only after its commit.
 
-use foldhash::{HashMap, HashMapExt, HashSet};
+use foldhash::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use protocol::crypto::{verify_result, verify_results_batch};
-use protocol::limits::{CLOCK_SKEW_MS, MAX_ERROR_TEXT};
+use protocol::limits::CLOCK_SKEW_MS;
 use protocol::now_ms;
 use protocol::{
     AckOutcome, CheckResult, CheckStatus, ErrorCode, HubMessage, Keyring, PublicKey, ResultAck,
 };
-use store::{NewTick, Store};
+use store::{ErrorKind, NewTick, Store};
 
 use crate::cluster::routing::InboxMessage;
 use crate::cluster::{ClusterLink, Ring};
@@ -64,7 +65,7 @@ impl Verifier {
         r: &CheckResult,
         now_ms: i64,
     ) -> Result<NewTick, ErrorCode> {
-        if r.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_TEXT)
+        if !r.text_is_valid()
             || r.http_status.is_some_and(|s| !(100..=599).contains(&s))
             || r.latency_ms > MAX_LATENCY_MS
         {
@@ -111,6 +112,13 @@ pub struct IngestItem {
     pub signed: Box<(VerifyingKey, CheckResult)>,
 }
 
+impl IngestItem {
+    /// The duplicate guard's key: one tick per (task, validator).
+    pub fn key(&self) -> (Uuid, i64) {
+        (self.tick.task_id, self.tick.validator_id)
+    }
+}
+
 /// One verdict per item: is its result's signature valid?
 pub fn signatures_valid(items: &[IngestItem]) -> Vec<bool> {
     let pairs: Vec<(&VerifyingKey, &CheckResult)> =
@@ -132,6 +140,181 @@ fn dispatch_to_commit(tick: &NewTick, now_ms: i64) -> Option<f64> {
     Some(ms.max(0) as f64 / 1000.0)
 }
 
+/// Results accepted at the door and not yet answered by a tick writer, by
+/// `(task, validator)`: in the ingest queue, in a writer's batch, or waiting
+/// for the database to come back. Three things read it:
+/// - a session, so a resend of a result still queued costs nothing (its ack
+///   goes to the newest copy's session instead);
+/// - the coordinator, so a round is not decided by time while results
+///   received before its deadline may still be on their way to the database
+///   ([`Backlog::clear_before`]);
+/// - the writers, which record here when the database fails and recovers.
+pub struct Backlog {
+    inner: std::sync::Mutex<BacklogInner>,
+}
+
+#[derive(Default)]
+struct BacklogInner {
+    queued: HashMap<(Uuid, i64), Queued>,
+    /// How many queued results were received at each millisecond.
+    by_received: BTreeMap<i64, u32>,
+    /// When the current run of failing writes began (none: writes work).
+    failing_since: Option<i64>,
+    /// The last outage: when it began and when writes worked again.
+    last_outage: Option<(i64, i64)>,
+}
+
+struct Queued {
+    received_ms: i64,
+    reply: mpsc::Sender<Outbound>,
+}
+
+/// After writes work again, other hubs' writers (sharing the database) may
+/// still be emptying their queues: for this long, rounds whose deadline fell
+/// in the outage are not decided by time.
+pub const RECOVERY_GRACE_MS: i64 = 5_000;
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self {
+            inner: std::sync::Mutex::new(BacklogInner::default()),
+        }
+    }
+}
+
+impl Backlog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BacklogInner> {
+        // Nothing panics while holding it; a poisoned lock still holds
+        // consistent data.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a result on its way to a writer. `false` if one for the same
+    /// `(task, validator)` is already on its way: that copy's ack will go to
+    /// `reply` instead, and this one is dropped.
+    pub fn enter(&self, key: (Uuid, i64), received_ms: i64, reply: &mpsc::Sender<Outbound>) -> bool {
+        let mut b = self.lock();
+        if let Some(q) = b.queued.get_mut(&key) {
+            q.reply = reply.clone();
+            return false;
+        }
+        b.queued.insert(
+            key,
+            Queued {
+                received_ms,
+                reply: reply.clone(),
+            },
+        );
+        *b.by_received.entry(received_ms).or_default() += 1;
+        true
+    }
+
+    /// If a result for `key` is on its way, points its ack at `reply` and
+    /// returns `true`.
+    pub fn redirect(&self, key: (Uuid, i64), reply: &mpsc::Sender<Outbound>) -> bool {
+        match self.lock().queued.get_mut(&key) {
+            Some(q) => {
+                q.reply = reply.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes answered results out; returns where each one's ack goes (the
+    /// session of its newest copy), `None` for a key not recorded.
+    pub fn leave(&self, keys: impl Iterator<Item = (Uuid, i64)>) -> Vec<Option<mpsc::Sender<Outbound>>> {
+        let mut b = self.lock();
+        keys.map(|k| {
+            let q = b.queued.remove(&k)?;
+            if let std::collections::btree_map::Entry::Occupied(mut e) =
+                b.by_received.entry(q.received_ms)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            Some(q.reply)
+        })
+        .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().queued.len()
+    }
+
+    fn write_failed(&self, now_ms: i64) {
+        self.lock().failing_since.get_or_insert(now_ms);
+    }
+
+    fn write_worked(&self, now_ms: i64) {
+        let mut b = self.lock();
+        if let Some(since) = b.failing_since.take() {
+            b.last_outage = Some((since, now_ms));
+        }
+    }
+
+    /// Whether the tick writers are failing for the database's sake now.
+    pub fn failing(&self) -> bool {
+        self.lock().failing_since.is_some()
+    }
+
+    /// Every result this hub received before the returned instant (Unix
+    /// ms) has been answered (stored, a duplicate, or refused), and so has
+    /// every other hub's as far as this hub can tell: not during an outage,
+    /// nor within [`RECOVERY_GRACE_MS`] after one. A round may be decided by
+    /// time once its deadline is before it.
+    pub fn clear_before(&self, now_ms: i64) -> i64 {
+        let b = self.lock();
+        let mut t = now_ms;
+        if let Some((&oldest, _)) = b.by_received.first_key_value() {
+            t = t.min(oldest);
+        }
+        if let Some(since) = b.failing_since {
+            t = t.min(since);
+        }
+        if let Some((since, until)) = b.last_outage {
+            if now_ms < until + RECOVERY_GRACE_MS {
+                t = t.min(since);
+            }
+        }
+        t
+    }
+}
+
+/// A validator whose rows the database refuses this many times on one
+/// connection is disconnected (`invalid_result`, close 1008).
+pub const MAX_REFUSED_ROWS: u32 = 3;
+
+/// Attempts at a statement that failed neither for the database's absence
+/// nor for its rows (a bug, a schema mismatch) before its results are given
+/// up unacknowledged (validators resend them).
+const OTHER_ERROR_ATTEMPTS: usize = 8;
+
+/// One insert may take this long before it counts as a transient failure
+/// (a silent network: the statement is retried; if it had committed, the
+/// retry finds its rows and answers `duplicate`).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What became of a batch's rows.
+#[derive(Default)]
+struct Written {
+    /// New rows.
+    stored: HashSet<(Uuid, i64)>,
+    /// Indexes of rows the database refused (data errors).
+    refused: Vec<usize>,
+    /// Indexes of rows given up (not stored, not acknowledged).
+    given_up: Vec<usize>,
+}
+
+enum InsertError {
+    /// The rows are at fault.
+    Data(store::StoreError),
+    /// Retried as long as allowed, still failing.
+    GaveUp(store::StoreError),
+}
+
 pub struct Writer {
     pub store: Store,
     pub hub_id: String,
@@ -142,6 +325,13 @@ pub struct Writer {
     /// answered, so it can close the round early.
     pub ring: watch::Receiver<Arc<Ring>>,
     pub cluster: Option<ClusterLink>,
+    pub backlog: Arc<Backlog>,
+    /// After shutdown begins, how long writes keep being retried while the
+    /// database is away before the rest is given up (validators resend it
+    /// to the next hub).
+    pub shutdown_grace: Duration,
+    /// When this hub's shutdown reached the writers.
+    pub stopped_at: std::sync::OnceLock<Instant>,
 }
 
 impl Writer {
@@ -157,6 +347,7 @@ impl Writer {
             {
                 let mut rx = rx.lock().await;
                 if stop.is_cancelled() {
+                    self.stopped_at.get_or_init(Instant::now);
                     while batch.len() < self.batch_max {
                         match rx.try_recv() {
                             Ok(item) => batch.push(item),
@@ -210,29 +401,124 @@ impl Writer {
                 }
                 // The blocking pool is gone (runtime shutting down): nothing
                 // is acked, validators resend.
-                Err(_) => return,
+                Err(_) => {
+                    self.backlog.leave(batch.iter().map(IngestItem::key));
+                    return;
+                }
             }
         };
         let mut verdict = verdicts.into_iter();
+        let mut forged = Vec::new();
         batch.retain(|item| {
             if verdict.next().unwrap_or(false) {
                 self.metrics.results_accepted.inc();
                 return true;
             }
-            let code = ErrorCode::BadSignature;
+            forged.push(item.key());
+            false
+        });
+        let code = ErrorCode::BadSignature;
+        let replies = self.backlog.leave(forged.iter().copied());
+        for ((task_id, _), reply) in forged.into_iter().zip(replies) {
             self.metrics
                 .results_rejected
                 .with_label_values(&[code.as_str()])
                 .inc();
-            let _ = item
-                .reply
-                .try_send(Outbound::Ack(Box::new(HubMessage::ResultAck(ResultAck {
-                    task_id: item.tick.task_id,
+            if let Some(reply) = reply {
+                let _ = reply.try_send(Outbound::Ack(Box::new(HubMessage::ResultAck(ResultAck {
+                    task_id,
                     outcome: AckOutcome::Rejected,
                     code: Some(code),
                 }))));
-            false
-        });
+            }
+        }
+    }
+
+    /// Whether a write that keeps failing for the database's sake is still
+    /// worth retrying: always while the hub runs, for `shutdown_grace` once
+    /// it stops.
+    fn keep_retrying(&self) -> bool {
+        self.stopped_at
+            .get()
+            .is_none_or(|t| t.elapsed() < self.shutdown_grace)
+    }
+
+    /// One insert, retried with backoff: for as long as the database is away
+    /// ([`ErrorKind::Transient`](store::ErrorKind)), a few times for other
+    /// errors, never for data errors.
+    async fn insert(&self, rows: &[NewTick]) -> Result<Vec<(Uuid, i64)>, InsertError> {
+        let other_attempts = std::sync::atomic::AtomicUsize::new(0);
+        let attempt = || async {
+            match tokio::time::timeout(STATEMENT_TIMEOUT, self.store.insert_ticks(&self.hub_id, rows))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(store::StoreError::Db(sqlx_timeout())),
+            }
+        };
+        let res = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(1))
+                    .without_max_times()
+                    .with_jitter(),
+            )
+            .when(|e| match e.kind() {
+                ErrorKind::Data => false,
+                ErrorKind::Transient => self.keep_retrying(),
+                ErrorKind::Other => {
+                    let n = other_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    n < OTHER_ERROR_ATTEMPTS && self.keep_retrying()
+                }
+            })
+            .notify(|e, wait| {
+                self.metrics.write_errors.inc();
+                if e.kind() == ErrorKind::Transient {
+                    self.backlog.write_failed(now_ms());
+                    self.metrics.store_failing.set(1);
+                }
+                tracing::warn!(error = %e, ?wait, rows = rows.len(), "tick write failed; retrying");
+            })
+            .await;
+        match res {
+            Ok(stored) => {
+                self.backlog.write_worked(now_ms());
+                self.metrics.store_failing.set(0);
+                Ok(stored)
+            }
+            Err(e) if e.kind() == ErrorKind::Data => Err(InsertError::Data(e)),
+            Err(e) => Err(InsertError::GaveUp(e)),
+        }
+    }
+
+    /// Writes `rows`; when the database refuses some of them (a data error
+    /// fails the whole statement), halves the batch until each refused row
+    /// stands alone, so every good row is stored.
+    async fn insert_all(&self, rows: &[NewTick]) -> Written {
+        let mut out = Written::default();
+        let mut todo = vec![0..rows.len()];
+        while let Some(range) = todo.pop() {
+            match self.insert(&rows[range.clone()]).await {
+                Ok(stored) => out.stored.extend(stored),
+                Err(InsertError::Data(e)) if range.len() == 1 => {
+                    tracing::warn!(error = %e, task_id = %rows[range.start].task_id,
+                        validator_id = rows[range.start].validator_id, "the database refused a tick");
+                    out.refused.push(range.start);
+                }
+                Err(InsertError::Data(_)) => {
+                    let mid = range.start + range.len() / 2;
+                    todo.push(mid..range.end);
+                    todo.push(range.start..mid);
+                }
+                Err(InsertError::GaveUp(e)) => {
+                    // Not acknowledged: validators resend until the deadline.
+                    tracing::error!(error = %e, rows = range.len(), "tick write gave up; results will be resent");
+                    out.given_up.extend(range);
+                }
+            }
+        }
+        out
     }
 
     async fn write(&self, batch: &mut Vec<IngestItem>) {
@@ -240,71 +526,87 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        // A resend can arrive while its first copy is still queued: keep the
-        // first, answer the others as duplicates.
-        let mut first: HashMap<(Uuid, i64), usize> = HashMap::with_capacity(batch.len());
-        let mut rows = Vec::with_capacity(batch.len());
-        for (i, item) in batch.iter().enumerate() {
-            if first
-                .insert((item.tick.task_id, item.tick.validator_id), i)
-                .is_none()
-            {
-                rows.push(item.tick.clone());
-            }
-        }
+        // The backlog lets one copy of each (task, validator) in at a time,
+        // so the batch holds no duplicates of its own.
+        let rows: Vec<NewTick> = batch.iter().map(|i| i.tick.clone()).collect();
         let started = Instant::now();
-        let res = (|| self.store.insert_ticks(&self.hub_id, &rows))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(8)
-                    .with_jitter(),
-            )
-            .notify(|e, wait| {
-                self.metrics.write_errors.inc();
-                tracing::warn!(error = %e, ?wait, "tick write failed; retrying");
-            })
-            .await;
-        let stored = match res {
-            Ok(s) => s,
-            Err(e) => {
-                // Not acknowledged: validators resend until the deadline.
-                tracing::error!(error = %e, rows = rows.len(), "tick write gave up; results will be resent");
-                batch.clear();
-                return;
-            }
-        };
+        let written = self.insert_all(&rows).await;
         self.metrics
             .write_latency
             .observe(started.elapsed().as_secs_f64());
         self.metrics.write_batch_size.observe(rows.len() as f64);
-        self.metrics.ticks_written.inc_by(stored.len() as u64);
-        let stored: HashSet<(Uuid, i64)> = stored.into_iter().collect();
-        for (i, item) in batch.drain(..).enumerate() {
-            let key = (item.tick.task_id, item.tick.validator_id);
-            let outcome = if first.get(&key) == Some(&i) && stored.contains(&key) {
-                if let Some(s) = dispatch_to_commit(&item.tick, now_ms()) {
-                    self.metrics.dispatch_to_commit.observe(s);
+        self.metrics
+            .ticks_written
+            .inc_by(written.stored.len() as u64);
+        let mut fate = vec![Fate::Answered; batch.len()];
+        for &i in &written.refused {
+            fate[i] = Fate::Refused;
+        }
+        for &i in &written.given_up {
+            fate[i] = Fate::GivenUp;
+        }
+        let replies = self.backlog.leave(batch.iter().map(IngestItem::key));
+        self.metrics.ingest_backlog.set(self.backlog.len() as i64);
+        for ((item, fate), reply) in batch.drain(..).zip(fate).zip(replies) {
+            let task_id = item.tick.task_id;
+            let key = item.key();
+            let reply = reply.unwrap_or(item.reply);
+            let out = match fate {
+                Fate::GivenUp => continue,
+                Fate::Refused => {
+                    let code = ErrorCode::InvalidResult;
+                    self.metrics.ticks_refused.inc();
+                    self.metrics
+                        .results_rejected
+                        .with_label_values(&[code.as_str()])
+                        .inc();
+                    Outbound::Refused(Box::new(HubMessage::ResultAck(ResultAck {
+                        task_id,
+                        outcome: AckOutcome::Rejected,
+                        code: Some(code),
+                    })))
                 }
-                AckOutcome::Stored
-            } else {
-                self.metrics.ticks_duplicate.inc();
-                AckOutcome::Duplicate
+                Fate::Answered => {
+                    let outcome = if written.stored.contains(&key) {
+                        if let Some(s) = dispatch_to_commit(&item.tick, now_ms()) {
+                            self.metrics.dispatch_to_commit.observe(s);
+                        }
+                        AckOutcome::Stored
+                    } else {
+                        self.metrics.ticks_duplicate.inc();
+                        AckOutcome::Duplicate
+                    };
+                    // Duplicates too: if the first summary was lost, a
+                    // resend is the owner's next chance to hear of the answer.
+                    self.tell_owner(item.tick.website_id, item.tick.round_id, task_id);
+                    Outbound::Ack(Box::new(HubMessage::ResultAck(ResultAck {
+                        task_id,
+                        outcome,
+                        code: None,
+                    })))
+                }
             };
-            // Duplicates too: if the first summary was lost, a resend is
-            // the owner's next chance to hear of the answer.
-            self.tell_owner(item.tick.website_id, item.tick.round_id, item.tick.task_id);
-            let ack = HubMessage::ResultAck(ResultAck {
-                task_id: item.tick.task_id,
-                outcome,
-                code: None,
-            });
             // A full or closed session loses the ack; the validator resends
             // and is told `duplicate`.
-            let _ = item.reply.try_send(Outbound::Ack(Box::new(ack)));
+            let _ = reply.try_send(out);
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Fate {
+    Answered,
+    Refused,
+    GivenUp,
+}
+
+/// A statement that did not finish in [`STATEMENT_TIMEOUT`], as the
+/// transient error it is.
+fn sqlx_timeout() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the statement did not finish in time",
+    ))
 }
 
 #[cfg(test)]
@@ -312,6 +614,7 @@ mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
     use protocol::crypto::sign_result;
+    use protocol::limits::MAX_ERROR_TEXT;
     use protocol::{CheckSpec, StatusRange, Task};
 
     struct Case {
@@ -395,6 +698,174 @@ mod tests {
         let verdicts = signatures_valid(&items);
         let bad: Vec<usize> = (0..40).filter(|i| !verdicts[*i]).collect();
         assert_eq!(bad, [5, 18, 31]);
+    }
+
+    fn writer(store: Store) -> (Arc<Writer>, mpsc::Receiver<Event>) {
+        let (events, events_rx) = mpsc::channel(10_000);
+        let (_ring_tx, ring) = watch::channel(Arc::new(Ring::new(["hub-t".to_string()])));
+        let w = Writer {
+            store,
+            hub_id: "hub-t".into(),
+            metrics: Arc::new(Metrics::new("hub-t")),
+            events,
+            batch_max: 1000,
+            ring,
+            cluster: None,
+            backlog: Arc::default(),
+            shutdown_grace: Duration::from_secs(1),
+            stopped_at: std::sync::OnceLock::new(),
+        };
+        (Arc::new(w), events_rx)
+    }
+
+    /// `n` signed results of validator `validator_id` (key `c.key`), each
+    /// for a task of its own, entered in the backlog as a session would.
+    fn items(
+        c: &Case,
+        w: &Writer,
+        n: usize,
+        validator_id: i64,
+        reply: &mpsc::Sender<Outbound>,
+        mut edit: impl FnMut(usize, &mut CheckResult),
+    ) -> Vec<IngestItem> {
+        let vk = c.pk.verifying_key().unwrap();
+        let now = now_ms();
+        (0..n)
+            .map(|i| {
+                let mut task = c.task.clone();
+                task.task_id = Uuid::now_v7();
+                task.scheduled_at_ms = now - 1_000;
+                task.deadline_ms = now + 60_000;
+                task.token = c.verifier.keyring.issue(&task.token_fields());
+                let mut r = CheckResult::for_task(&task, CheckStatus::Up, Some(200), 12, None, now);
+                edit(i, &mut r);
+                sign_result(&c.key, &mut r);
+                let tick = c.verifier.check_unsigned(&c.pk, validator_id, &r, now);
+                // The door would refuse the poisonous row; build it anyway,
+                // as a value the door does not know to refuse would be.
+                let tick = tick.unwrap_or_else(|_| NewTick {
+                    error: r.error.clone(),
+                    ..c.verifier
+                        .check_unsigned(&c.pk, validator_id, &CheckResult { error: None, ..r.clone() }, now)
+                        .unwrap()
+                });
+                let item = IngestItem {
+                    tick,
+                    reply: reply.clone(),
+                    signed: Box::new((vk, r)),
+                };
+                assert!(w.backlog.enter(item.key(), item.tick.received_at_ms, reply));
+                item
+            })
+            .collect()
+    }
+
+    fn acks(rx: &mut mpsc::Receiver<Outbound>) -> (Vec<ResultAck>, usize) {
+        let (mut acks, mut refused) = (Vec::new(), 0);
+        while let Ok(o) = rx.try_recv() {
+            let m = match o {
+                Outbound::Ack(m) => m,
+                Outbound::Refused(m) => {
+                    refused += 1;
+                    m
+                }
+                Outbound::Frame(m) => panic!("unexpected frame {m:?}"),
+            };
+            match *m {
+                HubMessage::ResultAck(a) => acks.push(a),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (acks, refused)
+    }
+
+    #[tokio::test]
+    async fn one_poisonous_row_does_not_sink_its_batch() {
+        let db = test_support::TestDb::new().await.unwrap();
+        let c = case();
+        let (w, _events) = writer(db.store.clone());
+        let (tx, mut rx) = mpsc::channel(1_000);
+        // A NUL byte: PostgreSQL text cannot hold it (SQLSTATE 22021).
+        let mut batch = items(&c, &w, 500, 5, &tx, |i, r| {
+            if i == 321 {
+                r.error = Some("poison \u{0} byte".into());
+            }
+        });
+        let poisoned = batch[321].tick.task_id;
+        w.write(&mut batch).await;
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ticks")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, 499, "every good row is stored");
+        let (acks, refused) = acks(&mut rx);
+        assert_eq!(acks.len(), 500, "every result is answered");
+        assert_eq!(refused, 1);
+        for a in &acks {
+            if a.task_id == poisoned {
+                assert_eq!((a.outcome, a.code), (AckOutcome::Rejected, Some(ErrorCode::InvalidResult)));
+            } else {
+                assert_eq!((a.outcome, a.code), (AckOutcome::Stored, None));
+            }
+        }
+        assert_eq!(w.backlog.len(), 0);
+        assert_eq!(w.metrics.ticks_refused.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_resend_while_queued_is_answered_once_at_its_newest_session() {
+        let db = test_support::TestDb::new().await.unwrap();
+        let c = case();
+        let (w, _events) = writer(db.store.clone());
+        let (old_tx, mut old_rx) = mpsc::channel(10);
+        let (new_tx, mut new_rx) = mpsc::channel(10);
+        let mut batch = items(&c, &w, 1, 5, &old_tx, |_, _| {});
+        let key = batch[0].key();
+        // The validator reconnected and resent: the copy is not let in, and
+        // the ack is pointed at the new session.
+        assert!(!w.backlog.enter(key, now_ms(), &new_tx));
+        assert!(w.backlog.redirect(key, &new_tx));
+        w.write(&mut batch).await;
+        assert_eq!(acks(&mut old_rx).0.len(), 0);
+        let (acks, _) = acks(&mut new_rx);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].outcome, AckOutcome::Stored);
+        assert!(!w.backlog.redirect(key, &new_tx), "answered: gone from the backlog");
+    }
+
+    #[test]
+    fn clear_before_holds_back_rounds_while_results_wait_and_after_an_outage() {
+        let b = Backlog::default();
+        let (tx, _rx) = mpsc::channel(1);
+        assert_eq!(b.clear_before(1_000), 1_000, "nothing waiting");
+        assert!(b.enter((Uuid::from_u128(1), 1), 400, &tx));
+        assert!(b.enter((Uuid::from_u128(2), 1), 300, &tx));
+        assert_eq!(b.clear_before(1_000), 300, "the oldest waiting result");
+        b.leave([(Uuid::from_u128(2), 1)].into_iter());
+        assert_eq!(b.clear_before(1_000), 400);
+        b.leave([(Uuid::from_u128(1), 1)].into_iter());
+        // An outage from 2,000 to 9,000: nothing after its start is clear
+        // until other hubs had RECOVERY_GRACE_MS to empty their queues.
+        b.write_failed(2_000);
+        b.write_failed(5_000);
+        assert!(b.failing());
+        assert_eq!(b.clear_before(8_000), 2_000);
+        b.write_worked(9_000);
+        assert!(!b.failing());
+        assert_eq!(b.clear_before(9_000 + RECOVERY_GRACE_MS - 1), 2_000);
+        assert_eq!(b.clear_before(9_000 + RECOVERY_GRACE_MS), 9_000 + RECOVERY_GRACE_MS);
+    }
+
+    #[test]
+    fn store_errors_are_classified_by_sqlstate() {
+        use store::{sqlstate_kind, ErrorKind::*};
+        assert_eq!(sqlstate_kind("22021"), Data, "invalid byte sequence (a NUL)");
+        assert_eq!(sqlstate_kind("23514"), Data, "check violation");
+        assert_eq!(sqlstate_kind("08006"), Transient, "connection failure");
+        assert_eq!(sqlstate_kind("57P01"), Transient, "admin shutdown");
+        assert_eq!(sqlstate_kind("53300"), Transient, "too many connections");
+        assert_eq!(sqlstate_kind("40001"), Transient, "serialization failure");
+        assert_eq!(sqlstate_kind("42P01"), Other, "undefined table: a bug");
     }
 
     #[test]
@@ -484,6 +955,24 @@ mod tests {
             ),
             (
                 signed(&c, |r| r.error = Some("x".repeat(MAX_ERROR_TEXT + 1))),
+                c.pk,
+                now,
+                ErrorCode::InvalidResult,
+            ),
+            (
+                signed(&c, |r| r.error = Some("nul \u{0} byte".into())),
+                c.pk,
+                now,
+                ErrorCode::InvalidResult,
+            ),
+            (
+                signed(&c, |r| r.error = Some("escape \u{1b}[2J".into())),
+                c.pk,
+                now,
+                ErrorCode::InvalidResult,
+            ),
+            (
+                signed(&c, |r| r.error = Some("C1 \u{9b} control".into())),
                 c.pk,
                 now,
                 ErrorCode::InvalidResult,

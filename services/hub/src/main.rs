@@ -14,7 +14,8 @@ async fn main() {
         eprintln!("error: {e:#}");
         // Bad configuration or input: 2, like clap's usage errors.
         let usage = e.downcast_ref::<hub::config::ConfigError>().is_some()
-            || e.downcast_ref::<store::UrlError>().is_some();
+            || e.downcast_ref::<store::UrlError>().is_some()
+            || e.downcast_ref::<store::KeywordError>().is_some();
         std::process::exit(if usage { 2 } else { 1 });
     }
 }

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub write_latency: Histogram,
     pub dispatch_to_commit: Histogram,
     pub write_errors: IntCounter,
+    pub ticks_refused: IntCounter,
+    pub results_resent: IntCounter,
+    pub ingest_backlog: IntGauge,
+    pub store_failing: IntGauge,
     pub rounds_opened: IntCounter,
     pub rounds_skipped: IntCounter,
     pub rounds_closed: IntCounterVec,
@@ -49,6 +53,15 @@ pub struct Metrics {
     pub payouts_failed: IntGauge,
     pub payout_batches_unfinished: IntGauge,
     pub treasury_lamports: IntGauge,
+    pub payout_history_gap: IntGauge,
+    pub payout_daily_cap_reached: IntGauge,
+    pub payout_spent_today_lamports: IntGauge,
+    // ---- cheap attacks (issue 10, section 4) ----
+    pub preauth_connections: IntGauge,
+    pub connections_refused: IntCounterVec,
+    pub http_refused: IntCounterVec,
+    pub validators_forgotten: IntCounter,
+    pub earnings_summary_refreshes: IntCounterVec,
 }
 
 impl Metrics {
@@ -132,6 +145,22 @@ impl Metrics {
                 .unwrap(),
             ),
             write_errors: counter("write_errors_total", "Failed tick batch writes (retried)."),
+            ticks_refused: counter(
+                "ticks_refused_total",
+                "Rows the database refused (data errors), each isolated from its batch and answered invalid_result.",
+            ),
+            results_resent: counter(
+                "results_resent_total",
+                "Resends of a result still on its way to the database: dropped, its ack goes to the newest copy's session.",
+            ),
+            ingest_backlog: gauge(
+                "ingest_backlog",
+                "Results accepted and not yet answered by a tick writer (queued, in a batch, or waiting for the database).",
+            ),
+            store_failing: gauge(
+                "store_failing",
+                "1 while tick writes fail because PostgreSQL is unreachable or unavailable (writers keep retrying).",
+            ),
             slots_missed: counter(
                 "slots_missed_total",
                 "Slots skipped because they could not start within half their interval (at most 10 s): no validator capacity.",
@@ -206,7 +235,7 @@ impl Metrics {
             ),
             payout_cycles: counter_vec(
                 "payout_cycles_total",
-                "Payout cycles run by this hub as leader, by outcome (ok, not_leader, stale_epoch, error).",
+                "Payout cycles run by this hub as leader, by outcome (ok, not_leader, stale_epoch, history_gap, error).",
                 "outcome",
             ),
             rounds_settled: counter(
@@ -241,6 +270,41 @@ impl Metrics {
             treasury_lamports: gauge(
                 "treasury_lamports",
                 "Treasury balance seen in the last payout cycle.",
+            ),
+            payout_history_gap: gauge(
+                "payout_history_gap",
+                "1 while payouts are stopped: the history RPC no longer keeps the slot of the oldest unfinished payout batch (minimumLedgerSlot too high).",
+            ),
+            payout_daily_cap_reached: gauge(
+                "payout_daily_cap_reached",
+                "1 while payouts wait because HUB_PAYOUT_DAILY_CAP_LAMPORTS is reached for the current UTC day.",
+            ),
+            payout_spent_today_lamports: gauge(
+                "payout_spent_today_lamports",
+                "Lamports of payout batches signed since 00:00 UTC (transfers and fees; failed: fees only), as of the last cycle.",
+            ),
+            preauth_connections: gauge(
+                "preauth_connections",
+                "WebSocket sessions that have not said a valid hello yet.",
+            ),
+            connections_refused: counter_vec(
+                "connections_refused_total",
+                "Validator connections refused before a session: preauth_per_ip (429), preauth_total (503), total (503), hello_rate (rate_limited after the hello).",
+                "reason",
+            ),
+            http_refused: counter_vec(
+                "http_refused_total",
+                "HTTP requests refused: overloaded (503, over HUB_HTTP_MAX_CONCURRENT) or timeout (503, over HUB_HTTP_TIMEOUT_MS).",
+                "reason",
+            ),
+            validators_forgotten: counter(
+                "validators_forgotten_total",
+                "Validator rows deleted because their key never had a result stored and was not seen for HUB_UNUSED_VALIDATOR_TTL_SECS.",
+            ),
+            earnings_summary_refreshes: counter_vec(
+                "earnings_summary_refreshes_total",
+                "Refreshes of the per-validator earnings summary by the payout leader, by outcome (ok, error).",
+                "outcome",
             ),
             registry,
         }

@@ -11,18 +11,25 @@
 //! 3. a payout leaves a batch only when the batch provably did not pay: it
 //!    landed with an error, or the chain's finalized block height is past the
 //!    batch's last valid block height and its signature is unknown (height
-//!    read first, so a landing cannot slip in between).
+//!    and slot read first, in one `getEpochInfo` response, so a landing
+//!    cannot slip in between), to a node that has seen that slot (the status
+//!    response's context slot) and keeps history back to the slot the batch
+//!    was signed at (`minimumLedgerSlot`, checked every cycle: an RPC pool
+//!    may mix nodes that are behind or forget).
 //!
 //! Before each step the payer checks that its term is still valid on its
 //! own monotonic clock; a paused leader stops when it wakes.
 
+use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use solana_commitment_config::CommitmentConfig;
+use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_keypair::Keypair;
 use solana_pubkey::Pubkey;
+use solana_rpc_client::api::client_error::ErrorKind as RpcErrorKind;
 use solana_rpc_client::api::config::RpcSendTransactionConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_signer::Signer;
@@ -45,6 +52,92 @@ const CLAIM_LIMIT: i64 = 10_000;
 const BATCHES_PER_CYCLE: usize = 50;
 /// How often a transaction awaiting confirmation is re-sent.
 const RESEND_EVERY: Duration = Duration::from_secs(2);
+/// Compute units asked per instruction when a priority fee is set (a system
+/// transfer and a compute-budget instruction use 150 each); the fee is the
+/// unit price times this limit, so it is kept small.
+const UNITS_PER_INSTRUCTION: u32 = 450;
+
+/// A JSON-RPC URL. Providers put API keys in the path, the query or the
+/// userinfo, so `Debug` and `Display` show `scheme://host[:port]` only
+/// (with `/…` when something was left out); [`RpcUrl::expose`] gives the
+/// whole URL, for the RPC client alone.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RpcUrl(String);
+
+impl RpcUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole URL, secrets included: only for the RPC client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// An `http://` or `https://` URL.
+    pub fn is_http(&self) -> bool {
+        url::Url::parse(&self.0).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    }
+}
+
+impl fmt::Display for RpcUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(none)");
+        }
+        let Ok(u) = url::Url::parse(&self.0) else {
+            return f.write_str("(unparsable URL)");
+        };
+        write!(f, "{}://{}", u.scheme(), u.host_str().unwrap_or(""))?;
+        if let Some(port) = u.port() {
+            write!(f, ":{port}")?;
+        }
+        let hidden = !u.username().is_empty()
+            || u.password().is_some()
+            || u.path() != "/"
+            || u.query().is_some()
+            || u.fragment().is_some();
+        if hidden {
+            f.write_str("/…")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RpcUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RpcUrl({self})")
+    }
+}
+
+impl From<&str> for RpcUrl {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for RpcUrl {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&String> for RpcUrl {
+    fn from(s: &String) -> Self {
+        Self(s.clone())
+    }
+}
+
+impl From<&RpcUrl> for RpcUrl {
+    fn from(u: &RpcUrl) -> Self {
+        u.clone()
+    }
+}
 
 /// A step after which tests can make the leader die.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +194,12 @@ pub enum PayoutError {
     Stale(StoreError),
     #[error("crashed at {0:?} (fault injection)")]
     Crashed(CrashPoint),
+    #[error(
+        "the history RPC keeps slots from {kept} on, but the oldest unfinished payout batch \
+         was signed at slot {needed}: its status cannot be trusted there; payouts stop until \
+         HUB_PAYOUT_HISTORY_RPC_URL points at a node with that history"
+    )]
+    HistoryGap { needed: u64, kept: u64 },
     #[error("database: {0}")]
     Store(StoreError),
     #[error("solana rpc: {0}")]
@@ -118,7 +217,12 @@ impl From<StoreError> for PayoutError {
     }
 }
 
-fn rpc_err(e: solana_rpc_client::api::client_error::Error) -> PayoutError {
+/// An RPC client error without the request URL (which may carry an API
+/// key): reqwest puts it in both `Display` and `Debug`.
+fn rpc_err(mut e: solana_rpc_client::api::client_error::Error) -> PayoutError {
+    if let RpcErrorKind::Reqwest(r) = *e.kind {
+        e.kind = Box::new(RpcErrorKind::Reqwest(r.without_url()));
+    }
     PayoutError::Rpc(Box::new(e))
 }
 
@@ -133,6 +237,12 @@ pub struct PayoutConfig {
     /// How often a cycle polls its transactions' status.
     pub poll_every: Duration,
     pub commitment: CommitmentConfig,
+    /// Where signature statuses are looked up; `None`: the main RPC.
+    pub history_rpc_url: Option<RpcUrl>,
+    /// Compute-unit price, micro-lamports; 0: no priority fee.
+    pub priority_fee_micro_lamports: u64,
+    /// Lamports batches may spend per UTC day; 0: no cap.
+    pub daily_cap_lamports: u64,
     pub crash: Option<(CrashPoint, CrashAction)>,
 }
 
@@ -148,6 +258,10 @@ impl PayoutConfig {
             poll_every: Duration::from_millis(s.payout_confirm_timeout_ms.clamp(100, 2_000) / 8)
                 .max(Duration::from_millis(20)),
             commitment: s.payout_commitment()?,
+            history_rpc_url: (!s.payout_history_rpc_url.is_empty())
+                .then(|| s.payout_history_rpc_url.clone()),
+            priority_fee_micro_lamports: s.payout_priority_fee_micro_lamports,
+            daily_cap_lamports: s.payout_daily_cap_lamports,
             crash: s.payout_crash_at()?.map(|p| (p, CrashAction::Abort)),
         })
     }
@@ -163,6 +277,8 @@ pub struct CycleReport {
     pub batches_abandoned: usize,
     pub insufficient_funds: usize,
     pub lamports_confirmed: i64,
+    /// Payouts left waiting because the daily spend cap is reached.
+    pub capped: usize,
     /// Batches still unconfirmed when the cycle ended.
     pub unfinished: usize,
 }
@@ -170,6 +286,10 @@ pub struct CycleReport {
 pub struct Payer {
     store: Store,
     rpc: RpcClient,
+    /// For signature statuses and `minimumLedgerSlot` (may be `rpc`'s URL).
+    history: RpcClient,
+    rpc_url: RpcUrl,
+    history_url: RpcUrl,
     treasury: Keypair,
     cfg: PayoutConfig,
     metrics: Arc<Metrics>,
@@ -187,20 +307,27 @@ enum Resolution {
 impl Payer {
     pub fn new(
         store: Store,
-        rpc_url: &str,
+        rpc_url: impl Into<RpcUrl>,
         treasury: Keypair,
         cfg: PayoutConfig,
         metrics: Arc<Metrics>,
         leadership: Leadership,
     ) -> Self {
-        let rpc = RpcClient::new_with_timeout_and_commitment(
-            rpc_url.to_string(),
-            Duration::from_secs(10),
-            cfg.commitment,
-        );
+        let rpc_url = rpc_url.into();
+        let history_url = cfg.history_rpc_url.clone().unwrap_or_else(|| rpc_url.clone());
+        let client = |url: &RpcUrl| {
+            RpcClient::new_with_timeout_and_commitment(
+                url.expose().to_owned(),
+                Duration::from_secs(10),
+                cfg.commitment,
+            )
+        };
         Self {
             store,
-            rpc,
+            rpc: client(&rpc_url),
+            history: client(&history_url),
+            rpc_url,
+            history_url,
             treasury,
             cfg,
             metrics,
@@ -208,9 +335,16 @@ impl Payer {
         }
     }
 
-    /// Reads a Solana CLI keypair file (the treasury secret).
-    pub fn read_treasury(path: &str) -> anyhow::Result<Keypair> {
-        let key = protocol::keypair::read(std::path::Path::new(path))?;
+    /// Reads a Solana CLI keypair file (the treasury secret), refusing one
+    /// others can read unless `allow_insecure` (`HUB_ALLOW_INSECURE_KEYPAIR`).
+    pub fn read_treasury(path: &str, allow_insecure: bool) -> anyhow::Result<Keypair> {
+        let key = protocol::keypair::read_with(std::path::Path::new(path), allow_insecure)
+            .map_err(|e| match e {
+                protocol::keypair::KeypairError::Insecure { .. } => {
+                    anyhow::anyhow!("{e} (HUB_ALLOW_INSECURE_KEYPAIR=true)")
+                }
+                e => e.into(),
+            })?;
         Ok(Keypair::new_from_array(key.to_bytes()))
     }
 
@@ -245,9 +379,47 @@ impl Payer {
         }
     }
 
+    /// Checks that the history RPC keeps every slot an unfinished batch may
+    /// have landed in: its `minimumLedgerSlot` is at most the oldest
+    /// unfinished batch's signed slot. Sets the gap metric either way.
+    pub async fn check_history(&self) -> Result<(), PayoutError> {
+        let oldest = self
+            .store
+            .unfinished_batches()
+            .await?
+            .iter()
+            .map(|b| b.signed_slot)
+            .min();
+        let Some(needed) = oldest else {
+            self.metrics.payout_history_gap.set(0);
+            return Ok(());
+        };
+        let kept = self.history.minimum_ledger_slot().await.map_err(rpc_err)?;
+        if kept > needed {
+            self.metrics.payout_history_gap.set(1);
+            return Err(PayoutError::HistoryGap { needed, kept });
+        }
+        self.metrics.payout_history_gap.set(0);
+        Ok(())
+    }
+
     /// Cycles every interval while leader, and at once on becoming leader,
     /// until `stop`. Returns after a `Stop` crash point.
     pub async fn run(mut self, stop: CancellationToken) {
+        tracing::info!(
+            rpc = %self.rpc_url,
+            history_rpc = %self.history_url,
+            priority_fee_micro_lamports = self.cfg.priority_fee_micro_lamports,
+            daily_cap_lamports = self.cfg.daily_cap_lamports,
+            "payout RPC endpoints"
+        );
+        match self.check_history().await {
+            Ok(()) => {}
+            Err(e @ PayoutError::HistoryGap { .. }) => {
+                tracing::error!(error = %e, "payouts cannot run against this history RPC");
+            }
+            Err(e) => tracing::warn!(error = %e, "checking the history RPC at start failed"),
+        }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -292,6 +464,13 @@ impl Payer {
                     tracing::error!(point = ?p, "payout crash point reached: payer stops");
                     return;
                 }
+                Err(e @ PayoutError::HistoryGap { .. }) => {
+                    self.metrics
+                        .payout_cycles
+                        .with_label_values(&["history_gap"])
+                        .inc();
+                    tracing::error!(error = %e, history_rpc = %self.history_url, "payouts stopped");
+                }
                 Err(e) => {
                     self.metrics
                         .payout_cycles
@@ -303,12 +482,15 @@ impl Payer {
         }
     }
 
-    /// One full cycle: recover, settle, claim, pay, confirm.
+    /// One full cycle: check the history RPC, recover, settle, claim, pay,
+    /// confirm. With a history gap nothing is looked up or sent.
     pub async fn cycle(&self) -> Result<CycleReport, PayoutError> {
         let epoch = self.term_epoch().ok_or(PayoutError::NotLeader)?;
         let mut report = CycleReport::default();
+        self.check_history().await?;
         self.recover(epoch, &mut report).await?;
         self.settle(epoch, &mut report).await?;
+        crate::earnings::refresh_summary(&self.store, &self.metrics).await;
         self.guard(epoch)?;
         report.payouts_claimed = self
             .store
@@ -373,26 +555,23 @@ impl Payer {
         };
         // Height first: if it is already past the last valid height, any
         // landing happened before the status lookup below and shows there,
-        // provided the node answering the lookup has seen that far (an RPC
-        // pool may mix nodes): its context slot must reach the slot read
-        // with the height.
+        // provided the node answering the lookup has seen that far. Height
+        // and slot come from one response (one node); an RPC pool may send
+        // the lookup to another node, so its context slot must reach that
+        // slot. Its history reaching back to the batch is checked per cycle.
         let finalized = CommitmentConfig::finalized();
-        let height = self
+        let info = self
             .rpc
-            .get_block_height_with_commitment(finalized)
+            .get_epoch_info_with_commitment(finalized)
             .await
             .map_err(rpc_err)?;
-        let seen_slot = self
-            .rpc
-            .get_slot_with_commitment(finalized)
-            .await
-            .map_err(rpc_err)?;
+        let height = info.block_height;
         let response = self
-            .rpc
+            .history
             .get_signature_statuses_with_history(&[signature])
             .await
             .map_err(rpc_err)?;
-        let caught_up = response.context.slot >= seen_slot;
+        let caught_up = response.context.slot >= info.absolute_slot;
         let status = response.value.into_iter().next().flatten();
         match status {
             // Only a finalized failure is final: a failure on a minority
@@ -411,7 +590,7 @@ impl Payer {
                         self.cfg.max_attempts,
                     )
                     .await?;
-                tracing::warn!(batch = %b.id, %signature, error = ?st.err, "payout transaction failed on chain");
+                tracing::warn!(batch = %b.id, %signature, error = ?st.err, payouts = b.payout_ids.len(), "payout transaction failed on chain; a batch of several is retried one payout per transaction");
                 self.event("failed");
                 report.batches_abandoned += 1;
                 Ok(Resolution::Abandoned)
@@ -440,7 +619,10 @@ impl Payer {
             }
             // Past its last valid height, but the status came from a node
             // that is behind: ask again later.
-            None if height > b.last_valid_block_height => Ok(Resolution::Waiting),
+            None if height > b.last_valid_block_height => {
+                tracing::debug!(batch = %b.id, context_slot = response.context.slot, slot = info.absolute_slot, "status from a node behind the slot read with the height; asking again later");
+                Ok(Resolution::Waiting)
+            }
             None => {
                 if resend {
                     self.send(epoch, b.id, &tx).await?;
@@ -481,6 +663,7 @@ impl Payer {
             .store
             .waiting_payouts((self.cfg.max_transfers * BATCHES_PER_CYCLE) as i64)
             .await?;
+        self.metrics.payout_daily_cap_reached.set(0);
         if waiting.is_empty() {
             return Ok(Vec::new());
         }
@@ -507,10 +690,38 @@ impl Payer {
             .map(|b| b.lamports + b.fee_lamports)
             .sum();
         let mut available = balance as i128 - keep as i128 - in_flight as i128;
+        // What today's batches may still spend under the daily cap.
+        let spent = self.store.payout_spent_today().await?;
+        self.metrics.payout_spent_today_lamports.set(spent);
+        let mut allowance = match self.cfg.daily_cap_lamports {
+            0 => i128::MAX,
+            cap => cap as i128 - spent as i128,
+        };
+        // No batch can land before the finalized slot read now: the history
+        // RPC must keep that slot until the batch is resolved.
+        let signed_slot = self
+            .rpc
+            .get_epoch_info_with_commitment(CommitmentConfig::finalized())
+            .await
+            .map_err(rpc_err)?
+            .absolute_slot;
+        // Payouts whose batch failed on chain ride alone; the rest are
+        // grouped.
+        let (solo, grouped): (Vec<_>, Vec<_>) = waiting.iter().partition(|p| p.solo);
+        let chunks = solo
+            .chunks(1)
+            .chain(grouped.chunks(self.cfg.max_transfers));
         let mut sent = Vec::new();
-        for chunk in waiting.chunks(self.cfg.max_transfers) {
+        for chunk in chunks {
             self.guard(epoch)?;
-            let mut transfers = Vec::with_capacity(chunk.len());
+            let mut transfers = Vec::with_capacity(chunk.len() + 2);
+            if self.cfg.priority_fee_micro_lamports > 0 {
+                let units = UNITS_PER_INSTRUCTION * (chunk.len() as u32 + 2);
+                transfers.push(ComputeBudgetInstruction::set_compute_unit_limit(units));
+                transfers.push(ComputeBudgetInstruction::set_compute_unit_price(
+                    self.cfg.priority_fee_micro_lamports,
+                ));
+            }
             for p in chunk {
                 let to = Pubkey::from_str(&p.public_key).map_err(|e| {
                     PayoutError::Other(format!("validator key {:?}: {e}", p.public_key))
@@ -554,6 +765,20 @@ impl Payer {
                 report.insufficient_funds += ids.len();
                 continue;
             }
+            if allowance < need {
+                self.metrics.payout_daily_cap_reached.set(1);
+                tracing::warn!(
+                    payouts = ids.len(),
+                    lamports,
+                    fee,
+                    cap = self.cfg.daily_cap_lamports,
+                    spent_today = self.cfg.daily_cap_lamports as i128 - allowance,
+                    "daily payout spend cap reached (HUB_PAYOUT_DAILY_CAP_LAMPORTS); this batch waits for the next UTC day"
+                );
+                self.event("capped");
+                report.capped += ids.len();
+                continue;
+            }
             let batch = NewBatch {
                 id: Uuid::now_v7(),
                 signature: tx.signatures[0].to_string(),
@@ -564,6 +789,7 @@ impl Payer {
                 lamports,
                 fee_lamports: fee as i64,
                 payout_ids: ids,
+                signed_slot,
             };
             self.guard(epoch)?;
             match self.store.save_batch(epoch, &batch).await {
@@ -577,6 +803,7 @@ impl Payer {
                 Err(e) => return Err(e.into()),
             }
             available -= need;
+            allowance -= need;
             self.event("signed");
             self.crash_point(CrashPoint::AfterSign)?;
             self.send(epoch, batch.id, &tx).await?;
@@ -591,6 +818,7 @@ impl Payer {
                 lamports,
                 fee_lamports: batch.fee_lamports,
                 payout_ids: batch.payout_ids,
+                signed_slot,
             });
         }
         Ok(sent)

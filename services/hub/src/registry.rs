@@ -24,6 +24,10 @@ pub enum Outbound {
     Frame(Box<HubMessage>),
     /// The writer has answered one result this session enqueued.
     Ack(Box<HubMessage>),
+    /// The database refused a row of this session's (a data error the
+    /// checks at the door did not catch): answered like `Ack`, and counted
+    /// against the session.
+    Refused(Box<HubMessage>),
 }
 
 #[derive(Debug)]

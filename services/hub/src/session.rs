@@ -38,7 +38,7 @@ use protocol::{
 use crate::app::AppState;
 use crate::cluster::presence::Claim;
 use crate::coordinator::Event;
-use crate::ingest::IngestItem;
+use crate::ingest::{IngestItem, MAX_REFUSED_ROWS};
 use crate::registry::{Outbound, SessionHandle};
 
 /// How long one frame may take to write before the peer counts as stuck.
@@ -212,6 +212,7 @@ async fn authenticate(
     sink: &mut Sink,
     stream: &mut Stream,
     limiter: &Limiter,
+    client: std::net::IpAddr,
 ) -> Result<Peer, End> {
     let nonce = Nonce::random();
     let challenge = HubMessage::Challenge(Challenge {
@@ -256,6 +257,10 @@ async fn authenticate(
         match ValidatorMessage::decode(&text) {
             Err(e) => send_error(app, sink, e.code(), e.to_string()).await?,
             Ok(ValidatorMessage::Hello(hello)) => {
+                // Before any work a hello costs (a signature check, a row).
+                if app.hello_limiter.check_key(&client).is_err() {
+                    return Err(hello_rate_limited(app, sink).await);
+                }
                 if let Err(problem) = validate_hello(&hello) {
                     return Err(
                         fail(app, sink, ErrorCode::InvalidHello, problem, CLOSE_POLICY).await,
@@ -318,13 +323,78 @@ async fn rate_limited(app: &AppState, sink: &mut Sink) -> End {
     fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
 }
 
+/// Answers a result received after its deadline, from the database: an
+/// earlier copy that was stored makes it `duplicate` (its ack was lost),
+/// otherwise `rejected` with `deadline_passed`. In the background, so the
+/// session does not wait for the database; if the database does not answer
+/// within 2 s, the answer is `deadline_passed`.
+fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult) {
+    let (store, metrics, tx) = (app.store.clone(), app.metrics.clone(), handle.tx.clone());
+    let (task_id, validator_id, scheduled_at_ms) = (r.task_id, handle.validator_id, r.scheduled_at_ms);
+    tokio::spawn(async move {
+        let lookup = store.tick_exists(task_id, validator_id, scheduled_at_ms);
+        let stored = matches!(timeout(Duration::from_secs(2), lookup).await, Ok(Ok(true)));
+        let (outcome, code) = if stored {
+            metrics.ticks_duplicate.inc();
+            (AckOutcome::Duplicate, None)
+        } else {
+            let code = ErrorCode::DeadlinePassed;
+            metrics.results_rejected.with_label_values(&[code.as_str()]).inc();
+            (AckOutcome::Rejected, Some(code))
+        };
+        let ack = HubMessage::ResultAck(ResultAck { task_id, outcome, code });
+        let _ = tx.try_send(Outbound::Frame(Box::new(ack)));
+    });
+}
+
+/// How long a closing session keeps reading after its close frame, for the
+/// peer's close reply.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Ends the WebSocket politely. The peer closed: its close frame is
+/// answered (the library queued the reply; it goes out with this flush).
+/// We closed: input the peer sent meanwhile is read and dropped until its
+/// close reply or [`LINGER`], because closing a socket with unread input
+/// makes the kernel reset it, and the reset can destroy the error and close
+/// frames before the peer reads them.
+async fn finish(sink: &mut Sink, stream: &mut Stream, end: &End) {
+    match end {
+        End::PeerClosed => {
+            let _ = timeout(LINGER, sink.flush()).await;
+        }
+        End::Error(_) | End::Drained => {
+            let _ = timeout(LINGER, async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        // Completes the handshake on our side too.
+                        let _ = sink.flush().await;
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        End::Io => {}
+    }
+}
+
 /// Runs one connection to its end.
-pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
+pub async fn run(
+    socket: WebSocket,
+    app: Arc<AppState>,
+    peer_addr: SocketAddr,
+    preauth: crate::app::PreAuthGuard,
+) {
     let (mut sink, mut stream) = socket.split();
     let limiter = limiter(&app);
-    let peer = match authenticate(&app, &mut sink, &mut stream, &limiter).await {
+    let client = crate::app::client_key(peer_addr.ip());
+    let authenticated = authenticate(&app, &mut sink, &mut stream, &limiter, client).await;
+    // A valid hello (or the end): no longer a pre-auth socket.
+    drop(preauth);
+    let peer = match authenticated {
         Ok(p) => p,
         Err(end) => {
+            finish(&mut sink, &mut stream, &end).await;
             tracing::debug!(%peer_addr, ?end, "session ended before hello");
             return;
         }
@@ -405,6 +475,7 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, peer_addr: SocketAddr) {
     }
     tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
     let end = serve(&app, &handle, &peer, &mut sink, &mut stream, rx, &limiter).await;
+    finish(&mut sink, &mut stream, &end).await;
     app.registry.unregister(&key, handle.generation);
     app.metrics.validators_connected.dec();
     let _ = app.events.try_send(Event::SessionClosed {
@@ -452,6 +523,9 @@ async fn serve(
     // drain waits for.
     let mut open_tasks: HashMap<Uuid, i64> = HashMap::new();
     let mut awaiting_acks = 0usize;
+    // Rows of this session's the database refused (see ingest).
+    let mut refused_rows = 0u32;
+    let resend_limiter = self::limiter(app);
     let mut drain_until: Option<Instant> = None;
     // Everything time-driven (heartbeat silence, task deadlines, the end of
     // a drain) shares one timer that is moved only when something must
@@ -512,10 +586,24 @@ async fn serve(
                     Incoming::Text(t) => t,
                 };
                 last_heard = Instant::now();
+                let decoded = ValidatorMessage::decode(&text);
+                // A resend of a result still on its way to the database is
+                // dropped, and that copy's ack comes here. It is charged to
+                // a budget of its own, so an honest validator resending
+                // during a database outage keeps its message rate.
+                if let Ok(ValidatorMessage::Result(r)) = &decoded {
+                    if app.backlog.redirect((r.task_id, handle.validator_id), &handle.tx) {
+                        if resend_limiter.check().is_err() {
+                            return rate_limited(app, sink).await;
+                        }
+                        app.metrics.results_resent.inc();
+                        continue;
+                    }
+                }
                 if limiter.check().is_err() {
                     return rate_limited(app, sink).await;
                 }
-                let reply = match ValidatorMessage::decode(&text) {
+                let reply = match decoded {
                     Err(e) => HubMessage::error(e.code(), e.to_string()),
                     Ok(ValidatorMessage::Hello(_)) => HubMessage::error(
                         ErrorCode::AlreadyAuthenticated, "this session is already authenticated"),
@@ -534,15 +622,28 @@ async fn serve(
                                     reply: handle.tx.clone(),
                                     signed: Box::new((peer.vk, r)),
                                 };
+                                if !app.backlog.enter(item.key(), item.tick.received_at_ms, &handle.tx) {
+                                    // Another copy got in first (a race with
+                                    // a resend): its ack comes here.
+                                    app.metrics.results_resent.inc();
+                                    continue;
+                                }
                                 awaiting_acks += 1;
                                 // Waiting here is the backpressure: a full
                                 // queue slows this validator only.
-                                if app.ingest.send(item).await.is_err() {
+                                if let Err(e) = app.ingest.send(item).await {
+                                    app.backlog.leave(std::iter::once(e.0.key()));
                                     return End::Io;
                                 }
                                 // Time spent waiting here was ours, not the
                                 // validator's silence.
                                 last_heard = Instant::now();
+                                continue;
+                            }
+                            Err(ErrorCode::DeadlinePassed) => {
+                                // A resend after the deadline: if an earlier
+                                // copy was stored (its ack was lost), say so.
+                                late_resend(app, handle, &r);
                                 continue;
                             }
                             Err(code) => {
@@ -585,6 +686,11 @@ async fn serve(
                             awaiting_acks = awaiting_acks.saturating_sub(1);
                             m
                         }
+                        Outbound::Refused(m) => {
+                            awaiting_acks = awaiting_acks.saturating_sub(1);
+                            refused_rows += 1;
+                            m
+                        }
                     };
                     if let Err(e) = timed(sink.feed(text(&msg))).await {
                         return e;
@@ -592,6 +698,11 @@ async fn serve(
                 }
                 if let Err(e) = timed(sink.flush()).await {
                     return e;
+                }
+                if refused_rows >= MAX_REFUSED_ROWS {
+                    return fail(app, sink, ErrorCode::InvalidResult,
+                        format!("{refused_rows} results refused by the database on this connection"),
+                        CLOSE_POLICY).await;
                 }
             }
             () = &mut wake => {
@@ -620,4 +731,18 @@ async fn serve(
             }
         }
     }
+}
+
+/// Too many hellos from this client address (`HUB_HELLO_RATE_PER_IP`).
+async fn hello_rate_limited(app: &AppState, sink: &mut Sink) -> End {
+    let s = &app.settings;
+    app.metrics
+        .connections_refused
+        .with_label_values(&["hello_rate"])
+        .inc();
+    let msg = format!(
+        "more than {} hellos/s from this address (burst {})",
+        s.hello_rate_per_ip, s.hello_burst_per_ip
+    );
+    fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
 }

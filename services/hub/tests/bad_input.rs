@@ -410,3 +410,164 @@ async fn binary_frames_are_refused_and_count_against_the_rate_limit() {
     c.expect_closed().await;
     hub.stop().await;
 }
+
+/// Reads raw frames until the hub's close frame and returns its code;
+/// panics if the connection ends without one (a reset shows as an error).
+async fn close_code(c: &mut RawClient) -> (Vec<HubMessage>, u16) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut seen = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), c.ws.next())
+            .await
+            .expect("hub answered within 10 s");
+        match frame {
+            Some(Ok(Message::Text(t))) => seen.push(HubMessage::decode(&t).unwrap()),
+            Some(Ok(Message::Close(f))) => {
+                return (seen, f.map_or(1005, |f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("connection failed before a close frame ({e}); seen {seen:?}"),
+            None => panic!("connection ended without a close frame; seen {seen:?}"),
+        }
+    }
+}
+
+fn error_codes(seen: &[HubMessage]) -> Vec<ErrorCode> {
+    seen.iter()
+        .filter_map(|m| match m {
+            HubMessage::Error(e) => Some(e.code),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_result_with_a_control_character_is_rejected_at_the_door() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let me = PublicKey::from(&key(1));
+    for bad in ["nul \u{0} byte", "bell \u{7}", "clear \u{1b}[2J", "newline\n"] {
+        let task = mint_task(me, now_ms() + 60_000);
+        let mut r = CheckResult::for_task(&task, CheckStatus::Down, None, 5, None, now_ms());
+        r.error = Some(bad.into());
+        sign_result(&key(1), &mut r);
+        c.send(&ValidatorMessage::Result(r)).await;
+        assert_eq!(
+            ack(&mut c).await,
+            (AckOutcome::Rejected, Some(ErrorCode::InvalidResult)),
+            "{bad:?}"
+        );
+    }
+    // A good result right after is stored: nothing was sunk.
+    let task = mint_task(me, now_ms() + 60_000);
+    c.send(&result(&task, &key(1))).await;
+    assert_eq!(ack(&mut c).await, (AckOutcome::Stored, None));
+    assert_eq!(ticks(&db).await, 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_gets_its_error_and_close_frames_rather_than_a_reset() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let hb = ValidatorMessage::Heartbeat(Heartbeat {
+        seq: 1,
+        in_flight: 0,
+    })
+    .encode();
+    // Before hello: junk frames, a few hundred back to back.
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    for _ in 0..400 {
+        c.send_text("{not json".into()).await;
+    }
+    let (seen, code) = close_code(&mut c).await;
+    assert_eq!(error_codes(&seen).last(), Some(&ErrorCode::RateLimited));
+    assert_eq!(code, 1008);
+    // After hello.
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(2), "eu-west").await;
+    for _ in 0..400 {
+        c.send_text(hb.clone()).await;
+    }
+    let (seen, code) = close_code(&mut c).await;
+    assert_eq!(error_codes(&seen), vec![ErrorCode::RateLimited]);
+    assert_eq!(code, 1008);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_hub_answers_a_close_frame_with_one() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    // Sent as a raw frame: the client library must not answer for us.
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let (_, code) = close_code(&mut c).await;
+    assert_eq!(code, 1000, "the hub echoes the close code");
+    // Before hello too.
+    let mut c = RawClient::connect(&hub.ws_url(), key(2)).await;
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    })))
+    .await
+    .unwrap();
+    let (_, code) = close_code(&mut c).await;
+    assert_eq!(code, 1000);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_hello_with_null_tags_is_read_as_having_none() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let mut c = RawClient::connect(&hub.ws_url(), key(1)).await;
+    let mut h = hello(&c.key, &c.nonce, "eu-west");
+    h.tags.clear();
+    protocol::crypto::sign_hello(&c.key, &c.nonce, &mut h);
+    let mut doc = serde_json::to_value(ValidatorMessage::Hello(h)).unwrap();
+    doc["tags"] = serde_json::Value::Null;
+    c.send_text(doc.to_string()).await;
+    assert!(
+        matches!(c.recv().await, Some(HubMessage::Welcome(_))),
+        "welcomed"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_resend_after_the_deadline_is_answered_from_the_database() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let me = PublicKey::from(&key(1));
+    let deadline = now_ms() + 1_000;
+    let stored = mint_task(me, deadline);
+    let never_sent = mint_task(me, deadline);
+    let first = result(&stored, &key(1));
+    c.send(&first).await;
+    assert_eq!(ack(&mut c).await, (AckOutcome::Stored, None));
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (deadline - now_ms() + 50).max(0) as u64,
+    ))
+    .await;
+    // Its ack was lost, say: the late resend learns it was stored.
+    c.send(&first).await;
+    assert_eq!(ack(&mut c).await, (AckOutcome::Duplicate, None));
+    // A result first sent after the deadline is refused.
+    c.send(&result(&never_sent, &key(1))).await;
+    assert_eq!(
+        ack(&mut c).await,
+        (AckOutcome::Rejected, Some(ErrorCode::DeadlinePassed))
+    );
+    assert_eq!(ticks(&db).await, 1);
+    hub.stop().await;
+}

@@ -97,6 +97,123 @@ async fn a_bad_url_gets_one_clear_line_and_exit_code_2() {
     assert!(stderr(&o).contains("not an HTTP status"));
 }
 
+/// `protocol::limits::MAX_KEYWORD_LEN` (256 bytes) holds at registration:
+/// validators answer a task with a longer keyword as a failed check.
+#[tokio::test]
+async fn a_keyword_over_the_limit_is_refused_with_exit_code_2() {
+    let db = TestDb::new().await.unwrap();
+    let at_limit = "k".repeat(256);
+    let o = hub(
+        &db,
+        &["sites", "add", "https://example.com/", "--keyword", &at_limit],
+        &[],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let over = "é".repeat(129);
+    let o = hub(
+        &db,
+        &["sites", "add", "https://example.com/", "--keyword", &over],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("keyword") && err.contains("256"), "{err}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM websites")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the first was written");
+}
+
+/// Tick errors and regions come from validators, i.e. from anyone: an ANSI
+/// sequence or a newline in them must reach the terminal as visible text.
+#[tokio::test]
+async fn sites_status_escapes_text_from_validators() {
+    let db = TestDb::new().await.unwrap();
+    let o = hub(&db, &["sites", "add", "https://example.com/"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    sqlx::raw_sql(
+        "INSERT INTO validators (public_key, region) VALUES ('k', E'eu\\x1b[2J'); \
+         INSERT INTO rounds (website_id, slot, scheduled_at, deadline, hub_id, status) \
+           VALUES (1, 1, now(), now(), 'h', 'down'); \
+         INSERT INTO ticks (task_id, round_id, website_id, validator_id, scheduled_at, \
+           checked_at, status, latency_ms, error, reward_lamports, hub_id) \
+           SELECT gen_random_uuid(), r.id, 1, v.id, r.scheduled_at, now(), 'down', 5, \
+                  E'boom\\x1b]0;owned\\x07\\nFAKE LINE', 0, 'h' \
+           FROM rounds r, validators v",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let o = hub(&db, &["sites", "status"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    assert_eq!(out.lines().count(), 2, "{out:?}");
+    assert!(out.contains(r"boom\u{1b}]0;owned\u{7}\nFAKE LINE"), "{out:?}");
+    assert!(out.contains(r"eu\u{1b}[2J"), "{out:?}");
+}
+
+/// Key material never reaches stderr (logs): a mangled HUB_TOKEN_KEYS is
+/// named, its value is not.
+#[tokio::test]
+async fn a_malformed_token_key_is_named_but_never_printed() {
+    let db = TestDb::new().await.unwrap();
+    let key = "5f".repeat(32);
+    for bad in [
+        key.clone(),
+        format!(":{key}"),
+        format!("k:{key}x"),
+        format!("k:{key},{key}"),
+    ] {
+        let o = hub(&db, &["serve"], &[("HUB_TOKEN_KEYS", &bad)]).await;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("HUB_TOKEN_KEYS"), "{err}");
+        assert!(!err.contains(&key[..16]), "{bad}: {err}");
+    }
+}
+
+/// The treasury keypair is refused, naming the file and its mode, when
+/// others may read it (as ssh refuses a private key).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_treasury_keypair_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("hub-cli-keys-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("treasury.json");
+    protocol::keypair::write_new(&file, &protocol::keypair::generate()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let keys = "k:0000000000000000000000000000000000000000000000000000000000000000";
+    let run = hub(
+        &db,
+        &["serve"],
+        &[
+            ("HUB_TOKEN_KEYS", keys),
+            ("HUB_LISTEN", "127.0.0.1:0"),
+            ("HUB_PAYOUT_TREASURY_KEYPAIR", file.to_str().unwrap()),
+            ("HUB_PAYOUT_RPC_URL", "http://127.0.0.1:9/"),
+        ],
+    );
+    let o = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the hub stops at start");
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(file.to_str().unwrap()) && last.contains("0644"),
+        "{err}"
+    );
+    assert!(last.contains("HUB_ALLOW_INSECURE_KEYPAIR"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test]
 async fn an_invalid_setting_names_its_variable_and_exits_2() {
     let db = TestDb::new().await.unwrap();

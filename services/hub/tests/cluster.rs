@@ -11,7 +11,7 @@ use test_support::{TestDb, TestRedis};
 fn cluster_settings(db: &TestDb, redis: &TestRedis, id: &str) -> hub::Settings {
     let mut s = settings(db);
     s.hub_id = id.into();
-    s.redis_url = redis.url.clone();
+    s.redis_url = redis.url.clone().into();
     s.redis_prefix = redis.prefix.clone();
     s.announce_interval_ms = 200;
     // Only ring changes and NOTIFY may drive reloads here.
@@ -311,7 +311,7 @@ async fn a_hub_started_while_redis_is_unreachable_joins_once_it_is_back() {
     let proxy = test_support::TcpProxy::start(redis.addr()).await.unwrap();
     proxy.mode(test_support::Mode::Reset);
     let mut cut = cluster_settings(&db, &redis, "hub-a");
-    cut.redis_url = proxy.url_for("redis");
+    cut.redis_url = proxy.url_for("redis").into();
     let a = TestHub::start(cut).await;
     let b = TestHub::start(cluster_settings(&db, &redis, "hub-b")).await;
     eventually(5, "hub B alone in Redis", || {

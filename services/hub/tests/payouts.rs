@@ -18,7 +18,7 @@ use common::payouts::*;
 use hub::payouts::{CrashPoint, PayoutError};
 use protocol::PublicKey;
 use store::StoreError;
-use test_support::solana::{SendBehaviour, SolanaRpc};
+use test_support::solana::{LaggingNode, SendBehaviour, SolanaRpc};
 use test_support::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,6 +183,7 @@ async fn a_stale_leaders_writes_are_rejected_by_the_database() {
         lamports: waiting[0].lamports,
         fee_lamports: 5_000,
         payout_ids: vec![waiting[0].id],
+        signed_slot: 1,
     };
     stale(s.save_batch(old_epoch, &batch).await);
     s.save_batch(new_epoch, &batch).await.unwrap();
@@ -303,6 +304,28 @@ async fn a_held_transaction_landing_late_is_found_not_paid_again() {
 /// still below the minimum payout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_randomized_crash_trials_pay_exactly_once() {
+    crash_trials(Rpc::Tip).await;
+}
+
+/// The same trials through a load-balanced pool of a node at the tip and a
+/// node some blocks behind with a short history: each RPC request goes to
+/// either. A lagging answer must never make a landed transfer look
+/// expired (which would pay it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_randomized_trials_through_a_pool_with_a_lagging_node_pay_exactly_once() {
+    crash_trials(Rpc::Pool).await;
+}
+
+/// Where the trials' payers send their requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rpc {
+    /// One node, at the tip.
+    Tip,
+    /// The pool of the tip node and a lagging one.
+    Pool,
+}
+
+async fn crash_trials(rpc: Rpc) {
     let seed = std::env::var("PAYOUT_TRIAL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -322,7 +345,27 @@ async fn fifty_randomized_crash_trials_pay_exactly_once() {
     }
     let mut crashes: HashMap<&'static str, usize> = HashMap::new();
     let mut leaders = 0;
+    let mut gaps = 0;
     for trial in 0..50 {
+        // Half the pooled trials look statuses up at a dedicated node with
+        // full history (the lagging node's history may then be short); the
+        // others look them up through the pool too, whose lagging node then
+        // keeps history well beyond what a trial leaves unresolved.
+        let (url, history) = match rpc {
+            Rpc::Tip => (chain.url(), None),
+            Rpc::Pool => {
+                let dedicated = rng.bool();
+                chain.set_lagging(LaggingNode {
+                    lag: rng.u64(1..VALIDITY),
+                    history: if dedicated {
+                        rng.u64(..VALIDITY)
+                    } else {
+                        rng.u64(6 * VALIDITY..10 * VALIDITY)
+                    },
+                });
+                (chain.pool_url(), dedicated.then(|| chain.url().into()))
+            }
+        };
         // New earnings for a random subset.
         let mut picked: Vec<(&Val, i64, bool)> = Vec::new();
         for v in &vals {
@@ -334,6 +377,7 @@ async fn fifty_randomized_crash_trials_pay_exactly_once() {
             farm.round(&picked, &[]).await;
         }
         let mut rounds = 0;
+        let mut gap = false;
         loop {
             rounds += 1;
             assert!(rounds < 40, "trial {trial} made no progress (seed {seed})");
@@ -360,10 +404,22 @@ async fn fifty_randomized_crash_trials_pay_exactly_once() {
             if rng.u8(..3) == 0 {
                 chain.release_held();
             }
-            let (payer, _term, _) = leader(&db, &chain, &treasury, crash).await;
+            // Pooled: now and then no leader for a while (never twice in a
+            // row), so a landed batch may wait while blocks go on.
+            if rpc == Rpc::Pool && !calm && !gap && rng.u8(..4) == 0 {
+                gap = true;
+                continue;
+            }
+            gap = false;
+            let mut cfg = config(crash);
+            cfg.history_rpc_url = history.clone();
+            let (payer, _term, _) = leader_on(&db, &url, &treasury, cfg).await;
             leaders += 1;
             match payer.cycle().await {
                 Ok(_) => {}
+                // The lagging node answered the history check and no longer
+                // has an unfinished batch's slot: nothing is paid this time.
+                Err(PayoutError::HistoryGap { .. }) => gaps += 1,
                 Err(PayoutError::Crashed(p)) => {
                     *crashes.entry(format!("{p:?}").leak()).or_default() += 1;
                 }
@@ -391,11 +447,17 @@ async fn fifty_randomized_crash_trials_pay_exactly_once() {
         assert!(earned - claimed < MIN);
         assert_eq!(chain.received(v.bytes()) as i64, claimed, "seed {seed}");
     }
-    eprintln!("{leaders} leaders over 50 trials; crashes: {crashes:?}");
+    eprintln!(
+        "{leaders} leaders over 50 trials; crashes: {crashes:?}; history gaps: {gaps}; pool answers (tip, lagging): {:?}",
+        chain.pool_answers()
+    );
     assert!(
         crashes.len() == 4,
         "every crash point was reached: {crashes:?}"
     );
+    if rpc == Rpc::Pool {
+        assert!(chain.pool_answers().1 > 100, "the lagging node answered");
+    }
 }
 
 /// The whole path with real parts: validators check demo sites through a
@@ -424,7 +486,7 @@ async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
     let mut s = common::settings(&db);
     s.reward_lamports = 300_000;
     s.payout_treasury_keypair = file.to_string_lossy().into_owned();
-    s.payout_rpc_url = chain.url();
+    s.payout_rpc_url = chain.url().into();
     s.payout_interval_ms = 300;
     s.task_deadline_ms = 2_000;
     s.payout_settle_delay_ms = 2_000;

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::time::{Duration, Instant};
+
 use protocol::CheckResult;
 use uuid::Uuid;
 
@@ -21,8 +23,11 @@ struct Entry {
     seq: u64,
     result: CheckResult,
     /// The connection generation it was last sent on, so a result is written
-    /// at most once per connection however the send paths race.
+    /// once per connection however the send paths race (and again on it only
+    /// by [`Pending::due_for_resend`]).
     sent_on: Option<u64>,
+    /// When it was last sent.
+    sent_at: Option<Instant>,
 }
 
 impl Pending {
@@ -69,6 +74,7 @@ impl Pending {
                 seq,
                 result,
                 sent_on: None,
+                sent_at: None,
             },
         );
         evicted
@@ -92,7 +98,31 @@ impl Pending {
             return None;
         }
         e.sent_on = Some(generation);
+        e.sent_at = Some(Instant::now());
         Some(e.result.clone())
+    }
+
+    /// Results sent on connection `generation` at least `every` before `now`
+    /// and still unacknowledged, oldest first, marked as sent again now: the
+    /// hub may have lost the ack (or not written the result yet: a database
+    /// outage), and a resend is always safe.
+    pub fn due_for_resend(
+        &mut self,
+        generation: u64,
+        now: Instant,
+        every: Duration,
+    ) -> Vec<CheckResult> {
+        let mut due = Vec::new();
+        for id in self.order.values() {
+            let e = self.by_id.get_mut(id).expect("order and by_id agree");
+            if e.sent_on == Some(generation)
+                && e.sent_at.is_some_and(|t| now.saturating_duration_since(t) >= every)
+            {
+                e.sent_at = Some(now);
+                due.push(e.result.clone());
+            }
+        }
+        due
     }
 
     /// Removes results whose deadline is at or before `cutoff_ms`.
@@ -165,6 +195,27 @@ mod tests {
         assert!(p.claim(&id, 1).is_none());
         assert!(p.claim(&id, 2).is_some());
         assert!(p.claim(&Uuid::from_u128(9), 2).is_none());
+    }
+
+    #[test]
+    fn resends_what_waited_long_enough_on_this_connection() {
+        let mut p = Pending::new(10);
+        p.insert(result(1, 10));
+        p.insert(result(2, 10));
+        p.insert(result(3, 10));
+        let (one, two) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert!(p.claim(&one, 7).is_some());
+        assert!(p.claim(&two, 6).is_some()); // an older connection
+        let every = Duration::from_secs(10);
+        let now = Instant::now();
+        assert!(p.due_for_resend(7, now, every).is_empty(), "too early");
+        let later = now + every + Duration::from_millis(1);
+        let due: Vec<Uuid> = p.due_for_resend(7, later, every).iter().map(|r| r.task_id).collect();
+        assert_eq!(due, vec![one], "only what was sent on this connection");
+        assert!(p.due_for_resend(7, later, every).is_empty(), "not again until `every` passes");
+        assert_eq!(p.due_for_resend(7, later + every, every).len(), 1);
+        p.remove(&one);
+        assert!(p.due_for_resend(7, later + every * 3, every).is_empty(), "acknowledged");
     }
 
     #[test]

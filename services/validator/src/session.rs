@@ -259,6 +259,11 @@ async fn serve(
     let mut ticker = tokio::time::interval_at(Instant::now() + beat, beat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
+    // Unacknowledged results go out again on this connection (the
+    // protocol's required resend; the hub drops a copy it still holds).
+    let resend_every = Duration::from_millis(protocol::limits::RESULT_RESEND_MS);
+    let mut resend_tick = tokio::time::interval_at(Instant::now() + resend_every / 2, resend_every / 2);
+    resend_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rx = Instant::now();
     let mut stats_rx = ctx.shared.subscribe();
     let mut drain: Option<Drain> = None;
@@ -305,6 +310,18 @@ async fn serve(
                 }
                 break lost(drain.take());
             }
+            _ = resend_tick.tick() => {
+                let due = ctx.shared.due_for_resend(generation, resend_every);
+                if !due.is_empty() {
+                    debug!(count = due.len(), "resending unacknowledged results");
+                }
+                for r in due {
+                    // A full outbox skips it; it is due again next time.
+                    if frames_tx.try_send(Out::Msg(Box::new(ValidatorMessage::Result(r)))).is_err() {
+                        break;
+                    }
+                }
+            }
             _ = ticker.tick() => {
                 if last_rx.elapsed() > silence_limit {
                     warn!(silent_ms = last_rx.elapsed().as_millis() as u64, "hub went silent");
@@ -323,7 +340,7 @@ async fn serve(
                 }
                 // Results sent before a deadline may be acked after it, so
                 // only forget them once even a skewed hub clock is past it.
-                ctx.shared.prune(protocol::now_ms() - protocol::limits::CLOCK_SKEW_MS);
+                ctx.shared.prune(protocol::now_ms() - protocol::limits::RESULT_RESEND_GRACE_MS);
             }
             frame = stream.next() => match frame {
                 None => {

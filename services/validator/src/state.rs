@@ -236,6 +236,13 @@ impl Shared {
         self.lock().pending.ids()
     }
 
+    /// See [`Pending::due_for_resend`](crate::pending::Pending::due_for_resend).
+    pub fn due_for_resend(&self, generation: u64, every: std::time::Duration) -> Vec<CheckResult> {
+        self.lock()
+            .pending
+            .due_for_resend(generation, std::time::Instant::now(), every)
+    }
+
     pub fn claim(&self, id: &Uuid, generation: u64) -> Option<CheckResult> {
         self.lock().pending.claim(id, generation)
     }

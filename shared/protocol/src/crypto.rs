@@ -418,12 +418,16 @@ pub enum TokenError {
     BadMac,
 }
 
+/// Why a keyring value was refused. Names a key id or an entry's position
+/// (1-based), never key material: these end up in logs and on terminals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyringError {
     #[error("expected KID:HEXKEY[,KID:HEXKEY...], got an empty value")]
     Empty,
-    #[error("entry {0:?} is not KID:HEXKEY")]
-    Entry(String),
+    #[error("entry {0} is not KID:HEXKEY (key id missing)")]
+    Entry(usize),
+    #[error("key {0:?} is not hex")]
+    Hex(String),
     #[error("key {0:?} must be at least 32 bytes (64 hex digits)")]
     Short(String),
     #[error("key id {0:?} appears twice")]
@@ -455,12 +459,13 @@ impl Keyring {
     pub fn parse(s: &str) -> Result<Self, KeyringError> {
         let mut keys = HashMap::new();
         let mut current = None;
-        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let entries = s.split(',').map(str::trim).filter(|e| !e.is_empty());
+        for (i, entry) in entries.enumerate() {
             let (kid, hexkey) = entry
                 .split_once(':')
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| KeyringError::Entry(entry.to_string()))?;
-            let key = hex::decode(hexkey).map_err(|_| KeyringError::Entry(kid.to_string()))?;
+                .ok_or(KeyringError::Entry(i + 1))?;
+            let key = hex::decode(hexkey).map_err(|_| KeyringError::Hex(kid.to_string()))?;
             if key.len() < 32 {
                 return Err(KeyringError::Short(kid.to_string()));
             }
@@ -533,6 +538,24 @@ mod tests {
         let ring = Keyring::parse(&format!("new:{k},old:{}", "11".repeat(32))).unwrap();
         assert_eq!(ring.current, "new");
         assert!(!format!("{ring:?}").contains(&k));
+    }
+
+    /// Errors end up in logs and on terminals: they may name a key id or an
+    /// entry's position, never key material, however the value is mangled.
+    #[test]
+    fn keyring_errors_never_echo_key_material() {
+        let key = "ab".repeat(32);
+        for bad in [
+            key.clone(),
+            format!(":{key}"),
+            format!("k1:{key}zz"),
+            format!("k1:{}", &key[..20]),
+            format!("k1:{key}, {key}"),
+            format!("k1:{key},k1:{key}"),
+        ] {
+            let msg = Keyring::parse(&bad).unwrap_err().to_string();
+            assert!(!msg.contains(&key[..16]), "{bad}: {msg}");
+        }
     }
 
     #[test]

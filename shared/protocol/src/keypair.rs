@@ -5,6 +5,10 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 
+/// What the one-line refusal of a too-open key file tells the operator.
+const INSECURE_HINT: &str = "readable by others or writable by group or others; \
+    keys must be 0600, 0400, 0640 or 0440 (chmod 600 it), or allow it explicitly";
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeypairError {
     #[error("cannot read keypair file {path}: {source}")]
@@ -12,12 +16,17 @@ pub enum KeypairError {
         path: String,
         source: std::io::Error,
     },
+    /// `detail` says what and where, never what the file holds (it may be a
+    /// secret in another format).
     #[error(
         "keypair file {path} is not a JSON array of 64 numbers 0-255 (Solana CLI format): {detail}"
     )]
     Format { path: String, detail: String },
     #[error("keypair file {path}: the public half does not match the secret half")]
     Mismatch { path: String },
+    /// Refused as ssh refuses a private key others can read.
+    #[error("keypair file {path} has mode {mode:04o}: {INSECURE_HINT}")]
+    Insecure { path: String, mode: u32 },
     #[error("cannot write keypair file {path}: {source}")]
     Write {
         path: String,
@@ -29,7 +38,7 @@ pub enum KeypairError {
 pub fn parse(text: &str, path: &str) -> Result<SigningKey, KeypairError> {
     let bytes: Vec<u8> = serde_json::from_str(text).map_err(|e| KeypairError::Format {
         path: path.into(),
-        detail: e.to_string(),
+        detail: describe(&e),
     })?;
     let arr: [u8; 64] = bytes
         .try_into()
@@ -40,13 +49,68 @@ pub fn parse(text: &str, path: &str) -> Result<SigningKey, KeypairError> {
     SigningKey::from_keypair_bytes(&arr).map_err(|_| KeypairError::Mismatch { path: path.into() })
 }
 
+/// serde_json's own message quotes the offending value, which may be key
+/// material; this names only the kind of fault and its position.
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "invalid JSON",
+        Category::Eof => "unexpected end of file",
+        Category::Data => "a value that is not a number 0-255 in an array",
+        Category::Io => "read error",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// Reads a keypair file, refusing one whose mode lets others read it or
+/// group or others change it ([`KeypairError::Insecure`]).
 pub fn read(path: &Path) -> Result<SigningKey, KeypairError> {
+    read_with(path, false)
+}
+
+/// [`read`], or with `allow_insecure` without the mode check (the
+/// operator's explicit choice: `--allow-insecure-keypair`,
+/// `HUB_ALLOW_INSECURE_KEYPAIR`).
+pub fn read_with(path: &Path, allow_insecure: bool) -> Result<SigningKey, KeypairError> {
+    use std::io::Read;
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| KeypairError::Read {
+    let err = |source| KeypairError::Read {
         path: name.clone(),
         source,
-    })?;
+    };
+    // The mode is read from the opened file, so it is the mode of what is
+    // read (a Kubernetes Secret is a symlink into a directory it swaps).
+    let file = std::fs::File::open(path).map_err(err)?;
+    if !allow_insecure {
+        check_mode(&file.metadata().map_err(err)?, &name)?;
+    }
+    // A keypair file is about 230 bytes; don't read /dev/zero to the end.
+    let mut text = String::new();
+    file.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(err)?;
     parse(&text, &name)
+}
+
+/// Group read is allowed (a Kubernetes Secret mounted with `defaultMode:
+/// 0440` and an `fsGroup`); any access by others, or group write, is not.
+/// The owner is not checked: a Secret's files belong to root.
+#[cfg(unix)]
+fn check_mode(meta: &std::fs::Metadata, path: &str) -> Result<(), KeypairError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o027 != 0 {
+        return Err(KeypairError::Insecure {
+            path: path.into(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_mode(_: &std::fs::Metadata, _: &str) -> Result<(), KeypairError> {
+    Ok(())
 }
 
 /// The file's text for `key`.
@@ -103,5 +167,66 @@ mod tests {
         ));
         let msg = parse("[1,2,3]", "/tmp/x.json").unwrap_err().to_string();
         assert!(msg.contains("/tmp/x.json"), "{msg}");
+    }
+
+    /// A key in another format (here a base58 string, as wallets export)
+    /// must not be echoed into the error, which ends up in logs.
+    #[test]
+    fn format_errors_never_echo_the_file() {
+        let secret = "4vJ9JU1bJJE96FWSJKvHsmmFADCg4gpZQff4P3bkLKi";
+        for text in [
+            format!("\"{secret}\""),
+            format!("[1, 2, \"{secret}\"]"),
+            format!("{{\"{secret}\": 1}}"),
+            format!("[{}999]", "7,".repeat(63)),
+        ] {
+            let msg = parse(&text, "k.json").unwrap_err().to_string();
+            assert!(!msg.contains(secret) && !msg.contains("999"), "{msg}");
+            assert!(msg.contains("k.json"), "{msg}");
+        }
+    }
+
+    #[cfg(unix)]
+    fn file_with_mode(dir: &Path, mode: u32) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(format!("{mode:o}.json"));
+        write_new(&path, &generate()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[cfg(unix)]
+    fn temp_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "keypair-test-{}-{}",
+            std::process::id(),
+            u64::from_le_bytes(crate::crypto::Nonce::random().0[..8].try_into().unwrap())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// As ssh does: a key others can read, or group or others can change,
+    /// is refused with one line naming the file and its mode. Group read
+    /// stays allowed for a Kubernetes Secret (`defaultMode: 0440`, `fsGroup`).
+    #[cfg(unix)]
+    #[test]
+    fn keys_open_to_others_are_refused() {
+        let dir = temp_dir();
+        for mode in [0o400, 0o600, 0o440, 0o640] {
+            let path = file_with_mode(&dir, mode);
+            read(&path).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+        for mode in [0o644, 0o604, 0o660, 0o620, 0o602, 0o666] {
+            let path = file_with_mode(&dir, mode);
+            let err = read(&path).expect_err(&format!("{mode:o} must be refused"));
+            let msg = err.to_string();
+            assert!(matches!(err, KeypairError::Insecure { .. }), "{msg}");
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+            assert!(msg.contains(path.to_str().unwrap()), "{msg}");
+            assert!(msg.contains(&format!("0{mode:o}")), "{msg}");
+            read_with(&path, true).expect("allowed explicitly");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -50,7 +50,9 @@ pub struct Hello {
     pub public_key: PublicKey,
     /// Where the validator runs, e.g. `eu-west`. 1..=32 bytes of `[a-z0-9-]`.
     pub region: String,
-    #[serde(default)]
+    /// Optional: absent and `null` both mean no tags.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    #[schemars(with = "Option<Vec<String>>")]
     pub tags: Vec<String>,
     /// Most checks it runs at once (1..=1000).
     pub capacity: u32,
@@ -59,6 +61,11 @@ pub struct Hello {
     pub protocol_versions: Vec<u16>,
     /// Over `hello_signing_bytes(nonce, hello)`.
     pub signature: Signature,
+}
+
+/// Reads `null` as an empty list, as the protocol reads `null` as absent.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Limits the hub enforces on this session.
@@ -231,11 +238,40 @@ impl CheckResult {
             status,
             http_status,
             latency_ms,
-            error,
+            error: error.map(|e| clean_error_text(&e)),
             checked_at_ms,
             signature: Signature([0; 64]),
         }
     }
+
+    /// Whether every free-text field may be stored and shown: `error` is at
+    /// most [`MAX_ERROR_TEXT`](crate::limits::MAX_ERROR_TEXT) bytes with no
+    /// control character (NUL included, which PostgreSQL text cannot hold).
+    pub fn text_is_valid(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_none_or(|e| e.len() <= crate::limits::MAX_ERROR_TEXT && is_clean_text(e))
+    }
+}
+
+/// No control characters (C0 with NUL, tab and newline; DEL; C1).
+pub fn is_clean_text(s: &str) -> bool {
+    !s.chars().any(char::is_control)
+}
+
+/// `s` made fit for a result's `error`: each control character becomes a
+/// space, and the text is cut to `MAX_ERROR_TEXT` bytes on a character
+/// boundary. [`CheckResult::for_task`] applies it.
+pub fn clean_error_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(crate::limits::MAX_ERROR_TEXT));
+    for c in s.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > crate::limits::MAX_ERROR_TEXT {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -707,6 +707,19 @@ fn schema_and_types_refuse_the_same_documents() {
         with(welcome, "region_hint", json!("eu")),
         "a newer hub's extra field",
     );
+    // `null` is read as absent for every optional field.
+    accepted(v, with(&hello, "tags", json!(null)), "hello tags: null");
+    accepted(v, with(&result, "error", json!(null)), "result error: null");
+    accepted(
+        v,
+        with(&result, "http_status", json!(null)),
+        "result http_status: null",
+    );
+    accepted(h, with(task, "check", {
+        let mut c = serde_json::to_value(task).unwrap()["check"].clone();
+        c["keyword"] = json!(null);
+        c
+    }), "task keyword: null");
     // Unknown or misdirected types.
     unknown(v, json!({"type": "launch_missiles"}), "unknown type");
     unknown(

@@ -15,7 +15,7 @@ mod website_url;
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
 };
-pub use crate::website_url::{UrlError, WebsiteUrl};
+pub use crate::website_url::{check_keyword, KeywordError, UrlError, WebsiteUrl};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
@@ -38,9 +38,61 @@ pub enum StoreError {
     /// A payout write found the rows in another state than it expected.
     #[error("payout state conflict: {0}")]
     Conflict(String),
+    /// A website the validators would refuse to check.
+    #[error(transparent)]
+    Keyword(#[from] KeywordError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a failed statement says about retrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The database is away or busy (connection errors, SQLSTATE classes
+    /// 08, 53, 57, 58, serialization failures and deadlocks): the same
+    /// statement may succeed later.
+    Transient,
+    /// The rows themselves are refused (SQLSTATE class 22, data exception,
+    /// or 23, integrity constraint): the same rows fail every time.
+    Data,
+    /// Anything else (a bug, a schema mismatch): retried a few times only.
+    Other,
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Db(e) => db_error_kind(e),
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+fn db_error_kind(e: &sqlx::Error) -> ErrorKind {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ErrorKind::Transient,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(code) => sqlstate_kind(code),
+            None => ErrorKind::Other,
+        },
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Classifies a SQLSTATE (five characters; the first two are its class).
+pub fn sqlstate_kind(code: &str) -> ErrorKind {
+    match code.get(..2) {
+        Some("22" | "23") => ErrorKind::Data,
+        Some("08" | "53" | "57" | "58") => ErrorKind::Transient,
+        _ if code == "40001" || code == "40P01" => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    }
+}
 
 /// The NOTIFY channel the `websites` trigger uses.
 pub const WEBSITES_CHANGED: &str = "websites_changed";
@@ -252,6 +304,9 @@ impl Store {
     // ---- websites ----
 
     pub async fn add_website(&self, w: &NewWebsite) -> Result<Website> {
+        if let Some(k) = &w.keyword {
+            check_keyword(k)?;
+        }
         let row = sqlx::query(concat!(
             "INSERT INTO websites (url, interval_secs, timeout_ms, expected_status_min, \
              expected_status_max, keyword, follow_redirects, owner) \
@@ -547,6 +602,25 @@ impl Store {
             .collect())
     }
 
+    /// Whether the tick of `(task, validator)` is stored (`scheduled_at_ms`
+    /// picks its partition).
+    pub async fn tick_exists(
+        &self,
+        task_id: Uuid,
+        validator_id: i64,
+        scheduled_at_ms: i64,
+    ) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM ticks WHERE task_id = $1 AND validator_id = $2 \
+               AND scheduled_at = to_timestamp($3 / 1000.0))",
+        )
+        .bind(task_id)
+        .bind(validator_id)
+        .bind(scheduled_at_ms)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     // ---- status ----
 
     /// Every website with its latest closed round and per-validator results.
@@ -598,5 +672,186 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    // ---- cheap attacks (issue 10, section 4) ----
+
+    /// A second, small pool to the same database for read endpoints, so
+    /// they can never take the connections the tick writers need. Every
+    /// statement on it is cut off after `statement_timeout`.
+    pub async fn connect_reader(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)?
+            .application_name("uptime-read")
+            .options([(
+                "statement_timeout",
+                statement_timeout.as_millis().to_string(),
+            )]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(statement_timeout)
+            .connect_lazy_with(opts);
+        Ok(Self { pool })
+    }
+
+    /// Deletes up to `limit` validator rows whose key was not seen for
+    /// `idle` and never had a result stored (no tick, ledger row or payout
+    /// refers to it); marks the ones found in use `retained` so they are
+    /// never examined again. Returns how many were deleted. A validator
+    /// still connected is seen every 30 s, so it never qualifies; a key that
+    /// comes back later gets a new row (and id) at its next hello.
+    pub async fn forget_unused_validators(&self, idle: Duration, limit: i64) -> Result<u64> {
+        let gone: i64 = sqlx::query_scalar(
+            "WITH cand AS (
+                 SELECT id FROM validators
+                  WHERE NOT retained AND last_seen < now() - make_interval(secs => $1)
+                  ORDER BY last_seen
+                  LIMIT $2
+                    FOR UPDATE SKIP LOCKED
+             ), checked AS (
+                 SELECT c.id,
+                        EXISTS (SELECT 1 FROM ticks t WHERE t.validator_id = c.id)
+                        OR EXISTS (SELECT 1 FROM validator_ledger l WHERE l.validator_id = c.id)
+                        OR EXISTS (SELECT 1 FROM payouts p WHERE p.validator_id = c.id) AS used
+                   FROM cand c
+             ), kept AS (
+                 UPDATE validators v SET retained = true
+                   FROM checked c WHERE v.id = c.id AND c.used
+                 RETURNING 1
+             ), gone AS (
+                 DELETE FROM validators v USING checked c
+                  WHERE v.id = c.id AND NOT c.used
+                 RETURNING 1
+             )
+             -- `kept` runs to completion unreferenced, as every data-modifying WITH does.
+             SELECT count(*) FROM gone",
+        )
+        .bind(idle.as_secs_f64())
+        .bind(limit)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(gone as u64)
+    }
+
+    /// Rewrites every validator's `settling_lamports` in
+    /// `validator_earnings_summary`: the rewards of its stored ticks whose
+    /// rounds (open, or closed and not settled) were scheduled in the last
+    /// 7 days. One aggregate over the unsettled rounds, for the payout
+    /// leader after it settles; with payouts running those are only the
+    /// last few minutes of rounds. Returns the rows written.
+    pub async fn refresh_earnings_summary(&self) -> Result<i64> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH unsettled AS (
+                 SELECT id, website_id, scheduled_at FROM rounds
+                  WHERE status = 'open' AND scheduled_at > now() - interval '7 days'
+                 UNION ALL
+                 SELECT id, website_id, scheduled_at FROM rounds
+                  WHERE settled_at IS NULL AND status <> 'open'
+                    AND scheduled_at > now() - interval '7 days'
+             ), sums AS (
+                 SELECT t.validator_id, sum(t.reward_lamports)::int8 AS lamports
+                   FROM unsettled r
+                   JOIN ticks t ON t.round_id = r.id AND t.website_id = r.website_id
+                               AND t.scheduled_at = r.scheduled_at
+                  GROUP BY t.validator_id
+             ), upserted AS (
+                 INSERT INTO validator_earnings_summary AS s
+                        (validator_id, settling_lamports, refreshed_at)
+                 SELECT validator_id, lamports, now() FROM sums ORDER BY validator_id
+                 ON CONFLICT (validator_id) DO UPDATE
+                    SET settling_lamports = EXCLUDED.settling_lamports, refreshed_at = now()
+                 RETURNING 1
+             ), cleared AS (
+                 UPDATE validator_earnings_summary s
+                    SET settling_lamports = 0, refreshed_at = now()
+                  WHERE s.settling_lamports <> 0
+                    AND NOT EXISTS (SELECT 1 FROM sums WHERE sums.validator_id = s.validator_id)
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM cleared)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// What a validator earned and was paid, for the HTTP endpoint; `None`
+    /// if no validator has this key. Bounded per request: primary-key
+    /// lookups of the validator, its ledger row and its earnings summary
+    /// (`settling`, kept by [`Store::refresh_earnings_summary`]), and index
+    /// scans of its own payouts.
+    pub async fn earnings_summary(&self, public_key: &str) -> Result<Option<Earnings>> {
+        let Some(r) = sqlx::query(
+            "SELECT v.id, v.public_key,
+                    COALESCE(l.earned_lamports, 0) AS earned,
+                    COALESCE(l.claimed_lamports, 0) AS claimed,
+                    COALESCE(l.earning_ticks, 0) AS earning_ticks,
+                    COALESCE(l.agreed, 0) AS agreed,
+                    COALESCE(l.disagreed, 0) AS disagreed,
+                    COALESCE(s.settling_lamports, 0) AS settling,
+                    p.paid, p.pending, p.failed
+               FROM validators v
+               LEFT JOIN validator_ledger l ON l.validator_id = v.id
+               LEFT JOIN validator_earnings_summary s ON s.validator_id = v.id
+               CROSS JOIN LATERAL (
+                   SELECT COALESCE(sum(lamports) FILTER (WHERE state = 'paid'), 0)::int8 AS paid,
+                          COALESCE(sum(lamports) FILTER (
+                              WHERE state IN ('claimed', 'insufficient_funds', 'batched')), 0)::int8
+                              AS pending,
+                          COALESCE(sum(lamports) FILTER (WHERE state = 'failed'), 0)::int8 AS failed
+                     FROM payouts WHERE validator_id = v.id) p
+              WHERE v.public_key = $1",
+        )
+        .bind(public_key)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let validator_id: i64 = r.get("id");
+        let earned: i64 = r.get("earned");
+        let claimed: i64 = r.get("claimed");
+        let rows = sqlx::query(
+            "SELECT p.id, p.lamports, p.state, p.attempts, p.last_error, b.signature,
+                    (extract(epoch FROM p.created_at) * 1000)::int8 AS created_ms,
+                    (extract(epoch FROM p.paid_at) * 1000)::int8 AS paid_ms
+               FROM payouts p LEFT JOIN payout_batches b ON b.id = p.batch_id
+              WHERE p.validator_id = $1
+              ORDER BY p.created_at DESC, p.id DESC
+              LIMIT 50",
+        )
+        .bind(validator_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(Earnings {
+            validator_id,
+            public_key: r.get("public_key"),
+            earned_lamports: earned,
+            settling_lamports: r.get("settling"),
+            unclaimed_lamports: earned - claimed,
+            pending_lamports: r.get("pending"),
+            paid_lamports: r.get("paid"),
+            failed_lamports: r.get("failed"),
+            earning_ticks: r.get("earning_ticks"),
+            agreed: r.get("agreed"),
+            disagreed: r.get("disagreed"),
+            payouts: rows
+                .iter()
+                .map(|p| PayoutRow {
+                    id: p.get("id"),
+                    lamports: p.get("lamports"),
+                    state: p.get("state"),
+                    attempts: p.get("attempts"),
+                    signature: p.get("signature"),
+                    last_error: p.get("last_error"),
+                    created_at_ms: p.get("created_ms"),
+                    paid_at_ms: p.get("paid_ms"),
+                })
+                .collect(),
+        }))
     }
 }

@@ -6,7 +6,9 @@
 //! States (see docs/ARCHITECTURE.md, "Payouts"):
 //! - payout: `claimed` | `insufficient_funds` -> `batched` -> `paid`, or back
 //!   to `claimed` when its batch provably did not land, or `failed` after
-//!   too many attempts.
+//!   too many attempts. A payout whose batch of several failed on chain comes
+//!   back `solo`: it rides alone from then on, so one transfer that always
+//!   fails cannot keep failing the others.
 //! - batch (one Solana transaction): `signed` -> `sent` -> `confirmed` |
 //!   `failed` (landed with an error) | `expired` (never landed; its
 //!   blockhash is past its last valid block height).
@@ -25,6 +27,8 @@ pub struct WaitingPayout {
     pub validator_id: i64,
     pub public_key: String,
     pub lamports: i64,
+    /// Its batch failed on chain with others in it: pay it alone.
+    pub solo: bool,
 }
 
 /// A signed transaction about to be sent, and the payouts it carries.
@@ -38,6 +42,8 @@ pub struct NewBatch {
     pub lamports: i64,
     pub fee_lamports: i64,
     pub payout_ids: Vec<Uuid>,
+    /// The finalized slot read before signing: it cannot land earlier.
+    pub signed_slot: u64,
 }
 
 /// A batch whose outcome is not known yet.
@@ -50,6 +56,11 @@ pub struct UnfinishedBatch {
     pub lamports: i64,
     pub fee_lamports: i64,
     pub payout_ids: Vec<Uuid>,
+    /// The slot it cannot have landed before: the finalized slot read before
+    /// signing, or, for a batch stored before that was recorded, its last
+    /// valid block height minus 300 (a blockhash lives 150 blocks, and a
+    /// slot number is never below its block height).
+    pub signed_slot: u64,
 }
 
 /// How a batch ended when it did not confirm.
@@ -205,7 +216,7 @@ impl Store {
     /// Payouts waiting for a transaction, oldest first.
     pub async fn waiting_payouts(&self, limit: i64) -> Result<Vec<WaitingPayout>> {
         let rows = sqlx::query(
-            "SELECT p.id, p.validator_id, v.public_key, p.lamports
+            "SELECT p.id, p.validator_id, v.public_key, p.lamports, p.solo
                FROM payouts p JOIN validators v ON v.id = p.validator_id
               WHERE p.state IN ('claimed', 'insufficient_funds')
               ORDER BY p.created_at, p.id
@@ -221,6 +232,7 @@ impl Store {
                 validator_id: r.get("validator_id"),
                 public_key: r.get("public_key"),
                 lamports: r.get("lamports"),
+                solo: r.get("solo"),
             })
             .collect())
     }
@@ -247,8 +259,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO payout_batches (id, state, signature, transaction, blockhash,
-                 last_valid_block_height, lamports, payout_ids, epoch, fee_lamports)
-             VALUES ($1, 'signed', $2, $3, $4, $5, $6, $7, $8, $9)",
+                 last_valid_block_height, lamports, payout_ids, epoch, fee_lamports, signed_slot)
+             VALUES ($1, 'signed', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(b.id)
         .bind(&b.signature)
@@ -259,6 +271,7 @@ impl Store {
         .bind(&b.payout_ids)
         .bind(epoch)
         .bind(b.fee_lamports)
+        .bind(b.signed_slot as i64)
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -313,7 +326,8 @@ impl Store {
     pub async fn unfinished_batches(&self) -> Result<Vec<UnfinishedBatch>> {
         let rows = sqlx::query(
             "SELECT id, signature, transaction, last_valid_block_height, lamports,
-                    fee_lamports, payout_ids
+                    fee_lamports, payout_ids,
+                    COALESCE(signed_slot, GREATEST(last_valid_block_height - 300, 0)) AS signed_slot
                FROM payout_batches WHERE state IN ('signed', 'sent')
               ORDER BY created_at, id",
         )
@@ -329,6 +343,7 @@ impl Store {
                 lamports: r.get("lamports"),
                 fee_lamports: r.get("fee_lamports"),
                 payout_ids: r.get("payout_ids"),
+                signed_slot: r.get::<i64, _>("signed_slot") as u64,
             })
             .collect())
     }
@@ -352,7 +367,10 @@ impl Store {
 
     /// The batch did not pay (it landed with an error, or expired unseen):
     /// its payouts wait again for a new transaction, or are marked `failed`
-    /// once they have been tried `max_attempts` times.
+    /// once they have been tried `max_attempts` times. A batch of several
+    /// that failed on chain does not say which transfer was at fault: its
+    /// payouts come back `solo`, without counting an attempt, and are tried
+    /// one per transaction; a solo failure counts.
     pub async fn abandon_batch(
         &self,
         epoch: i64,
@@ -370,17 +388,27 @@ impl Store {
         let mut tx = self
             .finish_batch(epoch, id, state, None, Some(error))
             .await?;
+        let split = matches!(outcome, BatchOutcome::Failed(_));
         sqlx::query(
-            "UPDATE payouts
-                SET attempts = attempts + 1, last_error = $1, epoch = $2, updated_at = now(),
+            "WITH b AS (
+                 SELECT $5 AND cardinality(payout_ids) > 1 AS split
+                   FROM payout_batches WHERE id = $4
+             )
+             UPDATE payouts
+                SET attempts = attempts + CASE WHEN b.split THEN 0 ELSE 1 END,
+                    solo = solo OR b.split,
+                    last_error = $1, epoch = $2, updated_at = now(),
                     batch_id = NULL,
-                    state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'claimed' END
+                    state = CASE WHEN NOT b.split AND attempts + 1 >= $3 THEN 'failed'
+                                 ELSE 'claimed' END
+               FROM b
               WHERE batch_id = $4 AND state = 'batched'",
         )
         .bind(error)
         .bind(epoch)
         .bind(max_attempts)
         .bind(id)
+        .bind(split)
         .execute(&mut *tx)
         .await
         .map_err(fenced(epoch))?;
@@ -442,6 +470,22 @@ impl Store {
         .await
         .map_err(fenced(epoch))?;
         Ok(r.rows_affected())
+    }
+
+    /// Lamports the treasury spent (or may still spend) on batches signed
+    /// since the start of the current UTC day, by the database's clock:
+    /// transfers and fees of batches unfinished or confirmed, fees of batches
+    /// that failed on chain. Expired batches spent nothing.
+    pub async fn payout_spent_today(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(sum(CASE WHEN state = 'failed' THEN fee_lamports
+                                      ELSE lamports + fee_lamports END), 0)::int8
+               FROM payout_batches
+              WHERE state IN ('signed', 'sent', 'confirmed', 'failed')
+                AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Totals across all validators: (unfinished batches, payouts waiting

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use protocol::limits::{BLOCKED_PORTS, MAX_KEYWORD_LEN};
+
 /// Longest URL accepted, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -17,6 +19,28 @@ pub enum UrlError {
     Credentials(String),
     #[error("URL is longer than {MAX_URL_LEN} bytes")]
     TooLong,
+    #[error("{0:?}: port {1} is reserved for another protocol and not checked")]
+    Port(String, u16),
+}
+
+/// A keyword validators would refuse, refused where it is registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeywordError {
+    #[error("keyword is {0} bytes; at most {MAX_KEYWORD_LEN} are allowed")]
+    TooLong(usize),
+    #[error("keyword must not contain a NUL character")]
+    Nul,
+}
+
+/// At most [`MAX_KEYWORD_LEN`] bytes, no NUL (PostgreSQL text cannot hold it).
+pub fn check_keyword(k: &str) -> Result<(), KeywordError> {
+    if k.len() > MAX_KEYWORD_LEN {
+        return Err(KeywordError::TooLong(k.len()));
+    }
+    if k.contains('\0') {
+        return Err(KeywordError::Nul);
+    }
+    Ok(())
 }
 
 /// An absolute http(s) URL with a host and no credentials.
@@ -38,6 +62,9 @@ impl WebsiteUrl {
         }
         if !u.username().is_empty() || u.password().is_some() {
             return Err(UrlError::Credentials(s.into()));
+        }
+        if let Some(port) = u.port_or_known_default().filter(|p| BLOCKED_PORTS.contains(p)) {
+            return Err(UrlError::Port(s.into(), port));
         }
         Ok(Self(u.into()))
     }
@@ -81,5 +108,28 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(WebsiteUrl::parse(&long), Err(UrlError::TooLong));
+    }
+
+    #[test]
+    fn keywords_are_bounded() {
+        assert_eq!(check_keyword(&"k".repeat(MAX_KEYWORD_LEN)), Ok(()));
+        assert_eq!(
+            check_keyword(&"é".repeat(129)),
+            Err(KeywordError::TooLong(258))
+        );
+        assert_eq!(check_keyword("a\0b"), Err(KeywordError::Nul));
+    }
+
+    /// Validators refuse these ports, so registering one would only make a
+    /// website that is never checked.
+    #[test]
+    fn rejects_ports_validators_refuse() {
+        for input in ["http://example.com:25/", "https://example.com:6667/x"] {
+            let e = WebsiteUrl::parse(input).unwrap_err().to_string();
+            assert!(e.contains("port") && e.contains("not checked"), "{input}: {e}");
+        }
+        for input in ["http://example.com:8080/", "https://example.com:443/"] {
+            WebsiteUrl::parse(input).unwrap();
+        }
     }
 }

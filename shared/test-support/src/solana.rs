@@ -35,22 +35,40 @@
 //!   forgets it; resends of held or dropped transactions consume a
 //!   behaviour like any send.
 //! - **Outages**: [`SolanaRpc::set_unavailable`] answers HTTP 503 to everything.
+//! - **A lagging node and a pool**: the chain is served by two "nodes".
+//!   [`SolanaRpc::url`] is a node at the tip with all history (minimum
+//!   ledger slot 0). [`SolanaRpc::lagging_url`] is a node [`LaggingNode::lag`]
+//!   blocks behind that keeps only the last [`LaggingNode::history`] slots:
+//!   its height, slot, latest blockhash and context slots lag; statuses of
+//!   transactions that landed after its view, or before its
+//!   `minimumLedgerSlot` (its view minus its history), are unknown there.
+//!   [`SolanaRpc::pool_url`] is a load-balanced pool of both: each HTTP
+//!   request (a JSON-RPC batch is one request) goes to one of them, picked
+//!   at random (seeded, [`ChainConfig::pool_seed`]). Transactions sent to
+//!   either node are forwarded to the leader: the same chain executes them.
+//! - **Fees**: `getFeeForMessage` reports the signature fee plus the
+//!   priority fee of the message's compute-budget instructions (unit price
+//!   times unit limit, rounded up), as litesvm charges; [`Landed::fee`] is
+//!   what was charged.
 //!
 //! # What it does not model
 //!
 //! Forks, rollbacks and confirmation levels below finalized; leader
 //! schedules, `maxRetries` and rebroadcasting (a held transaction lands only
 //! when the test releases it); preflight simulation (`skipPreflight: false`
-//! is treated like `true`); compute-unit prices in `getFeeForMessage` (it
-//! reports the signature fee only, though litesvm does charge priority fees);
-//! transaction history limits (statuses are kept forever); account methods
-//! other than `getBalance`; websockets. Airdrops go straight into litesvm and
+//! is treated like `true`); account state as of a lagging view (`getBalance` on the lagging node
+//! answers the tip's balance with its lagging context slot); the
+//! `searchTransactionHistory` flag (statuses are always searched back to the
+//! node's minimum ledger slot); account methods other than `getBalance`;
+//! websockets. Airdrops go straight into litesvm and
 //! are not part of [`SolanaRpc::landed`].
 //!
 //! # Methods served
 //!
-//! `POST /`, single requests or batches: `getLatestBlockhash`,
-//! `isBlockhashValid`, `getBlockHeight`, `getSlot`, `getBalance`,
+//! `POST /` (the tip node), `POST /lagging` and `POST /pool`, single
+//! requests or batches: `getLatestBlockhash`,
+//! `isBlockhashValid`, `getBlockHeight`, `getSlot`, `getEpochInfo`,
+//! `minimumLedgerSlot`, `getBalance`,
 //! `getMinimumBalanceForRentExemption`, `getFeeForMessage`,
 //! `getSignatureStatuses`, `sendTransaction`, `getVersion`, `getHealth`,
 //! `getGenesisHash`. Anything else is `-32601 Method not found`.
@@ -88,6 +106,11 @@ pub struct ChainConfig {
     pub block_interval: Option<Duration>,
     /// Fee per signature. Default 5000.
     pub lamports_per_signature: u64,
+    /// The second node's lag and history (changeable later with
+    /// [`SolanaRpc::set_lagging`]).
+    pub lagging: LaggingNode,
+    /// Seeds the pool's choice of node per request. Default 0.
+    pub pool_seed: u64,
 }
 
 impl Default for ChainConfig {
@@ -96,8 +119,36 @@ impl Default for ChainConfig {
             blockhash_validity: 150,
             block_interval: None,
             lamports_per_signature: 5000,
+            lagging: LaggingNode::default(),
+            pool_seed: 0,
         }
     }
+}
+
+/// The second node: behind the tip, with a short history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaggingNode {
+    /// Blocks it is behind the tip (its view is `max(1, height - lag)`).
+    /// Default 4.
+    pub lag: u64,
+    /// Slots of history it keeps: its `minimumLedgerSlot` is its view minus
+    /// this (at least 0), and older statuses are unknown there. Default 32.
+    pub history: u64,
+}
+
+impl Default for LaggingNode {
+    fn default() -> Self {
+        Self { lag: 4, history: 32 }
+    }
+}
+
+/// Which node answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// At the tip, all history.
+    Tip,
+    /// Behind, recent history only.
+    Lagging,
 }
 
 /// What happens to a transaction that `sendTransaction` accepts.
@@ -135,6 +186,8 @@ pub struct Landed {
     pub transfers: Vec<Transfer>,
     /// The runtime's error, if it failed (`Debug` of the `TransactionError`).
     pub err: Option<String>,
+    /// The fee charged (signature and priority fees).
+    pub fee: u64,
 }
 
 /// A litesvm chain behind a JSON-RPC endpoint on 127.0.0.1. See the
@@ -163,13 +216,16 @@ impl SolanaRpc {
         let shared = Arc::new(Shared {
             chain: Mutex::new(Chain::new(&cfg)),
             unavailable: AtomicBool::new(false),
+            pool: Mutex::new(fastrand::Rng::with_seed(cfg.pool_seed)),
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the Solana RPC endpoint on {addr}"))?;
         let addr = listener.local_addr()?;
         let app = Router::new()
-            .route("/", post(handle))
+            .route("/", post(tip))
+            .route("/lagging", post(lagging))
+            .route("/pool", post(pool))
             .with_state(shared.clone());
         let (shutdown, mut stop) = watch::channel(false);
         tokio::spawn(async move {
@@ -203,9 +259,30 @@ impl SolanaRpc {
         })
     }
 
-    /// The endpoint, `http://127.0.0.1:PORT`.
+    /// The tip node, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The lagging node alone, `http://127.0.0.1:PORT/lagging`.
+    pub fn lagging_url(&self) -> String {
+        format!("http://{}/lagging", self.addr)
+    }
+
+    /// Both nodes behind a load balancer, `http://127.0.0.1:PORT/pool`: each
+    /// request goes to one of them, at random.
+    pub fn pool_url(&self) -> String {
+        format!("http://{}/pool", self.addr)
+    }
+
+    /// Changes the lagging node's lag and history.
+    pub fn set_lagging(&self, node: LaggingNode) {
+        self.shared.chain().lagging = node;
+    }
+
+    /// How many requests each node answered through the pool: (tip, lagging).
+    pub fn pool_answers(&self) -> (usize, usize) {
+        self.shared.chain().pool_answers
     }
 
     /// Credits `lamports` to `to` from litesvm's faucet (not recorded in
@@ -310,6 +387,8 @@ impl Drop for SolanaRpc {
 struct Shared {
     chain: Mutex<Chain>,
     unavailable: AtomicBool,
+    /// Picks the node for each pooled request.
+    pool: Mutex<fastrand::Rng>,
 }
 
 impl Shared {
@@ -358,6 +437,8 @@ struct Chain {
     /// Signature → where it landed and how it went.
     statuses: HashMap<String, Status>,
     send_calls: usize,
+    lagging: LaggingNode,
+    pool_answers: (usize, usize),
 }
 
 impl Chain {
@@ -382,6 +463,8 @@ impl Chain {
             landed: Vec::new(),
             statuses: HashMap::new(),
             send_calls: 0,
+            lagging: cfg.lagging,
+            pool_answers: (0, 0),
         }
     }
 
@@ -441,8 +524,8 @@ impl Chain {
         let sig = tx.signatures[0];
         let transfers = system_transfers(&tx.message);
         let result = self.svm.send_transaction(tx);
-        let err = match result {
-            Ok(_) => None,
+        let (err, fee) = match result {
+            Ok(meta) => (None, meta.fee),
             Err(failed) => {
                 // litesvm keeps what it included (executed, fee charged) in
                 // its history; what it refused outright is not there.
@@ -453,7 +536,7 @@ impl Chain {
                         Executed::NotIncluded(failed.err)
                     };
                 }
-                Some(failed.err)
+                (Some(failed.err), failed.meta.fee)
             }
         };
         tracing::debug!(%signature, slot = self.height, ?err, "transaction landed");
@@ -468,6 +551,7 @@ impl Chain {
             ok: err.is_none(),
             transfers,
             err: err.as_ref().map(|e| format!("{e:?}")),
+            fee,
         });
         Executed::Landed
     }
@@ -475,20 +559,53 @@ impl Chain {
 
 /// The JSON-RPC methods. Each returns the `result`, or an error object.
 impl Chain {
-    fn call(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {
+    /// The height (= slot) `node` has seen.
+    fn view(&self, node: Node) -> u64 {
+        match node {
+            Node::Tip => self.height,
+            Node::Lagging => self.height.saturating_sub(self.lagging.lag).max(1),
+        }
+    }
+
+    /// The oldest slot whose statuses `node` still has.
+    fn minimum_ledger_slot(&self, node: Node) -> u64 {
+        match node {
+            Node::Tip => 0,
+            Node::Lagging => self.view(node).saturating_sub(self.lagging.history),
+        }
+    }
+
+    fn call(&mut self, node: Node, method: &str, params: &Value) -> Result<Value, RpcError> {
+        let view = self.view(node);
         match method {
-            "getLatestBlockhash" => Ok(self.with_context(json!({
-                "blockhash": self.latest.to_string(),
-                "lastValidBlockHeight": self.height + self.blockhash_validity,
-            }))),
+            "getLatestBlockhash" => Ok(self.with_context(
+                node,
+                json!({
+                    "blockhash": blockhash_at(view).to_string(),
+                    "lastValidBlockHeight": view + self.blockhash_validity,
+                }),
+            )),
             "isBlockhashValid" => {
                 let hash = Hash::new_from_array(base58_32(param_str(params, 0)?)?);
-                Ok(self.with_context(json!(self.valid_until(&hash).is_some())))
+                // Issued at or before this node's view, and not expired.
+                let valid = self
+                    .valid_until(&hash)
+                    .is_some_and(|last| last - self.blockhash_validity <= view);
+                Ok(self.with_context(node, json!(valid)))
             }
-            "getBlockHeight" | "getSlot" => Ok(json!(self.height)),
+            "getBlockHeight" | "getSlot" => Ok(json!(view)),
+            "getEpochInfo" => Ok(json!({
+                "absoluteSlot": view,
+                "blockHeight": view,
+                "epoch": 0,
+                "slotIndex": view,
+                "slotsInEpoch": 432_000,
+                "transactionCount": null,
+            })),
+            "minimumLedgerSlot" => Ok(json!(self.minimum_ledger_slot(node))),
             "getBalance" => {
                 let of = Address::new_from_array(base58_32(param_str(params, 0)?)?);
-                Ok(self.with_context(json!(self.svm.get_balance(&of).unwrap_or(0))))
+                Ok(self.with_context(node, json!(self.svm.get_balance(&of).unwrap_or(0))))
             }
             "getMinimumBalanceForRentExemption" => {
                 let len = params
@@ -498,8 +615,9 @@ impl Chain {
                     .ok_or_else(|| RpcError::invalid_params("expected a data length"))?;
                 Ok(json!(self.svm.minimum_balance_for_rent_exemption(len)))
             }
-            "getFeeForMessage" => self.fee_for_message(params),
-            "getSignatureStatuses" => self.signature_statuses(params),
+            "getFeeForMessage" => self.fee_for_message(node, params),
+            "getSignatureStatuses" => self.signature_statuses(node, params),
+            // Either node forwards it to the leader: the same chain runs it.
             "sendTransaction" => self.send_transaction(params),
             "getVersion" => Ok(json!({"solana-core": "2.2.0", "feature-set": 0})),
             "getHealth" => Ok(json!("ok")),
@@ -511,14 +629,15 @@ impl Chain {
         }
     }
 
-    /// `{context: {slot}, value}`.
-    fn with_context(&self, value: Value) -> Value {
-        json!({"context": {"slot": self.height}, "value": value})
+    /// `{context: {slot}, value}`, at `node`'s view.
+    fn with_context(&self, node: Node, value: Value) -> Value {
+        json!({"context": {"slot": self.view(node)}, "value": value})
     }
 
-    /// The signature fee of a message, or null if its blockhash is unknown
-    /// or expired (as a node answers).
-    fn fee_for_message(&self, params: &Value) -> Result<Value, RpcError> {
+    /// The fee of a message (signatures plus the priority fee of its
+    /// compute-budget instructions), or null if its blockhash is unknown or
+    /// expired (as a node answers).
+    fn fee_for_message(&self, node: Node, params: &Value) -> Result<Value, RpcError> {
         let bytes = BASE64_STANDARD
             .decode(param_str(params, 0)?)
             .map_err(|e| RpcError::invalid_params(format!("invalid base64: {e}")))?;
@@ -526,11 +645,15 @@ impl Chain {
             .map_err(|e| RpcError::invalid_params(format!("invalid message: {e}")))?;
         let fee = self.valid_until(message.recent_blockhash()).map(|_| {
             self.lamports_per_signature * u64::from(message.header().num_required_signatures)
+                + priority_fee(&message)
         });
-        Ok(self.with_context(json!(fee)))
+        Ok(self.with_context(node, json!(fee)))
     }
 
-    fn signature_statuses(&self, params: &Value) -> Result<Value, RpcError> {
+    /// Statuses as `node` knows them: landed within its view and its
+    /// history.
+    fn signature_statuses(&self, node: Node, params: &Value) -> Result<Value, RpcError> {
+        let (view, oldest) = (self.view(node), self.minimum_ledger_slot(node));
         let signatures = params
             .get(0)
             .and_then(Value::as_array)
@@ -541,7 +664,11 @@ impl Chain {
                 let s = s
                     .as_str()
                     .ok_or_else(|| RpcError::invalid_params("a signature is not a string"))?;
-                Ok(self.statuses.get(s).map_or(Value::Null, |st| {
+                let known = self
+                    .statuses
+                    .get(s)
+                    .filter(|st| st.slot <= view && st.slot >= oldest);
+                Ok(known.map_or(Value::Null, |st| {
                     let status = match &st.err {
                         None => json!({"Ok": null}),
                         Some(e) => json!({"Err": e}),
@@ -556,7 +683,7 @@ impl Chain {
                 }))
             })
             .collect::<Result<Vec<_>, RpcError>>()?;
-        Ok(self.with_context(Value::Array(statuses)))
+        Ok(self.with_context(node, Value::Array(statuses)))
     }
 
     /// `sendTransaction`: see the module docs and [`SendBehaviour`].
@@ -656,12 +783,40 @@ impl RpcError {
     }
 }
 
-/// `POST /`: one request or a batch.
-async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+/// `POST /`: the tip node.
+async fn tip(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(&shared, Node::Tip, &body)
+}
+
+/// `POST /lagging`: the lagging node.
+async fn lagging(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(&shared, Node::Lagging, &body)
+}
+
+/// `POST /pool`: one node, picked at random, answers the whole request.
+async fn pool(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let lagging = shared
+        .pool
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .bool();
+    let node = if lagging { Node::Lagging } else { Node::Tip };
+    {
+        let mut chain = shared.chain();
+        match node {
+            Node::Tip => chain.pool_answers.0 += 1,
+            Node::Lagging => chain.pool_answers.1 += 1,
+        }
+    }
+    handle(&shared, node, &body)
+}
+
+/// One request or a batch, answered by `node`.
+fn handle(shared: &Shared, node: Node, body: &[u8]) -> Response {
     if shared.unavailable.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "RPC unavailable").into_response();
     }
-    let reply = match serde_json::from_slice::<Value>(&body) {
+    let reply = match serde_json::from_slice::<Value>(body) {
         Err(e) => reply(
             Value::Null,
             Err(RpcError {
@@ -671,15 +826,15 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         ),
         Ok(Value::Array(batch)) if !batch.is_empty() => {
             let mut chain = shared.chain();
-            Value::Array(batch.iter().map(|r| answer(&mut chain, r)).collect())
+            Value::Array(batch.iter().map(|r| answer(&mut chain, node, r)).collect())
         }
-        Ok(request) => answer(&mut shared.chain(), &request),
+        Ok(request) => answer(&mut shared.chain(), node, &request),
     };
     Json(reply).into_response()
 }
 
 /// The response to one request object.
-fn answer(chain: &mut Chain, request: &Value) -> Value {
+fn answer(chain: &mut Chain, node: Node, request: &Value) -> Value {
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = request.get("method").and_then(Value::as_str) else {
         let invalid = RpcError {
@@ -690,7 +845,7 @@ fn answer(chain: &mut Chain, request: &Value) -> Value {
     };
     let no_params = Value::Array(Vec::new());
     let params = request.get("params").unwrap_or(&no_params);
-    reply(id, chain.call(method, params))
+    reply(id, chain.call(node, method, params))
 }
 
 fn reply(id: Value, result: Result<Value, RpcError>) -> Value {
@@ -747,6 +902,36 @@ fn is_refusal(err: &TransactionError) -> bool {
             | E::InvalidAddressLookupTableData
             | E::InvalidAddressLookupTableIndex
     )
+}
+
+/// The priority fee of `message`: its compute-unit price (micro-lamports)
+/// times its compute-unit limit, rounded up to a lamport. Without a limit
+/// instruction the limit is 200,000 units per other instruction (at most
+/// 1,400,000), as the runtime assumes.
+fn priority_fee(message: &VersionedMessage) -> u64 {
+    const SET_LIMIT: u8 = 2;
+    const SET_PRICE: u8 = 3;
+    let budget_program = Address::from_str_const("ComputeBudget111111111111111111111111111111");
+    let keys = message.static_account_keys();
+    let (mut limit, mut price, mut others) = (None, 0u64, 0u64);
+    for ix in message.instructions() {
+        let program = keys.get(usize::from(ix.program_id_index));
+        if program != Some(&budget_program) {
+            others += 1;
+            continue;
+        }
+        match ix.data.split_first() {
+            Some((&SET_LIMIT, rest)) if rest.len() == 4 => {
+                limit = Some(u64::from(u32::from_le_bytes(rest.try_into().unwrap_or_default())));
+            }
+            Some((&SET_PRICE, rest)) if rest.len() == 8 => {
+                price = u64::from_le_bytes(rest.try_into().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    let limit = limit.unwrap_or((200_000 * others).min(1_400_000)).min(1_400_000);
+    (u128::from(price) * u128::from(limit)).div_ceil(1_000_000) as u64
 }
 
 /// The system program's `Transfer` instructions of `message` whose accounts

@@ -32,7 +32,7 @@ pub fn keyring() -> Keyring {
 /// Settings for tests: fast schedules, short deadlines.
 pub fn settings(db: &TestDb) -> Settings {
     let s = Settings {
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         db_max_connections: 8,
         listen: "127.0.0.1:0".parse().unwrap(),
         hub_id: "hub-test".into(),

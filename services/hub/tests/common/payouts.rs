@@ -44,7 +44,7 @@ impl Val {
 impl Farm {
     pub async fn new(db: &TestDb) -> Self {
         // Disabled: hubs in these tests must not schedule it themselves.
-        let site = super::add_site(db, "http://127.0.0.1:9/farm", 60, 1_000, None).await;
+        let site = super::add_site(db, "http://127.0.0.1:1023/farm", 60, 1_000, None).await;
         db.store.set_website_enabled(site, false).await.unwrap();
         Self {
             store: db.store.clone(),
@@ -141,6 +141,9 @@ pub fn config(crash: Option<CrashPoint>) -> PayoutConfig {
         confirm_timeout: Duration::from_millis(150),
         poll_every: Duration::from_millis(20),
         commitment: solana_commitment_config::CommitmentConfig::finalized(),
+        history_rpc_url: None,
+        priority_fee_micro_lamports: 0,
+        daily_cap_lamports: 0,
         crash: crash.map(|p| (p, CrashAction::Stop)),
     }
 }
@@ -161,6 +164,16 @@ pub async fn leader_with(
     treasury: &Keypair,
     cfg: PayoutConfig,
 ) -> (Payer, watch::Sender<Option<Term>>, i64) {
+    leader_on(db, &chain.url(), treasury, cfg).await
+}
+
+/// A payer leading a fresh epoch, paying through the RPC at `rpc_url`.
+pub async fn leader_on(
+    db: &TestDb,
+    rpc_url: &str,
+    treasury: &Keypair,
+    cfg: PayoutConfig,
+) -> (Payer, watch::Sender<Option<Term>>, i64) {
     let epoch = db.store.next_epoch(PAYOUT_ROLE).await.unwrap();
     let (tx, rx) = watch::channel(Some(Term {
         epoch,
@@ -168,7 +181,7 @@ pub async fn leader_with(
     }));
     let payer = Payer::new(
         db.store.clone(),
-        &chain.url(),
+        rpc_url,
         treasury.insecure_clone(),
         cfg,
         std::sync::Arc::new(Metrics::new("test")),
@@ -207,6 +220,7 @@ pub async fn chain() -> SolanaRpc {
         blockhash_validity: VALIDITY,
         block_interval: None,
         lamports_per_signature: 5_000,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -294,7 +308,7 @@ pub async fn audit(db: &TestDb, chain: &SolanaRpc, treasury: &Keypair, start: u6
         ok, confirmed,
         "landed payout transactions = confirmed batches"
     );
-    let fees = 5_000 * landed.len() as u64;
+    let fees: u64 = landed.iter().map(|l| l.fee).sum();
     assert_eq!(
         chain.balance(tre),
         start - total as u64 - fees,

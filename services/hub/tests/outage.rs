@@ -1,0 +1,220 @@
+//! A PostgreSQL outage of 30 s on the real `hub` binary loses nothing: the
+//! hub's path to the database is cut (every connection reset, new ones
+//! refused) through a `TcpProxy` while validators keep checking; tick
+//! writers keep their batches and retry, validators resend on the same
+//! connection, rounds wait for their results, and when the database returns
+//! every result sent in time is stored once and acknowledged.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use protocol::now_ms;
+use test_support::{Mode, TcpProxy, TestDb};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const OUTAGE: Duration = Duration::from_secs(30);
+/// What the hub's RSS must stay under (debug build): the ingest queue and
+/// the writers' batches are bounded, so an outage cannot grow it.
+const RSS_BOUND_KIB: u64 = 256 * 1024;
+
+fn rss_kib(pid: libc::pid_t) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let at = url.find('@').expect("user@host in the test URL") + 1;
+    let slash = at + url[at..].find('/').expect("a database name");
+    format!("{}{addr}{}", &url[..at], &url[slash..])
+}
+
+async fn ready(port: u16) -> Option<u16> {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_database_outage_loses_no_result() {
+    let db = TestDb::new().await.unwrap();
+    let target = {
+        let at = db.url.find('@').unwrap() + 1;
+        let slash = at + db.url[at..].find('/').unwrap();
+        db.url[at..slash].to_string()
+    };
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let (base, sites_stop) = demo_sites(Default::default()).await;
+    let port = free_port();
+    let hub = HubProc::start(
+        &db,
+        "hub-a",
+        port,
+        &[
+            ("HUB_DATABASE_URL", via(&db.url, proxy.addr())),
+            ("HUB_RELOAD_INTERVAL_MS", "1000".into()),
+        ],
+    )
+    .await;
+    let url = hub.ws_url();
+
+    let stop = CancellationToken::new();
+    let regions = ["eu-west", "us-east", "ap-south"];
+    let validators: Vec<_> = (0..6)
+        .map(|i| {
+            spawn_validator(
+                std::slice::from_ref(&url),
+                60 + i as u8,
+                regions[i % 3],
+                &stop,
+            )
+        })
+        .collect();
+    for (v, _) in &validators {
+        v.wait_until(|s| s.connected).await;
+    }
+    // Fast sites, and slow ones whose checks are still running when the
+    // database goes: their results arrive during the outage.
+    let mut intervals = BTreeMap::new();
+    for _ in 0..15 {
+        intervals.insert(add_site(&db, &format!("{base}/up"), 2, 2_000, None).await, 2);
+    }
+    for _ in 0..15 {
+        let id = add_site(&db, &format!("{base}/slow?ms=1500"), 5, 4_000, None).await;
+        intervals.insert(id, 5);
+    }
+    for (v, _) in &validators {
+        tokio::time::timeout(Duration::from_secs(30), v.wait_until(|s| s.acks_stored >= 5))
+            .await
+            .expect("results flow before the outage");
+    }
+
+    // The outage.
+    let cut_ms = now_ms();
+    proxy.mode(Mode::Reset);
+    let started = Instant::now();
+    let mut max_rss = 0;
+    let mut unready = false;
+    while started.elapsed() < OUTAGE {
+        max_rss = max_rss.max(rss_kib(hub.pid()));
+        if ready(port).await == Some(503) {
+            unready = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during: u64 = validators.iter().map(|(v, _)| v.stats().pending as u64).sum();
+    proxy.mode(Mode::Pass);
+    let restored_ms = now_ms();
+    assert!(unready, "/readyz turned 503 while the database was away");
+    eprintln!("outage from {cut_ms} to {restored_ms}; results pending at its end: {during}");
+    assert!(during > 0, "the outage must leave results waiting");
+
+    // Rounds resume within one interval (plus the hub's one-second retry
+    // and a scheduler tick).
+    let first_after: Vec<(i64, i64)> = eventually(30, "every site has a round after the outage", || async {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT website_id, (extract(epoch FROM min(scheduled_at)) * 1000)::int8 \
+               FROM rounds WHERE scheduled_at >= to_timestamp($1 / 1000.0) GROUP BY website_id",
+        )
+        .bind(restored_ms)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        (rows.len() == intervals.len()).then_some(rows)
+    })
+    .await;
+    for (site, first) in first_after {
+        let interval_ms = intervals[&site] * 1000;
+        assert!(
+            first - restored_ms <= interval_ms + 1_500,
+            "site {site}: first round {} ms after the database returned (interval {interval_ms} ms)",
+            first - restored_ms
+        );
+    }
+    max_rss = max_rss.max(rss_kib(hub.pid()));
+
+    // No new rounds; every validator empties its pending results.
+    sqlx::query("UPDATE websites SET enabled = false")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    for (v, _) in &validators {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            v.wait_until(|s| s.pending == 0 && s.in_flight == 0),
+        )
+        .await
+        .expect("every result is answered after the outage");
+    }
+    eventually(30, "every round is closed", || async {
+        (count(&db, "SELECT count(*) FROM rounds WHERE status = 'open'").await == 0).then_some(())
+    })
+    .await;
+
+    // Every acknowledged result is stored, and nothing else is.
+    let stored: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT v.public_key, t.task_id FROM ticks t JOIN validators v ON v.id = t.validator_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let stored_set: HashSet<(String, Uuid)> = stored.iter().cloned().collect();
+    assert_eq!(stored_set.len(), stored.len(), "no result stored twice");
+    let mut acked = HashSet::new();
+    for (v, _) in &validators {
+        let key = v.public_key().to_base58();
+        for t in v.acked_task_ids() {
+            acked.insert((key.clone(), t));
+        }
+        let rejected = v.rejected_task_ids();
+        assert!(
+            rejected.is_empty(),
+            "every result sent in time is stored, none rejected: {rejected:?}"
+        );
+        let s = v.stats();
+        assert_eq!(s.connects, 1, "sessions were kept through the outage");
+    }
+    let lost: Vec<_> = acked.difference(&stored_set).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let unacked: Vec<_> = stored_set.difference(&acked).collect();
+    assert!(unacked.is_empty(), "stored but never acknowledged: {unacked:?}");
+
+    // No round was decided without results that were on their way: every
+    // site is up, and every round had answers.
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM rounds GROUP BY status ORDER BY status")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    eprintln!("rounds by status: {statuses:?}; hub RSS peak {max_rss} KiB");
+    assert!(
+        statuses.iter().all(|(s, _)| s == "up"),
+        "only up rounds (no false down or unknown): {statuses:?}"
+    );
+    assert!(max_rss > 0 && max_rss < RSS_BOUND_KIB, "hub RSS {max_rss} KiB");
+    let resent = hub.metric("uptime_hub_results_resent_total").await.unwrap();
+    assert!(resent >= 1.0, "validators resent queued results ({resent})");
+
+    stop.cancel();
+    for (_, j) in validators {
+        tokio::time::timeout(Duration::from_secs(10), j)
+            .await
+            .expect("validator stops")
+            .unwrap()
+            .unwrap();
+    }
+    hub.sigterm().await;
+    sites_stop.cancel();
+}
