@@ -602,9 +602,13 @@ fn router(state: Arc<AppState>) -> Router {
             gate(Some(s.http_max_concurrent)),
             gated,
         ));
-    let metrics_route = Router::new().route("/metrics", get(metrics)).layer(
-        axum::middleware::from_fn_with_state(gate(Some(s.http_max_concurrent)), gated),
-    );
+    let metrics_route =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                gate(Some(s.http_max_concurrent)),
+                gated,
+            ));
     // Probes are cheap (readyz asks the database at most once a second):
     // a time limit, no cap, so a flood cannot make a hub look unready.
     let probes = Router::new()
@@ -816,7 +820,11 @@ impl PreAuth {
 
 impl Drop for PreAuthGuard {
     fn drop(&mut self) {
-        let mut per_ip = self.preauth.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_ip = self
+            .preauth
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -857,10 +865,12 @@ async fn serve_http(
         let router = router.clone();
         let stop = stop.clone();
         conns.spawn(async move {
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::Service::call(&mut router.clone(), req)
-            });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    tower::Service::call(&mut router.clone(), req)
+                },
+            );
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -893,10 +903,7 @@ async fn gated(
     next: axum::middleware::Next,
 ) -> Response {
     let refused = |reason: &str, message: &str| {
-        gate.metrics
-            .http_refused
-            .with_label_values(&[reason])
-            .inc();
+        gate.metrics.http_refused.with_label_values(&[reason]).inc();
         crate::earnings::error(StatusCode::SERVICE_UNAVAILABLE, reason, message)
     };
     let _permit = match &gate.permits {
@@ -934,7 +941,10 @@ async fn housekeeping(state: Arc<AppState>) {
                 Ok(gone) => {
                     state.metrics.validators_forgotten.inc_by(gone);
                     if gone > 0 {
-                        tracing::info!(validators = gone, "forgot validators that never returned a result");
+                        tracing::info!(
+                            validators = gone,
+                            "forgot validators that never returned a result"
+                        );
                     }
                     if gone < BATCH as u64 {
                         break;

@@ -268,10 +268,14 @@ impl<'de> Deserialize<'de> for Secret {
                 Err(E::custom("expected a string (value not shown)"))
             }
             fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
-                Err(serde::de::Error::custom("expected a string (value not shown)"))
+                Err(serde::de::Error::custom(
+                    "expected a string (value not shown)",
+                ))
             }
             fn visit_map<A: serde::de::MapAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
-                Err(serde::de::Error::custom("expected a string (value not shown)"))
+                Err(serde::de::Error::custom(
+                    "expected a string (value not shown)",
+                ))
             }
         }
         d.deserialize_any(V)
@@ -306,10 +310,27 @@ fn crash_at(v: &str, hooks: bool) -> Result<Option<crate::payouts::CrashPoint>, 
 pub enum ConfigError {
     /// Not `#[source]`: figment's message already says everything, and a
     /// source would print it twice in `{:#}`.
-    #[error("configuration: {0}")]
+    #[error("configuration: {}", without_excerpt(&.0.to_string()))]
     Figment(Box<figment::Error>),
     #[error("{var}: {problem}")]
     Invalid { var: &'static str, problem: String },
+}
+
+/// A TOML syntax error quotes the offending line, which may hold a secret
+/// (`token_keys = k1:...` without quotes): keep the position and the
+/// reason, drop the quoted source, on one line.
+fn without_excerpt(msg: &str) -> String {
+    msg.lines()
+        .filter(|l| {
+            let t = l
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !t.trim_start().starts_with('|')
+        })
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl From<Box<figment::Error>> for ConfigError {
@@ -667,6 +688,18 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("token_keys"), "{shown}");
+    }
+
+    /// A syntax error in the TOML file gives the line and the reason, not
+    /// the line's text (an unquoted key would be in it).
+    #[test]
+    fn a_toml_syntax_error_does_not_quote_the_file() {
+        let key = "6b".repeat(32);
+        let e = from_pairs(&[("database_url", DB), ("token_keys", &format!("k1:{key}"))])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(&key[..16]), "{e}");
+        assert!(e.contains("line 2") && !e.contains('\n'), "{e}");
     }
 
     /// A malformed HUB_TOKEN_KEYS is named, its value never shown, whatever

@@ -108,8 +108,17 @@ impl OpenRound {
     /// deadline may still be on their way to the database (an outage), or
     /// its status would count them as missing.
     fn done(&self, now: i64, clear_before: i64) -> bool {
-        (now >= self.deadline_ms + CLOSE_GRACE_MS && self.deadline_ms < clear_before)
-            || self.tasks.iter().all(|t| t.state != TaskState::Pending)
+        if now >= self.deadline_ms + CLOSE_GRACE_MS {
+            return self.deadline_ms < clear_before;
+        }
+        // Early: nothing pending, and a task that missed its deadline (and
+        // was replaced) cannot have a result on its way: one received in
+        // time may still wait for the database.
+        self.tasks.iter().all(|t| match t.state {
+            TaskState::Pending => false,
+            TaskState::Answered => true,
+            TaskState::Failed => t.deadline_ms < clear_before,
+        })
     }
 }
 
@@ -819,5 +828,59 @@ pub async fn follow_website_changes(app: Arc<AppState>, stop: CancellationToken)
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(states: &[(TaskState, i64)]) -> OpenRound {
+        OpenRound {
+            website_id: 1,
+            slot: 1,
+            scheduled_at_ms: 0,
+            deadline_ms: 10_000,
+            url: "http://127.0.0.1/".into(),
+            check: CheckSpec {
+                timeout_ms: 1_000,
+                expected_status: StatusRange::DEFAULT,
+                keyword: None,
+                follow_redirects: true,
+            },
+            tasks: states
+                .iter()
+                .map(|&(state, deadline_ms)| TaskSlot {
+                    task_id: Uuid::now_v7(),
+                    validator: PublicKey([1; 32]),
+                    region: "eu-west".into(),
+                    deadline_ms,
+                    state,
+                    is_replacement: false,
+                    replaced_at: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_round_is_decided_only_when_no_result_can_be_on_its_way() {
+        use TaskState::*;
+        let all_clear = i64::MAX;
+        // Answered by everyone: done at once.
+        assert!(round(&[(Answered, 5_000), (Answered, 5_000)]).done(1_000, all_clear));
+        assert!(!round(&[(Answered, 5_000), (Pending, 5_000)]).done(1_000, all_clear));
+        // A task that missed its deadline counts once nothing received
+        // before that deadline still waits for the database.
+        let missed = round(&[(Answered, 5_000), (Failed, 5_000)]);
+        assert!(missed.done(6_000, all_clear));
+        assert!(!missed.done(6_000, 5_000), "its result may still be queued");
+        // By time: 2 s after the deadline, and only if everything received
+        // before the deadline has been written.
+        let open = round(&[(Pending, 5_000)]);
+        assert!(!open.done(10_000 + CLOSE_GRACE_MS - 1, all_clear));
+        assert!(open.done(10_000 + CLOSE_GRACE_MS, all_clear));
+        assert!(!open.done(60_000, 9_000), "an outage holds it");
+        assert!(open.done(60_000, 10_001));
     }
 }

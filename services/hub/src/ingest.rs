@@ -192,7 +192,12 @@ impl Backlog {
     /// Records a result on its way to a writer. `false` if one for the same
     /// `(task, validator)` is already on its way: that copy's ack will go to
     /// `reply` instead, and this one is dropped.
-    pub fn enter(&self, key: (Uuid, i64), received_ms: i64, reply: &mpsc::Sender<Outbound>) -> bool {
+    pub fn enter(
+        &self,
+        key: (Uuid, i64),
+        received_ms: i64,
+        reply: &mpsc::Sender<Outbound>,
+    ) -> bool {
         let mut b = self.lock();
         if let Some(q) = b.queued.get_mut(&key) {
             q.reply = reply.clone();
@@ -223,7 +228,10 @@ impl Backlog {
 
     /// Takes answered results out; returns where each one's ack goes (the
     /// session of its newest copy), `None` for a key not recorded.
-    pub fn leave(&self, keys: impl Iterator<Item = (Uuid, i64)>) -> Vec<Option<mpsc::Sender<Outbound>>> {
+    pub fn leave(
+        &self,
+        keys: impl Iterator<Item = (Uuid, i64)>,
+    ) -> Vec<Option<mpsc::Sender<Outbound>>> {
         let mut b = self.lock();
         keys.map(|k| {
             let q = b.queued.remove(&k)?;
@@ -449,8 +457,11 @@ impl Writer {
     async fn insert(&self, rows: &[NewTick]) -> Result<Vec<(Uuid, i64)>, InsertError> {
         let other_attempts = std::sync::atomic::AtomicUsize::new(0);
         let attempt = || async {
-            match tokio::time::timeout(STATEMENT_TIMEOUT, self.store.insert_ticks(&self.hub_id, rows))
-                .await
+            match tokio::time::timeout(
+                STATEMENT_TIMEOUT,
+                self.store.insert_ticks(&self.hub_id, rows),
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(_) => Err(store::StoreError::Db(sqlx_timeout())),
@@ -497,7 +508,8 @@ impl Writer {
     /// stands alone, so every good row is stored.
     async fn insert_all(&self, rows: &[NewTick]) -> Written {
         let mut out = Written::default();
-        let mut todo = vec![0..rows.len()];
+        let mut todo = Vec::with_capacity(16);
+        todo.push(0..rows.len());
         while let Some(range) = todo.pop() {
             match self.insert(&rows[range.clone()]).await {
                 Ok(stored) => out.stored.extend(stored),
@@ -746,7 +758,15 @@ mod tests {
                 let tick = tick.unwrap_or_else(|_| NewTick {
                     error: r.error.clone(),
                     ..c.verifier
-                        .check_unsigned(&c.pk, validator_id, &CheckResult { error: None, ..r.clone() }, now)
+                        .check_unsigned(
+                            &c.pk,
+                            validator_id,
+                            &CheckResult {
+                                error: None,
+                                ..r.clone()
+                            },
+                            now,
+                        )
                         .unwrap()
                 });
                 let item = IngestItem {
@@ -803,7 +823,10 @@ mod tests {
         assert_eq!(refused, 1);
         for a in &acks {
             if a.task_id == poisoned {
-                assert_eq!((a.outcome, a.code), (AckOutcome::Rejected, Some(ErrorCode::InvalidResult)));
+                assert_eq!(
+                    (a.outcome, a.code),
+                    (AckOutcome::Rejected, Some(ErrorCode::InvalidResult))
+                );
             } else {
                 assert_eq!((a.outcome, a.code), (AckOutcome::Stored, None));
             }
@@ -830,7 +853,10 @@ mod tests {
         let (acks, _) = acks(&mut new_rx);
         assert_eq!(acks.len(), 1);
         assert_eq!(acks[0].outcome, AckOutcome::Stored);
-        assert!(!w.backlog.redirect(key, &new_tx), "answered: gone from the backlog");
+        assert!(
+            !w.backlog.redirect(key, &new_tx),
+            "answered: gone from the backlog"
+        );
     }
 
     #[test]
@@ -853,13 +879,20 @@ mod tests {
         b.write_worked(9_000);
         assert!(!b.failing());
         assert_eq!(b.clear_before(9_000 + RECOVERY_GRACE_MS - 1), 2_000);
-        assert_eq!(b.clear_before(9_000 + RECOVERY_GRACE_MS), 9_000 + RECOVERY_GRACE_MS);
+        assert_eq!(
+            b.clear_before(9_000 + RECOVERY_GRACE_MS),
+            9_000 + RECOVERY_GRACE_MS
+        );
     }
 
     #[test]
     fn store_errors_are_classified_by_sqlstate() {
         use store::{sqlstate_kind, ErrorKind::*};
-        assert_eq!(sqlstate_kind("22021"), Data, "invalid byte sequence (a NUL)");
+        assert_eq!(
+            sqlstate_kind("22021"),
+            Data,
+            "invalid byte sequence (a NUL)"
+        );
         assert_eq!(sqlstate_kind("23514"), Data, "check violation");
         assert_eq!(sqlstate_kind("08006"), Transient, "connection failure");
         assert_eq!(sqlstate_kind("57P01"), Transient, "admin shutdown");

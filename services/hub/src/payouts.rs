@@ -314,7 +314,10 @@ impl Payer {
         leadership: Leadership,
     ) -> Self {
         let rpc_url = rpc_url.into();
-        let history_url = cfg.history_rpc_url.clone().unwrap_or_else(|| rpc_url.clone());
+        let history_url = cfg
+            .history_rpc_url
+            .clone()
+            .unwrap_or_else(|| rpc_url.clone());
         let client = |url: &RpcUrl| {
             RpcClient::new_with_timeout_and_commitment(
                 url.expose().to_owned(),
@@ -708,9 +711,7 @@ impl Payer {
         // Payouts whose batch failed on chain ride alone; the rest are
         // grouped.
         let (solo, grouped): (Vec<_>, Vec<_>) = waiting.iter().partition(|p| p.solo);
-        let chunks = solo
-            .chunks(1)
-            .chain(grouped.chunks(self.cfg.max_transfers));
+        let chunks = solo.chunks(1).chain(grouped.chunks(self.cfg.max_transfers));
         let mut sent = Vec::new();
         for chunk in chunks {
             self.guard(epoch)?;

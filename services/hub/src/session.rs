@@ -330,7 +330,8 @@ async fn rate_limited(app: &AppState, sink: &mut Sink) -> End {
 /// within 2 s, the answer is `deadline_passed`.
 fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult) {
     let (store, metrics, tx) = (app.store.clone(), app.metrics.clone(), handle.tx.clone());
-    let (task_id, validator_id, scheduled_at_ms) = (r.task_id, handle.validator_id, r.scheduled_at_ms);
+    let (task_id, validator_id, scheduled_at_ms) =
+        (r.task_id, handle.validator_id, r.scheduled_at_ms);
     tokio::spawn(async move {
         let lookup = store.tick_exists(task_id, validator_id, scheduled_at_ms);
         let stored = matches!(timeout(Duration::from_secs(2), lookup).await, Ok(Ok(true)));
@@ -339,10 +340,17 @@ fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult
             (AckOutcome::Duplicate, None)
         } else {
             let code = ErrorCode::DeadlinePassed;
-            metrics.results_rejected.with_label_values(&[code.as_str()]).inc();
+            metrics
+                .results_rejected
+                .with_label_values(&[code.as_str()])
+                .inc();
             (AckOutcome::Rejected, Some(code))
         };
-        let ack = HubMessage::ResultAck(ResultAck { task_id, outcome, code });
+        let ack = HubMessage::ResultAck(ResultAck {
+            task_id,
+            outcome,
+            code,
+        });
         let _ = tx.try_send(Outbound::Frame(Box::new(ack)));
     });
 }

@@ -4,14 +4,12 @@
 mod common;
 
 use common::*;
-use ed25519_dalek::SigningKey;
 use protocol::crypto::sign_result;
 use protocol::{
-    now_ms, AckOutcome, CheckResult, CheckSpec, CheckStatus, ErrorCode, Heartbeat, HubMessage,
-    PublicKey, StatusRange, Task, TokenFields, ValidatorMessage,
+    now_ms, AckOutcome, CheckResult, CheckStatus, ErrorCode, Heartbeat, HubMessage, PublicKey,
+    Task, ValidatorMessage,
 };
 use test_support::TestDb;
-use uuid::Uuid;
 
 async fn hub(db: &TestDb, edit: impl FnOnce(&mut hub::Settings)) -> TestHub {
     let mut s = settings(db);
@@ -24,44 +22,6 @@ fn error_code(m: Option<HubMessage>) -> ErrorCode {
         Some(HubMessage::Error(e)) => e.code,
         other => panic!("expected an error frame, got {other:?}"),
     }
-}
-
-/// A task as the hub would issue it to `validator`.
-fn mint_task(validator: PublicKey, deadline_ms: i64) -> Task {
-    let task_id = Uuid::new_v4();
-    let scheduled_at_ms = now_ms() - 1000;
-    let token = keyring().issue(&TokenFields {
-        task_id,
-        website_id: 1,
-        round_id: 1,
-        slot: 1,
-        scheduled_at_ms,
-        validator: &validator,
-        deadline_ms,
-    });
-    Task {
-        task_id,
-        website_id: 1,
-        round_id: 1,
-        slot: 1,
-        scheduled_at_ms,
-        url: "http://127.0.0.1/".into(),
-        check: CheckSpec {
-            timeout_ms: 1000,
-            expected_status: StatusRange::DEFAULT,
-            keyword: None,
-            follow_redirects: true,
-        },
-        validator,
-        deadline_ms,
-        token,
-    }
-}
-
-fn result(task: &Task, signer: &SigningKey) -> ValidatorMessage {
-    let mut r = CheckResult::for_task(task, CheckStatus::Up, Some(200), 5, None, now_ms());
-    sign_result(signer, &mut r);
-    ValidatorMessage::Result(r)
 }
 
 async fn ack(c: &mut RawClient) -> (AckOutcome, Option<ErrorCode>) {
@@ -448,7 +408,12 @@ async fn a_result_with_a_control_character_is_rejected_at_the_door() {
     let hub = hub(&db, |_| {}).await;
     let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
     let me = PublicKey::from(&key(1));
-    for bad in ["nul \u{0} byte", "bell \u{7}", "clear \u{1b}[2J", "newline\n"] {
+    for bad in [
+        "nul \u{0} byte",
+        "bell \u{7}",
+        "clear \u{1b}[2J",
+        "newline\n",
+    ] {
         let task = mint_task(me, now_ms() + 60_000);
         let mut r = CheckResult::for_task(&task, CheckStatus::Down, None, 5, None, now_ms());
         r.error = Some(bad.into());
@@ -504,20 +469,24 @@ async fn the_hub_answers_a_close_frame_with_one() {
     let hub = hub(&db, |_| {}).await;
     let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
     // Sent as a raw frame: the client library must not answer for us.
-    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    })))
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(
+        CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        },
+    )))
     .await
     .unwrap();
     let (_, code) = close_code(&mut c).await;
     assert_eq!(code, 1000, "the hub echoes the close code");
     // Before hello too.
     let mut c = RawClient::connect(&hub.ws_url(), key(2)).await;
-    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    })))
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(
+        CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        },
+    )))
     .await
     .unwrap();
     let (_, code) = close_code(&mut c).await;

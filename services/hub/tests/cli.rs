@@ -105,7 +105,13 @@ async fn a_keyword_over_the_limit_is_refused_with_exit_code_2() {
     let at_limit = "k".repeat(256);
     let o = hub(
         &db,
-        &["sites", "add", "https://example.com/", "--keyword", &at_limit],
+        &[
+            "sites",
+            "add",
+            "https://example.com/",
+            "--keyword",
+            &at_limit,
+        ],
         &[],
     )
     .await;
@@ -153,7 +159,10 @@ async fn sites_status_escapes_text_from_validators() {
     let out = stdout(&o);
     assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
     assert_eq!(out.lines().count(), 2, "{out:?}");
-    assert!(out.contains(r"boom\u{1b}]0;owned\u{7}\nFAKE LINE"), "{out:?}");
+    assert!(
+        out.contains(r"boom\u{1b}]0;owned\u{7}\nFAKE LINE"),
+        "{out:?}"
+    );
     assert!(out.contains(r"eu\u{1b}[2J"), "{out:?}");
 }
 
@@ -190,16 +199,13 @@ async fn a_treasury_keypair_readable_by_others_is_refused() {
     protocol::keypair::write_new(&file, &protocol::keypair::generate()).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let keys = "k:0000000000000000000000000000000000000000000000000000000000000000";
-    let run = hub(
-        &db,
-        &["serve"],
-        &[
-            ("HUB_TOKEN_KEYS", keys),
-            ("HUB_LISTEN", "127.0.0.1:0"),
-            ("HUB_PAYOUT_TREASURY_KEYPAIR", file.to_str().unwrap()),
-            ("HUB_PAYOUT_RPC_URL", "http://127.0.0.1:9/"),
-        ],
-    );
+    let env = [
+        ("HUB_TOKEN_KEYS", keys),
+        ("HUB_LISTEN", "127.0.0.1:0"),
+        ("HUB_PAYOUT_TREASURY_KEYPAIR", file.to_str().unwrap()),
+        ("HUB_PAYOUT_RPC_URL", "http://127.0.0.1:9/"),
+    ];
+    let run = hub(&db, &["serve"], &env);
     let o = tokio::time::timeout(std::time::Duration::from_secs(30), run)
         .await
         .expect("the hub stops at start");

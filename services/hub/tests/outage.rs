@@ -89,16 +89,22 @@ async fn a_30_second_database_outage_loses_no_result() {
     // database goes: their results arrive during the outage.
     let mut intervals = BTreeMap::new();
     for _ in 0..15 {
-        intervals.insert(add_site(&db, &format!("{base}/up"), 2, 2_000, None).await, 2);
+        intervals.insert(
+            add_site(&db, &format!("{base}/up"), 2, 2_000, None).await,
+            2,
+        );
     }
     for _ in 0..15 {
         let id = add_site(&db, &format!("{base}/slow?ms=1500"), 5, 4_000, None).await;
         intervals.insert(id, 5);
     }
     for (v, _) in &validators {
-        tokio::time::timeout(Duration::from_secs(30), v.wait_until(|s| s.acks_stored >= 5))
-            .await
-            .expect("results flow before the outage");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            v.wait_until(|s| s.acks_stored >= 5),
+        )
+        .await
+        .expect("results flow before the outage");
     }
 
     // The outage.
@@ -114,7 +120,10 @@ async fn a_30_second_database_outage_loses_no_result() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let during: u64 = validators.iter().map(|(v, _)| v.stats().pending as u64).sum();
+    let during: u64 = validators
+        .iter()
+        .map(|(v, _)| v.stats().pending as u64)
+        .sum();
     proxy.mode(Mode::Pass);
     let restored_ms = now_ms();
     assert!(unready, "/readyz turned 503 while the database was away");
@@ -123,18 +132,19 @@ async fn a_30_second_database_outage_loses_no_result() {
 
     // Rounds resume within one interval (plus the hub's one-second retry
     // and a scheduler tick).
-    let first_after: Vec<(i64, i64)> = eventually(30, "every site has a round after the outage", || async {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT website_id, (extract(epoch FROM min(scheduled_at)) * 1000)::int8 \
+    let first_after: Vec<(i64, i64)> =
+        eventually(30, "every site has a round after the outage", || async {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT website_id, (extract(epoch FROM min(scheduled_at)) * 1000)::int8 \
                FROM rounds WHERE scheduled_at >= to_timestamp($1 / 1000.0) GROUP BY website_id",
-        )
-        .bind(restored_ms)
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
-        (rows.len() == intervals.len()).then_some(rows)
-    })
-    .await;
+            )
+            .bind(restored_ms)
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+            (rows.len() == intervals.len()).then_some(rows)
+        })
+        .await;
     for (site, first) in first_after {
         let interval_ms = intervals[&site] * 1000;
         assert!(
@@ -185,11 +195,18 @@ async fn a_30_second_database_outage_loses_no_result() {
         );
         let s = v.stats();
         assert_eq!(s.connects, 1, "sessions were kept through the outage");
+        assert_eq!(
+            s.results_abandoned, 0,
+            "every result sent in time was answered; none was given up unacknowledged"
+        );
     }
     let lost: Vec<_> = acked.difference(&stored_set).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     let unacked: Vec<_> = stored_set.difference(&acked).collect();
-    assert!(unacked.is_empty(), "stored but never acknowledged: {unacked:?}");
+    assert!(
+        unacked.is_empty(),
+        "stored but never acknowledged: {unacked:?}"
+    );
 
     // No round was decided without results that were on their way: every
     // site is up, and every round had answers.
@@ -203,7 +220,10 @@ async fn a_30_second_database_outage_loses_no_result() {
         statuses.iter().all(|(s, _)| s == "up"),
         "only up rounds (no false down or unknown): {statuses:?}"
     );
-    assert!(max_rss > 0 && max_rss < RSS_BOUND_KIB, "hub RSS {max_rss} KiB");
+    assert!(
+        max_rss > 0 && max_rss < RSS_BOUND_KIB,
+        "hub RSS {max_rss} KiB"
+    );
     let resent = hub.metric("uptime_hub_results_resent_total").await.unwrap();
     assert!(resent >= 1.0, "validators resent queued results ({resent})");
 
@@ -217,4 +237,72 @@ async fn a_30_second_database_outage_loses_no_result() {
     }
     hub.sigterm().await;
     sites_stop.cancel();
+}
+
+/// While the database is away, a validator resending a result the hub still
+/// holds keeps its message rate (resends draw on a budget of their own), the
+/// copies are dropped, and the one ack comes when the database is back.
+#[tokio::test]
+async fn resends_of_a_held_result_cost_no_rate_and_get_one_ack() {
+    use protocol::{AckOutcome, Heartbeat, HubMessage, ValidatorMessage};
+    let db = TestDb::new().await.unwrap();
+    let target = {
+        let at = db.url.find('@').unwrap() + 1;
+        let slash = at + db.url[at..].find('/').unwrap();
+        db.url[at..slash].to_string()
+    };
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let mut s = settings(&db);
+    s.database_url = via(&db.url, proxy.addr()).into();
+    // The hello and three more messages at once; then 2 a second.
+    s.max_messages_per_sec = 2;
+    s.message_burst = 4;
+    let hub = TestHub::start(s).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    proxy.mode(Mode::Reset);
+    let me = protocol::PublicKey::from(&key(1));
+    let held = result(&mint_task(me, now_ms() + 60_000), &key(1));
+    c.send(&held).await;
+    // Three resends at once: on the main budget they and the hello and the
+    // first copy would exceed the burst of 4.
+    for _ in 0..3 {
+        c.send(&held).await;
+    }
+    let hb = |seq| ValidatorMessage::Heartbeat(Heartbeat { seq, in_flight: 0 });
+    c.send(&hb(1)).await;
+    c.send(&hb(2)).await;
+    let mut acks = 0;
+    c.recv_until(|m| match m {
+        HubMessage::HeartbeatAck(a) if a.seq == 2 => Some(()),
+        HubMessage::ResultAck(_) => {
+            acks += 1;
+            None
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        acks, 0,
+        "nothing is acknowledged while the database is away"
+    );
+    proxy.mode(Mode::Pass);
+    let ack = c
+        .recv_until(|m| match m {
+            HubMessage::ResultAck(a) => Some(a),
+            _ => None,
+        })
+        .await;
+    assert_eq!(ack.outcome, AckOutcome::Stored);
+    // No second ack for the copies: the next frame after a heartbeat's ack
+    // round trip is that ack.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.send(&hb(3)).await;
+    c.recv_until(|m| match m {
+        HubMessage::HeartbeatAck(a) if a.seq == 3 => Some(()),
+        HubMessage::ResultAck(a) => panic!("a second ack: {a:?}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM ticks").await, 1);
+    hub.stop().await;
 }

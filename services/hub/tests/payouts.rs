@@ -548,7 +548,11 @@ async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
                 .fetch_one(db.pool())
                 .await
                 .unwrap();
-            out.push(Val { id, key });
+            out.push(Val {
+                id,
+                key,
+                account: None,
+            });
         }
         out
     };
@@ -653,4 +657,226 @@ async fn a_write_in_flight_holds_back_the_next_epoch() {
         .and_then(|d| d.code().map(|c| c.into_owned()));
     assert_eq!(code.as_deref(), Some("UP409"), "{refused}");
     assert_eq!(ledger(&db, &v).await, (5, 0));
+}
+
+/// A transfer that always fails (to a sysvar, which the runtime keeps
+/// read-only) fails its whole batch once; then every payout of that batch
+/// rides alone, so the others are paid and only the culprit ends `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_always_fails_is_found_alone_and_its_batch_mates_are_paid() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
+    let rent = solana_pubkey::Pubkey::from_str_const("SysvarRent111111111111111111111111111111111");
+    let culprit = farm.account(rent.to_bytes()).await;
+    let mut vals = vec![
+        farm.validator(1).await,
+        farm.validator(2).await,
+        farm.validator(3).await,
+    ];
+    let t: Vec<(&Val, i64, bool)> = vals
+        .iter()
+        .chain([&culprit])
+        .map(|v| (v, 2_000_000, true))
+        .collect();
+    farm.round(&t, &[]).await;
+    let mut cfg = config(None);
+    cfg.max_transfers = 4;
+    cfg.max_attempts = 2;
+    let (payer, _term, _) = leader_with(&db, &chain, &treasury, cfg).await;
+    for _ in 0..5 {
+        payer.cycle().await.unwrap();
+        // A new blockhash: the culprit's retry is a new transaction.
+        chain.advance_blocks(1);
+    }
+    for v in &vals {
+        assert_eq!(chain.received(v.bytes()), 2_000_000, "validator {}", v.id);
+    }
+    let culprit_row: (String, i32, bool) =
+        sqlx::query_as("SELECT state, attempts, solo FROM payouts WHERE validator_id = $1")
+            .bind(culprit.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(culprit_row, ("failed".into(), 2, true));
+    // One batch of four failed, then the culprit alone, twice.
+    let failed: Vec<i32> = sqlx::query_scalar(
+        "SELECT cardinality(payout_ids) FROM payout_batches WHERE state = 'failed' ORDER BY created_at",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(failed, [4, 1, 1]);
+    assert_eq!(db.store.payout_backlog().await.unwrap(), (0, 0, 1));
+    vals.push(culprit);
+    audit(&db, &chain, &treasury, start, &vals).await;
+}
+
+/// The history RPC must keep every slot an unfinished batch may have landed
+/// in. A lagging node with a short history, used for status look-ups,
+/// forgets a batch that landed while no leader was there: payouts stop (an
+/// error, a metric) rather than take "unknown" for "expired" and pay again.
+/// Pointed at a node with the history, the next leader finds it confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_rpc_that_forgot_an_unfinished_batch_stops_payouts() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
+    chain.set_lagging(LaggingNode { lag: 2, history: 5 });
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 3_000_000, true)], &[]).await;
+    let mut cfg = config(Some(CrashPoint::BeforeConfirm));
+    cfg.history_rpc_url = Some(chain.lagging_url().into());
+    let (first, _t1, _) = leader_with(&db, &chain, &treasury, cfg).await;
+    assert!(matches!(
+        first.cycle().await,
+        Err(PayoutError::Crashed(CrashPoint::BeforeConfirm))
+    ));
+    drop(first);
+    assert_eq!(chain.received(v.bytes()), 3_000_000, "it landed");
+    // No leader while the chain moves past the blockhash and the lagging
+    // node's history.
+    chain.advance_blocks(VALIDITY + 10);
+
+    let metrics = std::sync::Arc::new(hub::metrics::Metrics::new("test"));
+    let mut cfg = config(None);
+    cfg.history_rpc_url = Some(chain.lagging_url().into());
+    let (second, _t2, _) = leader_full(&db, &chain.url(), &treasury, cfg, metrics.clone()).await;
+    for _ in 0..3 {
+        match second.cycle().await {
+            Err(PayoutError::HistoryGap { needed, kept }) => assert!(kept > needed),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(metrics.payout_history_gap.get(), 1);
+    }
+    assert!(matches!(
+        second.check_history().await,
+        Err(PayoutError::HistoryGap { .. })
+    ));
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM payout_batches")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(states, ["sent"], "not expired, nothing new");
+    assert_eq!(chain.received(v.bytes()), 3_000_000);
+    drop(second);
+
+    let mut cfg = config(None);
+    cfg.history_rpc_url = Some(chain.url().into());
+    let (third, _t3, _) = leader_full(&db, &chain.url(), &treasury, cfg, metrics.clone()).await;
+    let r = third.cycle().await.unwrap();
+    assert_eq!((r.batches_confirmed, r.batches_sent), (1, 0));
+    assert_eq!(metrics.payout_history_gap.get(), 0);
+    audit(&db, &chain, &treasury, start, &[v]).await;
+}
+
+/// With a daily spend cap, batches past it wait (a metric says so) until
+/// the next UTC day; what was spent counts transfers and fees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_past_the_daily_spend_cap_wait_for_the_next_day() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
+    let mut vals = Vec::new();
+    for n in 0..4 {
+        vals.push(farm.validator(n).await);
+    }
+    let t: Vec<(&Val, i64, bool)> = vals.iter().map(|v| (v, 2_000_000, true)).collect();
+    farm.round(&t, &[]).await;
+    let metrics = std::sync::Arc::new(hub::metrics::Metrics::new("test"));
+    let mut cfg = config(None);
+    cfg.max_transfers = 2;
+    cfg.daily_cap_lamports = 4_500_000;
+    let (payer, _term, _) = leader_full(&db, &chain.url(), &treasury, cfg, metrics.clone()).await;
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.batches_confirmed, r.capped), (1, 2));
+    assert_eq!(metrics.payout_daily_cap_reached.get(), 1);
+    assert_eq!(
+        metrics.payout_spent_today_lamports.get(),
+        0,
+        "before the batch"
+    );
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.batches_sent, r.capped), (0, 2));
+    assert_eq!(metrics.payout_spent_today_lamports.get(), 4_005_000);
+    let paid: u64 = vals.iter().map(|v| chain.received(v.bytes())).sum();
+    assert_eq!(paid, 4_000_000);
+    // The next day (moved the other way: today's batches become yesterday's).
+    sqlx::query("UPDATE payout_batches SET created_at = created_at - interval '1 day'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let r = payer.cycle().await.unwrap();
+    assert_eq!((r.batches_confirmed, r.capped), (1, 0));
+    assert_eq!(metrics.payout_daily_cap_reached.get(), 0);
+    for v in &vals {
+        assert_eq!(chain.received(v.bytes()), 2_000_000);
+    }
+    audit(&db, &chain, &treasury, start, &vals).await;
+}
+
+/// A compute-unit price adds a priority fee (price times a small unit
+/// limit), recorded with the batch and charged by the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_fee_is_set_recorded_and_paid() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(10_000_000_000).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 2_000_000, true)], &[]).await;
+    let mut cfg = config(None);
+    cfg.priority_fee_micro_lamports = 1_000_000; // 1 lamport per unit
+    let (payer, _term, _) = leader_with(&db, &chain, &treasury, cfg).await;
+    let r = payer.cycle().await.unwrap();
+    assert_eq!(r.batches_confirmed, 1);
+    // Two compute-budget instructions and one transfer, 450 units each.
+    let want = 5_000 + 3 * 450;
+    assert_eq!(chain.landed()[0].fee, want);
+    let recorded: i64 = sqlx::query_scalar("SELECT fee_lamports FROM payout_batches")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, want as i64);
+    audit(&db, &chain, &treasury, start, &[v]).await;
+}
+
+/// An RPC URL carries a provider's key in its path, query or userinfo: it
+/// appears in no error the payer returns (and so in no log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_errors_do_not_carry_the_rpc_url() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        mut farm,
+        ..
+    } = setup(10_000_000_000).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 2_000_000, true)], &[]).await;
+    let url = chain.url().replace("http://", "http://user:SECRETPW@") + "/?api-key=SECRETKEY";
+    let (payer, _term, _) = leader_on(&db, &url, &treasury, config(None)).await;
+    chain.set_unavailable(true);
+    let e = payer.cycle().await.unwrap_err();
+    assert!(matches!(e, PayoutError::Rpc(_)), "{e:?}");
+    for text in [format!("{e}"), format!("{e:?}"), format!("{e:#}")] {
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+    let shown = hub::payouts::RpcUrl::new(url).to_string();
+    assert_eq!(shown, format!("{}/…", chain.url()));
 }

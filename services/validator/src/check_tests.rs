@@ -8,6 +8,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use protocol::limits::MAX_KEYWORD_LEN;
 use protocol::{CheckSpec, CheckStatus, StatusRange};
 
 use super::*;
@@ -44,6 +45,12 @@ impl Site {
                 "/to/{host}",
                 get(move |Path(host): Path<String>| async move {
                     Redirect::temporary(&format!("http://{host}:{}/ok", addr.port()))
+                }),
+            )
+            .route(
+                "/to-port/{port}",
+                get(|Path(port): Path<u16>| async move {
+                    Redirect::temporary(&format!("http://127.0.0.1:{port}/ok"))
                 }),
             )
             .route(
@@ -144,9 +151,65 @@ async fn keyword_found_or_not() {
         Some(200),
         Some("keyword \"needle\" not found"),
     );
-    // Error text stays within the protocol limit whatever the keyword.
-    let o = c.run(&site.url("/ok"), &with(&"k".repeat(2_000))).await;
+    // Error text stays within the protocol limit whatever the keyword
+    // (each control character is shown escaped, six bytes).
+    let o = c
+        .run(&site.url("/ok"), &with(&"\u{1}".repeat(MAX_KEYWORD_LEN)))
+        .await;
     assert_eq!(o.error.unwrap().len(), MAX_ERROR_TEXT);
+    // Bytes, case-sensitive.
+    let o = c.run(&site.url("/ok"), &with("Hello")).await;
+    assert_eq!(o.status, CheckStatus::Down, "{o:?}");
+}
+
+/// A keyword over `MAX_KEYWORD_LEN` (which hubs refuse at registration) is
+/// answered as a failed check without a request.
+#[tokio::test]
+async fn a_keyword_over_the_limit_fails_without_a_request() {
+    let site = Site::start().await;
+    let c = Checker::new(true);
+    let spec = CheckSpec {
+        keyword: Some("k".repeat(MAX_KEYWORD_LEN + 1)),
+        ..spec()
+    };
+    let o = c.run(&site.url("/ok"), &spec).await;
+    expect(
+        &o,
+        CheckStatus::Down,
+        None,
+        Some("keyword is 257 bytes; at most 256 are checked"),
+    );
+    assert_eq!(site.hits(), 0);
+}
+
+/// Bad ports (the Fetch standard's list) are refused, in the URL and in a
+/// redirect, before any connection.
+#[tokio::test]
+async fn bad_ports_are_refused_before_any_request() {
+    fn nothing(_: IpAddr) -> bool {
+        false
+    }
+    let site = Site::start().await;
+    let c = Checker::with_policy(TargetPolicy::custom(nothing), "test");
+    let o = c.run("http://127.0.0.1:25/", &spec()).await;
+    expect(
+        &o,
+        CheckStatus::Down,
+        None,
+        Some("refused: port 25 is reserved for another protocol"),
+    );
+    let follow = CheckSpec {
+        follow_redirects: true,
+        ..spec()
+    };
+    let o = c.run(&site.url("/to-port/6667"), &follow).await;
+    expect(
+        &o,
+        CheckStatus::Down,
+        None,
+        Some("refused: port 6667 is reserved for another protocol"),
+    );
+    assert_eq!(site.hits(), 1, "the first hop only");
 }
 
 #[tokio::test]

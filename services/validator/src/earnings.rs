@@ -59,14 +59,31 @@ pub async fn fetch(hub: &str, key: &PublicKey) -> Result<Earnings, EarningsError
     match serde_json::from_str::<ApiError>(&body) {
         Ok(e) => Err(EarningsError::Api {
             status,
-            code: e.code,
-            message: e.message,
+            code: terminal_safe(&e.code),
+            message: terminal_safe(&e.message),
         }),
         Err(_) => Err(EarningsError::Body(
             status,
-            body.chars().take(200).collect(),
+            terminal_safe(&body.chars().take(200).collect::<String>()),
         )),
     }
+}
+
+/// `s` made safe for a terminal: control characters (C0, DEL, C1: ESC
+/// sequences, newlines, BEL) and bidirectional overrides are shown escaped,
+/// `\u{1b}`, so a hub's text cannot move the cursor or fake a line.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_unicode());
+        } else if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn sol(lamports: i64) -> String {
@@ -76,7 +93,7 @@ fn sol(lamports: i64) -> String {
 /// A human summary: totals, agreement, then each payout with its signature.
 pub fn render(e: &Earnings) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "validator  {}", e.public_key);
+    let _ = writeln!(out, "validator  {}", terminal_safe(&e.public_key));
     for (label, v) in [
         ("earned", e.earned_lamports),
         ("settling", e.settling_lamports),
@@ -105,12 +122,12 @@ pub fn render(e: &Earnings) -> String {
             let _ = writeln!(
                 out,
                 "  {:<18} {:>14} lamports  {}{}",
-                p.state,
+                terminal_safe(&p.state),
                 p.lamports,
-                p.signature.as_deref().unwrap_or("-"),
+                terminal_safe(p.signature.as_deref().unwrap_or("-")),
                 p.last_error
                     .as_deref()
-                    .map(|e| format!("  ({e})"))
+                    .map(|e| format!("  ({})", terminal_safe(e)))
                     .unwrap_or_default()
             );
         }
@@ -133,5 +150,31 @@ mod tests {
         }
         assert!(http_base("ftp://x").is_err());
         assert!(http_base("not a url").is_err());
+    }
+
+    /// Everything in the document comes from a hub: an ANSI sequence or a
+    /// newline in it must reach the terminal as visible text.
+    #[test]
+    fn render_escapes_text_from_the_hub() {
+        let e: Earnings = serde_json::from_value(serde_json::json!({
+            "public_key": "key\u{1b}[2J",
+            "earned_lamports": 1, "settling_lamports": 0, "unclaimed_lamports": 0,
+            "pending_lamports": 0, "paid_lamports": 0, "failed_lamports": 0,
+            "earning_ticks": 1,
+            "agreement": {"agreed": 1, "disagreed": 0, "rate": 1.0},
+            "payouts": [{
+                "id": "0193a1b2-0000-7000-8000-000000000001", "lamports": 1,
+                "state": "failed\u{7}", "attempts": 5,
+                "signature": "sig\u{1b}]0;title\u{7}",
+                "last_error": "boom\nvalidator  FAKE\u{9b}31m",
+                "created_at_ms": 1, "paid_at_ms": null
+            }]
+        }))
+        .unwrap();
+        let out = render(&e);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(!out.contains("\nvalidator  FAKE"), "{out:?}");
+        assert!(out.contains(r"boom\nvalidator  FAKE\u{9b}31m"), "{out:?}");
+        assert!(out.contains(r"key\u{1b}[2J"), "{out:?}");
     }
 }

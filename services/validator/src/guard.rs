@@ -1,6 +1,8 @@
 //! Refusal of private targets. A hub, or whoever registered a website, must
 //! not be able to aim a validator at the validator's own network: loopback
-//! services, the LAN, or a cloud metadata endpoint at 169.254.169.254.
+//! services, the LAN, or a cloud metadata endpoint at 169.254.169.254; nor
+//! at a port where a text protocol would take the HTTP request for commands
+//! (the Fetch standard's bad ports, e.g. SMTP's 25).
 //!
 //! Two gates, because reqwest never consults the resolver for an IP-literal
 //! host: [`GuardedResolver`] filters what DNS returns (and reqwest connects
@@ -10,12 +12,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use protocol::limits::BLOCKED_PORTS;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// A target the validator will not fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("refused: {0} is a private/loopback/link-local address")]
-pub struct Refused(pub IpAddr);
+pub enum Refused {
+    #[error("refused: {0} is a private/loopback/link-local address")]
+    Address(IpAddr),
+    /// One of [`BLOCKED_PORTS`]: the Fetch standard's "bad ports", where a
+    /// text protocol (SMTP, IRC, ...) could take an HTTP request for
+    /// commands. Browsers refuse them too.
+    #[error("refused: port {0} is reserved for another protocol")]
+    Port(u16),
+}
 
 /// DNS gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +55,10 @@ fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         // 100.64.0.0/10: carrier-grade NAT, i.e. someone's internal network.
         || (a == 100 && (64..128).contains(&b))
+        // 192.0.0.0/24: IETF protocol assignments (DS-Lite, NAT64 discovery).
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+        // 198.18.0.0/15: benchmarking, used inside labs and some clouds.
+        || (a == 198 && (b & 0xfe) == 18)
         // 240.0.0.0/4: reserved, never a public host.
         || a >= 240
 }
@@ -55,11 +69,24 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         return is_forbidden_v4(v4);
     }
     let seg = ip.segments();
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
     // 64:ff9b::/96, the NAT64 well-known prefix, embeds an IPv4 address too.
     if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [a, b] = seg[6].to_be_bytes();
-        let [c, d] = seg[7].to_be_bytes();
-        return is_forbidden_v4(Ipv4Addr::new(a, b, c, d));
+        return is_forbidden_v4(v4(seg[6], seg[7]));
+    }
+    // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): always an operator's own
+    // translator, whatever address it embeds.
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        return true;
+    }
+    // 2002::/16, 6to4: the next 32 bits are an IPv4 address, reached
+    // through a relay; refused when that address is.
+    if seg[0] == 0x2002 && is_forbidden_v4(v4(seg[1], seg[2])) {
+        return true;
     }
     ip.is_loopback()
         || ip.is_unspecified()
@@ -83,20 +110,25 @@ pub fn literal_ip(url: &url::Url) -> Option<IpAddr> {
     }
 }
 
-/// Which addresses a check may reach.
+/// Which addresses and ports a check may reach.
 #[derive(Debug, Clone, Copy)]
 pub struct TargetPolicy {
     forbidden: fn(IpAddr) -> bool,
+    /// Refuse [`BLOCKED_PORTS`].
+    block_ports: bool,
 }
 
 impl TargetPolicy {
-    /// Refuse everything [`is_forbidden`] names (production).
+    /// Refuse everything [`is_forbidden`] names, and [`BLOCKED_PORTS`]
+    /// (production).
     pub const PUBLIC_ONLY: Self = Self {
         forbidden: is_forbidden,
+        block_ports: true,
     };
-    /// Reach anything (tests and demos on one machine).
+    /// Reach anything, any port (tests and demos on one machine).
     pub const ANY: Self = Self {
         forbidden: |_| false,
+        block_ports: false,
     };
 
     pub fn new(allow_private: bool) -> Self {
@@ -109,21 +141,34 @@ impl TargetPolicy {
 
     /// A policy with its own idea of forbidden, so tests on loopback can
     /// exercise refusal while still reaching their own server.
+    /// Ports are refused as in production.
     #[cfg(test)]
     pub(crate) fn custom(forbidden: fn(IpAddr) -> bool) -> Self {
-        Self { forbidden }
+        Self {
+            forbidden,
+            block_ports: true,
+        }
     }
 
     pub fn check(&self, ip: IpAddr) -> Result<(), Refused> {
         if (self.forbidden)(ip) {
-            Err(Refused(ip))
+            Err(Refused::Address(ip))
         } else {
             Ok(())
         }
     }
 
-    /// `Err(Refused)` if `url` names a forbidden IP literal.
+    /// `Err(Refused)` if `url` names a forbidden IP literal or a blocked
+    /// port (the scheme's default port counts).
     pub fn check_url(&self, url: &url::Url) -> Result<(), Refused> {
+        if self.block_ports {
+            if let Some(port) = url
+                .port_or_known_default()
+                .filter(|p| BLOCKED_PORTS.contains(p))
+            {
+                return Err(Refused::Port(port));
+            }
+        }
         literal_ip(url).map_or(Ok(()), |ip| self.check(ip))
     }
 }
@@ -153,7 +198,7 @@ impl Resolve for GuardedResolver {
                 .partition(|a| policy.check(a.ip()).is_ok());
             if ok.is_empty() {
                 return Err(match refused.first() {
-                    Some(a) => Box::new(Refused(a.ip())) as _,
+                    Some(a) => Box::new(Refused::Address(a.ip())) as _,
                     None => Box::new(ResolveFailed {
                         host,
                         detail: "no addresses".into(),
@@ -251,31 +296,94 @@ mod tests {
     }
 
     #[test]
+    fn classifies_special_purpose_ranges() {
+        check(
+            &[
+                // 192.0.0.0/24, IETF protocol assignments
+                "192.0.0.1",
+                "192.0.0.255",
+                // 198.18.0.0/15, benchmarking
+                "198.18.0.1",
+                "198.19.255.255",
+                // 64:ff9b:1::/48, local-use NAT64: a translator of one's own
+                "64:ff9b:1::808:808",
+                "64:ff9b:1:ffff::1",
+                // 6to4 (2002::/16) of a refused IPv4 address
+                "2002:7f00:1::1",
+                "2002:a00:1::",
+                "2002:a9fe:a9fe::1",
+                "2002:c612:1::",
+                // NAT64 well-known prefix of a new range
+                "64:ff9b::c000:1",
+            ],
+            true,
+        );
+        check(
+            &[
+                "192.0.1.1",
+                "191.255.255.255",
+                "198.17.255.255",
+                "198.20.0.1",
+                "64:ff9b:2::1",
+                "2002:808:808::1",
+                "2003::1",
+            ],
+            false,
+        );
+    }
+
+    /// The Fetch standard's bad ports: a text protocol could take an HTTP
+    /// request for commands. Refused on public targets, by name or literal.
+    #[test]
+    fn bad_ports_are_refused() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        let p = TargetPolicy::PUBLIC_ONLY;
+        assert_eq!(
+            p.check_url(&u("http://example.com:25/")),
+            Err(Refused::Port(25))
+        );
+        assert_eq!(
+            p.check_url(&u("https://1.1.1.1:6667/")),
+            Err(Refused::Port(6667))
+        );
+        assert_eq!(
+            Refused::Port(25).to_string(),
+            "refused: port 25 is reserved for another protocol"
+        );
+        assert_eq!(p.check_url(&u("http://example.com:8080/")), Ok(()));
+        assert_eq!(p.check_url(&u("https://example.com/")), Ok(()));
+        assert_eq!(
+            TargetPolicy::ANY.check_url(&u("http://127.0.0.1:25/")),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn literal_hosts_are_found_in_urls() {
         let u = |s: &str| url::Url::parse(s).unwrap();
         let check_literal = |url: &url::Url| TargetPolicy::PUBLIC_ONLY.check_url(url);
         assert_eq!(
             check_literal(&u("http://127.0.0.1:8080/x")),
-            Err(Refused("127.0.0.1".parse().unwrap()))
+            Err(Refused::Address("127.0.0.1".parse().unwrap()))
         );
         // The URL parser normalises odd IPv4 spellings, so they are caught too.
         assert_eq!(
             check_literal(&u("http://2130706433/")),
-            Err(Refused("127.0.0.1".parse().unwrap()))
+            Err(Refused::Address("127.0.0.1".parse().unwrap()))
         );
         assert_eq!(
             check_literal(&u("http://0x7f.1/")),
-            Err(Refused("127.0.0.1".parse().unwrap()))
+            Err(Refused::Address("127.0.0.1".parse().unwrap()))
         );
         assert_eq!(
             check_literal(&u("http://[::ffff:192.168.0.1]/")),
-            Err(Refused("::ffff:c0a8:1".parse().unwrap()))
+            Err(Refused::Address("::ffff:c0a8:1".parse().unwrap()))
         );
         assert_eq!(check_literal(&u("http://example.com/")), Ok(()));
         assert_eq!(check_literal(&u("http://1.1.1.1/")), Ok(()));
         assert_eq!(TargetPolicy::ANY.check_url(&u("http://127.0.0.1/")), Ok(()));
         assert_eq!(
-            Refused("169.254.169.254".parse().unwrap()).to_string(),
+            Refused::Address("169.254.169.254".parse().unwrap()).to_string(),
             "refused: 169.254.169.254 is a private/loopback/link-local address"
         );
     }

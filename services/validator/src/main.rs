@@ -2,7 +2,8 @@
 //! parses flags, maps errors to exit codes and turns signals into shutdown.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for an unusable argument (bad
-//! keypair file, hub URL, region, tags, concurrency), 1 for anything else.
+//! keypair file or one others may read, hub URL, region, tags,
+//! concurrency), 1 for anything else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ use validator::{RawConfig, RunConfig};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Read a keypair file even if others may read it or group or others
+    /// may write it (refused by default, as ssh refuses such a key).
+    #[arg(long, global = true, env = "VALIDATOR_ALLOW_INSECURE_KEYPAIR")]
+    allow_insecure_keypair: bool,
 }
 
 #[derive(Subcommand)]
@@ -104,18 +109,19 @@ fn usage(e: impl std::fmt::Display) -> Fail {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let insecure_ok = cli.allow_insecure_keypair;
     let result = match cli.cmd {
         Cmd::Keygen { out } => keygen(&out),
-        Cmd::Pubkey { keypair } => protocol::keypair::read(&keypair)
-            .map(|k| println!("{}", PublicKey::from(&k)))
-            .map_err(usage),
-        Cmd::Run(args) => run(args),
+        Cmd::Pubkey { keypair } => {
+            read_keypair(&keypair, insecure_ok).map(|k| println!("{}", PublicKey::from(&k)))
+        }
+        Cmd::Run(args) => run(args, insecure_ok),
         Cmd::Earnings {
             hub,
             keypair,
             public_key,
             json,
-        } => earnings(&hub[0], keypair, public_key, json),
+        } => earnings(&hub[0], keypair, public_key, json, insecure_ok),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +130,20 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Reads `--keypair`; a file open to others is a usage error (exit 2) that
+/// names the flag allowing it.
+fn read_keypair(
+    path: &std::path::Path,
+    allow_insecure: bool,
+) -> Result<ed25519_dalek::SigningKey, Fail> {
+    protocol::keypair::read_with(path, allow_insecure).map_err(|e| match e {
+        protocol::keypair::KeypairError::Insecure { .. } => {
+            usage(format!("--keypair: {e} (--allow-insecure-keypair)"))
+        }
+        e => usage(format!("--keypair: {e}")),
+    })
 }
 
 fn keygen(out: &std::path::Path) -> Result<(), Fail> {
@@ -144,6 +164,7 @@ fn earnings(
     keypair: Option<PathBuf>,
     public_key: Option<String>,
     json: bool,
+    allow_insecure_keypair: bool,
 ) -> Result<(), Fail> {
     let key = match (keypair, public_key) {
         (_, Some(k)) => PublicKey::from_base58(&k).ok_or_else(|| {
@@ -151,9 +172,9 @@ fn earnings(
                 "--public-key {k:?}: not a base58 ed25519 public key"
             ))
         })?,
-        (Some(path), None) => protocol::keypair::read(&path)
-            .map(|k| PublicKey::from(&k))
-            .map_err(|e| usage(format!("--keypair: {e}")))?,
+        (Some(path), None) => {
+            read_keypair(&path, allow_insecure_keypair).map(|k| PublicKey::from(&k))?
+        }
         (None, None) => return Err(usage("give --keypair or --public-key")),
     };
     validator::earnings::http_base(hub).map_err(usage)?;
@@ -172,7 +193,7 @@ fn earnings(
     Ok(())
 }
 
-fn run(args: RunArgs) -> Result<(), Fail> {
+fn run(args: RunArgs, allow_insecure_keypair: bool) -> Result<(), Fail> {
     let config = RunConfig::from_raw(RawConfig {
         hubs: args.hubs,
         keypair: args.keypair,
@@ -183,8 +204,7 @@ fn run(args: RunArgs) -> Result<(), Fail> {
         user_agent: args.user_agent,
     })
     .map_err(usage)?;
-    let key =
-        protocol::keypair::read(&config.keypair).map_err(|e| usage(format!("--keypair: {e}")))?;
+    let key = read_keypair(&config.keypair, allow_insecure_keypair)?;
 
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -116,7 +116,8 @@ impl Pending {
         for id in self.order.values() {
             let e = self.by_id.get_mut(id).expect("order and by_id agree");
             if e.sent_on == Some(generation)
-                && e.sent_at.is_some_and(|t| now.saturating_duration_since(t) >= every)
+                && e.sent_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= every)
             {
                 e.sent_at = Some(now);
                 due.push(e.result.clone());
@@ -210,12 +211,22 @@ mod tests {
         let now = Instant::now();
         assert!(p.due_for_resend(7, now, every).is_empty(), "too early");
         let later = now + every + Duration::from_millis(1);
-        let due: Vec<Uuid> = p.due_for_resend(7, later, every).iter().map(|r| r.task_id).collect();
+        let due: Vec<Uuid> = p
+            .due_for_resend(7, later, every)
+            .iter()
+            .map(|r| r.task_id)
+            .collect();
         assert_eq!(due, vec![one], "only what was sent on this connection");
-        assert!(p.due_for_resend(7, later, every).is_empty(), "not again until `every` passes");
+        assert!(
+            p.due_for_resend(7, later, every).is_empty(),
+            "not again until `every` passes"
+        );
         assert_eq!(p.due_for_resend(7, later + every, every).len(), 1);
         p.remove(&one);
-        assert!(p.due_for_resend(7, later + every * 3, every).is_empty(), "acknowledged");
+        assert!(
+            p.due_for_resend(7, later + every * 3, every).is_empty(),
+            "acknowledged"
+        );
     }
 
     #[test]

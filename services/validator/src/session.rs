@@ -262,7 +262,8 @@ async fn serve(
     // Unacknowledged results go out again on this connection (the
     // protocol's required resend; the hub drops a copy it still holds).
     let resend_every = Duration::from_millis(protocol::limits::RESULT_RESEND_MS);
-    let mut resend_tick = tokio::time::interval_at(Instant::now() + resend_every / 2, resend_every / 2);
+    let mut resend_tick =
+        tokio::time::interval_at(Instant::now() + resend_every / 2, resend_every / 2);
     resend_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rx = Instant::now();
     let mut stats_rx = ctx.shared.subscribe();

@@ -50,6 +50,9 @@ pub struct Stats {
     /// `reconnect` frames received.
     pub reconnects_requested: u64,
     pub heartbeats_sent: u64,
+    /// Results given up without an ack: still unacknowledged 30 s after
+    /// their deadline, or pushed out of a full pending map. Lost rewards.
+    pub results_abandoned: u64,
 }
 
 impl Stats {
@@ -183,9 +186,10 @@ impl Shared {
     /// map for the next welcome.
     pub fn task_done(&self, result: CheckResult) -> Option<(Outbox, CheckResult)> {
         let id = result.task_id;
-        self.update(|st, _| {
+        self.update(|st, s| {
             st.in_flight.remove(&id);
             if let Some(old) = st.pending.insert(result) {
+                s.results_abandoned += 1;
                 tracing::warn!(task_id = %old, "pending results full; dropped the oldest");
             }
             let outbox = st.outbox.clone()?;
@@ -223,9 +227,10 @@ impl Shared {
 
     /// Drops results whose deadline is at or before `cutoff_ms`.
     pub fn prune(&self, cutoff_ms: i64) {
-        self.update(|st, _| {
+        self.update(|st, s| {
             for id in st.pending.drop_expired(cutoff_ms) {
-                tracing::debug!(task_id = %id, "dropping unacknowledged result past its deadline");
+                s.results_abandoned += 1;
+                tracing::warn!(task_id = %id, "giving up an unacknowledged result 30 s past its deadline");
             }
         });
     }

@@ -16,6 +16,7 @@ fn validator(args: &[&str]) -> Output {
         "VALIDATOR_CONCURRENCY",
         "VALIDATOR_ALLOW_PRIVATE_TARGETS",
         "VALIDATOR_USER_AGENT",
+        "VALIDATOR_ALLOW_INSECURE_KEYPAIR",
     ] {
         cmd.env_remove(var);
     }
@@ -116,6 +117,7 @@ fn run_rejects_unusable_arguments_with_exit_code_2() {
     );
 
     let malformed = dir.join("malformed.json");
+    protocol::keypair::write_new(&malformed, &protocol::keypair::generate()).unwrap();
     std::fs::write(&malformed, "[1, 2, 3]").unwrap();
     check_usage_error(
         &malformed,
@@ -145,6 +147,47 @@ fn run_rejects_unusable_arguments_with_exit_code_2() {
         &["--region", "Not A Region"],
         &["--region", "Not A Region"],
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// As ssh does: a keypair file others can read (or group or others can
+/// write) is refused with one line naming it and its mode, unless
+/// `--allow-insecure-keypair`. Group read passes (Kubernetes Secrets).
+#[cfg(unix)]
+#[test]
+fn keypair_files_open_to_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("modes");
+    let key = dir.join("id.json");
+    let o = validator(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let public = stdout(&o).trim().to_string();
+    let k = key.to_str().unwrap();
+    for mode in [0o400, 0o600, 0o440, 0o640] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = validator(&["pubkey", "--keypair", k]);
+        assert_eq!(stdout(&o).trim(), public, "{mode:o}: {}", stderr(&o));
+    }
+    for mode in [0o644, 0o604, 0o660, 0o620, 0o602] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = validator(&["pubkey", "--keypair", k]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{mode:o}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(
+            err.contains(k) && err.contains(&format!("0{mode:o}")),
+            "{err}"
+        );
+        assert!(err.contains("--allow-insecure-keypair"), "{err}");
+        check_usage_error(
+            &key,
+            "ws://127.0.0.1:1/ws",
+            &[],
+            &["--keypair", k, &format!("0{mode:o}")],
+        );
+        let o = validator(&["pubkey", "--keypair", k, "--allow-insecure-keypair"]);
+        assert_eq!(stdout(&o).trim(), public, "{}", stderr(&o));
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -252,7 +295,13 @@ fn earnings_prints_the_hubs_document_and_names_errors() {
     );
     let not_found =
         r#"{"code":"unknown_validator","message":"no validator with this key has connected"}"#;
-    let base = one_shot_http(vec![(200, doc), (404, not_found.into())]);
+    // JSON escapes: the decoded code holds ESC, the message a newline.
+    let hostile = r#"{"code":"unavailable\u001b[2J","message":"down\nerror: FAKE"}"#;
+    let base = one_shot_http(vec![
+        (200, doc),
+        (404, not_found.into()),
+        (503, hostile.into()),
+    ]);
     let ws = base.replace("http://", "ws://") + "/ws";
 
     let o = validator(&["earnings", "--hub", &ws, "--public-key", key]);
@@ -265,6 +314,17 @@ fn earnings_prints_the_hubs_document_and_names_errors() {
     let o = validator(&["earnings", "--hub", &base, "--public-key", key]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown_validator"), "{}", stderr(&o));
+
+    // Text from the hub reaches the terminal escaped.
+    let o = validator(&["earnings", "--hub", &base, "--public-key", key]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(
+        err.contains(r"unavailable\u{1b}[2J") && err.contains(r"down\nerror: FAKE"),
+        "{err:?}"
+    );
 
     let o = validator(&["earnings", "--hub", &base, "--public-key", "not-a-key"]);
     assert_eq!(o.status.code(), Some(2));

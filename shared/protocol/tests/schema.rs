@@ -715,11 +715,15 @@ fn schema_and_types_refuse_the_same_documents() {
         with(&result, "http_status", json!(null)),
         "result http_status: null",
     );
-    accepted(h, with(task, "check", {
-        let mut c = serde_json::to_value(task).unwrap()["check"].clone();
-        c["keyword"] = json!(null);
-        c
-    }), "task keyword: null");
+    accepted(
+        h,
+        with(task, "check", {
+            let mut c = serde_json::to_value(task).unwrap()["check"].clone();
+            c["keyword"] = json!(null);
+            c
+        }),
+        "task keyword: null",
+    );
     // Unknown or misdirected types.
     unknown(v, json!({"type": "launch_missiles"}), "unknown type");
     unknown(

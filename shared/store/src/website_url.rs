@@ -63,7 +63,10 @@ impl WebsiteUrl {
         if !u.username().is_empty() || u.password().is_some() {
             return Err(UrlError::Credentials(s.into()));
         }
-        if let Some(port) = u.port_or_known_default().filter(|p| BLOCKED_PORTS.contains(p)) {
+        if let Some(port) = u
+            .port_or_known_default()
+            .filter(|p| BLOCKED_PORTS.contains(p))
+        {
             return Err(UrlError::Port(s.into(), port));
         }
         Ok(Self(u.into()))
@@ -126,7 +129,10 @@ mod tests {
     fn rejects_ports_validators_refuse() {
         for input in ["http://example.com:25/", "https://example.com:6667/x"] {
             let e = WebsiteUrl::parse(input).unwrap_err().to_string();
-            assert!(e.contains("port") && e.contains("not checked"), "{input}: {e}");
+            assert!(
+                e.contains("port") && e.contains("not checked"),
+                "{input}: {e}"
+            );
         }
         for input in ["http://example.com:8080/", "https://example.com:443/"] {
             WebsiteUrl::parse(input).unwrap();

@@ -138,7 +138,10 @@ pub struct LaggingNode {
 
 impl Default for LaggingNode {
     fn default() -> Self {
-        Self { lag: 4, history: 32 }
+        Self {
+            lag: 4,
+            history: 32,
+        }
     }
 }
 
@@ -922,7 +925,9 @@ fn priority_fee(message: &VersionedMessage) -> u64 {
         }
         match ix.data.split_first() {
             Some((&SET_LIMIT, rest)) if rest.len() == 4 => {
-                limit = Some(u64::from(u32::from_le_bytes(rest.try_into().unwrap_or_default())));
+                limit = Some(u64::from(u32::from_le_bytes(
+                    rest.try_into().unwrap_or_default(),
+                )));
             }
             Some((&SET_PRICE, rest)) if rest.len() == 8 => {
                 price = u64::from_le_bytes(rest.try_into().unwrap_or_default());
@@ -930,7 +935,9 @@ fn priority_fee(message: &VersionedMessage) -> u64 {
             _ => {}
         }
     }
-    let limit = limit.unwrap_or((200_000 * others).min(1_400_000)).min(1_400_000);
+    let limit = limit
+        .unwrap_or((200_000 * others).min(1_400_000))
+        .min(1_400_000);
     (u128::from(price) * u128::from(limit)).div_ceil(1_000_000) as u64
 }
 

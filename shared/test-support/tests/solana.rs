@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use solana_commitment_config::CommitmentConfig;
+use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_hash::Hash;
 use solana_keypair::Keypair;
 use solana_pubkey::Pubkey;
@@ -497,4 +498,136 @@ async fn dropping_it_stops_the_server() {
     })
     .await
     .expect("the server stops");
+}
+
+/// A transfer to an account that cannot receive (a sysvar: the runtime
+/// demotes it to read-only) lands with an error, fee charged, every time.
+#[tokio::test]
+async fn a_transfer_to_a_sysvar_fails_on_chain() {
+    let f = fixture(ChainConfig::default()).await;
+    let rent = Pubkey::from_str_const("SysvarRent111111111111111111111111111111111");
+    let (blockhash, _) = f
+        .rpc
+        .get_latest_blockhash_with_commitment(CommitmentConfig::finalized())
+        .await
+        .unwrap();
+    let ix = solana_system_interface::instruction::transfer(&f.payer.pubkey(), &rent, PAY);
+    let tx =
+        Transaction::new_signed_with_payer(&[ix], Some(&f.payer.pubkey()), &[&f.payer], blockhash);
+    let sig = f.send(&tx).await.unwrap();
+    let st = f.status(&sig).await.expect("landed, failed");
+    assert!(st.status.is_err(), "{:?}", st.status);
+    assert_eq!(f.chain.balance(f.payer.pubkey().to_bytes()), SOL - FEE);
+    assert_eq!(f.chain.received(rent.to_bytes()), 0);
+}
+
+/// The lagging node and the pool: height, slot, blockhash and context
+/// lag; statuses outside its view or history are unknown; sends land.
+#[tokio::test]
+async fn a_lagging_node_and_a_pool_of_both() {
+    use test_support::solana::LaggingNode;
+    let f = fixture(ChainConfig {
+        blockhash_validity: 50,
+        lagging: LaggingNode { lag: 3, history: 5 },
+        ..ChainConfig::default()
+    })
+    .await;
+    let lagging =
+        RpcClient::new_with_commitment(f.chain.lagging_url(), CommitmentConfig::finalized());
+    f.chain.advance_blocks(9); // height 10
+    let tip = f.rpc.get_epoch_info().await.unwrap();
+    assert_eq!((tip.absolute_slot, tip.block_height), (10, 10));
+    let behind = lagging.get_epoch_info().await.unwrap();
+    assert_eq!((behind.absolute_slot, behind.block_height), (7, 7));
+    assert_eq!(lagging.get_block_height().await.unwrap(), 7);
+    assert_eq!(f.rpc.minimum_ledger_slot().await.unwrap(), 0);
+    assert_eq!(lagging.minimum_ledger_slot().await.unwrap(), 2);
+    let (_, last_valid) = lagging
+        .get_latest_blockhash_with_commitment(CommitmentConfig::finalized())
+        .await
+        .unwrap();
+    assert_eq!(last_valid, 7 + 50);
+
+    // Sent through the lagging node, it lands on the chain (slot 10).
+    let (tx, _) = f.transfer(PAY).await;
+    let sig = lagging
+        .send_transaction_with_config(
+            &tx,
+            RpcSendTransactionConfig {
+                skip_preflight: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.chain.received(f.to.to_bytes()), PAY);
+    assert_eq!(seen(&f.rpc, sig).await, (10, true));
+    assert_eq!(seen(&lagging, sig).await, (7, false), "not seen yet");
+    f.chain.advance_blocks(3);
+    assert_eq!(seen(&lagging, sig).await, (10, true), "seen");
+    f.chain.advance_blocks(5);
+    assert_eq!(
+        seen(&lagging, sig).await,
+        (15, true),
+        "slot 10 is its oldest"
+    );
+    f.chain.advance_blocks(1);
+    assert_eq!(lagging.minimum_ledger_slot().await.unwrap(), 11);
+    assert_eq!(seen(&lagging, sig).await, (16, false), "forgotten");
+    assert_eq!(seen(&f.rpc, sig).await, (19, true));
+
+    // The pool sends each request to one node or the other.
+    let pool = RpcClient::new_with_commitment(f.chain.pool_url(), CommitmentConfig::finalized());
+    let mut slots = std::collections::HashSet::new();
+    for _ in 0..40 {
+        slots.insert(pool.get_epoch_info().await.unwrap().absolute_slot);
+    }
+    assert_eq!(slots, [16, 19].into(), "both nodes answered");
+    let (tip_answers, lagging_answers) = f.chain.pool_answers();
+    assert_eq!(tip_answers + lagging_answers, 40);
+
+    // Lag and history can change on the fly.
+    f.chain.set_lagging(LaggingNode {
+        lag: 0,
+        history: 100,
+    });
+    assert_eq!(seen(&lagging, sig).await, (19, true));
+    assert_eq!(lagging.minimum_ledger_slot().await.unwrap(), 0);
+}
+
+/// `getFeeForMessage` includes the priority fee of compute-budget
+/// instructions, and it is what litesvm charges.
+#[tokio::test]
+async fn priority_fees_are_reported_and_charged() {
+    let f = fixture(ChainConfig::default()).await;
+    let (blockhash, _) = f
+        .rpc
+        .get_latest_blockhash_with_commitment(CommitmentConfig::finalized())
+        .await
+        .unwrap();
+    let ixs = [
+        ComputeBudgetInstruction::set_compute_unit_limit(1_350),
+        ComputeBudgetInstruction::set_compute_unit_price(1_000_000),
+        solana_system_interface::instruction::transfer(&f.payer.pubkey(), &f.to, PAY),
+    ];
+    let tx =
+        Transaction::new_signed_with_payer(&ixs, Some(&f.payer.pubkey()), &[&f.payer], blockhash);
+    let fee = f.rpc.get_fee_for_message(&tx.message).await.unwrap();
+    assert_eq!(fee, FEE + 1_350, "1 lamport per unit, 1,350 units");
+    let sig = f.send(&tx).await.unwrap();
+    assert!(f.status(&sig).await.unwrap().status.is_ok());
+    assert_eq!(f.chain.landed()[0].fee, fee);
+    assert_eq!(
+        f.chain.balance(f.payer.pubkey().to_bytes()),
+        SOL - PAY - fee
+    );
+}
+
+/// The status response's context slot, and whether the signature is known.
+async fn seen(rpc: &RpcClient, sig: Signature) -> (u64, bool) {
+    let r = rpc
+        .get_signature_statuses_with_history(&[sig])
+        .await
+        .unwrap();
+    (r.context.slot, r.value[0].is_some())
 }

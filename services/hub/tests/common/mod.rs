@@ -18,9 +18,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use hub::{AppState, Application, Settings};
-use protocol::crypto::sign_hello;
-use protocol::{HubMessage, Keyring, Nonce, PublicKey, Signature, ValidatorMessage, Welcome};
+use protocol::crypto::{sign_hello, sign_result};
+use protocol::{
+    now_ms, CheckResult, CheckSpec, CheckStatus, HubMessage, Keyring, Nonce, PublicKey, Signature,
+    StatusRange, Task, TokenFields, ValidatorMessage, Welcome,
+};
 use test_support::TestDb;
+use uuid::Uuid;
 
 pub const TOKEN_KEYS: &str =
     "test:5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f";
@@ -442,4 +446,42 @@ pub async fn slots_run_twice(db: &TestDb) -> i64 {
         "SELECT count(*) FROM (SELECT 1 FROM rounds GROUP BY website_id, slot HAVING count(*) > 1) d",
     )
     .await
+}
+
+/// A task as the hub would issue it to `validator`.
+pub fn mint_task(validator: PublicKey, deadline_ms: i64) -> Task {
+    let task_id = Uuid::new_v4();
+    let scheduled_at_ms = now_ms() - 1000;
+    let token = keyring().issue(&TokenFields {
+        task_id,
+        website_id: 1,
+        round_id: 1,
+        slot: 1,
+        scheduled_at_ms,
+        validator: &validator,
+        deadline_ms,
+    });
+    Task {
+        task_id,
+        website_id: 1,
+        round_id: 1,
+        slot: 1,
+        scheduled_at_ms,
+        url: "http://127.0.0.1/".into(),
+        check: CheckSpec {
+            timeout_ms: 1000,
+            expected_status: StatusRange::DEFAULT,
+            keyword: None,
+            follow_redirects: true,
+        },
+        validator,
+        deadline_ms,
+        token,
+    }
+}
+
+pub fn result(task: &Task, signer: &SigningKey) -> ValidatorMessage {
+    let mut r = CheckResult::for_task(task, CheckStatus::Up, Some(200), 5, None, now_ms());
+    sign_result(signer, &mut r);
+    ValidatorMessage::Result(r)
 }

@@ -33,11 +33,14 @@ pub struct Farm {
 pub struct Val {
     pub id: i64,
     pub key: SigningKey,
+    /// Its account, when not `key`'s public key (see [`Farm::account`]).
+    pub account: Option<[u8; 32]>,
 }
 
 impl Val {
     pub fn bytes(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.account
+            .unwrap_or_else(|| self.key.verifying_key().to_bytes())
     }
 }
 
@@ -66,7 +69,27 @@ impl Farm {
             .upsert_validator(&PublicKey::from(&key).to_string(), "eu", &[], "test")
             .await
             .unwrap();
-        Val { id, key }
+        Val {
+            id,
+            key,
+            account: None,
+        }
+    }
+
+    /// A validator registered under any account, say one that cannot
+    /// receive lamports (no one holds its secret key; `key` is unused).
+    pub async fn account(&self, account: [u8; 32]) -> Val {
+        let public_key = solana_pubkey::Pubkey::new_from_array(account).to_string();
+        let id = self
+            .store
+            .upsert_validator(&public_key, "eu", &[], "test")
+            .await
+            .unwrap();
+        Val {
+            id,
+            key: SigningKey::from_bytes(&[0xee; 32]),
+            account: Some(account),
+        }
     }
 
     /// One closed round in which each `(validator, lamports, up)` has a
@@ -174,6 +197,18 @@ pub async fn leader_on(
     treasury: &Keypair,
     cfg: PayoutConfig,
 ) -> (Payer, watch::Sender<Option<Term>>, i64) {
+    let metrics = std::sync::Arc::new(Metrics::new("test"));
+    leader_full(db, rpc_url, treasury, cfg, metrics).await
+}
+
+/// Like [`leader_on`], reporting to `metrics`.
+pub async fn leader_full(
+    db: &TestDb,
+    rpc_url: &str,
+    treasury: &Keypair,
+    cfg: PayoutConfig,
+    metrics: std::sync::Arc<Metrics>,
+) -> (Payer, watch::Sender<Option<Term>>, i64) {
     let epoch = db.store.next_epoch(PAYOUT_ROLE).await.unwrap();
     let (tx, rx) = watch::channel(Some(Term {
         epoch,
@@ -184,7 +219,7 @@ pub async fn leader_on(
         rpc_url,
         treasury.insecure_clone(),
         cfg,
-        std::sync::Arc::new(Metrics::new("test")),
+        metrics,
         rx,
     );
     (payer, tx, epoch)
