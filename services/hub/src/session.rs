@@ -483,13 +483,14 @@ pub async fn run(
     }
     tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
     let end = serve(&app, &handle, &peer, &mut sink, &mut stream, rx, &limiter).await;
-    finish(&mut sink, &mut stream, &end).await;
     app.registry.unregister(&key, handle.generation);
     app.metrics.validators_connected.dec();
     let _ = app.events.try_send(Event::SessionClosed {
         key,
         generation: handle.generation,
     });
+    // Unregistered first: no task waits on a session that is closing.
+    finish(&mut sink, &mut stream, &end).await;
     if let Some(link) = app.cluster.clone() {
         let metrics = app.metrics.clone();
         let generation = handle.generation;

@@ -28,7 +28,7 @@ async fn hubs_split_the_websites_and_take_over_when_one_leaves() {
     let db = TestDb::new().await.unwrap();
     let redis = TestRedis::new().await.unwrap();
     for i in 0..60 {
-        add_site(&db, &format!("http://127.0.0.1:9/{i}"), 60, 1_000, None).await;
+        add_site(&db, &format!("http://127.0.0.1:59/{i}"), 60, 1_000, None).await;
     }
     let mut hubs = Vec::new();
     for id in ["hub-a", "hub-b", "hub-c"] {

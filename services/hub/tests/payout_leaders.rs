@@ -276,3 +276,56 @@ async fn leaders_that_die_at_any_step_pay_exactly_once() {
         w.audit(&vals).await;
     }
 }
+
+/// A real hub paying through RPC URLs that carry a provider's key (in the
+/// userinfo and the query) logs them as `scheme://host:port/…` only, also in
+/// the errors it logs while the RPC is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_never_logs_the_rpc_url_whole() {
+    use tokio::io::AsyncReadExt;
+    let w = World::new().await;
+    let mut farm = Farm::new(&w.db).await;
+    let v = farm.validator(1).await;
+    farm.round(&[(&v, 2 * MIN, true)], &[]).await;
+    let secret = w.chain.url().replace("http://", "http://user:SECRETPW@") + "/?api-key=SECRETKEY";
+    let mut env = w.env();
+    env.retain(|(k, _)| *k != "HUB_PAYOUT_RPC_URL");
+    env.push(("HUB_PAYOUT_RPC_URL", secret.clone()));
+    env.push(("HUB_PAYOUT_HISTORY_RPC_URL", secret));
+    w.chain.set_unavailable(true);
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"));
+    cmd.arg("serve")
+        .env("HUB_DATABASE_URL", &w.db.url)
+        .env("HUB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HUB_TOKEN_KEYS", common::TOKEN_KEYS)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, val) in &env {
+        cmd.env(k, val);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let read = tokio::spawn(async move {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
+        a.extend(b);
+        String::from_utf8_lossy(&a).into_owned()
+    });
+    // A few failing cycles, then the RPC is back and the payout is made.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    w.chain.set_unavailable(false);
+    w.all_paid(20).await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let log = read.await.unwrap();
+    assert!(log.contains("payouts enabled"), "{log}");
+    assert!(log.contains("payout cycle failed"), "{log}");
+    let shown = format!("{}/…", w.chain.url());
+    assert!(log.contains(&shown), "{log}");
+    assert!(!log.contains("SECRET"), "{log}");
+    w.audit(&[v]).await;
+}

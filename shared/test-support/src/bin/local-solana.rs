@@ -101,6 +101,13 @@ fn main() -> ExitCode {
             chain.airdrop(*key, *lamports);
         }
         println!("local-solana listening on {}", chain.url());
+        // The same chain through a node 4 blocks behind with 32 slots of
+        // history, and through a pool of both (see test_support::solana).
+        println!(
+            "lagging node: {}; pool: {}",
+            chain.lagging_url(),
+            chain.pool_url()
+        );
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         tokio::select! {
