@@ -67,23 +67,7 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// `s` made safe for a terminal: control characters (C0, DEL, C1: ESC
-/// sequences, newlines, BEL) and bidirectional overrides are shown escaped,
-/// `\u{1b}`, so text from validators or the chain cannot move the cursor,
-/// retitle the window or fake a line.
-pub fn terminal_safe(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
-            out.extend(c.escape_unicode());
-        } else if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use protocol::terminal_safe;
 
 #[derive(Debug, Subcommand)]
 pub enum SitesCommand {

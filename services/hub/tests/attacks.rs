@@ -14,8 +14,7 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use protocol::crypto::sign_result;
 use protocol::{
-    now_ms, CheckResult, CheckSpec, CheckStatus, ErrorCode, HubMessage, PublicKey, StatusRange,
-    Task, TokenFields, ValidatorMessage,
+    now_ms, CheckResult, CheckStatus, ErrorCode, HubMessage, PublicKey, ValidatorMessage,
 };
 use test_support::TestDb;
 use tokio::io::AsyncReadExt;
@@ -327,39 +326,6 @@ async fn the_earnings_summary_follows_settlement() {
     assert!(db.store.earnings_summary("nobody").await.unwrap().is_none());
 }
 
-/// A task as the hub would issue it to `validator`.
-fn mint_task(validator: PublicKey) -> Task {
-    let task_id = Uuid::now_v7();
-    let scheduled_at_ms = now_ms() - 100;
-    let deadline_ms = now_ms() + 60_000;
-    let token = keyring().issue(&TokenFields {
-        task_id,
-        website_id: 1,
-        round_id: 1,
-        slot: 1,
-        scheduled_at_ms,
-        validator: &validator,
-        deadline_ms,
-    });
-    Task {
-        task_id,
-        website_id: 1,
-        round_id: 1,
-        slot: 1,
-        scheduled_at_ms,
-        url: "http://127.0.0.1/".into(),
-        check: CheckSpec {
-            timeout_ms: 1000,
-            expected_status: StatusRange::DEFAULT,
-            keyword: None,
-            follow_redirects: true,
-        },
-        validator,
-        deadline_ms,
-        token,
-    }
-}
-
 /// Sends signed results at `per_sec` until `stop`, reading acks as they come.
 async fn feed(mut c: RawClient, per_sec: u64, stop: Arc<AtomicBool>) {
     let me = PublicKey::from(&c.key);
@@ -367,7 +333,7 @@ async fn feed(mut c: RawClient, per_sec: u64, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         tokio::select! {
             _ = tick.tick() => {
-                let mut r = CheckResult::for_task(&mint_task(me), CheckStatus::Up, Some(200), 5, None, now_ms());
+                let mut r = CheckResult::for_task(&mint_task(me, now_ms() + 60_000), CheckStatus::Up, Some(200), 5, None, now_ms());
                 sign_result(&c.key, &mut r);
                 c.send(&ValidatorMessage::Result(r)).await;
             }

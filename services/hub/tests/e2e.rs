@@ -149,14 +149,7 @@ async fn every_site_gets_three_regions_per_round_with_the_right_status() {
     assert!(metric(&hub.state, "uptime_hub_ticks_written_total", "") >= 30.0);
     assert!(metric(&hub.state, "uptime_hub_write_batch_size_count", "") >= 1.0);
 
-    stop.cancel();
-    for (_, j) in validators {
-        tokio::time::timeout(Duration::from_secs(10), j)
-            .await
-            .expect("validator stops")
-            .unwrap()
-            .unwrap();
-    }
+    stop_validators(&stop, validators).await;
     hub.stop().await;
     sites_stop.cancel();
 }

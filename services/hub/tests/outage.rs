@@ -30,11 +30,20 @@ fn rss_kib(pid: libc::pid_t) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where `host:port` stands in a `scheme://user@host:port/db` URL.
+fn host_port_span(url: &str) -> std::ops::Range<usize> {
+    let at = url.find('@').expect("user@host in the test URL") + 1;
+    at..at + url[at..].find('/').expect("a database name")
+}
+
+fn host_port(url: &str) -> String {
+    url[host_port_span(url)].to_string()
+}
+
 /// `url` with its `host:port` replaced by `addr`.
 fn via(url: &str, addr: std::net::SocketAddr) -> String {
-    let at = url.find('@').expect("user@host in the test URL") + 1;
-    let slash = at + url[at..].find('/').expect("a database name");
-    format!("{}{addr}{}", &url[..at], &url[slash..])
+    let span = host_port_span(url);
+    format!("{}{addr}{}", &url[..span.start], &url[span.end..])
 }
 
 async fn ready(port: u16) -> Option<u16> {
@@ -50,12 +59,7 @@ async fn ready(port: u16) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_second_database_outage_loses_no_result() {
     let db = TestDb::new().await.unwrap();
-    let target = {
-        let at = db.url.find('@').unwrap() + 1;
-        let slash = at + db.url[at..].find('/').unwrap();
-        db.url[at..slash].to_string()
-    };
-    let proxy = TcpProxy::start(target).await.unwrap();
+    let proxy = TcpProxy::start(host_port(&db.url)).await.unwrap();
     let (base, sites_stop) = demo_sites(Default::default()).await;
     let port = free_port();
     let hub = HubProc::start(
@@ -227,14 +231,7 @@ async fn a_30_second_database_outage_loses_no_result() {
     let resent = hub.metric("uptime_hub_results_resent_total").await.unwrap();
     assert!(resent >= 1.0, "validators resent queued results ({resent})");
 
-    stop.cancel();
-    for (_, j) in validators {
-        tokio::time::timeout(Duration::from_secs(10), j)
-            .await
-            .expect("validator stops")
-            .unwrap()
-            .unwrap();
-    }
+    stop_validators(&stop, validators).await;
     hub.sigterm().await;
     sites_stop.cancel();
 }
@@ -246,12 +243,7 @@ async fn a_30_second_database_outage_loses_no_result() {
 async fn resends_of_a_held_result_cost_no_rate_and_get_one_ack() {
     use protocol::{AckOutcome, Heartbeat, HubMessage, ValidatorMessage};
     let db = TestDb::new().await.unwrap();
-    let target = {
-        let at = db.url.find('@').unwrap() + 1;
-        let slash = at + db.url[at..].find('/').unwrap();
-        db.url[at..slash].to_string()
-    };
-    let proxy = TcpProxy::start(target).await.unwrap();
+    let proxy = TcpProxy::start(host_port(&db.url)).await.unwrap();
     let mut s = settings(&db);
     s.database_url = via(&db.url, proxy.addr()).into();
     // The hello and three more messages at once; then 2 a second.

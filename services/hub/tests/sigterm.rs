@@ -125,14 +125,7 @@ async fn sigterm_under_load_loses_no_acknowledged_result_and_stores_resends_once
         );
     }
 
-    stop.cancel();
-    for (_, j) in validators {
-        tokio::time::timeout(Duration::from_secs(10), j)
-            .await
-            .expect("validator stops")
-            .unwrap()
-            .unwrap();
-    }
+    stop_validators(&stop, validators).await;
     hub2.sigterm().await;
     sites_stop.cancel();
 }

@@ -69,22 +69,7 @@ pub async fn fetch(hub: &str, key: &PublicKey) -> Result<Earnings, EarningsError
     }
 }
 
-/// `s` made safe for a terminal: control characters (C0, DEL, C1: ESC
-/// sequences, newlines, BEL) and bidirectional overrides are shown escaped,
-/// `\u{1b}`, so a hub's text cannot move the cursor or fake a line.
-pub fn terminal_safe(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
-            out.extend(c.escape_unicode());
-        } else if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use protocol::terminal_safe;
 
 fn sol(lamports: i64) -> String {
     format!("{:.9} SOL", lamports as f64 / 1e9)

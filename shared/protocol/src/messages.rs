@@ -259,6 +259,25 @@ pub fn is_clean_text(s: &str) -> bool {
     !s.chars().any(char::is_control)
 }
 
+/// `s` made safe for a terminal: control characters (C0, DEL, C1: ESC
+/// sequences, newlines, BEL) and bidirectional overrides are shown escaped,
+/// `\u{1b}`, so text from the network (validators, hubs, the chain) cannot
+/// move the cursor, retitle the window or fake a line on an operator's
+/// terminal.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_unicode());
+        } else if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `s` made fit for a result's `error`: each control character becomes a
 /// space, and the text is cut to `MAX_ERROR_TEXT` bytes on a character
 /// boundary. [`CheckResult::for_task`] applies it.

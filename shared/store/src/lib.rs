@@ -812,46 +812,6 @@ impl Store {
         else {
             return Ok(None);
         };
-        let validator_id: i64 = r.get("id");
-        let earned: i64 = r.get("earned");
-        let claimed: i64 = r.get("claimed");
-        let rows = sqlx::query(
-            "SELECT p.id, p.lamports, p.state, p.attempts, p.last_error, b.signature,
-                    (extract(epoch FROM p.created_at) * 1000)::int8 AS created_ms,
-                    (extract(epoch FROM p.paid_at) * 1000)::int8 AS paid_ms
-               FROM payouts p LEFT JOIN payout_batches b ON b.id = p.batch_id
-              WHERE p.validator_id = $1
-              ORDER BY p.created_at DESC, p.id DESC
-              LIMIT 50",
-        )
-        .bind(validator_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(Earnings {
-            validator_id,
-            public_key: r.get("public_key"),
-            earned_lamports: earned,
-            settling_lamports: r.get("settling"),
-            unclaimed_lamports: earned - claimed,
-            pending_lamports: r.get("pending"),
-            paid_lamports: r.get("paid"),
-            failed_lamports: r.get("failed"),
-            earning_ticks: r.get("earning_ticks"),
-            agreed: r.get("agreed"),
-            disagreed: r.get("disagreed"),
-            payouts: rows
-                .iter()
-                .map(|p| PayoutRow {
-                    id: p.get("id"),
-                    lamports: p.get("lamports"),
-                    state: p.get("state"),
-                    attempts: p.get("attempts"),
-                    signature: p.get("signature"),
-                    last_error: p.get("last_error"),
-                    created_at_ms: p.get("created_ms"),
-                    paid_at_ms: p.get("paid_ms"),
-                })
-                .collect(),
-        }))
+        self.earnings_document(&r).await.map(Some)
     }
 }

@@ -534,6 +534,13 @@ impl Store {
         else {
             return Ok(None);
         };
+        self.earnings_document(&r).await.map(Some)
+    }
+
+    /// The earnings document from a row holding the validator's `id`,
+    /// `public_key`, ledger sums, `settling`, `paid`, `pending` and `failed`,
+    /// with its newest 50 payouts.
+    pub(crate) async fn earnings_document(&self, r: &sqlx::postgres::PgRow) -> Result<Earnings> {
         let validator_id: i64 = r.get("id");
         let earned: i64 = r.get("earned");
         let claimed: i64 = r.get("claimed");
@@ -549,7 +556,7 @@ impl Store {
         .bind(validator_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some(Earnings {
+        Ok(Earnings {
             validator_id,
             public_key: r.get("public_key"),
             earned_lamports: earned,
@@ -574,6 +581,6 @@ impl Store {
                     paid_at_ms: p.get("paid_ms"),
                 })
                 .collect(),
-        }))
+        })
     }
 }

@@ -304,6 +304,25 @@ pub fn spawn_validator(
     validator::spawn(cfg, key(seed), shutdown.clone())
 }
 
+/// Cancels `stop` and waits (10 s at most each) for the validators to end
+/// cleanly.
+pub async fn stop_validators(
+    stop: &tokio_util::sync::CancellationToken,
+    validators: Vec<(
+        validator::ValidatorHandle,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+) {
+    stop.cancel();
+    for (_, j) in validators {
+        tokio::time::timeout(Duration::from_secs(10), j)
+            .await
+            .expect("validator stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// A real `hub` process, for tests that kill, restart or cut off hubs.
 pub struct HubProc {
     pub id: String,
