@@ -308,6 +308,7 @@ impl Application {
             cluster: state.cluster.clone(),
             backlog: state.backlog.clone(),
             shutdown_grace: s.drain_timeout(),
+            stop: writer_stop.clone(),
             stopped_at: std::sync::OnceLock::new(),
         });
         let writers: Vec<_> = (0..s.writers)

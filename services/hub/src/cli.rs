@@ -220,9 +220,9 @@ async fn sites(store: Store, command: SitesCommand) -> anyhow::Result<()> {
                     w.interval_secs,
                     w.timeout_ms,
                     format!("{}-{}", w.expected_status_min, w.expected_status_max),
-                    w.url,
+                    terminal_safe(&w.url),
                     w.keyword
-                        .map(|k| format!("  (keyword {k:?})"))
+                        .map(|k| format!("  (keyword \"{}\")", terminal_safe(&k)))
                         .unwrap_or_default()
                 );
             }
@@ -313,7 +313,7 @@ pub fn status_table(sites: &[SiteStatus], now_ms: i64) -> String {
                 let status = if w.enabled {
                     terminal_safe(&r.status)
                 } else {
-                    format!("{} (off)", r.status)
+                    format!("{} (off)", terminal_safe(&r.status))
                 };
                 (status, median, ago(now_ms - last), results)
             }

@@ -527,10 +527,12 @@ impl Settings {
                 "rate and burst (HUB_HELLO_BURST_PER_IP) must be positive",
             ));
         }
-        if self.unused_validator_ttl_secs < 60 {
+        // Well above any database outage: a connected validator's last_seen
+        // is refreshed every 30 s only while the database answers.
+        if self.unused_validator_ttl_secs < 3_600 {
             return Err(invalid(
                 "HUB_UNUSED_VALIDATOR_TTL_SECS",
-                "must be at least 60",
+                "must be at least 3600",
             ));
         }
         if !(100..=600_000).contains(&self.http_timeout_ms) {

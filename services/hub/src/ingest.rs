@@ -338,7 +338,9 @@ pub struct Writer {
     /// database is away before the rest is given up (validators resend it
     /// to the next hub).
     pub shutdown_grace: Duration,
-    /// When this hub's shutdown reached the writers.
+    /// Cancelled when the hub stops (after its sessions drained).
+    pub stop: CancellationToken,
+    /// When a writer first saw `stop` cancelled.
     pub stopped_at: std::sync::OnceLock<Instant>,
 }
 
@@ -355,7 +357,6 @@ impl Writer {
             {
                 let mut rx = rx.lock().await;
                 if stop.is_cancelled() {
-                    self.stopped_at.get_or_init(Instant::now);
                     while batch.len() < self.batch_max {
                         match rx.try_recv() {
                             Ok(item) => batch.push(item),
@@ -396,6 +397,7 @@ impl Writer {
         let verdicts = if batch.len() <= INLINE_VERIFY_MAX {
             signatures_valid(batch)
         } else {
+            let keys: Vec<(Uuid, i64)> = batch.iter().map(IngestItem::key).collect();
             let items = std::mem::take(batch);
             match tokio::task::spawn_blocking(move || {
                 let v = signatures_valid(&items);
@@ -410,7 +412,7 @@ impl Writer {
                 // The blocking pool is gone (runtime shutting down): nothing
                 // is acked, validators resend.
                 Err(_) => {
-                    self.backlog.leave(batch.iter().map(IngestItem::key));
+                    self.backlog.leave(keys.into_iter());
                     return;
                 }
             }
@@ -446,9 +448,11 @@ impl Writer {
     /// worth retrying: always while the hub runs, for `shutdown_grace` once
     /// it stops.
     fn keep_retrying(&self) -> bool {
-        self.stopped_at
-            .get()
-            .is_none_or(|t| t.elapsed() < self.shutdown_grace)
+        if !self.stop.is_cancelled() {
+            return true;
+        }
+        // Seen here too: a writer stuck retrying never gets back to `run`.
+        self.stopped_at.get_or_init(Instant::now).elapsed() < self.shutdown_grace
     }
 
     /// One insert, retried with backoff: for as long as the database is away
@@ -725,6 +729,7 @@ mod tests {
             cluster: None,
             backlog: Arc::default(),
             shutdown_grace: Duration::from_secs(1),
+            stop: CancellationToken::new(),
             stopped_at: std::sync::OnceLock::new(),
         };
         (Arc::new(w), events_rx)

@@ -490,10 +490,11 @@ impl Payer {
     pub async fn cycle(&self) -> Result<CycleReport, PayoutError> {
         let epoch = self.term_epoch().ok_or(PayoutError::NotLeader)?;
         let mut report = CycleReport::default();
-        self.check_history().await?;
-        self.recover(epoch, &mut report).await?;
+        // Settling needs no chain: it goes on whatever the history RPC keeps.
         self.settle(epoch, &mut report).await?;
         crate::earnings::refresh_summary(&self.store, &self.metrics).await;
+        self.check_history().await?;
+        self.recover(epoch, &mut report).await?;
         self.guard(epoch)?;
         report.payouts_claimed = self
             .store
@@ -646,6 +647,8 @@ impl Payer {
             ..Default::default()
         };
         if let Err(e) = self.rpc.send_transaction_with_config(tx, cfg).await {
+            // Through rpc_err: the client's error names the URL, key and all.
+            let e = rpc_err(e);
             tracing::warn!(batch = %id, error = %e, "sending a payout transaction failed; it stays stored and is retried");
             return Ok(());
         }

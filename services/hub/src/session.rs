@@ -10,7 +10,7 @@
 //! close it: new tasks go to other validators, and a dropped ack is
 //! recovered by the validator's resend.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -323,28 +323,77 @@ async fn rate_limited(app: &AppState, sink: &mut Sink) -> End {
     fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
 }
 
+/// Forgets the result an ack answers.
+fn acked(awaiting: &mut HashSet<Uuid>, ack: &HubMessage) {
+    if let HubMessage::ResultAck(a) = ack {
+        awaiting.remove(&a.task_id);
+    }
+}
+
+/// Hands a result to the tick writers. Waiting for room is the
+/// backpressure: a full queue (a database outage) slows this validator only.
+/// The session reads nothing meanwhile, so the validator hears no heartbeat
+/// ack; it gets a WebSocket ping every heartbeat interval instead, so it
+/// does not take the wait for a dead hub and reconnect (which could not be
+/// welcomed while the database is away).
+async fn enqueue(app: &AppState, sink: &mut Sink, item: IngestItem) -> Result<(), End> {
+    let key = item.key();
+    let every = Duration::from_millis(app.settings.heartbeat_interval_ms);
+    let send = app.ingest.send(item);
+    tokio::pin!(send);
+    let res = loop {
+        tokio::select! {
+            r = &mut send => break r.map_err(|_| End::Io),
+            () = tokio::time::sleep(every) => {
+                if let Err(end) = timed(sink.send(Message::Ping(Default::default()))).await {
+                    break Err(end);
+                }
+            }
+        }
+    };
+    if res.is_err() {
+        // The result never reached a writer.
+        app.backlog.leave(std::iter::once(key));
+    }
+    res
+}
+
 /// Answers a result received after its deadline, from the database: an
 /// earlier copy that was stored makes it `duplicate` (its ack was lost),
 /// otherwise `rejected` with `deadline_passed`. In the background, so the
-/// session does not wait for the database; if the database does not answer
-/// within 2 s, the answer is `deadline_passed`.
+/// session does not wait for the database, on the read pool (never the tick
+/// writers'), at most [`LATE_LOOKUPS`] at once on this hub. Without an
+/// answer from the database within 2 s, or with every lookup slot taken, the
+/// result gets no ack at all: the validator resends it until its grace ends,
+/// rather than being told something final that may be wrong.
 fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult) {
-    let (store, metrics, tx) = (app.store.clone(), app.metrics.clone(), handle.tx.clone());
+    let Ok(permit) = LATE_LOOKUPS.try_acquire() else {
+        return;
+    };
+    let (store, metrics, tx) = (
+        app.read_store.clone(),
+        app.metrics.clone(),
+        handle.tx.clone(),
+    );
     let (task_id, validator_id, scheduled_at_ms) =
         (r.task_id, handle.validator_id, r.scheduled_at_ms);
     tokio::spawn(async move {
+        let _permit = permit;
         let lookup = store.tick_exists(task_id, validator_id, scheduled_at_ms);
-        let stored = matches!(timeout(Duration::from_secs(2), lookup).await, Ok(Ok(true)));
-        let (outcome, code) = if stored {
-            metrics.ticks_duplicate.inc();
-            (AckOutcome::Duplicate, None)
-        } else {
-            let code = ErrorCode::DeadlinePassed;
-            metrics
-                .results_rejected
-                .with_label_values(&[code.as_str()])
-                .inc();
-            (AckOutcome::Rejected, Some(code))
+        let (outcome, code) = match timeout(Duration::from_secs(2), lookup).await {
+            Ok(Ok(true)) => {
+                metrics.ticks_duplicate.inc();
+                (AckOutcome::Duplicate, None)
+            }
+            Ok(Ok(false)) => {
+                let code = ErrorCode::DeadlinePassed;
+                metrics
+                    .results_rejected
+                    .with_label_values(&[code.as_str()])
+                    .inc();
+                (AckOutcome::Rejected, Some(code))
+            }
+            _ => return,
         };
         let ack = HubMessage::ResultAck(ResultAck {
             task_id,
@@ -354,6 +403,9 @@ fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult
         let _ = tx.try_send(Outbound::Frame(Box::new(ack)));
     });
 }
+
+/// Database lookups for late results running at once, per process.
+static LATE_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 
 /// How long a closing session keeps reading after its close frame, for the
 /// peer's close reply.
@@ -421,7 +473,7 @@ pub async fn run(
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, "recording validator failed");
-            fail(
+            let end = fail(
                 &app,
                 &mut sink,
                 ErrorCode::Internal,
@@ -429,6 +481,7 @@ pub async fn run(
                 1011,
             )
             .await;
+            finish(&mut sink, &mut stream, &end).await;
             return;
         }
     };
@@ -531,7 +584,9 @@ async fn serve(
     // and results handed to the writer and not yet acknowledged: what a
     // drain waits for.
     let mut open_tasks: HashMap<Uuid, i64> = HashMap::new();
-    let mut awaiting_acks = 0usize;
+    // By task id, not a count: the ack of a result resent from another
+    // connection may arrive here, and this session's may go there.
+    let mut awaiting_acks: HashSet<Uuid> = HashSet::default();
     // Rows of this session's the database refused (see ingest).
     let mut refused_rows = 0u32;
     let resend_limiter = self::limiter(app);
@@ -551,7 +606,7 @@ async fn serve(
     let mut queued: Vec<Outbound> = Vec::new();
 
     loop {
-        if drain_until.is_some() && open_tasks.is_empty() && awaiting_acks == 0 {
+        if drain_until.is_some() && open_tasks.is_empty() && awaiting_acks.is_empty() {
             close(sink, CLOSE_GOING_AWAY, "shutting_down").await;
             return End::Drained;
         }
@@ -637,12 +692,9 @@ async fn serve(
                                     app.metrics.results_resent.inc();
                                     continue;
                                 }
-                                awaiting_acks += 1;
-                                // Waiting here is the backpressure: a full
-                                // queue slows this validator only.
-                                if let Err(e) = app.ingest.send(item).await {
-                                    app.backlog.leave(std::iter::once(e.0.key()));
-                                    return End::Io;
+                                awaiting_acks.insert(item.tick.task_id);
+                                if let Err(end) = enqueue(app, sink, item).await {
+                                    return end;
                                 }
                                 // Time spent waiting here was ours, not the
                                 // validator's silence.
@@ -692,11 +744,11 @@ async fn serve(
                             m
                         }
                         Outbound::Ack(m) => {
-                            awaiting_acks = awaiting_acks.saturating_sub(1);
+                            acked(&mut awaiting_acks, &m);
                             m
                         }
                         Outbound::Refused(m) => {
-                            awaiting_acks = awaiting_acks.saturating_sub(1);
+                            acked(&mut awaiting_acks, &m);
                             refused_rows += 1;
                             m
                         }

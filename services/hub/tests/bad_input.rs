@@ -540,3 +540,59 @@ async fn a_resend_after_the_deadline_is_answered_from_the_database() {
     assert_eq!(ticks(&db).await, 1);
     hub.stop().await;
 }
+
+/// A row the database refuses although it passed the checks at the door
+/// (here a constraint the test adds, as a stand-in for any value the door
+/// does not know to refuse) is answered `invalid_result` alone, results sent
+/// with it are stored, and the third such row closes the connection.
+#[tokio::test]
+async fn rows_the_database_refuses_are_answered_alone_and_the_third_closes() {
+    let db = TestDb::new().await.unwrap();
+    sqlx::query("ALTER TABLE ticks ADD CONSTRAINT test_refuses_slow CHECK (latency_ms < 500)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let me = PublicKey::from(&key(1));
+    let far = now_ms() + 60_000;
+    let signed = |latency_ms| {
+        let mut r = CheckResult::for_task(
+            &mint_task(me, far),
+            CheckStatus::Up,
+            Some(200),
+            latency_ms,
+            None,
+            now_ms(),
+        );
+        sign_result(&key(1), &mut r);
+        r
+    };
+    for round in 0..3 {
+        // Sent back to back, so they usually share a write batch.
+        let batch: Vec<CheckResult> = (0..20)
+            .map(|i| signed(if i == 7 { 900 } else { 5 }))
+            .collect();
+        for r in &batch {
+            c.send(&ValidatorMessage::Result(r.clone())).await;
+        }
+        let mut stored = 0;
+        let mut rejected = Vec::new();
+        while stored + rejected.len() < batch.len() {
+            match c.recv().await {
+                Some(HubMessage::ResultAck(a)) if a.outcome == AckOutcome::Stored => stored += 1,
+                Some(HubMessage::ResultAck(a)) => rejected.push((a.task_id, a.code)),
+                Some(_) => {}
+                None => panic!("closed early in round {round}"),
+            }
+        }
+        assert_eq!(stored, 19, "round {round}");
+        assert_eq!(
+            rejected,
+            vec![(batch[7].task_id, Some(ErrorCode::InvalidResult))]
+        );
+    }
+    c.expect_error_and_close(ErrorCode::InvalidResult).await;
+    assert_eq!(ticks(&db).await, 57);
+    hub.stop().await;
+}

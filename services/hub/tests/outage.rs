@@ -298,3 +298,33 @@ async fn resends_of_a_held_result_cost_no_rate_and_get_one_ack() {
     assert_eq!(count(&db, "SELECT count(*) FROM ticks").await, 1);
     hub.stop().await;
 }
+
+/// SIGTERM while the database is away: the writers stop retrying after the
+/// drain timeout and the hub exits (the results it held are resent by their
+/// validators to the next hub), instead of retrying for ever.
+#[tokio::test]
+async fn a_hub_stopped_during_an_outage_still_exits() {
+    let db = TestDb::new().await.unwrap();
+    let proxy = TcpProxy::start(host_port(&db.url)).await.unwrap();
+    let mut s = settings(&db);
+    s.database_url = via(&db.url, proxy.addr()).into();
+    s.drain_timeout_ms = 1_000;
+    let hub = TestHub::start(s).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    proxy.mode(Mode::Reset);
+    let me = protocol::PublicKey::from(&key(1));
+    c.send(&result(&mint_task(me, now_ms() + 60_000), &key(1)))
+        .await;
+    // Let a writer take it and start retrying.
+    eventually(10, "a write fails", || async {
+        (metric(&hub.state, "uptime_hub_write_errors_total", "") >= 1.0).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    hub.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+}

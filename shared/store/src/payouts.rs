@@ -146,6 +146,10 @@ WITH due AS (
       FROM due d
       JOIN ticks t
         ON t.round_id = d.id AND t.website_id = d.website_id AND t.scheduled_at = d.scheduled_at
+      -- A tick whose validator row was forgotten (cleanup raced its first
+      -- tick) earns nothing rather than fail the ledger's foreign key, and
+      -- with it every validator's settlement.
+      JOIN validators v ON v.id = t.validator_id
 ), credited AS (
     INSERT INTO validator_ledger AS l
            (validator_id, earned_lamports, earning_ticks, agreed, disagreed, epoch)
