@@ -358,18 +358,16 @@ async fn enqueue(app: &AppState, sink: &mut Sink, item: IngestItem) -> Result<()
     res
 }
 
-/// Answers a result received after its deadline, from the database: an
-/// earlier copy that was stored makes it `duplicate` (its ack was lost),
-/// otherwise `rejected` with `deadline_passed`. In the background, so the
-/// session does not wait for the database, on the read pool (never the tick
-/// writers'), at most [`LATE_LOOKUPS`] at once on this hub. Without an
-/// answer from the database within 2 s, or with every lookup slot taken, the
-/// result gets no ack at all: the validator resends it until its grace ends,
-/// rather than being told something final that may be wrong.
+/// Answers a result received after its deadline: `duplicate` if an earlier
+/// copy is stored (its ack was lost), otherwise `rejected` with
+/// `deadline_passed`. The lookup runs in the background, so the session
+/// does not wait for the database, on the read pool (never the tick
+/// writers'), at most [`LATE_LOOKUPS`] at once. When it cannot look (every
+/// lookup slot taken, the database slow or away) the answer is
+/// `deadline_passed` at once: final, so an overloaded hub does not draw more
+/// resends, and safe, because a copy stored or still held by a hub is not
+/// affected by it (only the validator's count of its stored results is).
 fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult) {
-    let Ok(permit) = LATE_LOOKUPS.try_acquire() else {
-        return;
-    };
     let (store, metrics, tx) = (
         app.read_store.clone(),
         app.metrics.clone(),
@@ -377,23 +375,17 @@ fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult
     );
     let (task_id, validator_id, scheduled_at_ms) =
         (r.task_id, handle.validator_id, r.scheduled_at_ms);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let lookup = store.tick_exists(task_id, validator_id, scheduled_at_ms);
-        let (outcome, code) = match timeout(Duration::from_secs(2), lookup).await {
-            Ok(Ok(true)) => {
-                metrics.ticks_duplicate.inc();
-                (AckOutcome::Duplicate, None)
-            }
-            Ok(Ok(false)) => {
-                let code = ErrorCode::DeadlinePassed;
-                metrics
-                    .results_rejected
-                    .with_label_values(&[code.as_str()])
-                    .inc();
-                (AckOutcome::Rejected, Some(code))
-            }
-            _ => return,
+    let answer = move |stored: bool| {
+        let (outcome, code) = if stored {
+            metrics.ticks_duplicate.inc();
+            (AckOutcome::Duplicate, None)
+        } else {
+            let code = ErrorCode::DeadlinePassed;
+            metrics
+                .results_rejected
+                .with_label_values(&[code.as_str()])
+                .inc();
+            (AckOutcome::Rejected, Some(code))
         };
         let ack = HubMessage::ResultAck(ResultAck {
             task_id,
@@ -401,6 +393,16 @@ fn late_resend(app: &AppState, handle: &SessionHandle, r: &protocol::CheckResult
             code,
         });
         let _ = tx.try_send(Outbound::Frame(Box::new(ack)));
+    };
+    let Ok(permit) = LATE_LOOKUPS.try_acquire() else {
+        answer(false);
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let lookup = store.tick_exists(task_id, validator_id, scheduled_at_ms);
+        let stored = matches!(timeout(Duration::from_secs(2), lookup).await, Ok(Ok(true)));
+        answer(stored);
     });
 }
 
