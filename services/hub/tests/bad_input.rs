@@ -596,3 +596,56 @@ async fn rows_the_database_refuses_are_answered_alone_and_the_third_closes() {
     assert_eq!(ticks(&db).await, 57);
     hub.stop().await;
 }
+
+/// The documented check order: the signature is checked last (in batches,
+/// by the tick writers), so a forged result after its deadline gets
+/// `deadline_passed`, and one with a bad token `bad_token`.
+#[tokio::test]
+async fn a_forged_result_gets_the_code_of_the_first_rule_it_breaks() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let me = PublicKey::from(&key(1));
+    let late = mint_task(me, now_ms() - 1);
+    c.send(&result(&late, &key(9))).await;
+    assert_eq!(
+        ack(&mut c).await,
+        (AckOutcome::Rejected, Some(ErrorCode::DeadlinePassed))
+    );
+    let mut bad_token = mint_task(me, now_ms() + 60_000);
+    bad_token.token.mac[0] ^= 1;
+    c.send(&result(&bad_token, &key(9))).await;
+    assert_eq!(
+        ack(&mut c).await,
+        (AckOutcome::Rejected, Some(ErrorCode::BadToken))
+    );
+    c.send(&result(&mint_task(me, now_ms() + 60_000), &key(9)))
+        .await;
+    assert_eq!(
+        ack(&mut c).await,
+        (AckOutcome::Rejected, Some(ErrorCode::BadSignature))
+    );
+    assert_eq!(ticks(&db).await, 0);
+    hub.stop().await;
+}
+
+/// A heartbeat's `seq` is echoed as sent; the hub does not require it to
+/// increase.
+#[tokio::test]
+async fn heartbeat_seq_is_echoed_even_when_it_does_not_increase() {
+    let db = TestDb::new().await.unwrap();
+    let hub = hub(&db, |_| {}).await;
+    let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    for seq in [5, 3, 3, 0] {
+        c.send(&ValidatorMessage::Heartbeat(Heartbeat {
+            seq,
+            in_flight: 0,
+        }))
+        .await;
+        assert!(
+            matches!(c.recv().await, Some(HubMessage::HeartbeatAck(a)) if a.seq == seq),
+            "seq {seq}"
+        );
+    }
+    hub.stop().await;
+}
