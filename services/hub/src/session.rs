@@ -338,6 +338,15 @@ fn acked(awaiting: &mut HashSet<Uuid>, ack: &HubMessage) {
 /// welcomed while the database is away).
 async fn enqueue(app: &AppState, sink: &mut Sink, item: IngestItem) -> Result<(), End> {
     let key = item.key();
+    // Room at once (the usual case): no timer is armed.
+    let item = match app.ingest.try_send(item) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Full(item)) => item,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            app.backlog.leave(std::iter::once(key));
+            return Err(End::Io);
+        }
+    };
     let every = Duration::from_millis(app.settings.heartbeat_interval_ms);
     let send = app.ingest.send(item);
     tokio::pin!(send);
@@ -685,7 +694,6 @@ async fn serve(
                             Ok(tick) => {
                                 let item = IngestItem {
                                     tick,
-                                    reply: handle.tx.clone(),
                                     signed: Box::new((peer.vk, r)),
                                 };
                                 if !app.backlog.enter(item.key(), item.tick.received_at_ms, &handle.tx) {

@@ -264,27 +264,8 @@ async fn the_earnings_summary_follows_settlement() {
     // join computed, before and after the round is settled.
     let db = TestDb::new().await.unwrap();
     let key = PublicKey::from(&fresh_key(5)).to_base58();
-    let v = db
-        .store
-        .upsert_validator(&key, "eu-west", &[], "t")
-        .await
-        .unwrap();
-    let site = add_site(&db, "http://example.com/", 60, 1000, None).await;
     let at = now_ms() - 1_000;
-    let round = db
-        .store
-        .open_rounds(
-            "hub-test",
-            &[store::NewRound {
-                website_id: site,
-                slot: 1,
-                scheduled_at_ms: at,
-                deadline_ms: at + 500,
-            }],
-        )
-        .await
-        .unwrap()[0]
-        .round_id;
+    let (v, site, round) = validator_and_round(&db, &key, at, at + 500).await;
     let ticks: Vec<store::NewTick> = (0..3)
         .map(|_| store::NewTick {
             website_id: site,
@@ -326,6 +307,32 @@ async fn the_earnings_summary_follows_settlement() {
     assert!(db.store.earnings_summary("nobody").await.unwrap().is_none());
 }
 
+/// A validator row for `key`, a website, and one open round of it
+/// scheduled at `at`: `(validator_id, website_id, round_id)`.
+async fn validator_and_round(db: &TestDb, key: &str, at: i64, deadline_ms: i64) -> (i64, i64, i64) {
+    let v = db
+        .store
+        .upsert_validator(key, "eu-west", &[], "t")
+        .await
+        .unwrap();
+    let site = add_site(db, "http://example.com/", 60, 1000, None).await;
+    let round = db
+        .store
+        .open_rounds(
+            "hub-test",
+            &[store::NewRound {
+                website_id: site,
+                slot: 1,
+                scheduled_at_ms: at,
+                deadline_ms,
+            }],
+        )
+        .await
+        .unwrap()[0]
+        .round_id;
+    (v, site, round)
+}
+
 /// Sends signed results at `per_sec` until `stop`, reading acks as they come.
 async fn feed(mut c: RawClient, per_sec: u64, stop: Arc<AtomicBool>) {
     let me = PublicKey::from(&c.key);
@@ -354,27 +361,8 @@ async fn earnings_requests_do_not_slow_ingest() {
     // settled yet (what made each request a large join before).
     let rich = fresh_key(1_000_000);
     let rich_key = PublicKey::from(&rich).to_base58();
-    let rich_id = db
-        .store
-        .upsert_validator(&rich_key, "eu-west", &[], "t")
-        .await
-        .unwrap();
-    let site = add_site(&db, "http://example.com/", 60, 1000, None).await;
     let at = now_ms() - 60_000;
-    let round = db
-        .store
-        .open_rounds(
-            "hub-test",
-            &[store::NewRound {
-                website_id: site,
-                slot: 1,
-                scheduled_at_ms: at,
-                deadline_ms: at + 1000,
-            }],
-        )
-        .await
-        .unwrap()[0]
-        .round_id;
+    let (rich_id, site, round) = validator_and_round(&db, &rich_key, at, at + 1000).await;
     sqlx::query(
         "INSERT INTO ticks (website_id, round_id, validator_id, task_id, scheduled_at, status, \
            latency_ms, checked_at, reward_lamports, hub_id) \

@@ -30,20 +30,35 @@ fn rss_kib(pid: libc::pid_t) -> u64 {
         .unwrap_or(0)
 }
 
-/// Where `host:port` stands in a `scheme://user@host:port/db` URL.
-fn host_port_span(url: &str) -> std::ops::Range<usize> {
-    let at = url.find('@').expect("user@host in the test URL") + 1;
-    at..at + url[at..].find('/').expect("a database name")
-}
-
+/// `host:port` of a `postgres://` URL.
 fn host_port(url: &str) -> String {
-    url[host_port_span(url)].to_string()
+    let u = url::Url::parse(url).expect("a database URL");
+    format!(
+        "{}:{}",
+        u.host_str().expect("a host"),
+        u.port().expect("a port")
+    )
 }
 
-/// `url` with its `host:port` replaced by `addr`.
+/// `url` with its host and port replaced by `addr`.
 fn via(url: &str, addr: std::net::SocketAddr) -> String {
-    let span = host_port_span(url);
-    format!("{}{addr}{}", &url[..span.start], &url[span.end..])
+    let mut u = url::Url::parse(url).expect("a database URL");
+    u.set_ip_host(addr.ip()).expect("a URL with a host");
+    u.set_port(Some(addr.port())).expect("a URL with a host");
+    u.into()
+}
+
+/// An in-process hub whose path to `db` goes through a `TcpProxy` the test
+/// can cut.
+async fn hub_behind_proxy(
+    db: &TestDb,
+    edit: impl FnOnce(&mut hub::Settings),
+) -> (TestHub, TcpProxy) {
+    let proxy = TcpProxy::start(host_port(&db.url)).await.unwrap();
+    let mut s = settings(db);
+    s.database_url = via(&db.url, proxy.addr()).into();
+    edit(&mut s);
+    (TestHub::start(s).await, proxy)
 }
 
 async fn ready(port: u16) -> Option<u16> {
@@ -243,13 +258,12 @@ async fn a_30_second_database_outage_loses_no_result() {
 async fn resends_of_a_held_result_cost_no_rate_and_get_one_ack() {
     use protocol::{AckOutcome, Heartbeat, HubMessage, ValidatorMessage};
     let db = TestDb::new().await.unwrap();
-    let proxy = TcpProxy::start(host_port(&db.url)).await.unwrap();
-    let mut s = settings(&db);
-    s.database_url = via(&db.url, proxy.addr()).into();
-    // The hello and three more messages at once; then 2 a second.
-    s.max_messages_per_sec = 2;
-    s.message_burst = 4;
-    let hub = TestHub::start(s).await;
+    let (hub, proxy) = hub_behind_proxy(&db, |s| {
+        // The hello and three more messages at once; then 2 a second.
+        s.max_messages_per_sec = 2;
+        s.message_burst = 4;
+    })
+    .await;
     let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
     proxy.mode(Mode::Reset);
     let me = protocol::PublicKey::from(&key(1));
@@ -305,11 +319,7 @@ async fn resends_of_a_held_result_cost_no_rate_and_get_one_ack() {
 #[tokio::test]
 async fn a_hub_stopped_during_an_outage_still_exits() {
     let db = TestDb::new().await.unwrap();
-    let proxy = TcpProxy::start(host_port(&db.url)).await.unwrap();
-    let mut s = settings(&db);
-    s.database_url = via(&db.url, proxy.addr()).into();
-    s.drain_timeout_ms = 1_000;
-    let hub = TestHub::start(s).await;
+    let (hub, proxy) = hub_behind_proxy(&db, |s| s.drain_timeout_ms = 1_000).await;
     let (mut c, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
     proxy.mode(Mode::Reset);
     let me = protocol::PublicKey::from(&key(1));
