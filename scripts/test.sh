@@ -16,6 +16,8 @@
 # A fresh Redis is started the same way in .tmp/test-redis (it never writes to disk). Tests read
 # UPTIME_TEST_REDIS_URL and keep to a key prefix of their own; tests that must restart Redis or
 # cut it off run their own redis-server, the binary named by UPTIME_TEST_REDIS_SERVER.
+# Backtraces are off (RUST_BACKTRACE=0) so that a failing test's output ends with its message;
+# UPTIME_TEST_BACKTRACE=1 turns them on.
 # The exit status is that of the first step that fails, else of the test run.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -93,6 +95,8 @@ for arg in "${RUNNER_ARGS[@]}"; do
     -p | -p?* | --package | --package=*) SCOPE=() ;;
     esac
 done
+
+export RUST_BACKTRACE=${UPTIME_TEST_BACKTRACE:-0}
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

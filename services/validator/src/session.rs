@@ -548,10 +548,12 @@ fn start_check(ctx: &Ctx, task: Task) {
     );
 }
 
-/// After a welcome: resend every unacknowledged result still before its
-/// deadline, oldest first; drop the rest.
+/// After a welcome: resend every unacknowledged result not yet
+/// `RESULT_RESEND_GRACE_MS` past its deadline, oldest first; drop the rest.
+/// (A hub answers a late copy `duplicate` if it was stored, else a final
+/// `deadline_passed`.)
 async fn resend_pending(shared: Arc<Shared>, outbox: Outbox) {
-    let ids = shared.unexpired(protocol::now_ms());
+    let ids = shared.unexpired(protocol::now_ms() - protocol::limits::RESULT_RESEND_GRACE_MS);
     if !ids.is_empty() {
         info!(count = ids.len(), "resending unacknowledged results");
     }

@@ -230,7 +230,7 @@ impl Shared {
         self.update(|st, s| {
             for id in st.pending.drop_expired(cutoff_ms) {
                 s.results_abandoned += 1;
-                tracing::warn!(task_id = %id, "giving up an unacknowledged result 30 s past its deadline");
+                tracing::warn!(task_id = %id, "giving up an unacknowledged result 120 s past its deadline");
             }
         });
     }

@@ -264,45 +264,72 @@ async fn results_are_signed_and_resent_until_acknowledged() {
     assert_eq!(hello.client_version, env!("CARGO_PKG_VERSION"));
     wait_until(&v, "connected", |s| s.connected && s.connects == 1).await;
 
-    // A: a long deadline, so it must survive the reconnect. B: a short one,
-    // so its resend must be dropped.
+    // A: a long deadline, so it must survive the reconnect. C: a short one
+    // that passes while the validator is away: still within the resend
+    // grace, so it is resent too. B: one whose grace runs out while the
+    // validator is away, so its resend must be dropped.
+    let grace = protocol::limits::RESULT_RESEND_GRACE_MS;
     let a = hub.task(&v, format!("http://{site}/ok"), protocol::now_ms() + 60_000);
-    let b_deadline = protocol::now_ms() + 1_000;
+    let b_deadline = protocol::now_ms() - grace + 1_000;
     let b = hub.task(&v, format!("http://{site}/ok"), b_deadline);
-    send(&mut conn, HubMessage::Task(a.clone())).await;
-    send(&mut conn, HubMessage::Task(b.clone())).await;
-    let mut first = [recv_result(&mut conn).await, recv_result(&mut conn).await];
-    first.sort_by_key(|r| r.task_id != a.task_id);
-    let (ra, rb) = (&first[0], &first[1]);
-    assert_eq!((ra.task_id, rb.task_id), (a.task_id, b.task_id));
-    for r in [ra, rb] {
+    let c = hub.task(&v, format!("http://{site}/ok"), protocol::now_ms() + 1_000);
+    for t in [&a, &b, &c] {
+        send(&mut conn, HubMessage::Task(t.clone())).await;
+    }
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(recv_result(&mut conn).await);
+    }
+    let order = [a.task_id, b.task_id, c.task_id];
+    first.sort_by_key(|r| order.iter().position(|t| *t == r.task_id));
+    let (ra, rc) = (&first[0], &first[2]);
+    assert_eq!(
+        first.iter().map(|r| r.task_id).collect::<Vec<_>>(),
+        order.to_vec()
+    );
+    for r in &first {
         hub.verify(&hello, r);
         assert_eq!(r.status, CheckStatus::Up);
         assert_eq!(r.http_status, Some(200));
         assert_eq!(r.error, None);
         assert!(r.checked_at_ms >= r.scheduled_at_ms && r.checked_at_ms <= protocol::now_ms());
     }
-    let s = wait_until(&v, "two results sent", |s| s.results_sent == 2).await;
-    assert_eq!((s.tasks_received, s.pending, s.in_flight), (2, 2, 0));
+    let s = wait_until(&v, "three results sent", |s| s.results_sent == 3).await;
+    assert_eq!((s.tasks_received, s.pending, s.in_flight), (3, 3, 0));
 
-    // Drop the connection without acking either result.
+    // Drop the connection without acking any result.
     drop(conn);
     wait_until(&v, "disconnect", |s| !s.connected).await;
-    // Let B's deadline pass before the validator can get back in.
-    let until_b = Duration::from_millis((b_deadline - protocol::now_ms()).max(0) as u64 + 50);
+    // Let B's grace (and C's deadline) pass before the validator can get
+    // back in.
+    let until_b =
+        Duration::from_millis((b_deadline + grace - protocol::now_ms()).max(0) as u64 + 50);
     tokio::time::sleep(until_b).await;
 
     let (mut conn, hello) = hub.accept_and_welcome(60_000).await;
-    let resent = recv_result(&mut conn).await;
-    assert_eq!(&resent, ra, "the same signed result, byte for byte");
-    hub.verify(&hello, &resent);
-    wait_until(&v, "B dropped", |s| s.pending == 1).await;
-    assert_eq!(v.pending_task_ids(), vec![a.task_id]);
+    let mut resent = [recv_result(&mut conn).await, recv_result(&mut conn).await];
+    resent.sort_by_key(|r| r.task_id != a.task_id);
+    assert_eq!(&resent[0], ra, "the same signed result, byte for byte");
+    assert_eq!(
+        &resent[1], rc,
+        "resent after its deadline, within the grace"
+    );
+    for r in &resent {
+        hub.verify(&hello, r);
+    }
+    let s = wait_until(&v, "B dropped", |s| s.pending == 2).await;
+    assert_eq!(s.results_abandoned, 1);
+    let mut left = v.pending_task_ids();
+    left.sort_by_key(|t| *t != a.task_id);
+    assert_eq!(left, vec![a.task_id, c.task_id]);
 
+    ack(&mut conn, c.task_id, AckOutcome::Duplicate, None).await;
     ack(&mut conn, a.task_id, AckOutcome::Stored, None).await;
     let s = wait_until(&v, "ack", |s| s.acks_stored == 1 && s.pending == 0).await;
     assert_eq!(s.connects, 2);
-    assert_eq!(v.acked_task_ids(), vec![a.task_id]);
+    let mut acked = v.acked_task_ids();
+    acked.sort_by_key(|t| *t != a.task_id);
+    assert_eq!(acked, vec![a.task_id, c.task_id]);
     assert!(v.pending_task_ids().is_empty());
 
     // Once acknowledged it is never sent again: after the next welcome the
@@ -313,7 +340,7 @@ async fn results_are_signed_and_resent_until_acknowledged() {
         ValidatorMessage::Heartbeat(h) => assert_eq!((h.seq, h.in_flight), (1, 0)),
         other => panic!("expected a heartbeat, got {other:?}"),
     }
-    assert_eq!(v.stats().results_sent, 3);
+    assert_eq!(v.stats().results_sent, 5);
 
     shut_down(&mut conn, shutdown, task).await;
 }

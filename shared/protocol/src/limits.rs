@@ -43,8 +43,9 @@ pub const BLOCKED_PORTS: &[u16] = &[
 pub const RESULT_RESEND_MS: u64 = 10_000;
 /// How long after a result's deadline a validator keeps it for resending:
 /// a result the hub received in time may be acknowledged after the deadline
-/// (a database outage).
-pub const RESULT_RESEND_GRACE_MS: i64 = 30_000;
+/// (a database outage). Two minutes, so that an outage of well over the 30 s
+/// the hub is built to ride out still loses no result that reached it.
+pub const RESULT_RESEND_GRACE_MS: i64 = 120_000;
 /// How far a result's `checked_at_ms` may lie outside the task's window
 /// (`scheduled_at_ms` .. receive time) before it is `implausible_time`.
 pub const CLOCK_SKEW_MS: i64 = 30_000;
