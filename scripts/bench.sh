@@ -4,6 +4,7 @@
 #   store:    the tick writer's batched insert (rows/s at several batch sizes)
 #
 #   scripts/bench.sh [CRITERION ARGS...]     e.g. scripts/bench.sh -- --quick
+#   scripts/bench.sh --help                  this text
 #
 # Builds with the optimised bench profile (slow the first time). PostgreSQL runs in
 # .tmp/bench-pg with the same durability settings as the dev stack (fsync on), and is
@@ -17,19 +18,18 @@ source "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/pg.sh
 source "$ROOT/scripts/lib/pg.sh"
 LOG_PREFIX="bench"
+[[ ${1:-} == -h || ${1:-} == --help ]] && {
+    print_usage
+    exit 0
+}
 cd "$ROOT"
 
 BENCH_PG=$ROOT/.tmp/bench-pg
-# shellcheck disable=SC2317 # reached through the trap below
+# shellcheck disable=SC2317 # reached through on_exit
 stop_pg() {
-    local status=$?
-    set +e
     pg_stop "$BENCH_PG"
-    exit "$status"
 }
-trap stop_pg EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit stop_pg
 
 pg_destroy "$BENCH_PG"
 pg_start "$BENCH_PG" BENCH_PG_PORT

@@ -58,12 +58,6 @@ source "$ROOT/scripts/lib/redis.sh"
 source "$ROOT/scripts/lib/haproxy.sh"
 LOG_PREFIX=dev
 
-usage() {
-    # The comment block at the top of this file, without the shellcheck directives.
-    awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' \
-        "${BASH_SOURCE[0]}"
-}
-
 BUILD=1
 RUN_FOR=
 HUBS=2
@@ -84,7 +78,7 @@ while (($#)); do
         [[ $HUBS =~ ^[0-9]+$ ]] || die "--hubs needs a number"
         ;;
     -h | --help)
-        usage
+        print_usage
         exit 0
         ;;
     *) die "unknown option '$1' (try --help)" ;;
@@ -116,12 +110,8 @@ PG_STARTED=0
 REDIS_STARTED=0
 SLEEP_PID=
 
+# shellcheck disable=SC2317 # reached through on_exit
 cleanup() {
-    local status=$?
-    set +e
-    # A second Ctrl-C must not abandon the children half-stopped; stop_pid is bounded anyway.
-    trap '' INT TERM
-    trap - EXIT
     [[ -z $SLEEP_PID ]] || kill "$SLEEP_PID" 2>/dev/null
     local i entry name pid hubs_told=0
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
@@ -147,11 +137,8 @@ cleanup() {
     ((REDIS_STARTED)) && redis_stop "$DEV/redis"
     ((PG_STARTED)) && pg_stop "$DEV/pg"
     log "stopped (logs in ${LOGS#"$ROOT"/})"
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # A run that was killed outright (SIGKILL, a closed terminal) leaves its children behind; a
 # leftover hub would rejoin the ring under a name this run uses. Stop those named in

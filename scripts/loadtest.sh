@@ -59,15 +59,9 @@ source "$ROOT/scripts/lib/redis.sh"
 source "$ROOT/scripts/lib/haproxy.sh"
 LOG_PREFIX=loadtest.sh
 
-usage() {
-    # The comment block at the top of this file, without the shellcheck directives.
-    awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' \
-        "${BASH_SOURCE[0]}"
-}
-
 # ---- arguments ---------------------------------------------------------------------------------
 [[ ${1:-} == -h || ${1:-} == --help ]] && {
-    usage
+    print_usage
     exit 0
 }
 SCENARIO=${1:-}
@@ -134,12 +128,8 @@ HUB_PIDS=() HUB_PORTS=()
 PG_STARTED=0
 REDIS_STARTED=0
 HAPROXY_STARTED=0
-# shellcheck disable=SC2317 # reached through the trap below
+# shellcheck disable=SC2317 # reached through on_exit
 cleanup() {
-    local status=$?
-    set +e
-    trap '' INT TERM
-    trap - EXIT
     ((HAPROXY_STARTED)) && haproxy_stop "$LT/haproxy"
     local pid
     # All hubs drain at once.
@@ -152,11 +142,8 @@ cleanup() {
     ((REDIS_STARTED)) && redis_stop "$LT/redis"
     ((PG_STARTED)) && pg_stop "$LT/pg"
     log "stopped (logs in ${LOGS#"$ROOT"/})"
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---- 1. build ----------------------------------------------------------------------------------
 need_cmd flock "install util-linux"

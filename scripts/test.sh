@@ -37,8 +37,7 @@ while (($#)); do
     case $1 in
     --no-lint) LINT=0 ;;
     -h | --help)
-        awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' \
-            "${BASH_SOURCE[0]}"
+        print_usage
         exit 0
         ;;
     --)
@@ -63,17 +62,12 @@ fi
 
 TEST_PG=$ROOT/.tmp/test-pg
 TEST_REDIS=$ROOT/.tmp/test-redis
-# shellcheck disable=SC2317 # reached through the trap below
+# shellcheck disable=SC2317 # reached through on_exit
 stop_servers() {
-    local status=$?
-    set +e
     redis_stop "$TEST_REDIS"
     pg_stop "$TEST_PG"
-    exit "$status"
 }
-trap stop_servers EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit stop_servers
 
 pg_destroy "$TEST_PG"
 pg_start "$TEST_PG" TEST_PG_PORT --fast

@@ -1,7 +1,6 @@
 //! Command line: one subcommand per scenario, one set of flags shared by
 //! all, and per-scenario defaults resolved into a checked [`Plan`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -152,26 +151,21 @@ pub struct RunArgs {
     pub threads: Option<usize>,
 }
 
-/// `600`, `600s`, `10m`, `2h`.
+/// `600` (seconds), or with units as `humantime` reads them: `90s`, `10m`,
+/// `2h`, `1h30m`. Must be positive.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+    let d = match s.parse::<f64>() {
+        Ok(secs) => {
+            Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} must be positive"))?
+        }
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration like 600, 90s, 10m or 2h: {e}"))?,
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 600, 90s, 10m or 2h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be s, m or h")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
+    if d.is_zero() {
         return Err(format!("{s:?} must be positive"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -197,13 +191,11 @@ impl Scenario {
 /// A hub `/metrics` endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsTarget {
+    /// As given.
     pub url: String,
+    /// Checked: http://, loopback.
     #[serde(skip)]
-    pub addr: SocketAddr,
-    #[serde(skip)]
-    pub host: String,
-    #[serde(skip)]
-    pub path: String,
+    pub parsed: url::Url,
 }
 
 /// Everything a run needs, checked. Serialized into the report.
@@ -300,13 +292,6 @@ fn secs(name: &str, v: f64, min: f64) -> anyhow::Result<f64> {
     Ok(v)
 }
 
-fn valid_region(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= protocol::limits::MAX_REGION_LEN
-        && r.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
 impl Cli {
     /// The scenario and its flags, checked, with defaults filled in.
     pub fn plan(self) -> anyhow::Result<Plan> {
@@ -334,11 +319,9 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
         .metrics_urls
         .iter()
         .map(|u| {
-            net::metrics_target(u).map(|(addr, host, path)| MetricsTarget {
+            net::metrics_target(u).map(|parsed| MetricsTarget {
                 url: u.clone(),
-                addr,
-                host,
-                path,
+                parsed,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -350,11 +333,13 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
         bail!("--validators must be 1..=1000000, got {validators}");
     }
     let capacity = a.capacity.unwrap_or(d.capacity);
-    if !(1..=1000).contains(&capacity) {
-        bail!("--capacity must be 1..=1000 (the hub refuses other hellos), got {capacity}");
+    // The hub refuses a hello that breaks these.
+    protocol::limits::check_capacity(capacity).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
+    if a.regions.is_empty() {
+        bail!("--regions: at least one is needed");
     }
-    if a.regions.is_empty() || !a.regions.iter().all(|r| valid_region(r)) {
-        bail!("--regions: each must be 1-32 characters of [a-z0-9-]");
+    for r in &a.regions {
+        protocol::limits::check_region(r).map_err(|e| anyhow::anyhow!("--regions: {e}"))?;
     }
     if scenario == Scenario::Connections && a.sites.is_some_and(|s| s > 0) {
         bail!("--sites: the connections scenario has no websites (use ingest)");
@@ -520,10 +505,14 @@ mod tests {
     fn durations_take_units() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("10d").is_err());
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("0").is_err());
+        assert!(parse_duration("0s").is_err());
         assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-5").is_err());
     }
 }

@@ -23,15 +23,17 @@
 //! - [`validator`]: one simulated validator;
 //! - [`run`]: the phases of a run and the report assembly;
 //! - [`stats`]: counters and tool-side histograms;
-//! - [`prom`]: Prometheus text parsing, histogram differences, quantiles;
-//! - [`procfs`]: CPU and RSS from `/proc`;
+//! - [`prom`]: hub metrics (read with `prometheus-parse`) summed over hubs,
+//!   histogram differences, quantiles;
+//! - [`procs`]: CPU and RSS from `/proc` (read with `procfs`);
 //! - [`sites`]: the simulated websites and the tick count in PostgreSQL;
-//! - [`net`]: loopback checks, source-address binding, rlimit, HTTP GET;
+//! - [`net`]: loopback checks, source-address binding, the open-file limit,
+//!   the `/metrics` GET;
 //! - [`report`]: the report, as text and JSON.
 
 mod cli;
 mod net;
-mod procfs;
+mod procs;
 mod prom;
 mod report;
 mod run;

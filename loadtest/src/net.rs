@@ -1,6 +1,6 @@
 //! Loopback-only networking: target checks, client sockets bound to one of
-//! several 127.0.0.x source addresses, the file-descriptor limit, and a
-//! minimal HTTP/1.0 GET for the hubs' `/metrics`.
+//! several 127.0.0.x source addresses, the file-descriptor limit (`rlimit`),
+//! and the GET of the hubs' `/metrics` (`reqwest`).
 //!
 //! Why several source addresses: a TCP connection is identified by its
 //! (source address, source port, destination address, destination port), and
@@ -12,10 +12,11 @@
 //! destination instead of reserving it at `bind`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rlimit::Resource;
 use tokio::net::{TcpSocket, TcpStream};
 use url::Url;
 
@@ -72,18 +73,13 @@ pub fn hub_target(s: &str) -> anyhow::Result<HubTarget> {
 }
 
 /// Parses an `http://` metrics URL and refuses anything but loopback.
-pub fn metrics_target(s: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+pub fn metrics_target(s: &str) -> anyhow::Result<Url> {
     let u = Url::parse(s).with_context(|| format!("--metrics-url {s:?} is not a URL"))?;
     if u.scheme() != "http" {
         bail!("--metrics-url {s}: only http:// is supported");
     }
-    let addr = loopback_addr(&u, "--metrics-url")?;
-    let host = u.host_str().unwrap_or("127.0.0.1").to_string();
-    let mut path = u.path().to_string();
-    if let Some(q) = u.query() {
-        path = format!("{path}?{q}");
-    }
-    Ok((addr, format!("{host}:{}", addr.port()), path))
+    loopback_addr(&u, "--metrics-url")?;
+    Ok(u)
 }
 
 /// Refuses a PostgreSQL URL whose host is not loopback (a Unix socket, given
@@ -158,113 +154,47 @@ fn bind_address_no_port(sock: &TcpSocket) {
 /// Raises the soft `RLIMIT_NOFILE` to `want` if allowed (root may also raise
 /// the hard limit), else to the hard limit. Returns the new soft limit.
 pub fn raise_nofile(want: u64) -> anyhow::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    let (soft, hard) = Resource::NOFILE.get().context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft >= want {
+        return Ok(soft);
     }
-    if lim.rlim_cur >= want {
-        return Ok(lim.rlim_cur);
+    // Only a privileged process may raise the hard limit; try.
+    if hard < want && Resource::NOFILE.set(want, want).is_ok() {
+        return Ok(want);
     }
-    if lim.rlim_max < want {
-        // Only a privileged process may raise the hard limit; try.
-        let higher = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
-        };
-        // SAFETY: setrlimit reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &higher) } == 0 {
-            return Ok(want);
-        }
-    }
-    let soft = libc::rlimit {
-        rlim_cur: lim.rlim_max.min(want),
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
-    }
-    Ok(soft.rlim_cur)
+    let soft = hard.min(want);
+    Resource::NOFILE
+        .set(soft, hard)
+        .context("setrlimit(RLIMIT_NOFILE)")?;
+    Ok(soft)
 }
 
-/// `GET http://addr/path` over HTTP/1.0 (no keep-alive, no chunking from a
-/// conforming server), returning the body of a 200 answer.
-pub async fn http_get(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    let work = async {
-        let mut s = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let raw = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))??;
-    parse_http_response(&raw)
+/// One HTTP client for every scrape (its connection pool is reused). No
+/// proxy: the targets are loopback, and a `HTTP_PROXY` in the environment
+/// must not take the scrapes elsewhere.
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client without TLS roots or proxies always builds")
+    })
 }
 
-/// Splits an HTTP response into status and body; only 200 is success.
-/// Handles `Transfer-Encoding: chunked` in case a server uses it anyway.
-pub fn parse_http_response(raw: &[u8]) -> anyhow::Result<String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("HTTP response without a header end")?;
-    let head = std::str::from_utf8(&raw[..split]).context("HTTP header is not UTF-8")?;
-    let body = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad HTTP status line {status_line:?}"))?;
-    if status != 200 {
-        bail!("HTTP {status}");
+/// `GET url` within `timeout`, returning the body of a 200 answer.
+pub async fn http_get(url: &Url, timeout: Duration) -> anyhow::Result<String> {
+    let resp = http_client()
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "text/plain")
+        .timeout(timeout)
+        .send()
+        .await?;
+    let status = resp.status();
+    if status != reqwest::StatusCode::OK {
+        bail!("HTTP {}", status.as_u16());
     }
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(body).context("HTTP body is not UTF-8")
-}
-
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&b[..eol])?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if b.len() < size + 2 {
-            bail!("truncated chunk");
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
+    Ok(resp.text().await?)
 }
 
 #[cfg(test)]
@@ -287,11 +217,12 @@ mod tests {
         ] {
             assert!(hub_target(bad).is_err(), "{bad}");
         }
-        let (addr, host, path) = metrics_target("http://127.0.0.1:18080/metrics").unwrap();
-        assert_eq!(addr.port(), 18080);
-        assert_eq!(host, "127.0.0.1:18080");
-        assert_eq!(path, "/metrics");
+        let m = metrics_target("http://127.0.0.1:18080/metrics").unwrap();
+        assert_eq!(m.port(), Some(18080));
+        assert_eq!(m.path(), "/metrics");
+        assert!(metrics_target("http://localhost:18080/metrics").is_ok());
         assert!(metrics_target("http://192.168.1.1:80/metrics").is_err());
+        assert!(metrics_target("https://127.0.0.1/metrics").is_err());
         assert!(check_database_url("postgres://u@127.0.0.1:5432/db").is_ok());
         assert!(check_database_url("postgres://u@localhost/db").is_ok());
         assert!(check_database_url("postgres:///db?host=/run/pg").is_ok());
@@ -310,16 +241,47 @@ mod tests {
         assert_eq!(source_addr(&v4, 3, 0), None);
     }
 
+    /// A tiny HTTP server answering one request per connection with
+    /// `answer`; returns its URL.
+    async fn serve(answer: &'static str) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/metrics", l.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn http_get_returns_plain_and_chunked_bodies_of_a_200_only() {
+        let t = Duration::from_secs(5);
+        let plain =
+            serve("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello").await;
+        assert_eq!(http_get(&plain, t).await.unwrap(), "hello");
+        let chunked = serve(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(http_get(&chunked, t).await.unwrap(), "hello world");
+        let busy = serve("HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n").await;
+        let e = http_get(&busy, t).await.unwrap_err();
+        assert!(e.to_string().contains("HTTP 503"), "{e}");
+        let garbage = serve("garbage").await;
+        assert!(http_get(&garbage, t).await.is_err());
+    }
+
     #[test]
-    fn http_responses_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-        assert_eq!(parse_http_response(plain).unwrap(), "hello");
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
-        assert_eq!(parse_http_response(chunked).unwrap(), "hello world");
-        let e = parse_http_response(b"HTTP/1.1 503 Busy\r\n\r\n").unwrap_err();
-        assert!(e.to_string().contains("503"), "{e}");
-        assert!(parse_http_response(b"garbage").is_err());
+    fn the_open_file_limit_is_raised_as_far_as_allowed() {
+        let (soft, hard) = Resource::NOFILE.get().unwrap();
+        assert_eq!(raise_nofile(soft).unwrap(), soft, "already enough");
+        let got = raise_nofile(hard.saturating_add(1).min(1 << 20)).unwrap();
+        assert!(got >= soft.min(hard), "{got}");
+        assert_eq!(Resource::NOFILE.get().unwrap().0, got);
     }
 
     #[tokio::test]

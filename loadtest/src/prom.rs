@@ -1,138 +1,58 @@
-//! Prometheus text exposition: parsing, summing series across hubs,
-//! histogram differences and quantile estimates.
+//! The hubs' Prometheus text exposition: summing series across hubs,
+//! histogram differences and quantile estimates. The text itself is read by
+//! the `prometheus-parse` crate.
 //!
-//! The hub renders its metrics with the `prometheus` crate: one sample per
-//! line, `name{label="value",...} value`, `#` lines for HELP and TYPE. Every
-//! series carries a `hub` label, so the scrapes of several hubs are simply
-//! concatenated and summed over that label.
+//! The hub renders its metrics with the `prometheus` crate: `# TYPE` lines,
+//! then one sample per line. Every series carries a `hub` label, so the
+//! scrapes of several hubs are simply put together and summed over that
+//! label. A histogram arrives as one sample per series holding its buckets
+//! (the `# TYPE ... histogram` line says which lines are buckets), plus
+//! plain `_sum` and `_count` samples.
 
 use std::collections::BTreeMap;
 
-/// One sample line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
+use prometheus_parse::{Sample, Value};
 
-impl Sample {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A line of the exposition that could not be read.
+/// A body that holds no sample at all: not a hub's `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    pub line: usize,
-    pub problem: String,
-}
+pub struct NoSamples;
 
-impl std::fmt::Display for ParseError {
+impl std::fmt::Display for NoSamples {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.problem)
+        f.write_str("no Prometheus samples in the answer")
     }
 }
 
-impl std::error::Error for ParseError {}
+impl std::error::Error for NoSamples {}
 
 /// Everything scraped at one moment, from one or more hubs.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Scrape {
     pub samples: Vec<Sample>,
 }
 
-/// Parses a whole exposition. Comment and blank lines are skipped; a
-/// malformed sample line is an error (it means we are not talking to a hub).
-pub fn parse(text: &str) -> Result<Scrape, ParseError> {
-    let mut samples = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        samples.push(parse_line(line).map_err(|problem| ParseError {
-            line: i + 1,
-            problem,
-        })?);
+/// Reads a whole exposition. Lines that are not samples are skipped (as
+/// Prometheus's own parser would refuse them, a hub never sends them); a
+/// body without a single sample is an error: it means we are not talking
+/// to a hub.
+pub fn parse(text: &str) -> Result<Scrape, NoSamples> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    // Reading from memory: the only error the crate reports is the reader's.
+    let parsed = prometheus_parse::Scrape::parse(lines).map_err(|_| NoSamples)?;
+    if parsed.samples.is_empty() {
+        return Err(NoSamples);
     }
-    Ok(Scrape { samples })
-}
-
-fn parse_line(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .ok_or_else(|| format!("no value in {line:?}"))?;
-    let name = &line[..name_end];
-    if name.is_empty() {
-        return Err(format!("no metric name in {line:?}"));
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        let (parsed, tail) = parse_labels(after)?;
-        labels = parsed;
-        rest = tail;
-    }
-    // The value, then an optional timestamp.
-    let value_text = rest
-        .split_whitespace()
-        .next()
-        .ok_or_else(|| format!("no value in {line:?}"))?;
-    let value = parse_value(value_text).ok_or_else(|| format!("bad value {value_text:?}"))?;
-    Ok(Sample {
-        name: name.to_string(),
-        labels,
-        value,
+    Ok(Scrape {
+        samples: parsed.samples,
     })
 }
 
-type Labels = Vec<(String, String)>;
-
-/// Reads `key="value",...}` and returns the labels and what follows `}`.
-fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
-    let mut labels = Vec::new();
-    loop {
-        s = s.trim_start();
-        if let Some(tail) = s.strip_prefix('}') {
-            return Ok((labels, tail));
-        }
-        let eq = s.find('=').ok_or("label without '='")?;
-        let key = s[..eq].trim().to_string();
-        s = s[eq + 1..].trim_start();
-        s = s.strip_prefix('"').ok_or("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err("unterminated label value".into()),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => return Err("unterminated escape".into()),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        };
-        labels.push((key, value));
-        s = s[end + 1..].trim_start();
-        if let Some(tail) = s.strip_prefix(',') {
-            s = tail;
-        }
-    }
-}
-
-fn parse_value(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ => s.parse().ok(),
+/// A counter, gauge or untyped sample's value (`None` for a histogram or
+/// summary, whose `_sum` and `_count` are samples of their own).
+fn scalar(s: &Sample) -> Option<f64> {
+    match s.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+        Value::Histogram(_) | Value::Summary(_) => None,
     }
 }
 
@@ -144,39 +64,41 @@ impl Scrape {
         }
     }
 
+    /// `(sample, value)` of every scalar series named `name`.
+    fn series<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a Sample, f64)> + 'a {
+        self.samples
+            .iter()
+            .filter(move |s| s.metric == name)
+            .filter_map(|s| Some((s, scalar(s)?)))
+    }
+
     /// Sum of every series named `name`; `None` if there is none.
     pub fn sum(&self, name: &str) -> Option<f64> {
-        let mut found = false;
-        let total = self
-            .samples
-            .iter()
-            .filter(|s| s.name == name)
-            .inspect(|_| found = true)
-            .map(|s| s.value)
-            .sum();
-        found.then_some(total)
+        self.series(name).map(|(_, v)| v).reduce(|a, b| a + b)
     }
 
     /// Series named `name` summed per value of `label` (other labels, such
     /// as `hub`, summed over).
     pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
-        for s in self.samples.iter().filter(|s| s.name == name) {
-            if let Some(v) = s.label(label) {
-                *out.entry(v.to_string()).or_insert(0.0) += s.value;
+        for (s, v) in self.series(name) {
+            if let Some(l) = s.labels.get(label) {
+                *out.entry(l.to_string()).or_insert(0.0) += v;
             }
         }
         out
     }
 
-    /// The histogram `base` (`base_bucket`, `base_sum`, `base_count`),
+    /// The histogram `base` (its buckets, `base_sum`, `base_count`),
     /// summed over every series; `None` if the hub does not export it.
     pub fn histogram(&self, base: &str) -> Option<Histogram> {
-        let bucket_name = format!("{base}_bucket");
         let mut buckets: BTreeMap<OrdF64, f64> = BTreeMap::new();
-        for s in self.samples.iter().filter(|s| s.name == bucket_name) {
-            let le = s.label("le").and_then(parse_value)?;
-            *buckets.entry(OrdF64(le)).or_insert(0.0) += s.value;
+        for s in self.samples.iter().filter(|s| s.metric == base) {
+            if let Value::Histogram(counts) = &s.value {
+                for c in counts {
+                    *buckets.entry(OrdF64(c.less_than)).or_insert(0.0) += c.count;
+                }
+            }
         }
         if buckets.is_empty() {
             return None;
@@ -294,6 +216,7 @@ pub fn counter_delta(before: f64, after: f64) -> f64 {
 mod tests {
     use super::*;
 
+    // As the hub's `prometheus` encoder writes them: `le` last, TYPE lines.
     const HUB1: &str = r#"# HELP uptime_hub_results_rejected_total Results rejected, by reason.
 # TYPE uptime_hub_results_rejected_total counter
 uptime_hub_results_rejected_total{hub="hub-1",reason="bad_token"} 2
@@ -309,38 +232,45 @@ uptime_hub_dispatch_to_commit_seconds_sum{hub="hub-1"} 0.5
 uptime_hub_dispatch_to_commit_seconds_count{hub="hub-1"} 100
 "#;
 
-    const HUB2: &str = r#"uptime_hub_results_rejected_total{hub="hub-2",reason="deadline_passed"} 1
+    const HUB2: &str = r#"# TYPE uptime_hub_results_rejected_total counter
+uptime_hub_results_rejected_total{hub="hub-2",reason="deadline_passed"} 1
+# TYPE uptime_hub_ticks_written_total counter
 uptime_hub_ticks_written_total{hub="hub-2"} 50 1700000000000
+# TYPE uptime_hub_dispatch_to_commit_seconds histogram
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-2",le="0.001"} 0
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-2",le="0.002"} 0
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-2",le="0.004"} 0
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-2",le="+Inf"} 0
 uptime_hub_dispatch_to_commit_seconds_sum{hub="hub-2"} 0
 uptime_hub_dispatch_to_commit_seconds_count{hub="hub-2"} 0
+uptime_hub_ring_members{hub="hub-2"} 2
 "#;
 
     #[test]
-    fn parses_labels_values_and_timestamps() {
+    fn reads_labels_values_timestamps_and_histograms() {
         let s = parse(HUB2).unwrap();
-        assert_eq!(s.samples.len(), 8);
-        assert_eq!(s.samples[1].name, "uptime_hub_ticks_written_total");
-        assert_eq!(s.samples[1].value, 50.0);
-        assert_eq!(s.samples[1].label("hub"), Some("hub-2"));
-        assert_eq!(s.samples[5].label("le"), Some("+Inf"));
-        let esc = parse(r#"m{a="x\"y\\z\n",b="c"} 1.5e3"#).unwrap();
-        assert_eq!(esc.samples[0].label("a"), Some("x\"y\\z\n"));
-        assert_eq!(esc.samples[0].label("b"), Some("c"));
-        assert_eq!(esc.samples[0].value, 1500.0);
-        assert_eq!(parse("plain 3\n").unwrap().sum("plain"), Some(3.0));
+        // Two counters, sum and count, the untyped gauge, one histogram.
+        assert_eq!(s.samples.len(), 6);
+        assert_eq!(s.sum("uptime_hub_ticks_written_total"), Some(50.0));
+        assert_eq!(s.sum("uptime_hub_ring_members"), Some(2.0));
+        assert_eq!(
+            s.by_label("uptime_hub_ticks_written_total", "hub")
+                .get("hub-2"),
+            Some(&50.0)
+        );
+        let h = s
+            .histogram("uptime_hub_dispatch_to_commit_seconds")
+            .unwrap();
+        assert_eq!(h.buckets.len(), 4);
+        assert_eq!(h.buckets[3].0, f64::INFINITY);
+        assert_eq!(parse("plain 1.5e3\n").unwrap().sum("plain"), Some(1500.0));
     }
 
     #[test]
-    fn refuses_malformed_lines_with_their_number() {
-        let e = parse("# ok\nname{a=\"b\" 1\n").unwrap_err();
-        assert_eq!(e.line, 2);
-        assert!(parse("name notanumber").is_err());
-        assert!(parse("name{a=b} 1").is_err());
-        assert!(parse("lonely").is_err());
+    fn a_body_without_samples_is_not_a_hub() {
+        assert_eq!(parse("").unwrap_err(), NoSamples);
+        assert!(parse("<html><body>Not found</body></html>\n").is_err());
+        assert!(parse("# TYPE x counter\nname notanumber\n").is_err());
     }
 
     #[test]
@@ -356,6 +286,7 @@ uptime_hub_dispatch_to_commit_seconds_count{hub="hub-2"} 0
             .unwrap();
         assert_eq!(h.buckets.len(), 4);
         assert_eq!(h.total(), 100.0);
+        assert_eq!((h.sum, h.count), (0.5, 100.0));
         assert!(s.histogram("uptime_hub_absent_seconds").is_none());
     }
 

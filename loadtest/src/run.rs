@@ -30,7 +30,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{MetricsTarget, Plan, Scenario};
-use crate::procfs::{self, Group, GroupSample, Selector};
+use crate::procs::{self, Group, GroupSample, Selector};
 use crate::prom::{self, counter_delta, Scrape};
 use crate::report::{
     Acks, Connections, FirstLastMax, HistogramSummary, HubReport, ProcessReport, Rate, Report,
@@ -182,7 +182,7 @@ async fn scrape_all(targets: &[MetricsTarget]) -> Result<Option<Scrape>, Vec<Str
         return Ok(None);
     }
     let results = join_all(targets.iter().map(|t| async move {
-        let body = crate::net::http_get(t.addr, &t.host, &t.path, SCRAPE_TIMEOUT)
+        let body = crate::net::http_get(&t.parsed, SCRAPE_TIMEOUT)
             .await
             .map_err(|e| format!("{}: {e:#}", t.url))?;
         prom::parse(&body).map_err(|e| format!("{}: not Prometheus text: {e}", t.url))
@@ -338,22 +338,6 @@ async fn progress(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn signalled() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers the run still ends by its time limits.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
 /// Tracks the fewest and most connections seen.
 struct MinMax {
     min: i64,
@@ -380,7 +364,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
     let phase = Arc::new(AtomicU8::new(Phase::Setup as u8));
     let set_phase = |p: Phase| phase.store(p as u8, Relaxed);
     let groups = process_groups(&plan);
-    let tck = procfs::clock_ticks_per_sec();
+    let tck = procs::clock_ticks_per_sec();
 
     // Stopping early: signals, the hard limit, and a watchdog past it.
     let cancel = CancellationToken::new();
@@ -388,11 +372,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
     {
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
-            let sig = signalled().await;
+            // Without signal handlers the run still ends by its time limits.
+            let Ok(mut signals) = runtime::Signals::listen() else {
+                return;
+            };
+            let sig = signals.recv().await;
             log(format!("{sig}: stopping (again to exit at once)"));
             reason.set(Exit::Interrupted, format!("interrupted by {sig}"));
             cancel.cancel();
-            let sig = signalled().await;
+            let sig = signals.recv().await;
             log(format!("{sig} again: exiting without a report"));
             std::process::exit(130);
         });
@@ -464,7 +452,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
             errors.join("; ")
         ));
     }
-    let before_connect = procfs::sample(&groups);
+    let before_connect = procs::sample(&groups);
     if before_connect[0].procs.is_empty() {
         log("warning: no hub process found (give --hub-pid); hub CPU and memory will be n/a");
     }
@@ -547,7 +535,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
     let start_ms = now_ms();
     stats.set_measuring(true, start_ms);
     let hold_t0 = Instant::now();
-    let at_hold_start = procfs::sample(&groups);
+    let at_hold_start = procs::sample(&groups);
     let scrape_start = scrape_all(&plan.metrics).await;
     if !cancel.is_cancelled() {
         log(format!(
@@ -573,7 +561,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
         during.see(c);
         seen.see(c);
         if Instant::now() >= next_sample && Instant::now() < hold_until {
-            let s = procfs::sample(&groups[..1]);
+            let s = procs::sample(&groups[..1]);
             rss_samples.push(RssSample {
                 t_secs: hold_t0.elapsed().as_secs_f64(),
                 rss_kib: s[0].rss_kib(),
@@ -586,7 +574,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
     stats.set_measuring(false, end_ms);
     let c1 = stats.counters();
     let rej1 = stats.rejected_by_code_snapshot();
-    let at_hold_end = procfs::sample(&groups);
+    let at_hold_end = procs::sample(&groups);
     let scrape_end = scrape_all(&plan.metrics).await;
     rss_samples.push(RssSample {
         t_secs: window_secs,
@@ -772,7 +760,7 @@ fn process_reports(
             role: g.role.clone(),
             pids: pids.clone(),
             cpu_percent: found
-                .then(|| procfs::cpu_percent(end[i].cpu_ticks_since(&start[i]), window_secs, tck))
+                .then(|| procs::cpu_percent(end[i].cpu_ticks_since(&start[i]), window_secs, tck))
                 .flatten(),
             rss_kib_before_connect: rss(&before[i]),
             rss_kib_after_ramp: rss(&start[i]),
@@ -789,7 +777,7 @@ fn process_reports(
                         .procs
                         .contains_key(&pid)
                         .then(|| {
-                            procfs::cpu_percent(
+                            procs::cpu_percent(
                                 end[i].cpu_ticks_since_for(&start[i], pid),
                                 window_secs,
                                 tck,
@@ -864,6 +852,7 @@ mod tests {
 uptime_hub_ticks_written_total{hub="hub-2"} 50
 uptime_hub_results_rejected_total{hub="hub-1",reason="deadline_passed"} 3
 uptime_hub_rounds_closed_total{hub="hub-1",status="up"} 10
+# TYPE uptime_hub_dispatch_to_commit_seconds histogram
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-1",le="0.01"} 100
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-1",le="+Inf"} 100
 uptime_hub_dispatch_to_commit_seconds_sum{hub="hub-1"} 0.5
@@ -879,6 +868,7 @@ uptime_hub_results_rejected_total{hub="hub-1",reason="deadline_passed"} 5
 uptime_hub_results_rejected_total{hub="hub-2",reason="bad_token"} 1
 uptime_hub_rounds_closed_total{hub="hub-1",status="up"} 15
 uptime_hub_rounds_closed_total{hub="hub-1",status="down"} 2
+# TYPE uptime_hub_dispatch_to_commit_seconds histogram
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-1",le="0.01"} 100
 uptime_hub_dispatch_to_commit_seconds_bucket{hub="hub-1",le="+Inf"} 110
 uptime_hub_dispatch_to_commit_seconds_sum{hub="hub-1"} 0.7

@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
 use protocol::crypto::{sign_hello, sign_result};
@@ -58,6 +59,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect backoff: 1 s doubling to 10 s, plus up to 1 s of jitter.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_JITTER: Duration = Duration::from_secs(1);
 /// Hub frames are at most 16 KiB by default; leave slack, no more.
 const MAX_INBOUND_BYTES: usize = 4 * protocol::limits::MAX_FRAME_BYTES;
 
@@ -128,7 +130,9 @@ pub async fn run(
     let stop = stop_signal(control, i, cfg.count);
     tokio::pin!(stop);
     let mut attempt = 0usize;
-    let mut failures = 0u32;
+    // Restarted by every welcome: after a lost session the first wait is
+    // the shortest again.
+    let mut delays = backoff();
     loop {
         let hub = &cfg.hubs[(i + attempt) % cfg.hubs.len()];
         let source = net::source_addr(&hub.addr, i, cfg.source_addrs);
@@ -140,7 +144,7 @@ pub async fn run(
         };
         let wait = match shake {
             Ok((ws, welcome)) => {
-                failures = 0;
+                delays = backoff();
                 stats.sessions.fetch_add(1, Relaxed);
                 stats.connected.fetch_add(1, Relaxed);
                 let end = serve(ws, &welcome, &key, &cfg, &stats, stop.as_mut()).await;
@@ -149,15 +153,14 @@ pub async fn run(
                     End::Stopped => return,
                     End::Lost => {
                         stats.sessions_lost.fetch_add(1, Relaxed);
-                        backoff(0)
+                        next_delay(&mut delays)
                     }
                     End::Reconnect(after) => after,
                 }
             }
             Err(reason) => {
                 stats.connect_failed(reason);
-                failures += 1;
-                backoff(failures)
+                next_delay(&mut delays)
             }
         };
         attempt += 1;
@@ -169,11 +172,23 @@ pub async fn run(
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    let base = BACKOFF_MIN
-        .saturating_mul(1u32 << failures.min(4))
-        .min(BACKOFF_MAX);
-    base + Duration::from_millis(fastrand::u64(..1000))
+type Delays = <ExponentialBuilder as BackoffBuilder>::Backoff;
+
+/// The waits before reconnecting, one per failed attempt in a row.
+fn backoff() -> Delays {
+    ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .without_max_times()
+        .build()
+}
+
+/// The next wait, plus up to [`BACKOFF_JITTER`] so validators dropped
+/// together do not come back in lockstep. (backon's own jitter is up to
+/// the whole delay; a fixed second keeps reconnects of a ramp tight.)
+fn next_delay(delays: &mut Delays) -> Duration {
+    let base = delays.next().unwrap_or(BACKOFF_MAX);
+    base + BACKOFF_JITTER.mul_f64(fastrand::f64())
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -574,10 +589,16 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(0) >= BACKOFF_MIN && backoff(0) < BACKOFF_MIN * 2);
-        assert!(backoff(2) >= BACKOFF_MIN * 4);
-        assert!(backoff(30) <= BACKOFF_MAX + Duration::from_secs(1));
+    fn backoff_doubles_from_a_second_to_ten_with_a_second_of_jitter() {
+        let mut d = backoff();
+        let waits: Vec<Duration> = (0..30).map(|_| next_delay(&mut d)).collect();
+        for (w, base) in waits.iter().zip([1, 2, 4, 8, 10, 10]) {
+            let base = Duration::from_secs(base);
+            assert!(*w >= base && *w < base + BACKOFF_JITTER, "{waits:?}");
+        }
+        assert!(waits.iter().all(|w| *w < BACKOFF_MAX + BACKOFF_JITTER));
+        // Never gives up, and a fresh one starts short again.
+        assert!(next_delay(&mut backoff()) < BACKOFF_MIN + BACKOFF_JITTER);
     }
 
     #[tokio::test(start_paused = true)]

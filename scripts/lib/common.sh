@@ -12,6 +12,12 @@
 #   wait_for_http URL SECS [PID]    wait until GET URL answers 2xx
 #   proc_alive PID                  true while PID runs (a zombie counts as gone)
 #   stop_pid NAME PID [SECS]        SIGTERM, wait, SIGKILL after SECS; reaps our children
+#   pidfile_pid FILE COMM           print the pid FILE names if it runs and its comm starts with COMM
+#   abspath DIR                     make DIR if missing; print its absolute physical path
+#   install_pkg WHAT PACKAGE        as root, apt-get install PACKAGE; otherwise say how and exit 1
+#   ensure_cmd CMD [PACKAGE]        install_pkg unless CMD is on PATH (PACKAGE defaults to CMD)
+#   print_usage                     print the comment block at the top of the running script
+#   on_exit FUNC                    run FUNC once whenever and however the script exits
 #
 # Everything here is plain bash plus coreutils: no curl, nc or ss is assumed (curl is used
 # when present).
@@ -164,4 +170,70 @@ stop_pid() {
     done
     # Reap it if it is our child (no-op otherwise); its exit status is not ours.
     wait "$pid" 2>/dev/null || true
+}
+
+# Prints the pid in FILE if that process is alive and its comm starts with COMM (a stale pid
+# file may name a recycled pid that belongs to something else).
+pidfile_pid() {
+    local file=$1 comm_prefix=$2 pid comm
+    pid=$(cat "$file" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    proc_alive "$pid" || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [[ $comm == "$comm_prefix"* ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+abspath() {
+    mkdir -p "$1"
+    (cd "$1" && pwd -P)
+}
+
+# install_pkg WHAT PACKAGE: WHAT (e.g. "haproxy") is missing. As root (CI), installs PACKAGE
+# with apt-get; otherwise prints the command to run and exits 1. The caller checks again after.
+install_pkg() {
+    local what=$1 pkg=$2
+    if ((EUID != 0)); then
+        log "$what was not found. Install it, then run this again:"
+        log "    sudo apt-get update && sudo apt-get install -y $pkg"
+        exit 1
+    fi
+    log "$what not found; installing it: apt-get install -y $pkg"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >&2
+}
+
+ensure_cmd() {
+    local cmd=$1 pkg=${2:-$1}
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    install_pkg "$cmd" "$pkg"
+    command -v "$cmd" >/dev/null 2>&1 || die "installed $pkg but $cmd is not on PATH"
+}
+
+# The comment block at the top of the script being run (the first line, #!, left out), without
+# its shellcheck directives: every script's --help.
+print_usage() {
+    local script=${BASH_SOURCE[${#BASH_SOURCE[@]} - 1]}
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' "$script"
+}
+
+# on_exit FUNC: runs FUNC once when the script exits, however that happens (its end, `exit`, a
+# failure under `set -e`, Ctrl-C, SIGTERM), then exits with the status it was exiting with: 130
+# after SIGINT, 143 after SIGTERM. FUNC runs under `set +e` with INT and TERM ignored, so a second
+# Ctrl-C cannot abandon the children half-stopped (what FUNC calls is bounded anyway).
+on_exit() {
+    ON_EXIT_FUNC=$1
+    trap on_exit__run EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# shellcheck disable=SC2317 # reached through the EXIT trap
+on_exit__run() {
+    local status=$?
+    set +e
+    trap '' INT TERM
+    trap - EXIT
+    "$ON_EXIT_FUNC"
+    exit "$status"
 }

@@ -46,34 +46,9 @@
 HAPROXY_FIRST_PORT=${HAPROXY_FIRST_PORT:-18070}
 HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-}
 
-haproxy__ensure() {
-    command -v haproxy >/dev/null 2>&1 && return 0
-    if ((EUID != 0)); then
-        log "haproxy was not found. Install it, then run this again:"
-        log "    sudo apt-get update && sudo apt-get install -y haproxy"
-        exit 1
-    fi
-    log "haproxy not found; installing it: apt-get install -y haproxy"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy >&2
-    command -v haproxy >/dev/null 2>&1 || die "installed haproxy but it is not on PATH"
-}
-
-haproxy__abspath() {
-    mkdir -p "$1"
-    (cd "$1" && pwd -P)
-}
-
-# Prints the pid in DIR/haproxy.pid if that process is alive and is a haproxy (a stale pid
-# file may name a recycled pid that belongs to something else).
+# Prints the pid of the HAProxy of DIR, if it runs.
 haproxy__pid() {
-    local dir=$1 pid comm
-    pid=$(cat "$dir/haproxy.pid" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    proc_alive "$pid" || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [[ $comm == haproxy* ]] || return 1
-    printf '%s\n' "$pid"
+    pidfile_pid "$1/haproxy.pid" haproxy
 }
 
 # haproxy__config PORT BACKEND... : prints the configuration.
@@ -138,8 +113,8 @@ haproxy_start() {
         [[ $backend =~ ^[A-Za-z0-9_.-]+=[A-Za-z0-9.:-]+:[0-9]+$ ]] ||
             die "haproxy_start: backend '$backend' is not NAME=HOST:PORT"
     done
-    haproxy__ensure
-    dir=$(haproxy__abspath "$dir")
+    ensure_cmd haproxy
+    dir=$(abspath "$dir")
     if haproxy__pid "$dir" >/dev/null; then
         log "a HAProxy of $dir from an earlier run is still running; stopping it"
         haproxy_stop "$dir"

@@ -55,16 +55,8 @@ pg__find_bindir() {
 
 pg__ensure_server() {
     pg__find_bindir && return 0
-    if ((EUID != 0)); then
-        log "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found."
-        log "Install them, then run this again:"
-        log "    sudo apt-get update && sudo apt-get install -y postgresql"
-        exit 1
-    fi
-    log "PostgreSQL server not found; installing it: apt-get install -y postgresql"
     # The package's own cluster (port 5432) is not used; ours runs on a private port.
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2
+    install_pkg "PostgreSQL server (initdb, pg_ctl, postgres)" postgresql
     pg__find_bindir || die "installed postgresql but found no initdb/pg_ctl/postgres"
 }
 
@@ -94,12 +86,6 @@ pg__as_user() {
     fi
 }
 
-pg__abspath() {
-    local dir=$1
-    mkdir -p "$dir"
-    (cd "$dir" && pwd -P)
-}
-
 pg__fallback_dir() {
     local sum
     sum=$(printf '%s' "$1" | cksum)
@@ -110,7 +96,7 @@ pg__fallback_dir() {
 # makes that folder, owned by PG_USER, choosing the fallback if PG_USER cannot reach DIR.
 pg__cluster_dir() {
     local dir mode=${2:-}
-    dir=$(pg__abspath "$1")
+    dir=$(abspath "$1")
     local fallback
     fallback=$(pg__fallback_dir "$dir")
     if [[ -f $dir/POINTER ]]; then
@@ -229,7 +215,7 @@ pg_destroy() {
     local dir=$1 abs
     [[ -d $dir ]] || return 0
     pg_stop "$dir"
-    abs=$(pg__abspath "$dir")
+    abs=$(abspath "$dir")
     rm -rf -- "$(pg__fallback_dir "$abs")" "$abs"
 }
 

@@ -27,19 +27,6 @@
 
 REDIS_FIRST_PORT=${REDIS_FIRST_PORT:-56379}
 
-redis__ensure_server() {
-    command -v redis-server >/dev/null 2>&1 && return 0
-    if ((EUID != 0)); then
-        log "redis-server was not found. Install it, then run this again:"
-        log "    sudo apt-get update && sudo apt-get install -y redis-server"
-        exit 1
-    fi
-    log "redis-server not found; installing it: apt-get install -y redis-server"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2
-    command -v redis-server >/dev/null 2>&1 || die "installed redis-server but it is not on PATH"
-}
-
 # redis__send PORT WORD... : sends one command, prints the first line of the reply without the
 # trailing CR (e.g. "PONG", "OK"; errors keep their "ERR ..." text). Fails if nothing answers.
 redis__send() {
@@ -66,21 +53,9 @@ redis__ping() {
     [[ $(redis__send "$1" PING) == PONG ]]
 }
 
-redis__abspath() {
-    mkdir -p "$1"
-    (cd "$1" && pwd -P)
-}
-
-# Prints the pid in DIR/redis.pid if that process is alive and is a redis-server (a stale pid
-# file may name a recycled pid that belongs to something else).
+# Prints the pid of the server of DIR, if it runs.
 redis__pid() {
-    local dir=$1 pid comm
-    pid=$(cat "$dir/redis.pid" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    proc_alive "$pid" || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [[ $comm == redis-server* ]] || return 1
-    printf '%s\n' "$pid"
+    pidfile_pid "$1/redis.pid" redis-server
 }
 
 # Prints the port named in DIR/redis.conf.
@@ -94,8 +69,8 @@ redis__conf_port() {
 redis_start() {
     local dir=$1 port_var=$2 fast=${3:-}
     [[ -z $fast || $fast == --fast ]] || die "redis_start: unknown option $fast"
-    redis__ensure_server
-    dir=$(redis__abspath "$dir")
+    ensure_cmd redis-server
+    dir=$(abspath "$dir")
     [[ $dir != *[[:space:]\"\\]* ]] ||
         die "redis_start: $dir contains spaces, quotes or backslashes; Redis's config cannot name it"
     local port pid

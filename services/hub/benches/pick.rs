@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use foldhash::{HashSet, HashSetExt};
 
-use hub::scheduler::{pick, Candidate};
+use hub::rounds::scheduler::{pick, Candidate};
 use protocol::PublicKey;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];

@@ -1,9 +1,14 @@
-//! Typed settings: defaults, then an optional TOML file, then `HUB_*`
-//! environment variables (and `DATABASE_URL`). Validated once at start; a bad
-//! value stops the hub with a message naming the variable.
+//! Settings in two layers. [`Config`] is what an operator writes: defaults,
+//! then an optional TOML file, then `HUB_*` environment variables (and
+//! `DATABASE_URL`), flat and named as the variables are. [`Config::parse`]
+//! checks it once, at start, and turns it into [`Settings`]: typed values
+//! (the keyring, the proxy list, durations, the commitment level) grouped by
+//! the part of the hub that uses them. A bad value stops the hub with a
+//! message naming the variable; nothing is parsed again later.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -13,9 +18,11 @@ use serde::{Deserialize, Serialize};
 use protocol::limits;
 use protocol::Keyring;
 
+use crate::payouts::{CrashAction, PayoutConfig, RpcUrl};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Settings {
+pub struct Config {
     /// PostgreSQL URL (`HUB_DATABASE_URL` or `DATABASE_URL`); may hold a
     /// password.
     pub database_url: Secret,
@@ -79,11 +86,11 @@ pub struct Settings {
     pub allow_insecure_keypair: bool,
     /// Solana JSON-RPC endpoint payouts use. Often carries a provider's
     /// API key: `Debug` and logs show its scheme and host only.
-    pub payout_rpc_url: crate::payouts::RpcUrl,
+    pub payout_rpc_url: RpcUrl,
     /// Endpoint for signature status look-ups (`getSignatureStatuses` with
     /// history, `minimumLedgerSlot`); empty: `payout_rpc_url`. Must keep
     /// transaction history back to the oldest unfinished batch.
-    pub payout_history_rpc_url: crate::payouts::RpcUrl,
+    pub payout_history_rpc_url: RpcUrl,
     /// Compute-unit price of payout transactions, micro-lamports; 0: none.
     pub payout_priority_fee_micro_lamports: u64,
     /// Most lamports (transfers and fees) payout batches may spend per UTC
@@ -137,7 +144,7 @@ pub struct Settings {
     pub read_db_max_connections: u32,
 }
 
-impl Default for Settings {
+impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: Secret::default(),
@@ -346,10 +353,10 @@ fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-impl Settings {
+impl Config {
     /// Defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             fig = fig.merge(Toml::file_exact(f));
         }
@@ -363,21 +370,87 @@ impl Settings {
                         k.into()
                     }
                 }));
-        Self::from_figment(fig)
+        Ok(fig.extract().map_err(Box::new)?)
     }
 
-    /// Extracts and validates settings from any provider stack (tests inject
-    /// a map instead of touching the process environment).
-    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
-        let mut s: Settings = fig.extract().map_err(Box::new)?;
-        if s.hub_id.is_empty() {
-            s.hub_id = format!("hub-{:06x}", fastrand::u32(..0x100_0000));
+    /// Checks every value and turns them into [`Settings`].
+    pub fn parse(mut self) -> Result<Settings, ConfigError> {
+        if self.hub_id.is_empty() {
+            self.hub_id = format!("hub-{:06x}", fastrand::u32(..0x100_0000));
         }
-        s.validate()?;
-        Ok(s)
+        self.validate()?;
+        let c = self;
+        let ms = Duration::from_millis;
+        let positive = |v: u32| NonZeroU32::new(v).expect("validated positive");
+        let payouts = if c.payout_treasury_keypair.is_empty() {
+            None
+        } else {
+            Some(PayoutSettings {
+                treasury_keypair: c.payout_treasury_keypair.clone().into(),
+                allow_insecure_keypair: c.allow_insecure_keypair,
+                rpc_url: c.payout_rpc_url.clone(),
+                cycle: c.payout_config()?,
+            })
+        };
+        let cluster = (!c.redis_url.is_empty()).then(|| ClusterSettings {
+            redis_url: c.redis_url.clone(),
+            prefix: c.redis_prefix.clone(),
+            announce_interval: ms(c.announce_interval_ms),
+            advertise_address: (!c.advertise_address.is_empty())
+                .then(|| c.advertise_address.clone()),
+            leader_lease: ms(c.leader_lease_ms),
+        });
+        Ok(Settings {
+            keyring: c.keyring()?,
+            database: DatabaseSettings {
+                url: c.database_url.clone(),
+                max_connections: c.db_max_connections,
+                read_max_connections: c.read_db_max_connections,
+            },
+            rounds: RoundSettings {
+                hub_id: c.hub_id.clone(),
+                validators_per_round: c.validators_per_round,
+                min_interval_secs: c.min_interval_secs,
+                task_deadline: ms(c.task_deadline_ms),
+                scheduler_tick: ms(c.scheduler_tick_ms),
+                reload_interval: ms(c.reload_interval_ms),
+            },
+            sessions: SessionSettings {
+                hub_id: c.hub_id.clone(),
+                heartbeat_interval: ms(c.heartbeat_interval_ms),
+                heartbeat_timeout: ms(c.heartbeat_timeout_ms),
+                auth_timeout: ms(c.auth_timeout_ms),
+                max_frame_bytes: c.max_frame_bytes,
+                messages_per_sec: positive(c.max_messages_per_sec),
+                message_burst: positive(c.message_burst),
+                queue: c.session_queue,
+                drain_timeout: ms(c.drain_timeout_ms),
+                max_connections: c.max_connections,
+                max_preauth_connections: c.max_preauth_connections.min(c.max_connections),
+                max_preauth_per_ip: c.max_preauth_per_ip,
+                hello_rate_per_ip: positive(c.hello_rate_per_ip),
+                hello_burst_per_ip: positive(c.hello_burst_per_ip),
+                reward_lamports: c.reward_lamports,
+            },
+            ingest: IngestSettings {
+                queue: c.ingest_queue,
+                batch_max: c.write_batch_max,
+                writers: c.writers,
+            },
+            http: HttpSettings {
+                listen: c.listen,
+                timeout: ms(c.http_timeout_ms),
+                max_concurrent: c.http_max_concurrent,
+                trusted_proxies: c.trusted_proxies()?,
+            },
+            unused_validator_ttl: Duration::from_secs(c.unused_validator_ttl_secs),
+            cluster,
+            payouts,
+            hub_id: c.hub_id,
+        })
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.database_url.is_empty() {
             return Err(invalid("HUB_DATABASE_URL", "must be set (or DATABASE_URL)"));
         }
@@ -548,13 +621,30 @@ impl Settings {
     }
 
     /// Payouts run on this hub (when it is the leader) only with a treasury.
-    pub fn payouts_enabled(&self) -> bool {
+    fn payouts_enabled(&self) -> bool {
         !self.payout_treasury_keypair.is_empty()
     }
 
-    pub fn payout_commitment(
-        &self,
-    ) -> Result<solana_commitment_config::CommitmentConfig, ConfigError> {
+    fn payout_config(&self) -> Result<PayoutConfig, ConfigError> {
+        let ms = Duration::from_millis;
+        Ok(PayoutConfig {
+            interval: ms(self.payout_interval_ms),
+            min_lamports: self.payout_min_lamports,
+            max_transfers: self.payout_max_transfers,
+            max_attempts: self.payout_max_attempts,
+            settle_delay: ms(self.payout_settle_delay_ms),
+            confirm_timeout: ms(self.payout_confirm_timeout_ms),
+            poll_every: ms(self.payout_confirm_timeout_ms.clamp(100, 2_000) / 8).max(ms(20)),
+            commitment: self.payout_commitment()?,
+            history_rpc_url: (!self.payout_history_rpc_url.is_empty())
+                .then(|| self.payout_history_rpc_url.clone()),
+            priority_fee_micro_lamports: self.payout_priority_fee_micro_lamports,
+            daily_cap_lamports: self.payout_daily_cap_lamports,
+            crash: self.payout_crash_at()?.map(|p| (p, CrashAction::Abort)),
+        })
+    }
+
+    fn payout_commitment(&self) -> Result<solana_commitment_config::CommitmentConfig, ConfigError> {
         match self.payout_commitment.as_str() {
             "finalized" => Ok(solana_commitment_config::CommitmentConfig::finalized()),
             "confirmed" => Ok(solana_commitment_config::CommitmentConfig::confirmed()),
@@ -567,15 +657,15 @@ impl Settings {
 
     /// The armed crash point. Fault injection exists for tests only: a
     /// release build (no debug assertions) refuses any value.
-    pub fn payout_crash_at(&self) -> Result<Option<crate::payouts::CrashPoint>, ConfigError> {
+    fn payout_crash_at(&self) -> Result<Option<crate::payouts::CrashPoint>, ConfigError> {
         crash_at(&self.payout_crash_at, cfg!(debug_assertions))
     }
 
-    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+    fn keyring(&self) -> Result<Keyring, ConfigError> {
         Keyring::parse(&self.token_keys).map_err(|e| invalid("HUB_TOKEN_KEYS", e.to_string()))
     }
 
-    pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    fn trusted_proxies(&self) -> Result<Vec<IpAddr>, ConfigError> {
         self.trusted_proxies
             .split(',')
             .map(str::trim)
@@ -587,23 +677,152 @@ impl Settings {
             })
             .collect()
     }
+}
 
-    pub fn task_deadline(&self) -> Duration {
-        Duration::from_millis(self.task_deadline_ms)
+/// Everything the hub runs on, checked and typed (see [`Config::parse`]).
+/// `Debug` shows no secret: the URLs and keys are [`Secret`], [`RpcUrl`] or
+/// a [`Keyring`], each of which hides its value.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This replica's id; unique in the cluster.
+    pub hub_id: String,
+    /// The cluster's task-token keys.
+    pub keyring: Keyring,
+    pub database: DatabaseSettings,
+    pub rounds: RoundSettings,
+    pub sessions: SessionSettings,
+    pub ingest: IngestSettings,
+    pub http: HttpSettings,
+    /// Redis coordination; `None` runs this hub alone.
+    pub cluster: Option<ClusterSettings>,
+    /// Payouts while this hub leads; `None` without a treasury keypair.
+    pub payouts: Option<PayoutSettings>,
+    /// Validator rows never used are deleted once unseen this long.
+    pub unused_validator_ttl: Duration,
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Config::load(file)?.parse()
     }
 
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
+    /// From any provider stack (tests inject a map instead of touching the
+    /// process environment).
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let c: Config = fig.extract().map_err(Box::new)?;
+        c.parse()
     }
+}
 
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// May hold a password.
+    pub url: Secret,
+    /// The tick writers' and coordinator's pool.
+    pub max_connections: u32,
+    /// The read endpoints' own pool.
+    pub read_max_connections: u32,
+}
+
+/// The coordinator's.
+#[derive(Debug, Clone)]
+pub struct RoundSettings {
+    pub hub_id: String,
+    /// Validators per round (K).
+    pub validators_per_round: usize,
+    /// Floor for a website's interval.
+    pub min_interval_secs: u32,
+    /// Time a validator has to answer a task (capped at the interval).
+    pub task_deadline: Duration,
+    pub scheduler_tick: Duration,
+    pub reload_interval: Duration,
+}
+
+/// Each validator session's.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub hub_id: String,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub messages_per_sec: NonZeroU32,
+    pub message_burst: NonZeroU32,
+    /// Outbound frames queued before the session counts as a slow consumer.
+    pub queue: usize,
+    /// On shutdown, how long a session may take to hand in its results.
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+    /// Never above `max_connections`.
+    pub max_preauth_connections: usize,
+    pub max_preauth_per_ip: usize,
+    pub hello_rate_per_ip: NonZeroU32,
+    pub hello_burst_per_ip: NonZeroU32,
+    /// Lamports an accepted tick earns (stamped on it at the door).
+    pub reward_lamports: i64,
+}
+
+impl SessionSettings {
+    /// The limits a welcome announces.
     pub fn limits(&self) -> protocol::Limits {
         protocol::Limits {
             max_frame_bytes: self.max_frame_bytes as u32,
-            max_messages_per_sec: self.max_messages_per_sec,
-            message_burst: self.message_burst,
-            auth_timeout_ms: self.auth_timeout_ms,
+            max_messages_per_sec: self.messages_per_sec.get(),
+            message_burst: self.message_burst.get(),
+            auth_timeout_ms: self.auth_timeout.as_millis() as u64,
         }
     }
+
+    /// A session's message budget (and, apart, its resends').
+    pub fn message_quota(&self) -> governor::Quota {
+        governor::Quota::per_second(self.messages_per_sec).allow_burst(self.message_burst)
+    }
+
+    /// Hellos per client address.
+    pub fn hello_quota(&self) -> governor::Quota {
+        governor::Quota::per_second(self.hello_rate_per_ip).allow_burst(self.hello_burst_per_ip)
+    }
+}
+
+/// The tick writers'.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Verified results waiting to be written.
+    pub queue: usize,
+    /// Most rows per write.
+    pub batch_max: usize,
+    pub writers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// To read a request's head, and to answer a non-WebSocket request.
+    pub timeout: Duration,
+    /// Earnings and metrics requests served at once.
+    pub max_concurrent: usize,
+    /// Load balancers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub redis_url: Secret,
+    /// Prepended to every key and channel.
+    pub prefix: String,
+    pub announce_interval: Duration,
+    /// Address other hubs see; `None`: the listener's.
+    pub advertise_address: Option<String>,
+    pub leader_lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PayoutSettings {
+    pub treasury_keypair: PathBuf,
+    pub allow_insecure_keypair: bool,
+    pub rpc_url: RpcUrl,
+    pub cycle: PayoutConfig,
 }
 
 #[cfg(test)]
@@ -614,7 +833,7 @@ mod tests {
     fn from_pairs(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let toml: String = pairs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         Settings::from_figment(
-            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(&toml)),
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&toml)),
         )
     }
 
@@ -625,7 +844,7 @@ mod tests {
     fn valid_settings_load_and_get_a_hub_id() {
         let s = from_pairs(&[("database_url", DB), ("token_keys", KEY)]).unwrap();
         assert!(s.hub_id.starts_with("hub-"));
-        assert_eq!(s.validators_per_round, 3);
+        assert_eq!(s.rounds.validators_per_round, 3);
     }
 
     #[test]
@@ -689,7 +908,7 @@ mod tests {
         for secret in ["db-pass-1", "redis-pass-2", &key[..16], "postgres://"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
-        assert!(shown.contains("token_keys"), "{shown}");
+        assert!(shown.contains("keyring"), "{shown}");
     }
 
     /// A syntax error in the TOML file gives the line and the reason, not
@@ -719,7 +938,7 @@ mod tests {
             // What `Env` does with the variable's text.
             let value: figment::value::Value = bad.parse().unwrap();
             let e = Settings::from_figment(
-                Figment::from(Serialized::defaults(Settings::default()))
+                Figment::from(Serialized::defaults(Config::default()))
                     .merge(Toml::string(&format!("database_url = {DB}")))
                     .merge(Serialized::default("token_keys", value)),
             )

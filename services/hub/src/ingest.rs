@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use ed25519_dalek::VerifyingKey;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use protocol::crypto::{verify_result, verify_results_batch};
+use protocol::crypto::verify_results_batch;
 use protocol::limits::CLOCK_SKEW_MS;
 use protocol::now_ms;
 use protocol::{
@@ -25,14 +25,9 @@ use protocol::{
 };
 use store::{ErrorKind, NewTick, Store};
 
-use crate::cluster::routing::InboxMessage;
-use crate::cluster::{ClusterLink, Ring};
-use crate::coordinator::Event;
+use crate::cluster::router::Router;
 use crate::metrics::Metrics;
 use crate::registry::Outbound;
-
-/// Longest latency a result may claim (ten minutes).
-const MAX_LATENCY_MS: u32 = 600_000;
 
 /// Checks results against the cluster keyring.
 pub struct Verifier {
@@ -43,6 +38,7 @@ pub struct Verifier {
 impl Verifier {
     /// Everything a result must satisfy to be stored, cheapest check first.
     /// `session_key` is the key the sender proved at hello.
+    #[cfg(test)]
     pub fn check(
         &self,
         session_key: &PublicKey,
@@ -52,7 +48,7 @@ impl Verifier {
         now_ms: i64,
     ) -> Result<NewTick, ErrorCode> {
         let tick = self.check_unsigned(session_key, validator_id, r, now_ms)?;
-        verify_result(vk, r).map_err(|_| ErrorCode::BadSignature)?;
+        protocol::crypto::verify_result(vk, r).map_err(|_| ErrorCode::BadSignature)?;
         Ok(tick)
     }
 
@@ -65,10 +61,7 @@ impl Verifier {
         r: &CheckResult,
         now_ms: i64,
     ) -> Result<NewTick, ErrorCode> {
-        if !r.text_is_valid()
-            || r.http_status.is_some_and(|s| !(100..=599).contains(&s))
-            || r.latency_ms > MAX_LATENCY_MS
-        {
+        if protocol::limits::check_result(r).is_err() {
             return Err(ErrorCode::InvalidResult);
         }
         let fields = r.token_fields();
@@ -320,14 +313,11 @@ enum InsertError {
 
 pub struct Writer {
     pub store: Store,
-    pub hub_id: String,
     pub metrics: Arc<Metrics>,
-    pub events: mpsc::Sender<Event>,
     pub batch_max: usize,
-    /// To tell a round's owner, when it is another hub, that a task was
+    /// Tells a round's owner (this hub or another) that a task was
     /// answered, so it can close the round early.
-    pub ring: watch::Receiver<Arc<Ring>>,
-    pub cluster: Option<ClusterLink>,
+    pub router: Router,
     pub backlog: Arc<Backlog>,
     /// After shutdown begins, how long writes keep being retried while the
     /// database is away before the rest is given up (validators resend it
@@ -376,15 +366,7 @@ impl Writer {
     /// Best effort: if the message is lost or the owner busy, the round
     /// closes at its deadline instead of early.
     fn tell_owner(&self, website_id: i64, round_id: i64, task_id: Uuid) {
-        if let Some(link) = &self.cluster {
-            let owner = self.ring.borrow().owner(website_id).map(str::to_string);
-            if let Some(owner) = owner.filter(|o| *o != self.hub_id) {
-                link.outbox
-                    .send(&owner, InboxMessage::Answered { round_id, task_id });
-                return;
-            }
-        }
-        let _ = self.events.try_send(Event::Answered { round_id, task_id });
+        self.router.answered(website_id, round_id, task_id);
     }
 
     /// Verifies the batch's signatures; answers and drops forged results.
@@ -458,12 +440,12 @@ impl Writer {
         let attempt = || async {
             match tokio::time::timeout(
                 STATEMENT_TIMEOUT,
-                self.store.insert_ticks(&self.hub_id, rows),
+                self.store.insert_ticks(self.router.hub_id(), rows),
             )
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(store::StoreError::Db(sqlx_timeout())),
+                Err(_) => Err(store::StoreError::timeout()),
             }
         };
         let res = attempt
@@ -613,22 +595,17 @@ enum Fate {
     GivenUp,
 }
 
-/// A statement that did not finish in [`STATEMENT_TIMEOUT`], as the
-/// transient error it is.
-fn sqlx_timeout() -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the statement did not finish in time",
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::router::Mesh;
+    use crate::cluster::Ring;
+    use crate::rounds::Event;
     use ed25519_dalek::SigningKey;
     use protocol::crypto::sign_result;
     use protocol::limits::MAX_ERROR_TEXT;
     use protocol::{CheckSpec, StatusRange, Task};
+    use tokio::sync::watch;
 
     struct Case {
         verifier: Verifier,
@@ -714,14 +691,21 @@ mod tests {
     fn writer(store: Store) -> (Arc<Writer>, mpsc::Receiver<Event>) {
         let (events, events_rx) = mpsc::channel(10_000);
         let (_ring_tx, ring) = watch::channel(Arc::new(Ring::new(["hub-t".to_string()])));
+        let metrics = Arc::new(Metrics::new("hub-t"));
+        let router = Router::new(
+            "hub-t".into(),
+            Arc::default(),
+            ring,
+            events,
+            metrics.clone(),
+            Mesh::Alone,
+            CancellationToken::new(),
+        );
         let w = Writer {
             store,
-            hub_id: "hub-t".into(),
-            metrics: Arc::new(Metrics::new("hub-t")),
-            events,
+            metrics,
             batch_max: 1000,
-            ring,
-            cluster: None,
+            router,
             backlog: Arc::default(),
             shutdown_grace: Duration::from_secs(1),
             stop: CancellationToken::new(),

@@ -1,34 +1,37 @@
 //! A hub replica.
 //!
-//! # Layout
-//! - [`app`]: `Application::build` / `run_until_stopped`; the HTTP routes
-//!   (`/ws`, `/healthz`, `/readyz`, `/metrics`) and the shutdown order.
-//! - `session`: one validator socket: challenge, hello, frames, heartbeat,
-//!   drain. Knows nothing of rounds.
-//! - `registry`: connected validators by key (one session per key).
-//! - `coordinator`: the single task that schedules owned websites, assigns
-//!   and replaces tasks, and closes rounds.
-//! - `scheduler`: pure slot arithmetic and validator choice.
-//! - `ingest`: stateless result verification and the batched tick writer.
-//! - [`cluster`]: Redis membership, the consistent-hash ring, key names.
-//! - [`config`]: typed settings (defaults, file, `HUB_*` environment).
+//! # Layout (in the order a result flows)
+//! - [`edge`]: the HTTP server and its routes (`/ws`, `/healthz`, `/readyz`,
+//!   `/metrics`, earnings); one validator socket's session (challenge,
+//!   hello, frames, heartbeat, drain), which knows nothing of rounds; the
+//!   caps on sockets that have not said hello.
+//! - `ingest`: the checks at the door, the backlog of results not yet
+//!   answered, and the batched tick writers.
+//! - [`rounds`]: the coordinator (the one task that schedules owned
+//!   websites, assigns and replaces tasks, and closes rounds), the round's
+//!   state machine, and the scheduler's pure slot arithmetic and choice.
+//! - [`cluster`]: Redis membership, the consistent-hash ring, presence,
+//!   hub inboxes, the payout leader's lock, and the router that decides
+//!   whether a message stays on this hub or goes to another.
 //! - [`payouts`]: the leader's settle / claim / pay / recover cycle.
-//! - `earnings`: `GET /v1/validators/{key}/earnings`.
-//! - `metrics`: every Prometheus metric, defined once.
+//! - `registry`: connected validators by key (one session per key).
+//! - [`app`]: wires the parts together and owns the shutdown order.
+//! - [`config`]: the operator's settings, parsed once into typed groups.
+//! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`cli`]: `hub serve | migrate | sites ...`.
+//!
+//! No module imports one that imports it back (tests/layering.rs checks).
 
 pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
-mod coordinator;
-mod earnings;
+pub mod edge;
 mod ingest;
 pub mod metrics;
 pub mod payouts;
 mod registry;
-pub mod scheduler;
-mod session;
+pub mod rounds;
 
-pub use app::{AppState, Application};
-pub use config::Settings;
+pub use app::{Application, Handle};
+pub use config::{Config, Settings};

@@ -1,14 +1,8 @@
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    runtime::init_tracing("info");
     let cli = hub::cli::Cli::parse();
     if let Err(e) = hub::cli::run(cli).await {
         eprintln!("error: {e:#}");

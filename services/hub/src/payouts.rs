@@ -41,7 +41,6 @@ use uuid::Uuid;
 use store::{BatchOutcome, NewBatch, Store, StoreError, UnfinishedBatch};
 
 use crate::cluster::leader::Leadership;
-use crate::config::Settings;
 use crate::metrics::Metrics;
 
 /// Rounds settled per statement.
@@ -246,27 +245,6 @@ pub struct PayoutConfig {
     pub crash: Option<(CrashPoint, CrashAction)>,
 }
 
-impl PayoutConfig {
-    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
-        Ok(Self {
-            interval: Duration::from_millis(s.payout_interval_ms),
-            min_lamports: s.payout_min_lamports,
-            max_transfers: s.payout_max_transfers,
-            max_attempts: s.payout_max_attempts,
-            settle_delay: Duration::from_millis(s.payout_settle_delay_ms),
-            confirm_timeout: Duration::from_millis(s.payout_confirm_timeout_ms),
-            poll_every: Duration::from_millis(s.payout_confirm_timeout_ms.clamp(100, 2_000) / 8)
-                .max(Duration::from_millis(20)),
-            commitment: s.payout_commitment()?,
-            history_rpc_url: (!s.payout_history_rpc_url.is_empty())
-                .then(|| s.payout_history_rpc_url.clone()),
-            priority_fee_micro_lamports: s.payout_priority_fee_micro_lamports,
-            daily_cap_lamports: s.payout_daily_cap_lamports,
-            crash: s.payout_crash_at()?.map(|p| (p, CrashAction::Abort)),
-        })
-    }
-}
-
 /// What one cycle did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -340,14 +318,13 @@ impl Payer {
 
     /// Reads a Solana CLI keypair file (the treasury secret), refusing one
     /// others can read unless `allow_insecure` (`HUB_ALLOW_INSECURE_KEYPAIR`).
-    pub fn read_treasury(path: &str, allow_insecure: bool) -> anyhow::Result<Keypair> {
-        let key = protocol::keypair::read_with(std::path::Path::new(path), allow_insecure)
-            .map_err(|e| match e {
-                protocol::keypair::KeypairError::Insecure { .. } => {
-                    anyhow::anyhow!("{e} (HUB_ALLOW_INSECURE_KEYPAIR=true)")
-                }
-                e => e.into(),
-            })?;
+    pub fn read_treasury(path: &std::path::Path, allow_insecure: bool) -> anyhow::Result<Keypair> {
+        let key = protocol::keypair::read_with(path, allow_insecure).map_err(|e| match e {
+            protocol::keypair::KeypairError::Insecure { .. } => {
+                anyhow::anyhow!("{e} (HUB_ALLOW_INSECURE_KEYPAIR=true)")
+            }
+            e => e.into(),
+        })?;
         Ok(Keypair::new_from_array(key.to_bytes()))
     }
 
@@ -492,7 +469,7 @@ impl Payer {
         let mut report = CycleReport::default();
         // Settling needs no chain: it goes on whatever the history RPC keeps.
         self.settle(epoch, &mut report).await?;
-        crate::earnings::refresh_summary(&self.store, &self.metrics).await;
+        refresh_summary(&self.store, &self.metrics).await;
         self.check_history().await?;
         self.recover(epoch, &mut report).await?;
         self.guard(epoch)?;
@@ -862,4 +839,21 @@ impl Payer {
             .with_label_values(&[what])
             .inc();
     }
+}
+
+/// Rewrites the earnings summary (`settling` of every validator). For the
+/// payout leader, right after it settles; a failure is logged and counted
+/// and costs only freshness (the next cycle rewrites it).
+async fn refresh_summary(store: &store::Store, metrics: &crate::metrics::Metrics) {
+    let outcome = match store.refresh_earnings_summary().await {
+        Ok(_) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "refreshing the earnings summary failed");
+            "error"
+        }
+    };
+    metrics
+        .earnings_summary_refreshes
+        .with_label_values(&[outcome])
+        .inc();
 }

@@ -82,7 +82,7 @@ async fn silent_sockets_from_one_address_do_not_lock_out_an_honest_validator() {
         metric(
             &hub.state,
             "uptime_hub_connections_refused_total",
-            "preauth_per_ip"
+            &[("reason", "preauth_per_ip")]
         ),
         20.0
     );
@@ -92,7 +92,7 @@ async fn silent_sockets_from_one_address_do_not_lock_out_an_honest_validator() {
     assert_eq!(w.hub_id, hub.id);
     // Once it said hello, it no longer counts as pre-auth.
     assert_eq!(
-        metric(&hub.state, "uptime_hub_preauth_connections", ""),
+        metric(&hub.state, "uptime_hub_preauth_connections", &[]),
         4.0
     );
     drop(silent);
@@ -388,7 +388,7 @@ async fn earnings_requests_do_not_slow_ingest() {
         let (c, _) = RawClient::login(&hub.ws_url(), fresh_key(n), "eu-west").await;
         feeders.push(tokio::spawn(feed(c, 100, stop.clone())));
     }
-    let written = || metric(&hub.state, "uptime_hub_ticks_written_total", "");
+    let written = || metric(&hub.state, "uptime_hub_ticks_written_total", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let phase = Duration::from_secs(6);
 

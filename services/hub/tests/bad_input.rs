@@ -11,7 +11,7 @@ use protocol::{
 };
 use test_support::TestDb;
 
-async fn hub(db: &TestDb, edit: impl FnOnce(&mut hub::Settings)) -> TestHub {
+async fn hub(db: &TestDb, edit: impl FnOnce(&mut hub::Config)) -> TestHub {
     let mut s = settings(db);
     edit(&mut s);
     TestHub::start(s).await
@@ -64,7 +64,7 @@ async fn malformed_and_unknown_frames_keep_the_session() {
         metric(
             &hub.state,
             "uptime_hub_protocol_errors_total",
-            "code=\"malformed_frame\""
+            &[("code", "malformed_frame")]
         ),
         2.0
     );
@@ -258,20 +258,23 @@ async fn bad_results_are_rejected_with_their_code_and_nothing_is_written() {
         "bad_token",
         "deadline_passed",
     ] {
-        let m = format!("reason=\"{reason}\"");
         assert_eq!(
-            metric(&hub.state, "uptime_hub_results_rejected_total", &m),
+            metric(
+                &hub.state,
+                "uptime_hub_results_rejected_total",
+                &[("reason", reason)]
+            ),
             1.0,
-            "{m} in\n{}",
-            hub::app::render_metrics(&hub.state)
+            "{reason} in\n{}",
+            hub.state.metrics.render()
         );
     }
     assert_eq!(
-        metric(&hub.state, "uptime_hub_ticks_written_total", ""),
+        metric(&hub.state, "uptime_hub_ticks_written_total", &[]),
         1.0
     );
     assert_eq!(
-        metric(&hub.state, "uptime_hub_ticks_duplicate_total", ""),
+        metric(&hub.state, "uptime_hub_ticks_duplicate_total", &[]),
         1.0
     );
     hub.stop().await;

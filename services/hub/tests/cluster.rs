@@ -8,7 +8,7 @@ use common::*;
 use fred::interfaces::{ClientLike, KeysInterface, PubsubInterface, SortedSetsInterface};
 use test_support::{TestDb, TestRedis};
 
-fn cluster_settings(db: &TestDb, redis: &TestRedis, id: &str) -> hub::Settings {
+fn cluster_settings(db: &TestDb, redis: &TestRedis, id: &str) -> hub::Config {
     let mut s = settings(db);
     s.hub_id = id.into();
     s.redis_url = redis.url.clone().into();
@@ -20,7 +20,7 @@ fn cluster_settings(db: &TestDb, redis: &TestRedis, id: &str) -> hub::Settings {
 }
 
 fn gauge(h: &TestHub, name: &str) -> i64 {
-    metric(&h.state, name, "") as i64
+    metric(&h.state, name, &[]) as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,14 +167,14 @@ async fn an_owner_uses_validators_held_by_another_hub() {
         metric(
             &b.state,
             "uptime_hub_cross_hub_messages_total",
-            "direction=\"out\""
+            &[("direction", "out")]
         ) > 0.0
     );
     assert!(
         metric(
             &a.state,
             "uptime_hub_cross_hub_messages_total",
-            "direction=\"in\""
+            &[("direction", "in")]
         ) > 0.0
     );
     assert_eq!(
@@ -320,7 +320,7 @@ async fn a_hub_started_while_redis_is_unreachable_joins_once_it_is_back() {
     })
     .await;
     eventually(5, "hub A to notice Redis is unreachable", || {
-        let n = metric(&a.state, "uptime_hub_redis_errors_total", "");
+        let n = metric(&a.state, "uptime_hub_redis_errors_total", &[]);
         async move { (n >= 1.0).then_some(()) }
     })
     .await;

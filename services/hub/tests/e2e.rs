@@ -145,9 +145,9 @@ async fn every_site_gets_three_regions_per_round_with_the_right_status() {
     );
     assert!(line(slow).contains("timeout"), "{table}");
 
-    assert!(metric(&hub.state, "uptime_hub_validators_connected", "") == 3.0);
-    assert!(metric(&hub.state, "uptime_hub_ticks_written_total", "") >= 30.0);
-    assert!(metric(&hub.state, "uptime_hub_write_batch_size_count", "") >= 1.0);
+    assert!(metric(&hub.state, "uptime_hub_validators_connected", &[]) == 3.0);
+    assert!(metric(&hub.state, "uptime_hub_ticks_written_total", &[]) >= 30.0);
+    assert!(metric(&hub.state, "uptime_hub_write_batch_size_count", &[]) >= 1.0);
 
     stop_validators(&stop, validators).await;
     hub.stop().await;
@@ -221,7 +221,7 @@ async fn a_website_added_in_plain_sql_is_checked_within_a_second() {
     v.wait_until(|s| s.connected).await;
     // The hub's first reload has happened (the interval fires at once).
     eventually(5, "the first reload", || async {
-        (metric(&hub.state, "uptime_hub_websites_owned", "") == 0.0).then_some(())
+        (metric(&hub.state, "uptime_hub_websites_owned", &[]) == 0.0).then_some(())
     })
     .await;
 

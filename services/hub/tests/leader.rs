@@ -10,7 +10,7 @@ use test_support::{Mode, RedisServer, TcpProxy, TestDb, TestRedis};
 
 const LEASE_MS: u64 = 600;
 
-fn leader_settings(db: &TestDb, redis_url: &str, prefix: &str, id: &str) -> hub::Settings {
+fn leader_settings(db: &TestDb, redis_url: &str, prefix: &str, id: &str) -> hub::Config {
     let mut s = settings(db);
     s.hub_id = id.into();
     s.redis_url = redis_url.into();
@@ -88,7 +88,7 @@ async fn one_leader_at_a_time_and_the_epoch_only_goes_up() {
     }
     let metric_sum: f64 = [&a, &b, &c]
         .iter()
-        .map(|h| metric(&h.state, "uptime_hub_is_leader", ""))
+        .map(|h| metric(&h.state, "uptime_hub_is_leader", &[]))
         .sum();
     assert_eq!(metric_sum, 1.0);
 
@@ -107,7 +107,7 @@ async fn one_leader_at_a_time_and_the_epoch_only_goes_up() {
     assert_eq!(db_epoch(&db).await, e2);
     let new_leader = rest.iter().find(|h| h.id == second).unwrap();
     assert_eq!(
-        metric(&new_leader.state, "uptime_hub_leader_epoch", ""),
+        metric(&new_leader.state, "uptime_hub_leader_epoch", &[]),
         e2 as f64
     );
     for h in rest {
@@ -167,8 +167,8 @@ async fn a_leader_cut_off_from_redis_stops_within_its_lease() {
     assert_eq!(second, "hub-b");
     assert!(e2 > e1);
     assert!(cut_at.elapsed() >= Duration::from_millis(LEASE_MS / 2));
-    assert!(metric(&a.state, "uptime_hub_lease_renewal_failures_total", "") >= 1.0);
-    assert_eq!(metric(&a.state, "uptime_hub_is_leader", ""), 0.0);
+    assert!(metric(&a.state, "uptime_hub_lease_renewal_failures_total", &[]) >= 1.0);
+    assert_eq!(metric(&a.state, "uptime_hub_is_leader", &[]), 0.0);
     proxy.mode(Mode::Pass);
     a.stop().await;
     b.stop().await;

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use protocol::limits::{MAX_REGION_LEN, MAX_TAGS, MAX_TAG_LEN};
+use protocol::limits::{self, WireError};
 use url::Url;
 
-/// Most checks a validator may run at once; also the most a hello may claim.
-pub const MAX_CONCURRENCY: u32 = 1000;
+/// Most checks a validator may run at once; also the most a hello may claim
+/// (`--concurrency` is sent as `hello.capacity`).
+pub const MAX_CONCURRENCY: u32 = limits::MAX_CAPACITY;
 /// Default `--concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 32;
 
@@ -25,9 +26,10 @@ pub struct RunConfig {
     /// Where the binary loaded the key from. [`crate::run`] takes the key
     /// itself, so in-process callers need no file and may leave this empty.
     pub keypair: PathBuf,
-    /// 1..=32 bytes of `[a-z0-9-]`.
+    /// 1..=32 bytes of `[a-z0-9-]` ([`limits::check_region`]).
     pub region: String,
-    /// At most 16, each 1..=32 bytes of `[a-z0-9-]`.
+    /// At most 16, each 1..=32 bytes of `[a-z0-9-_.:]`, e.g. `isp:hetzner`
+    /// ([`limits::check_tags`]).
     pub tags: Vec<String>,
     /// Most checks run at once (1..=1000); sent to the hub as `hello.capacity`.
     pub concurrency: u32,
@@ -86,7 +88,10 @@ impl RunConfig {
     }
 
     /// Checks every field; [`crate::run`] calls this too, so a config built
-    /// by hand gets the same treatment as one from the command line.
+    /// by hand gets the same treatment as one from the command line. What
+    /// goes into the hello is judged by the hub's own rules
+    /// ([`protocol::limits`]), so a config that passes is not refused as
+    /// `invalid_hello`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.hub_urls.is_empty() {
             return Err(ConfigError::NoHub);
@@ -97,18 +102,10 @@ impl RunConfig {
                 why,
             })?;
         }
-        if !is_name(&self.region, MAX_REGION_LEN) {
-            return Err(ConfigError::Region(self.region.clone()));
-        }
-        if self.tags.len() > MAX_TAGS {
-            return Err(ConfigError::TooManyTags(self.tags.len()));
-        }
-        if let Some(t) = self.tags.iter().find(|t| !is_name(t, MAX_TAG_LEN)) {
-            return Err(ConfigError::Tag(t.clone()));
-        }
-        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
-            return Err(ConfigError::Concurrency(self.concurrency.to_string()));
-        }
+        limits::check_region(&self.region).map_err(ConfigError::Region)?;
+        limits::check_tags(&self.tags).map_err(ConfigError::Tags)?;
+        limits::check_capacity(self.concurrency)
+            .map_err(|_| ConfigError::Concurrency(self.concurrency.to_string()))?;
         if reqwest::header::HeaderValue::from_str(&self.user_agent).is_err() {
             return Err(ConfigError::UserAgent(self.user_agent.clone()));
         }
@@ -134,13 +131,13 @@ pub enum ConfigError {
     NoHub,
     #[error("--hub {url:?}: {why}")]
     HubUrl { url: String, why: String },
-    #[error("--region {0:?}: must be 1-32 bytes of [a-z0-9-]")]
-    Region(String),
-    #[error("--tag {0:?}: must be 1-32 bytes of [a-z0-9-]")]
-    Tag(String),
-    #[error("--tag: at most 16 tags, got {0}")]
-    TooManyTags(usize),
-    #[error("--concurrency {0:?}: must be a whole number from 1 to 1000")]
+    /// The rule and the value are in the [`WireError`].
+    #[error("--region: {0}")]
+    Region(WireError),
+    /// Too many tags, or the first bad one.
+    #[error("--tag: {0}")]
+    Tags(WireError),
+    #[error("--concurrency {0:?}: must be a whole number from 1 to {MAX_CONCURRENCY}")]
     Concurrency(String),
     #[error("--user-agent {0:?}: not a valid header value")]
     UserAgent(String),
@@ -165,12 +162,6 @@ fn check_hub_url(u: &Url) -> Result<(), String> {
         return Err("missing host".into());
     }
     Ok(())
-}
-
-fn is_name(s: &str, max: usize) -> bool {
-    (1..=max).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -224,22 +215,31 @@ mod tests {
         );
         check_err(
             |r| r.region = "EU".into(),
-            r#"--region "EU": must be 1-32 bytes of [a-z0-9-]"#,
+            r#"--region: region must be 1-32 bytes of [a-z0-9-], got "EU""#,
         );
         check_err(
             |r| r.region = String::new(),
-            r#"--region "": must be 1-32 bytes of [a-z0-9-]"#,
+            r#"--region: region must be 1-32 bytes of [a-z0-9-], got """#,
         );
         check_err(
             |r| r.region = "a".repeat(33),
             &format!(
-                r#"--region "{}": must be 1-32 bytes of [a-z0-9-]"#,
+                r#"--region: region must be 1-32 bytes of [a-z0-9-], got "{}""#,
                 "a".repeat(33)
             ),
         );
+        // Tag characters are not region characters.
         check_err(
-            |r| r.tags = vec!["a b".into()],
-            r#"--tag "a b": must be 1-32 bytes of [a-z0-9-]"#,
+            |r| r.region = "isp:hetzner".into(),
+            r#"--region: region must be 1-32 bytes of [a-z0-9-], got "isp:hetzner""#,
+        );
+        check_err(
+            |r| r.tags = vec!["isp:hetzner".into(), "a b".into()],
+            r#"--tag: each tag must be 1-32 bytes of [a-z0-9-_.:], got "a b""#,
+        );
+        check_err(
+            |r| r.tags = vec!["ISP:Hetzner".into()],
+            r#"--tag: each tag must be 1-32 bytes of [a-z0-9-_.:], got "ISP:Hetzner""#,
         );
         check_err(
             |r| r.tags = (0..17).map(|i| format!("t{i}")).collect(),
@@ -257,6 +257,28 @@ mod tests {
         );
     }
 
+    /// The documented tag alphabet, `[a-z0-9-_.:]`, as a hub accepts it;
+    /// tags arrive trimmed and empty ones (`VALIDATOR_TAGS="a,,b"`) dropped.
+    #[test]
+    fn accepts_the_documented_tags() {
+        let mut r = raw();
+        r.tags = vec![
+            "isp:hetzner".into(),
+            " dc.fsn1 ".into(),
+            String::new(),
+            "tier_2".into(),
+            "a".repeat(32),
+        ];
+        let c = RunConfig::from_raw(r).unwrap();
+        assert_eq!(
+            c.tags,
+            ["isp:hetzner", "dc.fsn1", "tier_2", &"a".repeat(32)]
+        );
+        let mut c = RunConfig::new(Url::parse("ws://h/").unwrap());
+        c.tags = vec!["isp:hetzner".into()];
+        c.validate().unwrap();
+    }
+
     #[test]
     fn validate_catches_hand_built_configs() {
         let mut c = RunConfig::new(Url::parse("ws://h/").unwrap());
@@ -265,5 +287,11 @@ mod tests {
         let mut c = RunConfig::new(Url::parse("https://h/").unwrap());
         c.concurrency = 1;
         assert!(matches!(c.validate(), Err(ConfigError::HubUrl { .. })));
+        let mut c = RunConfig::new(Url::parse("ws://h/").unwrap());
+        c.tags = vec!["isp hetzner".into()];
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Tags(WireError::Tag("isp hetzner".into())))
+        );
     }
 }

@@ -86,7 +86,8 @@ struct RunArgs {
     /// Where this validator runs: 1-32 bytes of [a-z0-9-].
     #[arg(long, env = "VALIDATOR_REGION")]
     region: String,
-    /// Label sent to the hub, 1-32 bytes of [a-z0-9-]; repeat for several.
+    /// Label sent to the hub, e.g. isp:hetzner: 1-32 bytes of [a-z0-9-_.:];
+    /// at most 16. Repeat for several (comma-separated in VALIDATOR_TAGS).
     #[arg(long = "tag", env = "VALIDATOR_TAGS", value_delimiter = ',')]
     tags: Vec<String>,
     /// Most checks at once (1-1000).
@@ -206,13 +207,7 @@ fn run(args: RunArgs, allow_insecure_keypair: bool) -> Result<(), Fail> {
     .map_err(usage)?;
     let key = read_keypair(&config.keypair, allow_insecure_keypair)?;
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    runtime::init_tracing("info");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,52 +217,16 @@ fn run(args: RunArgs, allow_insecure_keypair: bool) -> Result<(), Fail> {
         let shutdown = CancellationToken::new();
         // Listen before starting, so a signal sent as soon as we log
         // "validator starting" is never the default, abrupt kill.
-        let signals =
-            Signals::listen().map_err(|e| Fail(1, format!("cannot listen for signals: {e}")))?;
-        tokio::spawn(signals.cancel(shutdown.clone()));
+        let mut signals = runtime::Signals::listen()
+            .map_err(|e| Fail(1, format!("cannot listen for signals: {e}")))?;
+        let cancel = shutdown.clone();
+        tokio::spawn(async move {
+            let sig = signals.recv().await;
+            tracing::info!("{sig}: shutting down");
+            cancel.cancel();
+        });
         validator::run(config, key, shutdown)
             .await
             .map_err(|e| Fail(1, format!("{e:#}")))
     })
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM (what Kubernetes and systemd send) start a
-/// clean shutdown.
-struct Signals {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn listen() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn listen() -> std::io::Result<Self> {
-        Ok(Self {})
-    }
-
-    #[cfg(unix)]
-    async fn cancel(mut self, shutdown: CancellationToken) {
-        tokio::select! {
-            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
-        }
-        shutdown.cancel();
-    }
-
-    #[cfg(not(unix))]
-    async fn cancel(self, shutdown: CancellationToken) {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C: shutting down");
-        shutdown.cancel();
-    }
 }

@@ -1,19 +1,27 @@
 //! One connection to one hub: connect, answer the challenge, then serve
 //! tasks until the socket ends, the hub asks us to reconnect, or we shut down.
+//!
+//! `handshake` runs up to the welcome. After it a `Session` holds the
+//! connection's state; its loop waits for the next event and hands it to a
+//! step: read a frame, handle a hub message, resend due results, heartbeat,
+//! begin or end a drain. `Session::finish` closes politely when it can.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use protocol::crypto::sign_result;
 use protocol::{
-    CheckResult, Heartbeat, Hello, HubMessage, Signature, Task, ValidatorMessage, Welcome,
-    SUPPORTED_VERSIONS,
+    CheckResult, Heartbeat, Hello, HubMessage, Reconnect, Signature, Task, ValidatorMessage,
+    Welcome, SUPPORTED_VERSIONS,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::{sleep_until, timeout, Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -24,7 +32,7 @@ use url::Url;
 
 use crate::check::Checker;
 use crate::config::RunConfig;
-use crate::state::{Accept, Out, Outbox, Shared};
+use crate::state::{Accept, Out, Outbox, Shared, Stats};
 use crate::writer::{write_loop, Pacer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -214,10 +222,55 @@ struct Stop {
     socket_ok: bool,
 }
 
+/// What a step of the main loop decides: go on, or stop.
+type Step = ControlFlow<Stop>;
+
 /// Set once we stop taking tasks: wait until idle or `until`, then end.
 struct Drain {
     until: Instant,
     then: End,
+}
+
+/// The heartbeat clock and what it watches.
+struct Heartbeats {
+    every: Duration,
+    /// The hub answers every heartbeat, and our pings when it is quiet, so
+    /// this long a silence means the connection is dead without a FIN.
+    silence_limit: Duration,
+    ticker: Interval,
+    seq: u64,
+    /// When the hub last sent any frame.
+    last_rx: Instant,
+}
+
+/// One welcomed connection: the read half of the socket, the writer task
+/// behind the two queues, the timers and the drain state.
+///
+/// [`Session::run`] is the main loop: a `select!` that only waits and
+/// dispatches to one step per event (read a frame, handle a hub message,
+/// resend due results, heartbeat, begin or end a drain).
+/// [`Session::finish`] closes the socket and hands back how it ended.
+struct Session<'a> {
+    ctx: &'a Ctx,
+    generation: u64,
+    stream: SplitStream<Ws>,
+    /// The only task that writes to the socket; it ends when the socket
+    /// fails or after it has sent our close frame.
+    writer: JoinHandle<Result<(), WsError>>,
+    /// Heartbeats and pings: ahead of queued results.
+    urgent_tx: mpsc::Sender<Out>,
+    /// Results, then our close frame, in order.
+    frames_tx: mpsc::Sender<Out>,
+    /// Sends the results still pending from earlier connections.
+    resend_backlog: JoinHandle<()>,
+    heartbeat: Heartbeats,
+    /// Unacknowledged results go out again on this connection (the
+    /// protocol's required resend; the hub drops a copy it still holds).
+    resend_every: Duration,
+    resend_tick: Interval,
+    /// Wakes a drain when a check finishes or an ack arrives.
+    stats_rx: watch::Receiver<Stats>,
+    drain: Option<Drain>,
 }
 
 async fn serve(
@@ -233,154 +286,332 @@ async fn serve(
         protocol_version = welcome.protocol_version,
         "connected"
     );
-    let (sink, mut stream) = ws.split();
-    let (urgent_tx, urgent_rx) = mpsc::channel(8);
-    let (frames_tx, frames_rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        urgent_rx,
-        frames_rx,
-        Pacer::for_limits(&welcome.limits),
-        ctx.shared.clone(),
-    ));
-    let outbox = Outbox {
-        generation,
-        frames: frames_tx.clone(),
-    };
-    // Publish the outbox before listing pending results: a check finishing
-    // in between either lands in the list or sees the outbox, never neither.
-    ctx.shared.connected(outbox.clone(), &welcome.hub_id);
-    let resend = tokio::spawn(resend_pending(ctx.shared.clone(), outbox).in_current_span());
+    let mut session = Session::start(ctx, ws, &welcome, generation);
+    let stop = session.run(shutdown).await;
+    session.finish(stop).await
+}
 
-    let beat = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
-    // The hub answers every heartbeat, and our pings when it is quiet, so
-    // this long a silence means the connection is dead without a FIN.
-    let silence_limit = Duration::from_millis(welcome.heartbeat_timeout_ms).max(beat * 3);
-    let mut ticker = tokio::time::interval_at(Instant::now() + beat, beat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
-    // Unacknowledged results go out again on this connection (the
-    // protocol's required resend; the hub drops a copy it still holds).
-    let resend_every = Duration::from_millis(protocol::limits::RESULT_RESEND_MS);
-    let mut resend_tick =
-        tokio::time::interval_at(Instant::now() + resend_every / 2, resend_every / 2);
-    resend_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_rx = Instant::now();
-    let mut stats_rx = ctx.shared.subscribe();
-    let mut drain: Option<Drain> = None;
+impl<'a> Session<'a> {
+    /// Starts the writer, publishes this connection's outbox and starts
+    /// resending what earlier connections left unacknowledged.
+    fn start(ctx: &'a Ctx, ws: Ws, welcome: &Welcome, generation: u64) -> Self {
+        let (sink, stream) = ws.split();
+        let (urgent_tx, urgent_rx) = mpsc::channel(8);
+        let (frames_tx, frames_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let writer = tokio::spawn(write_loop(
+            sink,
+            urgent_rx,
+            frames_rx,
+            Pacer::for_limits(&welcome.limits),
+            ctx.shared.clone(),
+        ));
+        let outbox = Outbox {
+            generation,
+            frames: frames_tx.clone(),
+        };
+        // Publish the outbox before listing pending results: a check finishing
+        // in between either lands in the list or sees the outbox, never neither.
+        ctx.shared.connected(outbox.clone(), &welcome.hub_id);
+        let resend_backlog =
+            tokio::spawn(resend_pending(ctx.shared.clone(), outbox).in_current_span());
 
-    let stop = loop {
-        if drain.is_some() && ctx.shared.is_idle() {
-            let d = drain.take().expect("checked above");
-            break Stop {
-                end: d.then,
-                socket_ok: true,
-            };
+        let beat = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
+        let resend_every = Duration::from_millis(protocol::limits::RESULT_RESEND_MS);
+        Self {
+            ctx,
+            generation,
+            stream,
+            writer,
+            urgent_tx,
+            frames_tx,
+            resend_backlog,
+            heartbeat: Heartbeats {
+                every: beat,
+                silence_limit: Duration::from_millis(welcome.heartbeat_timeout_ms).max(beat * 3),
+                ticker: delayed_interval(beat),
+                seq: 0,
+                last_rx: Instant::now(),
+            },
+            resend_every,
+            resend_tick: delayed_interval(resend_every / 2),
+            stats_rx: ctx.shared.subscribe(),
+            drain: None,
         }
-        let drain_until = drain.as_ref().map(|d| d.until);
-        let shutting_down = matches!(
-            drain,
+    }
+
+    /// The main loop: wait for the next event, hand it to its step.
+    async fn run(&mut self, shutdown: &CancellationToken) -> Stop {
+        loop {
+            if let Some(stop) = self.drained() {
+                return stop;
+            }
+            let draining = self.drain.is_some();
+            let drain_until = self.drain.as_ref().map_or_else(Instant::now, |d| d.until);
+            let shutting_down = self.shutting_down();
+            // Each branch's future is dropped before its step runs, so the
+            // steps may borrow the whole session.
+            let step = tokio::select! {
+                _ = shutdown.cancelled(), if !shutting_down => self.begin_shutdown(),
+                _ = sleep_until(drain_until), if draining => self.drain_timed_out(),
+                _ = self.stats_rx.changed(), if draining => Step::Continue(()),
+                res = &mut self.writer => self.writer_ended(res),
+                _ = self.resend_tick.tick() => self.resend_due(),
+                _ = self.heartbeat.ticker.tick() => self.heartbeat_tick(),
+                frame = self.stream.next() => self.read_frame(frame),
+            };
+            if let Step::Break(stop) = step {
+                return stop;
+            }
+        }
+    }
+
+    /// One frame (or the end of the stream) from the hub. Any frame counts
+    /// as a sign of life.
+    fn read_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Step {
+        let msg = match frame {
+            None => {
+                info!("hub closed the connection");
+                return Step::Break(self.lost());
+            }
+            Some(Err(e)) => {
+                warn!("reading from hub failed: {e}");
+                return Step::Break(self.lost());
+            }
+            Some(Ok(msg)) => msg,
+        };
+        self.heartbeat.last_rx = Instant::now();
+        match msg {
+            Message::Text(t) => self.handle_text(&t),
+            // tungstenite answers the close; keep reading until the
+            // stream ends so the handshake completes.
+            Message::Close(f) => debug!(frame = ?f, "hub sent close"),
+            Message::Binary(_) => warn!("ignoring binary frame from hub"),
+            _ => {}
+        }
+        Step::Continue(())
+    }
+
+    fn handle_text(&mut self, text: &str) {
+        match HubMessage::decode(text) {
+            Ok(m) => self.handle_message(m),
+            // Unknown types are how a newer hub adds messages; skip them.
+            Err(e) => warn!("ignoring unreadable frame from hub: {e}"),
+        }
+    }
+
+    fn handle_message(&mut self, msg: HubMessage) {
+        let ctx = self.ctx;
+        match msg {
+            HubMessage::Task(task) => {
+                ctx.shared.task_received();
+                if self.drain.is_some() {
+                    debug!(task_id = %task.task_id, "not taking tasks while draining");
+                    ctx.shared.task_dropped();
+                } else {
+                    start_check(ctx, task);
+                }
+            }
+            HubMessage::ResultAck(ack) => {
+                debug!(task_id = %ack.task_id, outcome = ?ack.outcome, code = ?ack.code, "result acknowledged");
+                ctx.shared.ack(&ack);
+            }
+            HubMessage::HeartbeatAck(_) => {}
+            HubMessage::Error(e) => {
+                warn!(code = e.code.as_str(), "hub error: {}", e.message);
+                ctx.shared.error_frame(e.code);
+            }
+            HubMessage::Reconnect(r) => self.begin_reconnect(r),
+            m @ (HubMessage::Challenge(_) | HubMessage::Welcome(_)) => {
+                warn!("ignoring unexpected {} after welcome", message_type(&m));
+            }
+        }
+    }
+
+    /// The hub is going away: finish in-flight work (at most
+    /// `RECONNECT_DRAIN`), then reconnect, preferably to the hubs it names.
+    fn begin_reconnect(&mut self, r: Reconnect) {
+        self.ctx.shared.reconnect_requested();
+        let urls: Vec<Url> = r
+            .urls
+            .iter()
+            .filter_map(|u| match crate::config::parse_hub_url(u) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    warn!("ignoring reconnect target: {e}");
+                    None
+                }
+            })
+            .collect();
+        info!(
+            reason = %r.reason,
+            retry_after_ms = r.retry_after_ms,
+            urls = ?r.urls,
+            "hub asked us to reconnect; finishing in-flight checks first"
+        );
+        let now = Instant::now();
+        let until = now + RECONNECT_DRAIN;
+        self.drain = Some(match self.drain.take() {
+            // Shutting down already: that wins.
+            Some(
+                d @ Drain {
+                    then: End::Shutdown,
+                    ..
+                },
+            ) => d,
+            other => Drain {
+                until: other.map_or(until, |d| d.until.min(until)),
+                then: End::Reconnect {
+                    at: now + Duration::from_millis(r.retry_after_ms),
+                    urls,
+                },
+            },
+        });
+    }
+
+    /// The shutdown signal: finish in-flight checks (at most
+    /// `SHUTDOWN_GRACE`, or sooner if a drain already ends sooner).
+    fn begin_shutdown(&mut self) -> Step {
+        info!("shutting down: finishing in-flight checks");
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        let until = self.drain.as_ref().map_or(until, |d| d.until.min(until));
+        self.drain = Some(Drain {
+            until,
+            then: End::Shutdown,
+        });
+        Step::Continue(())
+    }
+
+    fn shutting_down(&self) -> bool {
+        matches!(
+            self.drain,
             Some(Drain {
                 then: End::Shutdown,
                 ..
             })
-        );
-        tokio::select! {
-            _ = shutdown.cancelled(), if !shutting_down => {
-                info!("shutting down: finishing in-flight checks");
-                let until = Instant::now() + SHUTDOWN_GRACE;
-                drain = Some(Drain {
-                    until: drain_until.map_or(until, |d| d.min(until)),
-                    then: End::Shutdown,
-                });
-            }
-            _ = sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain.is_some() => {
-                warn!(
-                    in_flight = ctx.shared.in_flight(),
-                    "gave up waiting for in-flight checks and acks"
-                );
-                let d = drain.take().expect("guarded by the branch condition");
-                break Stop { end: d.then, socket_ok: true };
-            }
-            _ = stats_rx.changed(), if drain.is_some() => {}
-            res = &mut writer => {
-                match res {
-                    Ok(Ok(())) => debug!("writer finished"),
-                    Ok(Err(e)) => warn!("writing to hub failed: {e}"),
-                    Err(e) => warn!("writer task failed: {e}"),
-                }
-                break lost(drain.take());
-            }
-            _ = resend_tick.tick() => {
-                let due = ctx.shared.due_for_resend(generation, resend_every);
-                if !due.is_empty() {
-                    debug!(count = due.len(), "resending unacknowledged results");
-                }
-                for r in due {
-                    // A full outbox skips it; it is due again next time.
-                    if frames_tx.try_send(Out::Msg(Box::new(ValidatorMessage::Result(r)))).is_err() {
-                        break;
-                    }
-                }
-            }
-            _ = ticker.tick() => {
-                if last_rx.elapsed() > silence_limit {
-                    warn!(silent_ms = last_rx.elapsed().as_millis() as u64, "hub went silent");
-                    break lost(drain.take());
-                }
-                seq += 1;
-                // Queued tasks count as load too: the hub should not pile
-                // more on a validator whose slots are all taken.
-                let in_flight = u32::try_from(ctx.shared.in_flight()).unwrap_or(u32::MAX);
-                let hb = ValidatorMessage::Heartbeat(Heartbeat { seq, in_flight });
-                if urgent_tx.try_send(Out::Msg(Box::new(hb))).is_err() {
-                    debug!("writer busy; skipped a heartbeat");
-                }
-                if last_rx.elapsed() >= beat {
-                    let _ = urgent_tx.try_send(Out::Ping);
-                }
-                // Results sent before a deadline may be acked after it, so
-                // only forget them once even a skewed hub clock is past it.
-                ctx.shared.prune(protocol::now_ms() - protocol::limits::RESULT_RESEND_GRACE_MS);
-            }
-            frame = stream.next() => match frame {
-                None => {
-                    info!("hub closed the connection");
-                    break lost(drain.take());
-                }
-                Some(Err(e)) => {
-                    warn!("reading from hub failed: {e}");
-                    break lost(drain.take());
-                }
-                Some(Ok(msg)) => {
-                    last_rx = Instant::now();
-                    match msg {
-                        Message::Text(t) => on_text(ctx, &t, &mut drain),
-                        // tungstenite answers the close; keep reading until the
-                        // stream ends so the handshake completes.
-                        Message::Close(f) => debug!(frame = ?f, "hub sent close"),
-                        Message::Binary(_) => warn!("ignoring binary frame from hub"),
-                        _ => {}
-                    }
-                }
-            },
-        }
-    };
+        )
+    }
 
-    if stop.socket_ok {
-        // Results queued before the close frame go out first.
-        let polite = async {
-            if frames_tx.send(Out::Close).await.is_ok() {
-                let _ = (&mut writer).await;
+    /// Draining, and nothing is left in flight: done.
+    fn drained(&mut self) -> Option<Stop> {
+        let idle = || self.ctx.shared.is_idle();
+        self.drain.take_if(|_| idle()).map(|d| Stop {
+            end: d.then,
+            socket_ok: true,
+        })
+    }
+
+    fn drain_timed_out(&mut self) -> Step {
+        warn!(
+            in_flight = self.ctx.shared.in_flight(),
+            "gave up waiting for in-flight checks and acks"
+        );
+        let d = self.drain.take().expect("guarded by the branch condition");
+        Step::Break(Stop {
+            end: d.then,
+            socket_ok: true,
+        })
+    }
+
+    fn writer_ended(&mut self, res: Result<Result<(), WsError>, JoinError>) -> Step {
+        match res {
+            Ok(Ok(())) => debug!("writer finished"),
+            Ok(Err(e)) => warn!("writing to hub failed: {e}"),
+            Err(e) => warn!("writer task failed: {e}"),
+        }
+        Step::Break(self.lost())
+    }
+
+    /// Queues the results that have waited `RESULT_RESEND_MS` for an ack
+    /// on this connection.
+    fn resend_due(&mut self) -> Step {
+        let due = self
+            .ctx
+            .shared
+            .due_for_resend(self.generation, self.resend_every);
+        if !due.is_empty() {
+            debug!(count = due.len(), "resending unacknowledged results");
+        }
+        for r in due {
+            // A full outbox skips it; it is due again next time.
+            let frame = Out::Msg(Box::new(ValidatorMessage::Result(r)));
+            if self.frames_tx.try_send(frame).is_err() {
+                break;
             }
-            // The hub's close reply completes the handshake. Acks that
-            // arrive before it still count; tasks are no longer taken.
-            while let Some(Ok(m)) = stream.next().await {
+        }
+        Step::Continue(())
+    }
+
+    /// Every heartbeat interval: give up on a hub that has gone silent, else
+    /// send a heartbeat (and a ping when the hub has been quiet), and forget
+    /// results too far past their deadline.
+    fn heartbeat_tick(&mut self) -> Step {
+        let hb = &mut self.heartbeat;
+        if hb.last_rx.elapsed() > hb.silence_limit {
+            warn!(
+                silent_ms = hb.last_rx.elapsed().as_millis() as u64,
+                "hub went silent"
+            );
+            return Step::Break(self.lost());
+        }
+        hb.seq += 1;
+        // Queued tasks count as load too: the hub should not pile more on a
+        // validator whose slots are all taken.
+        let in_flight = u32::try_from(self.ctx.shared.in_flight()).unwrap_or(u32::MAX);
+        let beat = ValidatorMessage::Heartbeat(Heartbeat {
+            seq: hb.seq,
+            in_flight,
+        });
+        if self.urgent_tx.try_send(Out::Msg(Box::new(beat))).is_err() {
+            debug!("writer busy; skipped a heartbeat");
+        }
+        if hb.last_rx.elapsed() >= hb.every {
+            let _ = self.urgent_tx.try_send(Out::Ping);
+        }
+        // Results sent before a deadline may be acked after it, so only
+        // forget them once even a skewed hub clock is past it.
+        self.ctx
+            .shared
+            .prune(protocol::now_ms() - protocol::limits::RESULT_RESEND_GRACE_MS);
+        Step::Continue(())
+    }
+
+    /// The socket is gone; a drain in progress still decides what comes next.
+    fn lost(&mut self) -> Stop {
+        Stop {
+            end: self
+                .drain
+                .take()
+                .map_or(End::Lost { welcomed: true }, |d| d.then),
+            socket_ok: false,
+        }
+    }
+
+    /// Closes the socket if it is still fit for it, stops the session's
+    /// tasks and returns how the session ended.
+    async fn finish(mut self, stop: Stop) -> End {
+        if stop.socket_ok {
+            self.close_politely().await;
+        }
+        self.writer.abort();
+        self.resend_backlog.abort();
+        self.ctx.shared.disconnected(self.generation);
+        stop.end
+    }
+
+    /// Our close frame after the results already queued, then the hub's
+    /// reply, which completes the handshake. Acks that arrive before it
+    /// still count; tasks are no longer taken.
+    async fn close_politely(&mut self) {
+        let polite = async {
+            if self.frames_tx.send(Out::Close).await.is_ok() {
+                let _ = (&mut self.writer).await;
+            }
+            while let Some(Ok(m)) = self.stream.next().await {
                 match m {
                     Message::Close(_) => break,
                     Message::Text(t) => {
                         if let Ok(HubMessage::ResultAck(ack)) = HubMessage::decode(&t) {
-                            ctx.shared.ack(&ack);
+                            self.ctx.shared.ack(&ack);
                         }
                     }
                     _ => {}
@@ -391,90 +622,14 @@ async fn serve(
             debug!("hub did not finish the close handshake in time");
         }
     }
-    writer.abort();
-    resend.abort();
-    ctx.shared.disconnected(generation);
-    stop.end
 }
 
-/// The socket is gone; a drain in progress still decides what comes next.
-fn lost(drain: Option<Drain>) -> Stop {
-    Stop {
-        end: drain.map_or(End::Lost { welcomed: true }, |d| d.then),
-        socket_ok: false,
-    }
-}
-
-fn on_text(ctx: &Ctx, text: &str, drain: &mut Option<Drain>) {
-    let msg = match HubMessage::decode(text) {
-        Ok(m) => m,
-        Err(e) => {
-            // Unknown types are how a newer hub adds messages; skip them.
-            warn!("ignoring unreadable frame from hub: {e}");
-            return;
-        }
-    };
-    match msg {
-        HubMessage::Task(task) => {
-            ctx.shared.task_received();
-            if drain.is_some() {
-                debug!(task_id = %task.task_id, "not taking tasks while draining");
-                ctx.shared.task_dropped();
-            } else {
-                start_check(ctx, task);
-            }
-        }
-        HubMessage::ResultAck(ack) => {
-            debug!(task_id = %ack.task_id, outcome = ?ack.outcome, code = ?ack.code, "result acknowledged");
-            ctx.shared.ack(&ack);
-        }
-        HubMessage::HeartbeatAck(_) => {}
-        HubMessage::Error(e) => {
-            warn!(code = e.code.as_str(), "hub error: {}", e.message);
-            ctx.shared.error_frame(e.code);
-        }
-        HubMessage::Reconnect(r) => {
-            ctx.shared.reconnect_requested();
-            let urls: Vec<Url> = r
-                .urls
-                .iter()
-                .filter_map(|u| match crate::config::parse_hub_url(u) {
-                    Ok(u) => Some(u),
-                    Err(e) => {
-                        warn!("ignoring reconnect target: {e}");
-                        None
-                    }
-                })
-                .collect();
-            info!(
-                reason = %r.reason,
-                retry_after_ms = r.retry_after_ms,
-                urls = ?r.urls,
-                "hub asked us to reconnect; finishing in-flight checks first"
-            );
-            let now = Instant::now();
-            let until = now + RECONNECT_DRAIN;
-            *drain = Some(match drain.take() {
-                // Shutting down already: that wins.
-                Some(
-                    d @ Drain {
-                        then: End::Shutdown,
-                        ..
-                    },
-                ) => d,
-                other => Drain {
-                    until: other.map_or(until, |d| d.until.min(until)),
-                    then: End::Reconnect {
-                        at: now + Duration::from_millis(r.retry_after_ms),
-                        urls,
-                    },
-                },
-            });
-        }
-        m @ (HubMessage::Challenge(_) | HubMessage::Welcome(_)) => {
-            warn!("ignoring unexpected {} after welcome", message_type(&m));
-        }
-    }
+/// An interval whose first tick is one `period` from now, and which waits a
+/// full period after a late tick rather than bursting to catch up.
+fn delayed_interval(period: Duration) -> Interval {
+    let mut i = tokio::time::interval_at(Instant::now() + period, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
 }
 
 /// Runs a task's check on its own task, so the reader never waits for a

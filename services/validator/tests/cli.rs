@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn validator(args: &[&str]) -> Output {
+    validator_with_env(args, &[])
+}
+
+/// `validator(args)` with `env` set (after the caller's VALIDATOR_* are removed).
+fn validator_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_validator"));
     cmd.args(args);
     // The flags under test must not be satisfied from the caller's environment.
@@ -20,6 +25,7 @@ fn validator(args: &[&str]) -> Output {
     ] {
         cmd.env_remove(var);
     }
+    cmd.envs(env.iter().copied());
     cmd.output().expect("the validator binary runs")
 }
 
@@ -147,6 +153,39 @@ fn run_rejects_unusable_arguments_with_exit_code_2() {
         &["--region", "Not A Region"],
         &["--region", "Not A Region"],
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A tag outside the documented `[a-z0-9-_.:]` is refused with the rule the
+/// hub applies, from the flag and from `VALIDATOR_TAGS` alike; `isp:hetzner`
+/// beside it is not what is named. (That good tags reach the hub is in
+/// tests/session.rs.)
+#[test]
+fn a_bad_tag_is_refused_with_the_documented_rule() {
+    let dir = temp_dir("tags");
+    let key = dir.join("id.json");
+    protocol::keypair::write_new(&key, &protocol::keypair::generate()).unwrap();
+    let want = r#"error: --tag: each tag must be 1-32 bytes of [a-z0-9-_.:], got "ISP Hetzner""#;
+    let k = key.to_str().unwrap();
+    let run = vec![
+        "run",
+        "--hub",
+        "ws://127.0.0.1:1/ws",
+        "--keypair",
+        k,
+        "--region",
+        "eu-west",
+    ];
+
+    let mut flags = run.clone();
+    flags.extend(["--tag", "isp:hetzner", "--tag", "ISP Hetzner"]);
+    let o = validator(&flags);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim_end(), want);
+
+    let o = validator_with_env(&run, &[("VALIDATOR_TAGS", "isp:hetzner,ISP Hetzner")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim_end(), want);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

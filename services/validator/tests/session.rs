@@ -507,3 +507,60 @@ async fn wss_hubs_are_reached_over_tls() {
     shutdown.cancel();
     timeout(WAIT, task).await.unwrap().unwrap().unwrap();
 }
+
+/// The binary as an operator runs it: tags in the documented alphabet
+/// (`isp:hetzner`, as the hub accepts them) from `--tag` and from
+/// `VALIDATOR_TAGS` reach the hello unchanged.
+#[tokio::test]
+async fn the_binary_sends_tags_from_flags_and_environment() {
+    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
+
+    let dir = std::env::temp_dir().join(format!(
+        "validator-tags-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("id.json");
+    protocol::keypair::write_new(&key, &protocol::keypair::generate()).unwrap();
+    let flags: &[&str] = &["--tag", "isp:hetzner", "--tag", "dc.fsn1"];
+    for (args, env) in [(flags, None), (&[][..], Some("isp:hetzner,dc.fsn1"))] {
+        let hub = FakeHub::bind().await;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_validator"));
+        cmd.args(["run", "--hub", hub.url().as_str()])
+            .args(["--keypair", key.to_str().unwrap(), "--region", "eu-west"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for var in [
+            "VALIDATOR_HUB_URLS",
+            "VALIDATOR_KEYPAIR",
+            "VALIDATOR_REGION",
+            "VALIDATOR_TAGS",
+            "VALIDATOR_CONCURRENCY",
+            "VALIDATOR_ALLOW_PRIVATE_TARGETS",
+            "VALIDATOR_USER_AGENT",
+            "VALIDATOR_ALLOW_INSECURE_KEYPAIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some(tags) = env {
+            cmd.env("VALIDATOR_TAGS", tags);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let hello = tokio::select! {
+            (_conn, hello) = hub.accept_and_welcome(60_000) => hello,
+            status = child.wait() => {
+                let mut err = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+                panic!("the validator exited ({status:?}): {err}");
+            }
+        };
+        assert_eq!(hello.tags, ["isp:hetzner", "dc.fsn1"], "{args:?} {env:?}");
+        child.kill().await.unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -6,7 +6,8 @@
 //! - [`crypto`]: keys, signatures, the domain-separated canonical bytes that
 //!   validators sign, and the HMAC task token any hub can verify.
 //! - [`keypair`]: the Solana CLI keypair file format.
-//! - [`limits`]: the documented limits both sides agree on.
+//! - [`limits`]: the documented limits both sides agree on, and the
+//!   `check_*` rules on hello and result fields ([`WireError`]).
 //! - [`api`]: JSON bodies of the hub's read-only HTTP API (earnings).
 //!
 //! **API boundary**: this crate knows nothing of tokio, axum, sqlx or Redis.
@@ -22,6 +23,7 @@ pub mod messages;
 pub use crypto::{
     Keyring, Nonce, PublicKey, Signature, TaskToken, TokenError, TokenFields, VerifyError,
 };
+pub use limits::WireError;
 pub use messages::*;
 
 /// Protocol versions this build speaks, newest last.

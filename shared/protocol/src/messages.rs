@@ -50,7 +50,8 @@ pub struct Hello {
     pub public_key: PublicKey,
     /// Where the validator runs, e.g. `eu-west`. 1..=32 bytes of `[a-z0-9-]`.
     pub region: String,
-    /// Optional: absent and `null` both mean no tags.
+    /// Labels such as `isp:hetzner`: at most 16, each 1..=32 bytes of
+    /// `[a-z0-9-_.:]`. Optional: absent and `null` both mean no tags.
     #[serde(default, deserialize_with = "null_as_empty")]
     #[schemars(with = "Option<Vec<String>>")]
     pub tags: Vec<String>,
@@ -244,13 +245,14 @@ impl CheckResult {
         }
     }
 
-    /// Whether every free-text field may be stored and shown: `error` is at
-    /// most [`MAX_ERROR_TEXT`](crate::limits::MAX_ERROR_TEXT) bytes with no
-    /// control character (NUL included, which PostgreSQL text cannot hold).
+    /// Whether every free-text field may be stored and shown: `error` passes
+    /// [`check_error_text`](crate::limits::check_error_text). Part of
+    /// [`check_result`](crate::limits::check_result), which also judges
+    /// `http_status` and `latency_ms`.
     pub fn text_is_valid(&self) -> bool {
         self.error
             .as_deref()
-            .is_none_or(|e| e.len() <= crate::limits::MAX_ERROR_TEXT && is_clean_text(e))
+            .is_none_or(|e| crate::limits::check_error_text(e).is_ok())
     }
 }
 

@@ -779,6 +779,12 @@ fn docs_examples_are_valid_frames() {
             .unwrap_or_else(|| panic!("no type:\n{block}"));
         let dir = Dir::of_type(ty).unwrap_or_else(|| panic!("unknown type {ty}"));
         check_sample(&schemas, dir, block);
+        // The examples obey the field rules too, not only the shape.
+        match ValidatorMessage::decode(block) {
+            Ok(ValidatorMessage::Hello(h)) => limits::check_hello(&h).unwrap(),
+            Ok(ValidatorMessage::Result(r)) => limits::check_result(&r).unwrap(),
+            _ => {}
+        }
         types.insert(ty.to_string());
     }
     let all: BTreeSet<String> = HUB_TYPES
@@ -804,4 +810,55 @@ fn docs_list_every_error_code() {
             "docs/protocol.md needs one error-table row starting `{row}`"
         );
     }
+}
+
+/// The hello field rules in the message table and the limits table are the
+/// ones `protocol::limits` enforces.
+#[test]
+fn docs_state_the_hello_field_rules() {
+    let doc = protocol_md();
+    let row = |start: &str| -> &str {
+        let mut rows = doc.lines().filter(|l| l.starts_with(start));
+        let r = rows
+            .next()
+            .unwrap_or_else(|| panic!("no row starting {start}"));
+        assert!(rows.next().is_none(), "one row starting {start}");
+        r
+    };
+    let region = format!(
+        "1-{} bytes of `{}`",
+        limits::MAX_REGION_LEN,
+        limits::REGION_CHARS
+    );
+    let tags = format!(
+        "at most {}; each 1-{} bytes of `{}`",
+        limits::MAX_TAGS,
+        limits::MAX_TAG_LEN,
+        limits::TAG_CHARS
+    );
+    let capacity = format!("{}..={}", limits::MIN_CAPACITY, limits::MAX_CAPACITY);
+    let status = format!("{:?}", limits::HTTP_STATUS_RANGE);
+    for (start, want) in [
+        ("| `hello.region` |", &region),
+        ("| `region` |", &region),
+        ("| `hello.tags` |", &tags),
+        ("| `hello.capacity` |", &capacity),
+        ("| `capacity` |", &capacity),
+        ("| `result.http_status` |", &status),
+    ] {
+        assert!(
+            row(start).contains(want.as_str()),
+            "{start} row should say {want}"
+        );
+    }
+    let tag_row = row("| `tags` |");
+    assert!(
+        tag_row.contains(&format!(
+            "At most {}, each 1-{} bytes of `{}`",
+            limits::MAX_TAGS,
+            limits::MAX_TAG_LEN,
+            limits::TAG_CHARS
+        )),
+        "{tag_row}"
+    );
 }

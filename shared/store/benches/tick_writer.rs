@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use store::NewTick;
-use test_support::TestDb;
 use uuid::Uuid;
+
+#[path = "../tests/it/fresh_db.rs"]
+#[allow(dead_code)] // `pool()` serves the tests
+mod fresh_db;
 
 fn ticks(n: usize, now_ms: i64) -> Vec<NewTick> {
     (0..n)
@@ -38,9 +41,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let db = rt.block_on(TestDb::new()).expect(
-        "UPTIME_TEST_DATABASE_URL must name a PostgreSQL server (scripts/bench.sh starts one)",
-    );
+    // Needs UPTIME_TEST_DATABASE_URL (scripts/bench.sh starts a server).
+    let db = rt.block_on(fresh_db::FreshDb::new());
     let store = db.store.clone();
     let now = protocol::now_ms();
 

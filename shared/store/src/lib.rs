@@ -5,16 +5,24 @@
 //! - [`migrate`]: applies `migrations/` (sqlx takes an advisory lock, so any
 //!   number of hubs may start at once).
 //! - [`WebsiteUrl`]: a validated check target, parsed once at the edge.
+//! - [`WebsiteId`], [`RoundId`], [`ValidatorId`], [`RoundStatus`]: typed ids
+//!   and the round's state, encoded as their columns are.
+//! - `payouts`: the ledger and payout statements, fenced by an epoch.
+//! - `simulated`: the load tool's statements (simulated websites).
 //!
 //! Times cross this boundary as Unix milliseconds (`i64`), like the wire
 //! protocol; conversion to `timestamptz` happens in SQL.
 
 mod payouts;
+mod simulated;
+mod types;
 mod website_url;
 
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
 };
+pub use crate::simulated::{SeededWebsites, SIMULATED_URL_PREFIX};
+pub use crate::types::{RoundId, RoundStatus, UnknownRoundStatus, ValidatorId, WebsiteId};
 pub use crate::website_url::{check_keyword, KeywordError, UrlError, WebsiteUrl};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -22,8 +30,6 @@ use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
-
-pub use sqlx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +66,16 @@ pub enum ErrorKind {
 }
 
 impl StoreError {
+    /// A statement the caller gave up waiting for, as the transient error it
+    /// is (the database is busy or away): for callers that put their own
+    /// time limit around a store method.
+    pub fn timeout() -> Self {
+        StoreError::Db(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the statement did not finish in time",
+        )))
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Db(e) => db_error_kind(e),
@@ -213,7 +229,7 @@ macro_rules! website_columns {
 
 fn website_from_row(r: &sqlx::postgres::PgRow) -> Website {
     Website {
-        id: r.get("id"),
+        id: r.get::<WebsiteId, _>("id").0,
         url: r.get("url"),
         interval_secs: r.get("interval_secs"),
         timeout_ms: r.get("timeout_ms"),
@@ -431,8 +447,13 @@ impl Store {
 
     // ---- rounds ----
 
-    /// Inserts rounds; returns only those this call created. A slot that
-    /// already has a round (opened by anyone) is skipped by the unique key.
+    /// Inserts rounds; returns those this call created, and this hub's own
+    /// rounds for those slots that are still open (with the new deadline).
+    /// A slot that already has another hub's round, or a closed one, is
+    /// skipped by the unique key. Taking back its own open round is how a hub
+    /// recovers from an insert that committed while the connection broke: it
+    /// saw an error, kept the slot due, and would otherwise leave the round
+    /// open with no task until the sweep closed it `unknown`.
     pub async fn open_rounds(&self, hub_id: &str, rounds: &[NewRound]) -> Result<Vec<OpenedRound>> {
         if rounds.is_empty() {
             return Ok(Vec::new());
@@ -445,7 +466,8 @@ impl Store {
             "INSERT INTO rounds (website_id, slot, scheduled_at, deadline, hub_id) \
              SELECT w, s, to_timestamp(a / 1000.0), to_timestamp(d / 1000.0), $5 \
                FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(w, s, a, d) \
-             ON CONFLICT (website_id, scheduled_at) DO NOTHING \
+             ON CONFLICT (website_id, scheduled_at) DO UPDATE SET deadline = EXCLUDED.deadline \
+               WHERE rounds.hub_id = EXCLUDED.hub_id AND rounds.status = 'open' \
              RETURNING id, website_id, \
                (extract(epoch FROM scheduled_at) * 1000)::int8 AS scheduled_at_ms",
         )
@@ -459,8 +481,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| OpenedRound {
-                round_id: r.get("id"),
-                website_id: r.get("website_id"),
+                round_id: r.get::<RoundId, _>("id").0,
+                website_id: r.get::<WebsiteId, _>("website_id").0,
                 scheduled_at_ms: r.get("scheduled_at_ms"),
             })
             .collect())
@@ -503,8 +525,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| ClosedRound {
-                round_id: r.get("id"),
-                website_id: r.get("website_id"),
+                round_id: r.get::<RoundId, _>("id").0,
+                website_id: r.get::<WebsiteId, _>("website_id").0,
                 opened_by: r.get("hub_id"),
                 status: r.get("status"),
                 up: r.get("up"),
@@ -655,7 +677,7 @@ impl Store {
                 continue;
             };
             let round = site.round.get_or_insert_with(|| RoundSummary {
-                round_id: row.get("round_id"),
+                round_id: row.get::<RoundId, _>("round_id").0,
                 status: row.get("status"),
                 scheduled_at_ms: row.get("sched_ms"),
                 results: Vec::new(),

@@ -14,12 +14,16 @@
 //! - [`solana::SolanaRpc`] (`solana`): a litesvm chain behind a JSON-RPC
 //!   endpoint the production `RpcClient` talks to, whose test decides whether
 //!   each sent transaction lands, is held or is dropped, and when blocks pass.
+//! - [`metrics`]: a `/metrics` page fetched ([`metrics::scrape`]) or rendered
+//!   by the test, read with `prometheus-parse`; one figure by name and labels
+//!   ([`metrics::Metrics::value`]).
 //! - `resp`: the few lines of blocking RESP that `TestRedis` needs (private).
 //!
 //! `scripts/test.sh` starts PostgreSQL and Redis and sets the variables, and
 //! `UPTIME_TEST_REDIS_SERVER` (the `redis-server` binary `RedisServer` runs).
 
 mod db;
+pub mod metrics;
 mod proxy;
 mod redis;
 mod resp;

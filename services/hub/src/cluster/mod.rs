@@ -12,14 +12,22 @@
 //! - [`routing`]: hub inboxes over pub/sub (tasks, result summaries, kicks).
 //! - [`membership`]: announce, read the live members, publish changes, and
 //!   keep a `watch` of the current [`Ring`] that the coordinator follows.
+//! - [`router`]: the one place that decides whether a task, a result summary
+//!   or a kick stays on this hub or goes to another hub's inbox.
+//! - [`node`]: this hub's Redis clients and cluster tasks (membership,
+//!   publisher, inbox, the presence loop, the election), started and stopped
+//!   as one.
 //!
-//! Without Redis (`HUB_REDIS_URL` unset) the ring is this hub alone.
+//! Without Redis (`HUB_REDIS_URL` unset) the ring is this hub alone and the
+//! router's mesh is [`router::Mesh::Alone`].
 
 pub mod keys;
 pub mod leader;
 pub mod membership;
+pub mod node;
 pub mod presence;
 pub mod ring;
+pub mod router;
 pub mod routing;
 
 pub use keys::Keys;

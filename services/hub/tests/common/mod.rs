@@ -6,7 +6,6 @@
 pub mod payouts;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -17,12 +16,13 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use hub::{AppState, Application, Settings};
+use hub::{Application, Config, Handle};
 use protocol::crypto::{sign_hello, sign_result};
 use protocol::{
     now_ms, CheckResult, CheckSpec, CheckStatus, HubMessage, Keyring, Nonce, PublicKey, Signature,
     StatusRange, Task, TokenFields, ValidatorMessage, Welcome,
 };
+use test_support::metrics::{scrape, Metrics};
 use test_support::TestDb;
 use uuid::Uuid;
 
@@ -34,8 +34,8 @@ pub fn keyring() -> Keyring {
 }
 
 /// Settings for tests: fast schedules, short deadlines.
-pub fn settings(db: &TestDb) -> Settings {
-    let s = Settings {
+pub fn settings(db: &TestDb) -> Config {
+    Config {
         database_url: db.url.clone().into(),
         db_max_connections: 8,
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -46,26 +46,25 @@ pub fn settings(db: &TestDb) -> Settings {
         scheduler_tick_ms: 50,
         reload_interval_ms: 200,
         drain_timeout_ms: 3_000,
-        ..Settings::default()
-    };
-    s.validate().unwrap();
-    s
+        ..Config::default()
+    }
 }
 
 pub struct TestHub {
     pub addr: SocketAddr,
     pub id: String,
-    pub state: Arc<AppState>,
+    pub state: Handle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestHub {
-    pub async fn start(settings: Settings) -> Self {
+    pub async fn start(config: Config) -> Self {
+        let settings = config.parse().expect("valid test settings");
         let id = settings.hub_id.clone();
         let app = Application::build(settings).await.expect("hub builds");
         let addr = app.local_addr();
-        let state = app.state();
+        let state = app.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
@@ -236,17 +235,12 @@ pub async fn count(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
 }
 
-/// Sum of the samples of metric `name` whose labels contain `labels`
-/// (e.g. `reason="bad_token"`; empty for all).
-pub fn metric(state: &AppState, name: &str, labels: &str) -> f64 {
-    hub::app::render_metrics(state)
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']) && rest.contains(labels))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// Sum of the samples of metric `name` whose labels include every pair in
+/// `labels` (`&[]` for all); 0 when there is none.
+pub fn metric(state: &Handle, name: &str, labels: &[(&str, &str)]) -> f64 {
+    Metrics::parse(&state.metrics.render())
+        .value(name, labels)
+        .unwrap_or(0.0)
 }
 
 /// The demo sites on 127.0.0.1:0; stops when the returned token is cancelled.
@@ -418,30 +412,11 @@ impl HubProc {
         let _ = self.child.wait().await;
     }
 
-    /// One sample from `/metrics` (summed over labels), or None if the
-    /// hub does not answer.
+    /// One sample from `/metrics` (summed over labels; 0 when absent), or
+    /// None if the hub does not answer.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body))
-            .await
-            .ok()?
-            .ok()?;
-        Some(
-            body.lines()
-                .filter(|l| {
-                    l.strip_prefix(name)
-                        .is_some_and(|r| r.starts_with(['{', ' ']))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        Some(scrape(&url).await.ok()?.value(name, &[]).unwrap_or(0.0))
     }
 }
 

@@ -13,73 +13,46 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use test_support::solana::{ChainConfig, SolanaRpc};
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "local-solana",
+    about = "A local Solana chain (litesvm behind JSON-RPC) for the dev stack"
+)]
 struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18899")]
     listen: SocketAddr,
+    /// Give an account lamports at start (repeatable).
+    #[arg(long, value_name = "PUBKEY=LAMPORTS", value_parser = parse_fund)]
     fund: Vec<([u8; 32], u64)>,
+    /// A block every this many milliseconds.
+    #[arg(long, default_value_t = 400, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
     block_ms: u64,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        listen: SocketAddr::from(([127, 0, 0, 1], 18899)),
-        fund: Vec::new(),
-        block_ms: 400,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => {
-                let v = value()?;
-                args.listen = v
-                    .parse()
-                    .map_err(|_| format!("--listen {v:?}: not an address"))?;
-            }
-            "--fund" => {
-                let v = value()?;
-                let (key, lamports) = v
-                    .split_once('=')
-                    .ok_or(format!("--fund {v:?}: expected PUBKEY=LAMPORTS"))?;
-                let key: [u8; 32] = bs58::decode(key)
-                    .into_vec()
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or(format!("--fund {key:?}: not a base58 public key"))?;
-                let lamports = lamports
-                    .parse()
-                    .map_err(|_| format!("--fund {lamports:?}: not a lamport amount"))?;
-                args.fund.push((key, lamports));
-            }
-            "--block-ms" => {
-                let v = value()?;
-                args.block_ms = v
-                    .parse()
-                    .ok()
-                    .filter(|ms| (10..=60_000).contains(ms))
-                    .ok_or(format!("--block-ms {v:?}: must be 10..=60000"))?;
-            }
-            "-h" | "--help" => {
-                return Err(
-                    "usage: local-solana [--listen 127.0.0.1:PORT] [--fund PUBKEY=LAMPORTS]... [--block-ms MS]"
-                        .into(),
-                )
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(args)
+/// `BASE58_PUBKEY=LAMPORTS`.
+fn parse_fund(v: &str) -> Result<([u8; 32], u64), String> {
+    let (key, lamports) = v
+        .split_once('=')
+        .ok_or(format!("{v:?}: expected PUBKEY=LAMPORTS"))?;
+    let key: [u8; 32] = bs58::decode(key)
+        .into_vec()
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(format!("{key:?}: not a base58 public key"))?;
+    let lamports = lamports
+        .parse()
+        .map_err(|_| format!("{lamports:?}: not a lamport amount"))?;
+    Ok((key, lamports))
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // A usage error exits with 2 (clap's code).
+    let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -108,13 +81,53 @@ fn main() -> ExitCode {
             chain.lagging_url(),
             chain.pool_url()
         );
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        runtime::shutdown_signal().await;
         drop(chain);
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("local-solana").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_defaults_and_refusals() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.listen, SocketAddr::from(([127, 0, 0, 1], 18899)));
+        assert_eq!((a.block_ms, a.fund.len()), (400, 0));
+        let key = bs58::encode([7u8; 32]).into_string();
+        let a = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--fund",
+            &format!("{key}=1000"),
+            "--fund",
+            &format!("{key}=5"),
+            "--block-ms",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(a.fund, vec![([7u8; 32], 1000), ([7u8; 32], 5)]);
+        assert_eq!(a.block_ms, 10);
+        for bad in [
+            &["--block-ms", "9"][..],
+            &["--block-ms", "60001"],
+            &["--fund", "nokey"],
+            &["--fund", "abc=1"],
+            &["--fund", &format!("{key}=lots")],
+            &["--listen", "localhost"],
+            &["--what"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            // Usage errors exit with 2, as before clap.
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
 }

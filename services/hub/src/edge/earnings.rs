@@ -4,11 +4,9 @@
 //!
 //! Bounded per request: a few primary-key and index lookups on the hub's
 //! read pool (`HUB_READ_DB_MAX_CONNECTIONS`, apart from the tick writers'),
-//! behind a cap on requests at once and a time limit (app.rs). `settling`
+//! behind a cap on requests at once and a time limit (`edge::http`). `settling`
 //! comes from a summary the payout leader rewrites after each settlement
-//! ([`refresh_summary`]), not from the ticks.
-
-use std::sync::Arc;
+//! (`payouts::refresh_summary`), not from the ticks.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,7 +16,7 @@ use axum::Json;
 use protocol::api::{Agreement, ApiError, Earnings, Payout};
 use protocol::PublicKey;
 
-use crate::app::AppState;
+use store::Store;
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
@@ -31,7 +29,8 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
         .into_response()
 }
 
-pub async fn earnings(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Response {
+/// Served from the read pool (`read`), never the tick writers'.
+pub async fn earnings(State(read): State<Store>, Path(key): Path<String>) -> Response {
     if PublicKey::from_base58(&key).is_none() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -39,7 +38,7 @@ pub async fn earnings(State(state): State<Arc<AppState>>, Path(key): Path<String
             "not a base58 ed25519 public key",
         );
     }
-    let e = match state.read_store.earnings_summary(&key).await {
+    let e = match read.earnings_summary(&key).await {
         Ok(Some(e)) => e,
         Ok(None) => {
             return error(
@@ -88,21 +87,4 @@ pub async fn earnings(State(state): State<Arc<AppState>>, Path(key): Path<String
             .collect(),
     })
     .into_response()
-}
-
-/// Rewrites the earnings summary (`settling` of every validator). For the
-/// payout leader, right after it settles; a failure is logged and counted
-/// and costs only freshness (the next cycle rewrites it).
-pub async fn refresh_summary(store: &store::Store, metrics: &crate::metrics::Metrics) {
-    let outcome = match store.refresh_earnings_summary().await {
-        Ok(_) => "ok",
-        Err(e) => {
-            tracing::warn!(error = %e, "refreshing the earnings summary failed");
-            "error"
-        }
-    };
-    metrics
-        .earnings_summary_refreshes
-        .with_label_values(&[outcome])
-        .inc();
 }

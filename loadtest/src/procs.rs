@@ -1,115 +1,80 @@
 //! CPU time and resident memory of the processes under test, read from
-//! `/proc` (Linux only).
+//! `/proc` with the `procfs` crate (Linux only).
 //!
 //! CPU is `utime + stime` of `/proc/PID/stat` (clock ticks, converted with
-//! `sysconf(_SC_CLK_TCK)`), diffed over a window and shown as a percentage
-//! of one core; memory is `VmRSS` of `/proc/PID/status`, and `Pss` of
-//! `/proc/PID/smaps_rollup` (shared pages divided among the processes that
-//! map them: the sum over PostgreSQL's processes counts its shared buffers
-//! once, where summed RSS counts them once per backend). A [`Group`] names
-//! the processes of one role (the hubs, HAProxy, Redis, PostgreSQL, this
-//! tool) either by pid or by `comm`, and is re-resolved at every sample, so
-//! PostgreSQL backends that come and go are followed.
+//! the kernel's ticks per second), diffed over a window and shown as a
+//! percentage of one core; memory is `VmRSS` of `/proc/PID/status`, and
+//! `Pss` of `/proc/PID/smaps_rollup` (shared pages divided among the
+//! processes that map them: the sum over PostgreSQL's processes counts its
+//! shared buffers once, where summed RSS counts them once per backend). A
+//! [`Group`] names the processes of one role (the hubs, HAProxy, Redis,
+//! PostgreSQL, this tool) either by pid or by `comm`, and is re-resolved at
+//! every sample, so PostgreSQL backends that come and go are followed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-/// Fields of `/proc/PID/stat` we use.
+use procfs::process::Process;
+
+/// What a walk of `/proc` keeps of each live process (from its `stat`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
+pub struct Proc {
+    pub pid: u32,
     pub comm: String,
-    pub state: char,
     pub ppid: u32,
     /// `utime + stime`, in clock ticks.
     pub cpu_ticks: u64,
 }
 
-/// Parses `/proc/PID/stat`. The command name sits in parentheses and may
-/// itself contain spaces and parentheses, so the fields are counted from
-/// the last `)`.
-pub fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    // After ") ": field 3 (state) is index 0, so field N is index N - 3.
-    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let ppid = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(Stat {
-        comm,
-        state,
-        ppid,
-        cpu_ticks: utime + stime,
-    })
-}
-
-/// `VmRSS` from `/proc/PID/status`, in KiB (`None` for kernel threads and
-/// zombies, which have none).
-pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| {
-        let rest = l.strip_prefix("VmRSS:")?;
-        let mut parts = rest.split_whitespace();
-        let n = parts.next()?.parse().ok()?;
-        match parts.next() {
-            Some("kB") | None => Some(n),
-            Some(_) => None,
-        }
-    })
-}
-
+/// `VmRSS` in KiB (`None` for kernel threads and zombies, which have none).
 pub fn read_rss_kib(pid: u32) -> Option<u64> {
-    parse_vm_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .status()
+        .ok()?
+        .vmrss
 }
 
-/// `Pss` from `/proc/PID/smaps_rollup`, in KiB.
-pub fn parse_pss_kib(smaps_rollup: &str) -> Option<u64> {
-    smaps_rollup.lines().find_map(|l| {
-        let rest = l.strip_prefix("Pss:")?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
+/// `Pss` of `smaps_rollup`, in KiB.
 pub fn read_pss_kib(pid: u32) -> Option<u64> {
-    parse_pss_kib(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+    let rollup = Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .smaps_rollup()
+        .ok()?;
+    // One map, "[rollup]"; procfs gives its fields in bytes.
+    let pss = rollup
+        .memory_map_rollup
+        .0
+        .first()?
+        .extension
+        .map
+        .get("Pss")?;
+    Some(pss / 1024)
 }
 
 /// Clock ticks per second for `/proc/PID/stat` times.
 pub fn clock_ticks_per_sec() -> u64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 on error.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
-    }
+    procfs::ticks_per_second()
 }
 
-/// Every live process as (pid, stat), from one walk of `/proc`.
-pub fn all_processes() -> Vec<(u32, Stat)> {
-    all_processes_in(Path::new("/proc"))
-}
-
-fn all_processes_in(root: &Path) -> Vec<(u32, Stat)> {
-    let Ok(dir) = std::fs::read_dir(root) else {
+/// Every live process (zombies and dead ones left out), by pid, from one
+/// walk of `/proc`. Processes that exit during the walk are skipped.
+pub fn all_processes() -> Vec<Proc> {
+    let Ok(procs) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(st) = parse_stat(&text) {
-            if st.state != 'Z' && st.state != 'X' {
-                out.push((pid, st));
-            }
-        }
-    }
-    out.sort_by_key(|(pid, _)| *pid);
+    let mut out: Vec<Proc> = procs
+        .filter_map(|p| p.ok()?.stat().ok())
+        .filter(|st| st.state != 'Z' && st.state != 'X')
+        .filter_map(|st| {
+            Some(Proc {
+                pid: u32::try_from(st.pid).ok()?,
+                comm: st.comm,
+                ppid: u32::try_from(st.ppid).unwrap_or(0),
+                cpu_ticks: st.utime + st.stime,
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| p.pid);
     out
 }
 
@@ -126,22 +91,22 @@ pub enum Selector {
 
 impl Selector {
     /// Resolves the selector against a process list.
-    pub fn resolve(&self, procs: &[(u32, Stat)]) -> Vec<u32> {
+    pub fn resolve(&self, procs: &[Proc]) -> Vec<u32> {
         match self {
             Selector::Pids(pids) => pids
                 .iter()
                 .copied()
-                .filter(|p| procs.iter().any(|(q, _)| q == p))
+                .filter(|p| procs.iter().any(|q| q.pid == *p))
                 .collect(),
             Selector::Comm(c) => procs
                 .iter()
-                .filter(|(_, s)| &s.comm == c)
-                .map(|(p, _)| *p)
+                .filter(|p| &p.comm == c)
+                .map(|p| p.pid)
                 .collect(),
             Selector::Tree(root) => procs
                 .iter()
-                .filter(|(p, s)| p == root || s.ppid == *root)
-                .map(|(p, _)| *p)
+                .filter(|p| p.pid == *root || p.ppid == *root)
+                .map(|p| p.pid)
                 .collect(),
         }
     }
@@ -212,8 +177,8 @@ pub fn sample(groups: &[Group]) -> Vec<GroupSample> {
             for pid in g.selector.resolve(&procs) {
                 let cpu = procs
                     .iter()
-                    .find(|(p, _)| *p == pid)
-                    .map_or(0, |(_, st)| st.cpu_ticks);
+                    .find(|p| p.pid == pid)
+                    .map_or(0, |p| p.cpu_ticks);
                 s.procs.insert(
                     pid,
                     Reading {
@@ -237,51 +202,47 @@ pub fn cpu_percent(ticks: u64, window_secs: f64, ticks_per_sec: u64) -> Option<f
 mod tests {
     use super::*;
 
-    // A real line (postgres checkpointer), with the comm altered to contain
-    // spaces and a parenthesis.
-    const STAT: &str = "4242 (post (gres) x) S 4200 4200 4200 0 -1 4194624 1160 0 0 0 \
-                        37 12 0 0 20 0 1 0 2312 219746304 2030 18446744073709551615 1 1 0 0 0 0 \
-                        0 16781312 16902 0 0 0 17 1 0 0 0 0 0";
-
+    /// A child whose executable name has spaces and parentheses (the
+    /// `comm` field of `/proc/PID/stat` sits in parentheses itself, so a
+    /// naive reader gets every later field wrong): found by name, by parent,
+    /// with its parent right.
     #[test]
-    fn stat_fields_are_counted_from_the_last_parenthesis() {
-        let s = parse_stat(STAT).unwrap();
-        assert_eq!(s.comm, "post (gres) x");
-        assert_eq!(s.state, 'S');
-        assert_eq!(s.ppid, 4200);
-        assert_eq!(s.cpu_ticks, 37 + 12);
-        assert_eq!(parse_stat("1 (x) S"), None);
-        assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn pss_from_smaps_rollup() {
-        let t = "55d0-7ffc ---p 00000000 00:00 0  [rollup]\nRss:  20480 kB\nPss:  8123 kB\nPss_Dirty: 100 kB\n";
-        assert_eq!(parse_pss_kib(t), Some(8123));
-        assert_eq!(parse_pss_kib("Rss: 1 kB\n"), None);
-    }
-
-    #[test]
-    fn vm_rss_in_kib() {
-        let status = "Name:\thub\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss_kib(status), Some(12345));
-        assert_eq!(parse_vm_rss_kib("Name:\tkthreadd\n"), None);
+    fn finds_a_child_with_an_awkward_name() {
+        let dir = std::env::temp_dir().join(format!("loadtest-procs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("lt (a) b");
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        let me = std::process::id();
+        let procs = all_processes();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let found = procs.iter().find(|p| p.pid == child.id()).unwrap();
+        assert_eq!(found.comm, "lt (a) b");
+        assert_eq!(found.ppid, me);
+        assert_eq!(
+            Selector::Comm("lt (a) b".into()).resolve(&procs),
+            vec![child.id()]
+        );
+        assert!(Selector::Tree(me).resolve(&procs).contains(&child.id()));
+        assert!(procs.windows(2).all(|w| w[0].pid < w[1].pid), "sorted");
     }
 
     #[test]
     fn selectors_resolve_against_a_process_list() {
-        let st = |comm: &str, ppid: u32| Stat {
+        let p = |pid: u32, comm: &str, ppid: u32| Proc {
+            pid,
             comm: comm.into(),
-            state: 'S',
             ppid,
             cpu_ticks: 0,
         };
         let procs = vec![
-            (10, st("postgres", 1)),
-            (11, st("postgres", 10)),
-            (12, st("postgres", 10)),
-            (20, st("postgres", 1)),
-            (30, st("hub", 1)),
+            p(10, "postgres", 1),
+            p(11, "postgres", 10),
+            p(12, "postgres", 10),
+            p(20, "postgres", 1),
+            p(30, "hub", 1),
         ];
         assert_eq!(Selector::Tree(10).resolve(&procs), vec![10, 11, 12]);
         assert_eq!(
@@ -314,12 +275,24 @@ mod tests {
         assert_eq!(cpu_percent(50, 0.0, 100), None);
     }
 
+    /// This process's own figures, in KiB, next to what `/proc` says in
+    /// text (a unit slip would be off by 1024).
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        assert!(read_rss_kib(me).unwrap() > 0);
-        assert!(read_pss_kib(me).unwrap() > 0);
-        assert!(all_processes().iter().any(|(p, _)| *p == me));
+        let rss = read_rss_kib(me).unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let text: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(
+            rss > 0 && rss.abs_diff(text) < text / 2 + 1024,
+            "{rss} vs {line}"
+        );
+        let pss = read_pss_kib(me).unwrap();
+        assert!(pss > 0 && pss <= rss * 2, "pss {pss} KiB, rss {rss} KiB");
+        let mine = all_processes().into_iter().find(|p| p.pid == me).unwrap();
+        assert_eq!(mine.ppid, std::os::unix::process::parent_id());
         assert!(clock_ticks_per_sec() > 0);
+        assert_eq!(read_rss_kib(u32::MAX), None);
     }
 }

@@ -1,0 +1,906 @@
+//! One validator's WebSocket session: challenge, hello, then a loop that
+//! reads frames, writes queued frames, watches the heartbeat, and drains on
+//! shutdown. A bad frame costs the sender an error frame, never the hub.
+//!
+//! What closes a session (each documented in docs/protocol.md): no valid
+//! hello in time, a bad hello, an oversized frame, a flood past the rate
+//! limit, a result or heartbeat before hello, heartbeat silence, a newer
+//! session with the same key, a write that cannot finish in 10 s, and
+//! shutdown once in-flight work is handed in. A full outbound queue does not
+//! close it: new tasks go to other validators, and a dropped ack is
+//! recovered by the validator's resend.
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use ed25519_dalek::VerifyingKey;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::RateLimiter;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use protocol::{
+    crypto::verify_hello, negotiate_version, now_ms, AckOutcome, Challenge, ErrorCode, Hello,
+    HubMessage, Nonce, Reconnect, ResultAck, ValidatorMessage, Welcome, SUPPORTED_VERSIONS,
+};
+
+use store::Store;
+
+use crate::cluster::router::Router;
+use crate::config::SessionSettings;
+use crate::edge::preauth::{client_key, PreAuthGuard};
+use crate::edge::HelloLimiter;
+use crate::ingest::{Backlog, IngestItem, Verifier, MAX_REFUSED_ROWS};
+use crate::metrics::Metrics;
+use crate::registry::{Outbound, Registry, SessionHandle};
+
+/// What every session of this hub shares: exactly what a session uses.
+pub struct Sessions {
+    pub settings: SessionSettings,
+    pub metrics: Arc<Metrics>,
+    /// The checks at the door (all but the signature).
+    pub verifier: Verifier,
+    /// To the tick writers.
+    pub ingest: mpsc::Sender<IngestItem>,
+    /// Results accepted and not yet answered.
+    pub backlog: Arc<Backlog>,
+    /// Records the validator at hello.
+    pub store: Store,
+    /// Looks up late resends (the read endpoints' pool).
+    pub read_store: Store,
+    pub registry: Arc<Registry>,
+    /// Presence claims, and the coordinator's "session closed".
+    pub router: Router,
+    pub hello_limiter: Arc<HelloLimiter>,
+    /// Cancelled on shutdown: sessions drain.
+    pub draining: CancellationToken,
+}
+
+impl Sessions {
+    pub fn max_frame_bytes(&self) -> usize {
+        self.settings.max_frame_bytes
+    }
+}
+
+/// How long one frame may take to write before the peer counts as stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many queued frames go out in one flush.
+const WRITE_BATCH: usize = 64;
+
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Why the session ended, for logs.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    #[allow(dead_code, reason = "read through Debug in logs")]
+    Error(ErrorCode),
+    Drained,
+    Io,
+}
+
+/// What one read from the socket produced.
+enum Incoming {
+    Text(Utf8Bytes),
+    /// Ping/pong (answered by the library) or binary: nothing to process.
+    Other(bool),
+    Closed,
+    TooBig,
+}
+
+async fn read(stream: &mut Stream) -> Incoming {
+    match stream.next().await {
+        None | Some(Ok(Message::Close(_))) => Incoming::Closed,
+        Some(Ok(Message::Text(t))) => Incoming::Text(t),
+        Some(Ok(Message::Binary(_))) => Incoming::Other(true),
+        Some(Ok(_)) => Incoming::Other(false),
+        Some(Err(e)) => {
+            let too_big = e
+                .into_inner()
+                .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+            if too_big {
+                Incoming::TooBig
+            } else {
+                Incoming::Closed
+            }
+        }
+    }
+}
+
+/// Runs one write step (`feed`, `flush` or `send`) under [`WRITE_TIMEOUT`].
+/// A loopback or healthy peer's socket takes the bytes at once, so the step
+/// is polled once first and a timer is armed only if it has to wait.
+async fn timed(step: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    let mut step = std::pin::pin!(step);
+    let first = std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => match timeout(WRITE_TIMEOUT, step).await {
+            Ok(r) => r,
+            Err(_) => return Err(End::Io),
+        },
+    };
+    done.map_err(|_| End::Io)
+}
+
+/// The monotonic instant of wall-clock time `at_ms`, given one reading of
+/// each clock (`now`, `now_ms`); a time already past maps to `now`.
+fn instant_of(at_ms: i64, now: Instant, now_ms: i64) -> Instant {
+    now + Duration::from_millis((at_ms - now_ms).max(0) as u64)
+}
+
+fn text(msg: &HubMessage) -> Message {
+    Message::Text(msg.encode().into())
+}
+
+/// Writes one frame and flushes it.
+async fn send(sink: &mut Sink, msg: &HubMessage) -> Result<(), End> {
+    timed(sink.send(text(msg))).await
+}
+
+async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = timeout(WRITE_TIMEOUT, sink.send(frame)).await;
+}
+
+/// Sends an error frame and counts it.
+async fn send_error(
+    app: &Sessions,
+    sink: &mut Sink,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Result<(), End> {
+    app.metrics
+        .protocol_errors
+        .with_label_values(&[code.as_str()])
+        .inc();
+    send(sink, &HubMessage::error(code, message)).await
+}
+
+/// Sends an error frame, then closes the socket.
+async fn fail(app: &Sessions, sink: &mut Sink, code: ErrorCode, message: String, ws: u16) -> End {
+    let _ = send_error(app, sink, code, message).await;
+    close(sink, ws, code.as_str()).await;
+    End::Error(code)
+}
+
+fn limiter(app: &Sessions) -> Limiter {
+    RateLimiter::direct(app.settings.message_quota())
+}
+
+/// Checks the hello's fields (not its signature): the wire rules of
+/// `protocol::limits`, the same the reference validator applies.
+fn validate_hello(h: &Hello) -> Result<(), String> {
+    protocol::limits::check_hello(h).map_err(|e| e.to_string())
+}
+
+/// The authenticated peer.
+struct Peer {
+    hello: Hello,
+    vk: VerifyingKey,
+    version: u16,
+}
+
+/// Challenge, then wait for a valid hello within the auth timeout.
+async fn authenticate(
+    app: &Sessions,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    limiter: &Limiter,
+    client: std::net::IpAddr,
+) -> Result<Peer, End> {
+    let nonce = Nonce::random();
+    let challenge = HubMessage::Challenge(Challenge {
+        nonce,
+        hub_id: app.settings.hub_id.clone(),
+        protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+        server_time_ms: now_ms(),
+    });
+    send(sink, &challenge).await?;
+    let until = Instant::now() + app.settings.auth_timeout;
+    loop {
+        let incoming = tokio::select! {
+            i = read(stream) => i,
+            _ = sleep_until(until) => {
+                return Err(fail(app, sink, ErrorCode::AuthTimeout,
+                    format!("no valid hello within {} ms", app.settings.auth_timeout.as_millis()),
+                    CLOSE_POLICY).await);
+            }
+        };
+        let text = match incoming {
+            Incoming::Closed => return Err(End::PeerClosed),
+            Incoming::TooBig => return Err(too_big(app, sink).await),
+            Incoming::Other(false) => continue,
+            Incoming::Other(true) => {
+                if limiter.check().is_err() {
+                    return Err(rate_limited(app, sink).await);
+                }
+                send_error(
+                    app,
+                    sink,
+                    ErrorCode::MalformedFrame,
+                    "binary frames are not accepted",
+                )
+                .await?;
+                continue;
+            }
+            Incoming::Text(t) => t,
+        };
+        if limiter.check().is_err() {
+            return Err(rate_limited(app, sink).await);
+        }
+        match ValidatorMessage::decode(&text) {
+            Err(e) => send_error(app, sink, e.code(), e.to_string()).await?,
+            Ok(ValidatorMessage::Hello(hello)) => {
+                // Before any work a hello costs (a signature check, a row).
+                if app.hello_limiter.check_key(&client).is_err() {
+                    return Err(hello_rate_limited(app, sink).await);
+                }
+                if let Err(problem) = validate_hello(&hello) {
+                    return Err(
+                        fail(app, sink, ErrorCode::InvalidHello, problem, CLOSE_POLICY).await,
+                    );
+                }
+                let Some(version) = negotiate_version(&hello.protocol_versions) else {
+                    return Err(fail(
+                        app,
+                        sink,
+                        ErrorCode::UnsupportedVersion,
+                        format!("this hub speaks protocol versions {SUPPORTED_VERSIONS:?}"),
+                        CLOSE_POLICY,
+                    )
+                    .await);
+                };
+                return match verify_hello(&nonce, &hello) {
+                    Ok(vk) => Ok(Peer { hello, vk, version }),
+                    Err(e) => Err(fail(
+                        app,
+                        sink,
+                        ErrorCode::BadSignature,
+                        format!("hello signature over this connection's nonce: {e}"),
+                        CLOSE_POLICY,
+                    )
+                    .await),
+                };
+            }
+            Ok(_) => {
+                return Err(fail(
+                    app,
+                    sink,
+                    ErrorCode::NotAuthenticated,
+                    "send hello first".into(),
+                    CLOSE_POLICY,
+                )
+                .await)
+            }
+        }
+    }
+}
+
+async fn too_big(app: &Sessions, sink: &mut Sink) -> End {
+    let max = app.settings.max_frame_bytes;
+    fail(
+        app,
+        sink,
+        ErrorCode::FrameTooLarge,
+        format!("frames are limited to {max} bytes"),
+        CLOSE_TOO_BIG,
+    )
+    .await
+}
+
+async fn rate_limited(app: &Sessions, sink: &mut Sink) -> End {
+    let s = &app.settings;
+    let msg = format!(
+        "more than {} messages/s (burst {})",
+        s.messages_per_sec, s.message_burst
+    );
+    fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
+}
+
+/// Forgets the result an ack answers.
+fn acked(awaiting: &mut HashSet<Uuid>, ack: &HubMessage) {
+    if let HubMessage::ResultAck(a) = ack {
+        awaiting.remove(&a.task_id);
+    }
+}
+
+/// Hands a result to the tick writers. Waiting for room is the
+/// backpressure: a full queue (a database outage) slows this validator only.
+/// The session reads nothing meanwhile, so the validator hears no heartbeat
+/// ack; it gets a WebSocket ping every heartbeat interval instead, so it
+/// does not take the wait for a dead hub and reconnect (which could not be
+/// welcomed while the database is away).
+async fn enqueue(app: &Sessions, sink: &mut Sink, item: IngestItem) -> Result<(), End> {
+    let key = item.key();
+    // Room at once (the usual case): no timer is armed.
+    let item = match app.ingest.try_send(item) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Full(item)) => item,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            app.backlog.leave(std::iter::once(key));
+            return Err(End::Io);
+        }
+    };
+    let every = app.settings.heartbeat_interval;
+    let send = app.ingest.send(item);
+    tokio::pin!(send);
+    let res = loop {
+        tokio::select! {
+            r = &mut send => break r.map_err(|_| End::Io),
+            () = tokio::time::sleep(every) => {
+                if let Err(end) = timed(sink.send(Message::Ping(Default::default()))).await {
+                    break Err(end);
+                }
+            }
+        }
+    };
+    if res.is_err() {
+        // The result never reached a writer.
+        app.backlog.leave(std::iter::once(key));
+    }
+    res
+}
+
+/// Answers a result received after its deadline: `duplicate` if an earlier
+/// copy is stored (its ack was lost), otherwise `rejected` with
+/// `deadline_passed`. The lookup runs in the background, so the session
+/// does not wait for the database, on the read pool (never the tick
+/// writers'), at most [`LATE_LOOKUPS`] at once. When it cannot look (every
+/// lookup slot taken, the database slow or away) the answer is
+/// `deadline_passed` at once: final, so an overloaded hub does not draw more
+/// resends, and safe, because a copy stored or still held by a hub is not
+/// affected by it (only the validator's count of its stored results is).
+fn late_resend(app: &Sessions, handle: &SessionHandle, r: &protocol::CheckResult) {
+    let (store, metrics, tx) = (
+        app.read_store.clone(),
+        app.metrics.clone(),
+        handle.tx.clone(),
+    );
+    let (task_id, validator_id, scheduled_at_ms) =
+        (r.task_id, handle.validator_id, r.scheduled_at_ms);
+    let answer = move |stored: bool| {
+        let (outcome, code) = if stored {
+            metrics.ticks_duplicate.inc();
+            (AckOutcome::Duplicate, None)
+        } else {
+            let code = ErrorCode::DeadlinePassed;
+            metrics
+                .results_rejected
+                .with_label_values(&[code.as_str()])
+                .inc();
+            (AckOutcome::Rejected, Some(code))
+        };
+        let ack = HubMessage::ResultAck(ResultAck {
+            task_id,
+            outcome,
+            code,
+        });
+        let _ = tx.try_send(Outbound::Frame(Box::new(ack)));
+    };
+    let Ok(permit) = LATE_LOOKUPS.try_acquire() else {
+        answer(false);
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let lookup = store.tick_exists(task_id, validator_id, scheduled_at_ms);
+        let stored = matches!(timeout(Duration::from_secs(2), lookup).await, Ok(Ok(true)));
+        answer(stored);
+    });
+}
+
+/// Database lookups for late results running at once, per process.
+static LATE_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
+/// How long a closing session keeps reading after its close frame, for the
+/// peer's close reply.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Ends the WebSocket politely. The peer closed: its close frame is
+/// answered (the library queued the reply; it goes out with this flush).
+/// We closed: input the peer sent meanwhile is read and dropped until its
+/// close reply or [`LINGER`], because closing a socket with unread input
+/// makes the kernel reset it, and the reset can destroy the error and close
+/// frames before the peer reads them.
+async fn finish(sink: &mut Sink, stream: &mut Stream, end: &End) {
+    match end {
+        End::PeerClosed => {
+            let _ = timeout(LINGER, sink.flush()).await;
+        }
+        End::Error(_) | End::Drained => {
+            let _ = timeout(LINGER, async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        // Completes the handshake on our side too.
+                        let _ = sink.flush().await;
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        End::Io => {}
+    }
+}
+
+impl Sessions {
+    /// Runs one connection to its end.
+    pub async fn run(&self, socket: WebSocket, peer_addr: SocketAddr, preauth: PreAuthGuard) {
+        let app = self;
+        let (mut sink, mut stream) = socket.split();
+        let limiter = limiter(app);
+        let client = client_key(peer_addr.ip());
+        let authenticated = authenticate(app, &mut sink, &mut stream, &limiter, client).await;
+        // A valid hello (or the end): no longer a pre-auth socket.
+        drop(preauth);
+        let peer = match authenticated {
+            Ok(p) => p,
+            Err(end) => {
+                finish(&mut sink, &mut stream, &end).await;
+                tracing::debug!(%peer_addr, ?end, "session ended before hello");
+                return;
+            }
+        };
+        let key = peer.hello.public_key;
+        let validator_id = match app
+            .store
+            .upsert_validator(
+                &key.to_base58(),
+                &peer.hello.region,
+                &peer.hello.tags,
+                &peer.hello.client_version,
+            )
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "recording validator failed");
+                let end = fail(
+                    app,
+                    &mut sink,
+                    ErrorCode::Internal,
+                    "try again later".into(),
+                    1011,
+                )
+                .await;
+                finish(&mut sink, &mut stream, &end).await;
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel(app.settings.queue);
+        let handle = Arc::new(SessionHandle {
+            generation: app.registry.next_generation(),
+            validator_id,
+            key,
+            region: peer.hello.region.clone(),
+            capacity: peer.hello.capacity,
+            in_flight: std::sync::atomic::AtomicU32::new(0),
+            tx,
+            replaced: CancellationToken::new(),
+        });
+        if app.registry.register(handle.clone()).is_some() {
+            app.metrics.sessions_replaced.inc();
+        }
+        app.metrics.validators_connected.inc();
+        app.router.claim(&handle);
+        tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
+        let end = Conn::new(app, &handle, &peer, &mut sink, &limiter)
+            .serve(&mut stream, rx)
+            .await;
+        app.registry.unregister(&key, handle.generation);
+        app.metrics.validators_connected.dec();
+        app.router.session_closed(key, handle.generation);
+        // Unregistered first: no task waits on a session that is closing.
+        finish(&mut sink, &mut stream, &end).await;
+        app.router.release(key, handle.generation);
+        tracing::info!(validator = %key, ?end, "validator disconnected");
+    }
+}
+
+/// One authenticated connection: what its loop keeps between steps.
+struct Conn<'a> {
+    app: &'a Sessions,
+    handle: &'a SessionHandle,
+    peer: &'a Peer,
+    sink: &'a mut Sink,
+    limiter: &'a Limiter,
+    /// Resends of results still held draw on a budget of their own.
+    resend_limiter: Limiter,
+    /// Tasks sent on this socket and not yet answered, with their deadlines,
+    /// and results handed to the writer and not yet acknowledged: what a
+    /// drain waits for.
+    open_tasks: HashMap<Uuid, i64>,
+    /// By task id, not a count: the ack of a result resent from another
+    /// connection may arrive here, and this session's may go there.
+    awaiting_acks: HashSet<Uuid>,
+    /// Rows of this session's the database refused (see ingest).
+    refused_rows: u32,
+    drain_until: Option<Instant>,
+    /// A plain store on every message; compared with the clock only when
+    /// the timer fires.
+    last_heard: Instant,
+    heartbeat_timeout: Duration,
+}
+
+/// One step's outcome: go on, or the session ends.
+type Step = Result<(), End>;
+
+impl<'a> Conn<'a> {
+    fn new(
+        app: &'a Sessions,
+        handle: &'a SessionHandle,
+        peer: &'a Peer,
+        sink: &'a mut Sink,
+        limiter: &'a Limiter,
+    ) -> Self {
+        Self {
+            app,
+            handle,
+            peer,
+            sink,
+            limiter,
+            resend_limiter: self::limiter(app),
+            open_tasks: HashMap::new(),
+            awaiting_acks: HashSet::default(),
+            refused_rows: 0,
+            drain_until: None,
+            last_heard: Instant::now(),
+            heartbeat_timeout: app.settings.heartbeat_timeout,
+        }
+    }
+
+    /// Welcome, then the loop. Everything time-driven (heartbeat silence,
+    /// task deadlines, the end of a drain) shares one timer that is moved
+    /// only when something must happen earlier than it is set for; when it
+    /// fires early, [`Self::on_timer`] looks again.
+    async fn serve(mut self, stream: &mut Stream, mut rx: mpsc::Receiver<Outbound>) -> End {
+        if let Err(end) = self.welcome().await {
+            return end;
+        }
+        let wake = sleep_until(self.last_heard + self.heartbeat_timeout);
+        let shutdown = self.app.draining.cancelled();
+        let replaced = self.handle.replaced.cancelled();
+        tokio::pin!(wake, shutdown, replaced);
+        // Frames taken from the queue for one write; empty between writes
+        // (an idle session never allocates it).
+        let mut queued: Vec<Outbound> = Vec::new();
+        loop {
+            if self.drained() {
+                close(self.sink, CLOSE_GOING_AWAY, "shutting_down").await;
+                return End::Drained;
+            }
+            let step = tokio::select! {
+                _ = &mut replaced => Err(self.replaced().await),
+                _ = &mut shutdown, if self.drain_until.is_none() => {
+                    self.start_drain(wake.as_mut()).await
+                }
+                incoming = read(stream) => self.on_read(incoming).await,
+                // Everything already queued (up to WRITE_BATCH) goes out in one flush.
+                n = rx.recv_many(&mut queued, WRITE_BATCH) => {
+                    self.write_queued(n, &mut queued, wake.as_mut()).await
+                }
+                () = &mut wake => self.on_timer(wake.as_mut()).await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn welcome(&mut self) -> Step {
+        let s = &self.app.settings;
+        let welcome = HubMessage::Welcome(Welcome {
+            validator_id: self.handle.validator_id,
+            protocol_version: self.peer.version,
+            hub_id: s.hub_id.clone(),
+            heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: s.heartbeat_timeout.as_millis() as u64,
+            limits: s.limits(),
+        });
+        send(self.sink, &welcome).await
+    }
+
+    /// Draining, and nothing left to wait for.
+    fn drained(&self) -> bool {
+        self.drain_until.is_some() && self.open_tasks.is_empty() && self.awaiting_acks.is_empty()
+    }
+
+    async fn replaced(&mut self) -> End {
+        fail(
+            self.app,
+            self.sink,
+            ErrorCode::SessionReplaced,
+            "a newer session with this key connected".into(),
+            CLOSE_GOING_AWAY,
+        )
+        .await
+    }
+
+    /// Shutdown began: tell the validator to go elsewhere, and wait (up to
+    /// the drain timeout) for what it owes and is owed.
+    async fn start_drain(&mut self, wake: Pin<&mut Sleep>) -> Step {
+        let until = Instant::now() + self.app.settings.drain_timeout;
+        self.drain_until = Some(until);
+        if until < wake.deadline() {
+            wake.reset(until);
+        }
+        let hint = HubMessage::Reconnect(Reconnect {
+            reason: "hub is shutting down".into(),
+            retry_after_ms: 500,
+            urls: Vec::new(),
+        });
+        send(self.sink, &hint).await
+    }
+
+    /// Read: one frame from the socket.
+    async fn on_read(&mut self, incoming: Incoming) -> Step {
+        let text = match incoming {
+            Incoming::Closed => return Err(End::PeerClosed),
+            Incoming::TooBig => return Err(too_big(self.app, self.sink).await),
+            Incoming::Other(binary) => {
+                self.last_heard = Instant::now();
+                if binary {
+                    if self.limiter.check().is_err() {
+                        return Err(rate_limited(self.app, self.sink).await);
+                    }
+                    send_error(
+                        self.app,
+                        self.sink,
+                        ErrorCode::MalformedFrame,
+                        "binary frames are not accepted",
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
+            Incoming::Text(t) => t,
+        };
+        self.last_heard = Instant::now();
+        let decoded = ValidatorMessage::decode(&text);
+        // A resend of a result still on its way to the database is
+        // dropped, and that copy's ack comes here. It is charged to a
+        // budget of its own, so an honest validator resending during a
+        // database outage keeps its message rate.
+        if let Ok(ValidatorMessage::Result(r)) = &decoded {
+            if self
+                .app
+                .backlog
+                .redirect((r.task_id, self.handle.validator_id), &self.handle.tx)
+            {
+                if self.resend_limiter.check().is_err() {
+                    return Err(rate_limited(self.app, self.sink).await);
+                }
+                self.app.metrics.results_resent.inc();
+                return Ok(());
+            }
+        }
+        if self.limiter.check().is_err() {
+            return Err(rate_limited(self.app, self.sink).await);
+        }
+        let reply = match decoded {
+            Err(e) => HubMessage::error(e.code(), e.to_string()),
+            Ok(ValidatorMessage::Hello(_)) => HubMessage::error(
+                ErrorCode::AlreadyAuthenticated,
+                "this session is already authenticated",
+            ),
+            Ok(ValidatorMessage::Heartbeat(hb)) => {
+                HubMessage::HeartbeatAck(protocol::HeartbeatAck {
+                    seq: hb.seq,
+                    server_time_ms: now_ms(),
+                })
+            }
+            Ok(ValidatorMessage::Result(r)) => match self.check(r).await? {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
+        };
+        if let HubMessage::Error(e) = &reply {
+            self.app
+                .metrics
+                .protocol_errors
+                .with_label_values(&[e.code.as_str()])
+                .inc();
+        }
+        send(self.sink, &reply).await
+    }
+
+    /// Check: a result's checks at the door (all but the signature, which
+    /// the tick writers verify in batches). The reply to send now, if any.
+    async fn check(&mut self, r: protocol::CheckResult) -> Result<Option<HubMessage>, End> {
+        if self.open_tasks.remove(&r.task_id).is_some() {
+            self.handle
+                .in_flight
+                .store(self.open_tasks.len() as u32, Relaxed);
+        }
+        let h = self.handle;
+        match self
+            .app
+            .verifier
+            .check_unsigned(&h.key, h.validator_id, &r, now_ms())
+        {
+            Ok(tick) => {
+                let item = IngestItem {
+                    tick,
+                    signed: Box::new((self.peer.vk, r)),
+                };
+                self.hand_to_ingest(item).await?;
+                Ok(None)
+            }
+            Err(ErrorCode::DeadlinePassed) => {
+                // A resend after the deadline: if an earlier copy was
+                // stored (its ack was lost), say so.
+                late_resend(self.app, h, &r);
+                Ok(None)
+            }
+            Err(code) => {
+                self.app
+                    .metrics
+                    .results_rejected
+                    .with_label_values(&[code.as_str()])
+                    .inc();
+                Ok(Some(HubMessage::ResultAck(ResultAck {
+                    task_id: r.task_id,
+                    outcome: AckOutcome::Rejected,
+                    code: Some(code),
+                })))
+            }
+        }
+    }
+
+    /// Hand to ingest: enter the result in the backlog and queue it for the
+    /// tick writers; its ack comes back through the session's queue.
+    async fn hand_to_ingest(&mut self, item: IngestItem) -> Step {
+        let app = self.app;
+        if !app
+            .backlog
+            .enter(item.key(), item.tick.received_at_ms, &self.handle.tx)
+        {
+            // Another copy got in first (a race with a resend): its ack
+            // comes here.
+            app.metrics.results_resent.inc();
+            return Ok(());
+        }
+        self.awaiting_acks.insert(item.tick.task_id);
+        enqueue(app, self.sink, item).await?;
+        // Time spent waiting here was ours, not the validator's silence.
+        self.last_heard = Instant::now();
+        Ok(())
+    }
+
+    /// Write queued: tasks, acks and refusals others queued for this
+    /// validator, in one flush.
+    async fn write_queued(
+        &mut self,
+        n: usize,
+        queued: &mut Vec<Outbound>,
+        mut wake: Pin<&mut Sleep>,
+    ) -> Step {
+        if n == 0 {
+            return Err(End::Io);
+        }
+        for item in queued.drain(..) {
+            let msg = match item {
+                Outbound::Frame(m) => {
+                    if let HubMessage::Task(t) = &*m {
+                        self.open_tasks.insert(t.task_id, t.deadline_ms);
+                        self.handle
+                            .in_flight
+                            .store(self.open_tasks.len() as u32, Relaxed);
+                        let at = instant_of(t.deadline_ms, Instant::now(), now_ms());
+                        if at < wake.deadline() {
+                            wake.as_mut().reset(at);
+                        }
+                    }
+                    m
+                }
+                Outbound::Ack(m) => {
+                    acked(&mut self.awaiting_acks, &m);
+                    m
+                }
+                Outbound::Refused(m) => {
+                    acked(&mut self.awaiting_acks, &m);
+                    self.refused_rows += 1;
+                    m
+                }
+            };
+            timed(self.sink.feed(text(&msg))).await?;
+        }
+        timed(self.sink.flush()).await?;
+        if self.refused_rows >= MAX_REFUSED_ROWS {
+            return Err(fail(
+                self.app,
+                self.sink,
+                ErrorCode::InvalidResult,
+                format!(
+                    "{} results refused by the database on this connection",
+                    self.refused_rows
+                ),
+                CLOSE_POLICY,
+            )
+            .await);
+        }
+        Ok(())
+    }
+
+    /// Timers: the end of a drain, heartbeat silence, task deadlines.
+    async fn on_timer(&mut self, wake: Pin<&mut Sleep>) -> Step {
+        let now = Instant::now();
+        if self.drain_until.is_some_and(|d| d <= now) {
+            close(self.sink, CLOSE_GOING_AWAY, "shutting_down").await;
+            return Err(End::Drained);
+        }
+        if self.last_heard + self.heartbeat_timeout <= now {
+            return Err(fail(
+                self.app,
+                self.sink,
+                ErrorCode::HeartbeatTimeout,
+                format!(
+                    "nothing received for {} ms",
+                    self.heartbeat_timeout.as_millis()
+                ),
+                CLOSE_POLICY,
+            )
+            .await);
+        }
+        // A task the validator never answers stops counting at its
+        // deadline (the hub replaces it then), so the advertised load stays
+        // honest.
+        let now_ms = now_ms();
+        self.open_tasks.retain(|_, deadline| *deadline > now_ms);
+        self.handle
+            .in_flight
+            .store(self.open_tasks.len() as u32, Relaxed);
+        let next_task = self
+            .open_tasks
+            .values()
+            .min()
+            .map(|d| instant_of(*d, now, now_ms));
+        let next = [
+            Some(self.last_heard + self.heartbeat_timeout),
+            next_task,
+            self.drain_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("the silence check is always set");
+        wake.reset(next);
+        Ok(())
+    }
+}
+
+/// Too many hellos from this client address (`HUB_HELLO_RATE_PER_IP`).
+async fn hello_rate_limited(app: &Sessions, sink: &mut Sink) -> End {
+    let s = &app.settings;
+    app.metrics
+        .connections_refused
+        .with_label_values(&["hello_rate"])
+        .inc();
+    let msg = format!(
+        "more than {} hellos/s from this address (burst {})",
+        s.hello_rate_per_ip, s.hello_burst_per_ip
+    );
+    fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
+}

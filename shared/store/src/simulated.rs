@@ -1,0 +1,132 @@
+//! The load tool's statements (`loadtest/`): simulated websites and the tick
+//! count. The services never run these.
+//!
+//! Simulated websites are `{SIMULATED_URL_PREFIX}{i}` (port 9 is "discard":
+//! nothing is ever fetched, the tool answers tasks without HTTP), owner
+//! `loadtest`. Every statement here touches only rows whose URL starts with
+//! the prefix, which is why the prefix is a constant here and not an
+//! argument: an empty one would reach every website.
+
+use crate::{Result, Store};
+
+/// Every simulated website's URL starts with this; a decimal index follows.
+pub const SIMULATED_URL_PREFIX: &str = "http://127.0.0.1:9/lt/";
+
+/// What [`Store::seed_simulated_websites`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeededWebsites {
+    /// New rows.
+    pub inserted: u64,
+    /// Existing rows enabled, disabled or rescheduled.
+    pub updated: u64,
+    /// Simulated websites enabled afterwards.
+    pub enabled: u64,
+}
+
+impl Store {
+    /// Fails unless the schema is there (the `websites` table): for tools
+    /// that use a database a hub has migrated.
+    pub async fn check_schema(&self) -> Result<()> {
+        sqlx::query("SELECT 1 FROM websites LIMIT 0")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes exactly `count` simulated websites (`lt/0 .. lt/{count-1}`)
+    /// enabled, at `interval_secs` with check timeout `timeout_ms`, and
+    /// disables any other simulated one, in one transaction. The new rows
+    /// go in with one statement, whatever their number, so they wake the
+    /// hubs once (the `websites_changed` trigger fires per statement); rows
+    /// from earlier runs are reused, and only those that change are written.
+    pub async fn seed_simulated_websites(
+        &self,
+        count: u32,
+        interval_secs: i32,
+        timeout_ms: i32,
+    ) -> Result<SeededWebsites> {
+        let count = i64::from(count);
+        let prefix_len = SIMULATED_URL_PREFIX.len() as i32;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE websites w
+                SET enabled = n.want, interval_secs = $2, timeout_ms = $3, updated_at = now()
+               FROM (SELECT id, substr(url, $5 + 1)::bigint < $1 AS want
+                       FROM websites
+                      WHERE url LIKE $4 || '%' AND substr(url, $5 + 1) ~ '^[0-9]+$') n
+              WHERE w.id = n.id
+                AND (w.enabled, w.interval_secs, w.timeout_ms) IS DISTINCT FROM (n.want, $2, $3)",
+        )
+        .bind(count)
+        .bind(interval_secs)
+        .bind(timeout_ms)
+        .bind(SIMULATED_URL_PREFIX)
+        .bind(prefix_len)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO websites (url, interval_secs, timeout_ms, owner)
+             SELECT $4 || i, $2, $3, 'loadtest'
+               FROM generate_series(0, $1 - 1) AS i
+              WHERE NOT EXISTS (SELECT 1 FROM websites w WHERE w.url = $4 || i)",
+        )
+        .bind(count)
+        .bind(interval_secs)
+        .bind(timeout_ms)
+        .bind(SIMULATED_URL_PREFIX)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        let enabled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM websites WHERE url LIKE $1 || '%' AND enabled",
+        )
+        .bind(SIMULATED_URL_PREFIX)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SeededWebsites {
+            inserted,
+            updated,
+            enabled: enabled as u64,
+        })
+    }
+
+    /// Disables every simulated website; returns how many were enabled.
+    pub async fn disable_simulated_websites(&self) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE websites SET enabled = false, updated_at = now()
+              WHERE url LIKE $1 || '%' AND enabled",
+        )
+        .bind(SIMULATED_URL_PREFIX)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Enabled websites that are not simulated ones.
+    pub async fn count_other_enabled_websites(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM websites WHERE enabled AND url NOT LIKE $1 || '%'",
+        )
+        .bind(SIMULATED_URL_PREFIX)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    /// Ticks whose `received_at` (the commit transaction's time) falls in
+    /// `[from_ms, to_ms)`, whatever website they belong to.
+    pub async fn count_ticks_received_between(&self, from_ms: i64, to_ms: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ticks
+              WHERE received_at >= to_timestamp($1::float8 / 1000)
+                AND received_at <  to_timestamp($2::float8 / 1000)",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+}
