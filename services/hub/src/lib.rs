@@ -20,7 +20,7 @@
 //! - [`metrics`]: every Prometheus metric, defined once.
 //! - [`cli`]: `hub serve | migrate | sites ...`.
 //!
-//! No module imports one that imports it back (tests/layering.rs checks).
+//! No module imports one that imports it back (tests/it/layering.rs checks).
 
 pub mod app;
 pub mod cli;

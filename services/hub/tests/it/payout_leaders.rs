@@ -4,7 +4,7 @@
 //! Each ends with the chain audit: every validator received exactly what
 //! the ledger marks paid.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

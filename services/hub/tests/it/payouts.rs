@@ -5,7 +5,7 @@
 //! chain equals what the ledger says it was paid, and nothing else left
 //! the treasury.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

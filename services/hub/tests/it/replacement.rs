@@ -1,7 +1,7 @@
 //! A task whose validator disconnects or stays silent is replaced once,
 //! with a new task id, and the round still completes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Every kind of bad input gets its documented error code, the session is
 //! kept or closed as docs/protocol.md says, and nothing is written.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::crypto::sign_result;

@@ -2,7 +2,7 @@
 //! every acknowledged result is in PostgreSQL; every result that was not
 //! acknowledged is resent to the next hub and stored exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! End to end on one hub: real validators check real demo sites on
 //! loopback, and rounds close with the right status.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! connection, rounds wait for their results, and when the database returns
 //! every result sent in time is stored once and acknowledged.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! real hub on loopback; attackers use other loopback addresses
 //! (127.0.0.2, ...) as their source, so the hub sees distinct clients.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

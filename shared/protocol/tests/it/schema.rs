@@ -5,7 +5,7 @@
 //!   changing a message type, regenerate them and commit the diff:
 //!
 //!   ```text
-//!   UPDATE_SCHEMAS=1 cargo test -p protocol --test schema
+//!   UPDATE_SCHEMAS=1 cargo test -p protocol --test it schema
 //!   ```
 //!
 //!   With `UPDATE_SCHEMAS=1` the test rewrites the files (and deletes stale
@@ -37,8 +37,8 @@ use protocol::{
 };
 
 const COMMENT: &str = "Generated from the Rust types in shared/protocol by \
-    shared/protocol/tests/schema.rs; do not edit. Regenerate with \
-    `UPDATE_SCHEMAS=1 cargo test -p protocol --test schema`.";
+    shared/protocol/tests/it/schema.rs; do not edit. Regenerate with \
+    `UPDATE_SCHEMAS=1 cargo test -p protocol --test it schema`.";
 
 /// Every message: its `type` on the wire (also its file name) and the Rust
 /// type that carries it. A variant missing here fails `every_variant_has_a_file`.
@@ -255,7 +255,7 @@ fn check_file(name: &str, generated: &str, update: bool) {
         std::fs::write(&path, generated).unwrap();
         return;
     }
-    const HOW: &str = "regenerate with `UPDATE_SCHEMAS=1 cargo test -p protocol --test schema` \
+    const HOW: &str = "regenerate with `UPDATE_SCHEMAS=1 cargo test -p protocol --test it schema` \
                        and commit the result";
     let Ok(committed) = std::fs::read_to_string(&path) else {
         panic!("schema/{name} is missing; {HOW}");

@@ -1,7 +1,7 @@
 //! Payout leader election: one leader at a time, fenced by a PostgreSQL
 //! epoch that only goes up, and a leader that cannot renew stops at once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! Redis and PostgreSQL, and real validators. Short intervals keep each test
 //! under a minute; every loop is bounded.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Several hubs over one Redis: membership, ownership, convergence.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,4 @@
+//! The validator's integration tests, one binary.
+
+mod cli;
+mod session;
