@@ -31,6 +31,9 @@ use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// See [`Store::connect`].
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -278,9 +281,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects a pool of at most `max_connections`.
+    /// Connects a pool of at most `max_connections`. A session left idle
+    /// inside a transaction for [`IDLE_IN_TRANSACTION_TIMEOUT`] is ended by
+    /// the server: every transaction here runs its statements back to back,
+    /// so only a frozen process (SIGSTOP, a paused VM) does that, and its
+    /// open transaction must not hold the fencing row's lock and keep a new
+    /// payout leader from taking its epoch.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let opts = PgConnectOptions::from_str(url)?.application_name("uptime");
+        let opts = PgConnectOptions::from_str(url)?
+            .application_name("uptime")
+            .options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -495,6 +508,33 @@ impl Store {
             .bind(round_ids)
             .execute(&self.pool)
             .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes this hub's rounds at these `(website_id, scheduled_at_ms)`
+    /// slots that are still open and have no tick: rounds an insert may have
+    /// created while its connection broke, whose ids the hub never learnt
+    /// (so no task went out for them). Returns how many it deleted.
+    pub async fn delete_unstaffed_rounds(&self, hub_id: &str, slots: &[(i64, i64)]) -> Result<u64> {
+        if slots.is_empty() {
+            return Ok(0);
+        }
+        let website: Vec<i64> = slots.iter().map(|s| s.0).collect();
+        let sched: Vec<i64> = slots.iter().map(|s| s.1).collect();
+        let r = sqlx::query(
+            "DELETE FROM rounds r \
+              USING UNNEST($2::int8[], $3::int8[]) AS u(w, a) \
+              WHERE r.website_id = u.w AND r.scheduled_at = to_timestamp(u.a / 1000.0) \
+                AND r.hub_id = $1 AND r.status = 'open' \
+                AND NOT EXISTS (SELECT 1 FROM ticks t WHERE t.round_id = r.id \
+                                   AND t.website_id = r.website_id \
+                                   AND t.scheduled_at = r.scheduled_at)",
+        )
+        .bind(hub_id)
+        .bind(&website)
+        .bind(&sched)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected())
     }
 

@@ -11,6 +11,7 @@
 //! reach it through a bounded channel with `try_send`: a lost event only
 //! means a round closes at its deadline instead of early.
 
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,11 @@ const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
 /// one (the database is likely away).
 const DB_RETRY_MS: i64 = 1_000;
 
+/// Slots of failed inserts remembered for clean-up (see
+/// `Coordinator::forget_uncertain`): 16 bytes each, so at most ~2 MiB
+/// however long an outage lasts. Past it, such a round is swept `unknown`.
+const MAX_UNCERTAIN: usize = 100_000;
+
 /// What the coordinator uses of the hub.
 pub struct Parts {
     pub settings: RoundSettings,
@@ -66,6 +72,9 @@ pub struct Coordinator {
     rounds: Rounds,
     /// No statement before this time (Unix ms): the last one failed.
     db_retry_at: i64,
+    /// `(website_id, scheduled_at_ms)` of rounds a failed insert may have
+    /// created all the same; at most [`MAX_UNCERTAIN`].
+    uncertain: HashSet<(i64, i64)>,
 }
 
 /// A snapshot of reachable validators for one step, and the way to them.
@@ -138,6 +147,7 @@ impl Coordinator {
             sites,
             rounds,
             db_retry_at: 0,
+            uncertain: HashSet::new(),
         }
     }
 
@@ -240,7 +250,33 @@ impl Coordinator {
         if !self.app.draining.is_cancelled() {
             self.open_due(now).await;
         }
+        self.forget_uncertain(now).await;
         self.close_done(now).await;
+    }
+
+    /// Deletes the rounds failed inserts may have created (see `open_due`)
+    /// that this hub does not run: no task went out for them.
+    async fn forget_uncertain(&mut self, now: i64) {
+        if self.uncertain.is_empty() || now < self.db_retry_at {
+            return;
+        }
+        let slots: Vec<(i64, i64)> = self.uncertain.iter().copied().collect();
+        let hub = &self.app.settings.hub_id;
+        match self.app.store.delete_unstaffed_rounds(hub, &slots).await {
+            Ok(n) => {
+                self.uncertain.clear();
+                if n > 0 {
+                    tracing::info!(
+                        rounds = n,
+                        "deleted rounds whose insert had failed with an unknown outcome"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting rounds of failed inserts failed");
+                self.db_retry_at = now + DB_RETRY_MS;
+            }
+        }
     }
 
     async fn open_due(&mut self, now: i64) {
@@ -267,12 +303,24 @@ impl Coordinator {
             Ok(o) => o,
             Err(e) => {
                 // Leave them due: the next try is for the same slot (or,
-                // past the misfire window, the next one).
+                // past the misfire window, the next one). The insert may
+                // have committed all the same (the connection broke after
+                // it): remember the slots, so a round nobody will staff is
+                // deleted once the database answers, not swept `unknown`.
                 tracing::warn!(error = %e, rounds = due.rounds.len(), "opening rounds failed");
                 self.db_retry_at = now + DB_RETRY_MS;
+                for r in &due.rounds {
+                    if self.uncertain.len() >= MAX_UNCERTAIN {
+                        break;
+                    }
+                    self.uncertain.insert((r.website_id, r.scheduled_at_ms));
+                }
                 return;
             }
         };
+        for o in &opened {
+            self.uncertain.remove(&(o.website_id, o.scheduled_at_ms));
+        }
         m.rounds_opened.inc_by(opened.len() as u64);
         m.rounds_skipped
             .inc_by((due.rounds.len() - opened.len()) as u64);

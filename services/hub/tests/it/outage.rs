@@ -359,3 +359,57 @@ async fn a_hub_stopped_during_an_outage_still_exits() {
         started.elapsed()
     );
 }
+
+/// A round whose insert committed while the hub's connection broke (the hub
+/// saw an error and never learnt the round's id, so no task went out for
+/// it) is deleted once the database answers again, instead of staying open
+/// until the sweep closes it `unknown`.
+#[tokio::test]
+async fn a_round_a_failed_insert_created_is_deleted_not_swept_unknown() {
+    let db = TestDb::new().await.unwrap();
+    let (hub, proxy) = hub_behind_proxy(&db, |_| {}).await;
+    // Someone to check, so the hub opens rounds (it never answers).
+    let (_raw, _) = RawClient::login(&hub.ws_url(), key(1), "eu-west").await;
+    let site = add_site(&db, "http://127.0.0.1:1023/nobody", 10, 1_000, None).await;
+    eventually(10, "a first round", || async {
+        (count(&db, "SELECT count(*) FROM rounds").await > 0).then_some(())
+    })
+    .await;
+    proxy.mode(Mode::Reset);
+    // The next slot starts during the outage: the hub tries to open it
+    // (every second, for its misfire window of 5 s) and fails. Its insert
+    // "committed" all the same: the test writes the row.
+    let schedule = hub::rounds::scheduler::Schedule::new(site, 10);
+    let at = schedule.scheduled_at(schedule.slot_at(now_ms()) + 1);
+    let round_id: i64 = sqlx::query_scalar(
+        "INSERT INTO rounds (website_id, slot, scheduled_at, deadline, hub_id) \
+         VALUES ($1, $2, to_timestamp($3 / 1000.0), to_timestamp(($3 + 20000) / 1000.0), $4) \
+         RETURNING id",
+    )
+    .bind(site)
+    .bind(schedule.slot_at(at))
+    .bind(at)
+    .bind(&hub.id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    // Past the misfire window: the hub has moved on to the next slot.
+    let back = at + 6_000;
+    tokio::time::sleep(Duration::from_millis((back - now_ms()).max(0) as u64)).await;
+    proxy.mode(Mode::Pass);
+    // Well before its deadline (+20 s) and the sweep's grace.
+    eventually(
+        10,
+        "the round the failed insert made is deleted",
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rounds WHERE id = $1")
+                .bind(round_id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            (n == 0).then_some(())
+        },
+    )
+    .await;
+    hub.stop().await;
+}

@@ -1,7 +1,7 @@
 //! `StoreError::kind` on real failures: what the tick writer's retry policy
 //! rests on.
 
-use store::{ErrorKind, StoreError};
+use store::{ErrorKind, Store, StoreError};
 
 use crate::{db, new_website, open_round, past_ms, tick, validator, website};
 
@@ -96,4 +96,27 @@ fn sqlstates_are_classified_by_class() {
     ] {
         assert_eq!(sqlstate_kind(code), want, "{code:?}");
     }
+}
+
+/// The writers' pool has the server end a session left idle inside a
+/// transaction (a frozen process must not hold locks, such as the fencing
+/// row's, for ever); the read pool keeps its statement time limit.
+#[tokio::test]
+async fn the_pools_carry_their_time_limits() {
+    let url = std::env::var(crate::fresh_db::TEST_DB_ENV).expect("the test database URL");
+    let writers = Store::connect(&url, 1).await.unwrap();
+    let v: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(writers.pool())
+        .await
+        .unwrap();
+    assert_eq!(v, "5s");
+    assert_eq!(store::IDLE_IN_TRANSACTION_TIMEOUT.as_secs(), 5);
+    let readers = Store::connect_reader(&url, 1, std::time::Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let v: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(readers.pool())
+        .await
+        .unwrap();
+    assert_eq!(v, "1500ms");
 }

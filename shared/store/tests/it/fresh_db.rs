@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 use store::Store;
 
 /// The variable naming the test server's superuser URL.
-const TEST_DB_ENV: &str = "UPTIME_TEST_DATABASE_URL";
+pub(crate) const TEST_DB_ENV: &str = "UPTIME_TEST_DATABASE_URL";
 
 pub struct FreshDb {
     pub store: Store,

@@ -362,3 +362,60 @@ async fn site_statuses_show_the_latest_closed_round_with_each_region() {
     assert_eq!(statuses[1].website, b);
     assert!(statuses[1].round.is_none(), "never closed a round");
 }
+
+/// Rounds a failed insert may have created: this hub's open rounds at
+/// those slots without a tick go; one with a tick, a closed one, another
+/// hub's, and one at another slot stay.
+#[tokio::test]
+async fn unstaffed_rounds_of_failed_inserts_are_deleted() {
+    let db = db().await;
+    let s = &db.store;
+    let (a, b, c) = (
+        website(s, 1).await,
+        website(s, 2).await,
+        website(s, 3).await,
+    );
+    let t = past_ms();
+    let v = validator(s, "v", "eu").await;
+    let empty = open_round(s, a.id, t).await;
+    let answered = open_round(s, b.id, t).await;
+    store_ticks(s, &[tick(&answered, v, true)]).await;
+    let closed = open_round(s, c.id, t).await;
+    s.close_rounds(&[closed.round_id], "test", &[])
+        .await
+        .unwrap();
+    let other = s
+        .open_rounds(
+            "other-hub",
+            &[NewRound {
+                website_id: a.id,
+                slot: 1,
+                scheduled_at_ms: t + 60_000,
+                deadline_ms: t + 90_000,
+            }],
+        )
+        .await
+        .unwrap();
+    let elsewhere = open_round(s, b.id, t + 120_000).await;
+    let hub: String = sqlx::query_scalar("SELECT hub_id FROM rounds WHERE id = $1")
+        .bind(empty.round_id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let slots = [(a.id, t), (b.id, t), (c.id, t), (a.id, t + 60_000)];
+    assert_eq!(s.delete_unstaffed_rounds(&hub, &slots).await.unwrap(), 1);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM rounds ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![
+            answered.round_id,
+            closed.round_id,
+            other[0].round_id,
+            elsewhere.round_id
+        ]
+    );
+    assert_eq!(s.delete_unstaffed_rounds(&hub, &[]).await.unwrap(), 0);
+}
