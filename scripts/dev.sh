@@ -9,7 +9,7 @@
 #   --for SECONDS   stop everything cleanly after SECONDS (smoke tests); default: until Ctrl-C
 #
 # What it does, in order:
-#   1. cargo build -p hub -p validator -p demo-sites -p test-support  (debug profile: the first build on a
+#   1. cargo build -p hub -p api -p validator -p demo-sites -p test-support  (debug profile: the first build on a
 #      2-core machine is much faster than --release, and the crypto crates are optimised even
 #      in debug; see [profile.dev.package.*] in Cargo.toml)
 #   2. PostgreSQL in .dev/pg (kept between runs; installed with apt-get if missing and root),
@@ -25,6 +25,10 @@
 #      payouts on (the elected leader pays every 10 s; reward 100,000 lamports per result, so
 #      a validator passes the 890,880-lamport minimum payout in well under a minute); waits
 #      for each one's /readyz
+#   4b. the owners' REST API (`api serve`) on a free port from 18060, with a key secret kept in
+#      .dev/api-key-secret, cookies without Secure (plain HTTP on loopback) and private targets
+#      allowed; a demo account demo@example.com (password generated once into
+#      .dev/api-demo-password) and a write API key for it (.dev/api-demo-key)
 #   5. HAProxy (scripts/lib/haproxy.sh; installed with apt-get if missing and root) on a free
 #      port from 18070: HTTP mode with WebSocket tunnels, X-Forwarded-For, least-connections
 #      balancing, and a GET /readyz check of every hub each second, so a draining hub is
@@ -33,8 +37,9 @@
 #      eu-west, us-east, ap-south, all with --allow-private-targets (the demo sites are on
 #      loopback); each gets the HAProxy URL first, then every hub's own URL to rotate to when
 #      HAProxy is down
-#   7. registers the demo sites (/up, /down, /slow with a 2 s timeout, /flap, /keyword) unless
-#      `hub sites list` already shows them
+#   7. registers the demo sites (/up, /down, /slow with a 2 s timeout, /flap, /keyword) for the
+#      demo account through the REST API (curl, installed if missing and root), unless the
+#      account already has them
 #   8. every 10 s prints `hub sites status`, one line per hub from its /metrics
 #      (validators connected, websites owned, ring members, leader) with HAProxy's view of it,
 #      and each validator's earnings (`validator earnings`: earned, pending, paid lamports)
@@ -192,10 +197,11 @@ need_cmd flock "install util-linux"
 need_cmd setsid "install util-linux"
 if ((BUILD)); then
     need_cmd cargo "install Rust from https://rustup.rs"
-    log "building hub, validator, demo-sites and local-solana (debug)"
-    (cd "$ROOT" && cargo build -p hub -p validator -p demo-sites -p test-support)
+    log "building hub, api, validator, demo-sites and local-solana (debug)"
+    (cd "$ROOT" && cargo build -p hub -p api -p validator -p demo-sites -p test-support)
 fi
-for bin in hub validator demo-sites local-solana; do
+ensure_cmd curl
+for bin in hub api validator demo-sites local-solana; do
     [[ -x $BIN/$bin ]] || die "$BIN/$bin is missing; run without --no-build"
 done
 
@@ -298,6 +304,52 @@ for i in "${!HUB_NAMES[@]}"; do
     log "${HUB_NAMES[i]} ready on http://127.0.0.1:${HUB_PORTS[i]}"
 done
 
+# ---- 4b. the owners' API ----------------------------------------------------------------------
+# The HMAC key of API keys: kept, so keys made in one run work in the next.
+API_SECRET_FILE=$DEV/api-key-secret
+if [[ ! -s $API_SECRET_FILE ]]; then
+    (umask 077 && head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$API_SECRET_FILE")
+fi
+API_PORT=$(free_port 18060)
+API_URL=http://127.0.0.1:$API_PORT
+# Every api subcommand gets the same settings as the server.
+api() {
+    API_DATABASE_URL="$DATABASE_URL" \
+        API_KEY_SECRET="$(cat "$API_SECRET_FILE")" \
+        API_LISTEN="127.0.0.1:$API_PORT" \
+        API_COOKIE_SECURE=false \
+        API_ALLOW_PRIVATE_TARGETS=true \
+        API_MIN_INTERVAL_SECS=5 \
+        API_DEFAULT_MIN_INTERVAL_SECS=10 \
+        "$BIN/api" "$@"
+}
+spawn api api serve
+wait_for_http "$API_URL/readyz" 30 "$SPAWNED" || show_log_and_die api "the api did not become ready"
+log "api ready on $API_URL (OpenAPI document /openapi.json, browsable at $API_URL/docs/)"
+DEMO_EMAIL=demo@example.com
+DEMO_PASSWORD_FILE=$DEV/api-demo-password
+DEMO_KEY_FILE=$DEV/api-demo-key
+if [[ ! -s $DEMO_PASSWORD_FILE ]]; then
+    (umask 077 && head -c24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEMO_PASSWORD_FILE")
+    log "creating the demo account $DEMO_EMAIL"
+    api accounts create --email "$DEMO_EMAIL" --password-stdin --max-sites 100 \
+        --min-interval-secs 5 <"$DEMO_PASSWORD_FILE" >>"$LOGS/api-cli.log" 2>&1 ||
+        show_log_and_die api-cli "api accounts create failed"
+    rm -f "$DEMO_KEY_FILE"
+fi
+if [[ ! -s $DEMO_KEY_FILE ]]; then
+    (umask 077 && api keys create --email "$DEMO_EMAIL" --name scripts/dev.sh --scope write \
+        >"$DEMO_KEY_FILE" 2>>"$LOGS/api-cli.log") ||
+        show_log_and_die api-cli "api keys create failed"
+fi
+DEMO_KEY=$(cat "$DEMO_KEY_FILE")
+# api_call METHOD PATH [JSON]: the REST API as the demo account's key.
+api_call() {
+    local args=(-fsS -m 10 -X "$1" -H "Authorization: Bearer $DEMO_KEY" "$API_URL$2")
+    [[ $# -lt 3 ]] || args+=(-H 'Content-Type: application/json' --data "$3")
+    curl "${args[@]}"
+}
+
 # ---- 5. HAProxy -------------------------------------------------------------------------------
 BACKENDS=()
 for i in "${!HUB_NAMES[@]}"; do
@@ -337,25 +389,24 @@ for v in "${!REGIONS[@]}"; do
         --allow-private-targets
 done
 
-# ---- 7. demo sites registered once ------------------------------------------------------------
-registered=$(hub sites list 2>>"$LOGS/hub-cli.log") ||
-    show_log_and_die hub-cli "hub sites list failed"
+# ---- 7. demo sites registered once, for the demo account, through the REST API -------------
+registered=$(api_call GET '/v1/websites?limit=100' 2>>"$LOGS/api-cli.log") ||
+    show_log_and_die api "GET /v1/websites failed"
 add_site() {
-    local url=$1
-    shift
-    # -w: .../slow must not count as registered because .../slowest is.
-    if grep -qwF -- "$url" <<<"$registered"; then
+    local url=$1 body=$2
+    if grep -qF "\"url\":\"$url\"" <<<"$registered"; then
         return 0
     fi
     log "registering $url"
-    hub sites add "$url" --interval 10 "$@" >>"$LOGS/hub-cli.log" 2>&1 ||
-        show_log_and_die hub-cli "hub sites add $url failed"
+    api_call POST /v1/websites "$body" >>"$LOGS/api-cli.log" 2>&1 ||
+        show_log_and_die api-cli "POST /v1/websites ($url) failed"
 }
-add_site "$DEMO_URL/up"
-add_site "$DEMO_URL/down"
-add_site "$DEMO_URL/slow" --timeout-ms 2000
-add_site "$DEMO_URL/flap"
-add_site "$DEMO_URL/keyword" --keyword uptime-demo-keyword
+add_site "$DEMO_URL/up" "{\"url\": \"$DEMO_URL/up\", \"interval_secs\": 10}"
+add_site "$DEMO_URL/down" "{\"url\": \"$DEMO_URL/down\", \"interval_secs\": 10}"
+add_site "$DEMO_URL/slow" "{\"url\": \"$DEMO_URL/slow\", \"interval_secs\": 10, \"timeout_ms\": 2000}"
+add_site "$DEMO_URL/flap" "{\"url\": \"$DEMO_URL/flap\", \"interval_secs\": 10}"
+add_site "$DEMO_URL/keyword" \
+    "{\"url\": \"$DEMO_URL/keyword\", \"interval_secs\": 10, \"keyword\": \"uptime-demo-keyword\"}"
 
 # ---- 8. status until Ctrl-C (or --for) --------------------------------------------------------
 # metric TEXT NAME: the value of a single-series metric in Prometheus text, or "-".
@@ -413,6 +464,9 @@ print_earnings() {
 
 log "up: $HUBS hub(s) behind HAProxy $HAPROXY_URL (validators connect to $HAPROXY_URL/ws)," \
     "demo sites $DEMO_URL, PostgreSQL $DATABASE_URL, Redis $REDIS_URL"
+log "owners' API: $API_URL (docs $API_URL/docs/); sign in as $DEMO_EMAIL with the password in" \
+    "${DEMO_PASSWORD_FILE#"$ROOT"/}; or, as a program:"
+log "  curl -H \"Authorization: Bearer \$(cat ${DEMO_KEY_FILE#"$ROOT"/})\" $API_URL/v1/websites"
 ((HUBS == 1)) || log "pids in ${PIDDIR#"$ROOT"/}/; to watch a failover, stop one hub:" \
     "kill -TERM \$(cat ${PIDDIR#"$ROOT"/}/hub-$HUBS.pid)"
 if [[ -n $RUN_FOR ]]; then

@@ -16,6 +16,9 @@
 # A fresh Redis is started the same way in .tmp/test-redis (it never writes to disk). Tests read
 # UPTIME_TEST_REDIS_URL and keep to a key prefix of their own; tests that must restart Redis or
 # cut it off run their own redis-server, the binary named by UPTIME_TEST_REDIS_SERVER.
+# Test tools from PyPI (schemathesis, pinned in scripts/requirements-test.txt) are installed
+# into the virtualenv .tmp/venv (python3 and python3-venv with apt-get if missing); tests find
+# `st` through UPTIME_TEST_SCHEMATHESIS.
 # Backtraces are off (RUST_BACKTRACE=0) so that a failing test's output ends with its message;
 # UPTIME_TEST_BACKTRACE=1 turns them on.
 # The exit status is that of the first step that fails, else of the test run.
@@ -29,6 +32,8 @@ source "$ROOT/scripts/lib/common.sh"
 source "$ROOT/scripts/lib/pg.sh"
 # shellcheck source=lib/redis.sh
 source "$ROOT/scripts/lib/redis.sh"
+# shellcheck source=lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
 LOG_PREFIX="test"
 
 LINT=1
@@ -81,6 +86,10 @@ export UPTIME_TEST_REDIS_URL=$REDIS_URL
 UPTIME_TEST_REDIS_SERVER=$(command -v redis-server)
 export UPTIME_TEST_REDIS_SERVER
 log "UPTIME_TEST_REDIS_URL=$UPTIME_TEST_REDIS_URL"
+
+venv_ensure "$ROOT/.tmp/venv" "$ROOT/scripts/requirements-test.txt"
+export UPTIME_TEST_SCHEMATHESIS=$ROOT/.tmp/venv/bin/st
+log "UPTIME_TEST_SCHEMATHESIS=$UPTIME_TEST_SCHEMATHESIS"
 
 # The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
 SCOPE=(--workspace)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use store::{NewWebsite, SiteStatus, Store, WebsiteUrl};
+use store::{NewWebsite, SiteStatus, Store, WebsiteId, WebsiteUrl};
 
 use crate::{Application, Settings};
 
@@ -218,7 +218,7 @@ async fn sites(store: Store, command: SitesCommand) -> anyhow::Result<()> {
         }
         SitesCommand::Disable { id } | SitesCommand::Enable { id } => {
             let enable = matches!(command, SitesCommand::Enable { .. });
-            if !store.set_website_enabled(id, enable).await? {
+            if !store.set_website_enabled(WebsiteId(id), enable).await? {
                 anyhow::bail!("no website with id {id}");
             }
             println!(
@@ -345,7 +345,7 @@ mod tests {
     fn status_table_escapes_validator_text() {
         let site = SiteStatus {
             website: store::Website {
-                id: 1,
+                id: WebsiteId(1),
                 url: "https://example.com/".into(),
                 interval_secs: 60,
                 timeout_ms: 1000,
@@ -357,7 +357,7 @@ mod tests {
                 owner: "o".into(),
             },
             round: Some(store::RoundSummary {
-                round_id: 1,
+                round_id: store::RoundId(1),
                 status: "down".into(),
                 scheduled_at_ms: 0,
                 results: vec![store::RegionResult {

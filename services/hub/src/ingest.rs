@@ -23,7 +23,7 @@ use protocol::now_ms;
 use protocol::{
     AckOutcome, CheckResult, CheckStatus, ErrorCode, HubMessage, Keyring, PublicKey, ResultAck,
 };
-use store::{ErrorKind, NewTick, Store};
+use store::{ErrorKind, NewTick, RoundId, Store, ValidatorId, WebsiteId};
 
 use crate::cluster::router::Router;
 use crate::metrics::Metrics;
@@ -43,7 +43,7 @@ impl Verifier {
         &self,
         session_key: &PublicKey,
         vk: &VerifyingKey,
-        validator_id: i64,
+        validator_id: ValidatorId,
         r: &CheckResult,
         now_ms: i64,
     ) -> Result<NewTick, ErrorCode> {
@@ -54,10 +54,11 @@ impl Verifier {
 
     /// Every check but the signature, which the tick writers verify in
     /// batches ([`signatures_valid`]) before anything is stored or acked.
+    /// Where a result's ids stop being the wire's integers.
     pub fn check_unsigned(
         &self,
         session_key: &PublicKey,
-        validator_id: i64,
+        validator_id: ValidatorId,
         r: &CheckResult,
         now_ms: i64,
     ) -> Result<NewTick, ErrorCode> {
@@ -80,8 +81,8 @@ impl Verifier {
             return Err(ErrorCode::ImplausibleTime);
         }
         Ok(NewTick {
-            website_id: r.website_id,
-            round_id: r.round_id,
+            website_id: WebsiteId(r.website_id),
+            round_id: RoundId(r.round_id),
             validator_id,
             task_id: r.task_id,
             scheduled_at_ms: r.scheduled_at_ms,
@@ -107,7 +108,7 @@ pub struct IngestItem {
 
 impl IngestItem {
     /// The duplicate guard's key: one tick per (task, validator).
-    pub fn key(&self) -> (Uuid, i64) {
+    pub fn key(&self) -> (Uuid, ValidatorId) {
         (self.tick.task_id, self.tick.validator_id)
     }
 }
@@ -148,7 +149,7 @@ pub struct Backlog {
 
 #[derive(Default)]
 struct BacklogInner {
-    queued: HashMap<(Uuid, i64), Queued>,
+    queued: HashMap<(Uuid, ValidatorId), Queued>,
     /// How many queued results were received at each millisecond.
     by_received: BTreeMap<i64, u32>,
     /// When the current run of failing writes began (none: writes work).
@@ -187,7 +188,7 @@ impl Backlog {
     /// `reply` instead, and this one is dropped.
     pub fn enter(
         &self,
-        key: (Uuid, i64),
+        key: (Uuid, ValidatorId),
         received_ms: i64,
         reply: &mpsc::Sender<Outbound>,
     ) -> bool {
@@ -209,7 +210,7 @@ impl Backlog {
 
     /// If a result for `key` is on its way, points its ack at `reply` and
     /// returns `true`.
-    pub fn redirect(&self, key: (Uuid, i64), reply: &mpsc::Sender<Outbound>) -> bool {
+    pub fn redirect(&self, key: (Uuid, ValidatorId), reply: &mpsc::Sender<Outbound>) -> bool {
         match self.lock().queued.get_mut(&key) {
             Some(q) => {
                 q.reply = reply.clone();
@@ -223,7 +224,7 @@ impl Backlog {
     /// session of its newest copy), `None` for a key not recorded.
     pub fn leave(
         &self,
-        keys: impl Iterator<Item = (Uuid, i64)>,
+        keys: impl Iterator<Item = (Uuid, ValidatorId)>,
     ) -> Vec<Option<mpsc::Sender<Outbound>>> {
         let mut b = self.lock();
         keys.map(|k| {
@@ -297,7 +298,7 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Written {
     /// New rows.
-    stored: HashSet<(Uuid, i64)>,
+    stored: HashSet<(Uuid, ValidatorId)>,
     /// Indexes of rows the database refused (data errors).
     refused: Vec<usize>,
     /// Indexes of rows given up (not stored, not acknowledged).
@@ -365,7 +366,7 @@ impl Writer {
 
     /// Best effort: if the message is lost or the owner busy, the round
     /// closes at its deadline instead of early.
-    fn tell_owner(&self, website_id: i64, round_id: i64, task_id: Uuid) {
+    fn tell_owner(&self, website_id: WebsiteId, round_id: RoundId, task_id: Uuid) {
         self.router.answered(website_id, round_id, task_id);
     }
 
@@ -374,7 +375,7 @@ impl Writer {
         let verdicts = if batch.len() <= INLINE_VERIFY_MAX {
             signatures_valid(batch)
         } else {
-            let keys: Vec<(Uuid, i64)> = batch.iter().map(IngestItem::key).collect();
+            let keys: Vec<(Uuid, ValidatorId)> = batch.iter().map(IngestItem::key).collect();
             let items = std::mem::take(batch);
             match tokio::task::spawn_blocking(move || {
                 let v = signatures_valid(&items);
@@ -435,7 +436,7 @@ impl Writer {
     /// One insert, retried with backoff: for as long as the database is away
     /// ([`ErrorKind::Transient`](store::ErrorKind)), a few times for other
     /// errors, never for data errors.
-    async fn insert(&self, rows: &[NewTick]) -> Result<Vec<(Uuid, i64)>, InsertError> {
+    async fn insert(&self, rows: &[NewTick]) -> Result<Vec<(Uuid, ValidatorId)>, InsertError> {
         let other_attempts = std::sync::atomic::AtomicUsize::new(0);
         let attempt = || async {
             match tokio::time::timeout(
@@ -496,7 +497,7 @@ impl Writer {
                 Ok(stored) => out.stored.extend(stored),
                 Err(InsertError::Data(e)) if range.len() == 1 => {
                     tracing::warn!(error = %e, task_id = %rows[range.start].task_id,
-                        validator_id = rows[range.start].validator_id, "the database refused a tick");
+                        validator_id = rows[range.start].validator_id.0, "the database refused a tick");
                     out.refused.push(range.start);
                 }
                 Err(InsertError::Data(_)) => {
@@ -657,7 +658,7 @@ mod tests {
         now: i64,
     ) -> Result<NewTick, ErrorCode> {
         let vk = session.verifying_key().unwrap();
-        c.verifier.check(session, &vk, 5, r, now)
+        c.verifier.check(session, &vk, ValidatorId(5), r, now)
     }
 
     fn signed(c: &Case, edit: impl FnOnce(&mut CheckResult)) -> CheckResult {
@@ -678,7 +679,10 @@ mod tests {
                     r.latency_ms += 1; // changed after signing
                 }
                 IngestItem {
-                    tick: c.verifier.check_unsigned(&c.pk, 5, &r, 1_002_000).unwrap(),
+                    tick: c
+                        .verifier
+                        .check_unsigned(&c.pk, ValidatorId(5), &r, 1_002_000)
+                        .unwrap(),
                     signed: Box::new((vk, r)),
                 }
             })
@@ -720,7 +724,7 @@ mod tests {
         c: &Case,
         w: &Writer,
         n: usize,
-        validator_id: i64,
+        validator_id: ValidatorId,
         reply: &mpsc::Sender<Outbound>,
         mut edit: impl FnMut(usize, &mut CheckResult),
     ) -> Vec<IngestItem> {
@@ -789,7 +793,7 @@ mod tests {
         let (w, _events) = writer(db.store.clone());
         let (tx, mut rx) = mpsc::channel(1_000);
         // A NUL byte: PostgreSQL text cannot hold it (SQLSTATE 22021).
-        let mut batch = items(&c, &w, 500, 5, &tx, |i, r| {
+        let mut batch = items(&c, &w, 500, ValidatorId(5), &tx, |i, r| {
             if i == 321 {
                 r.error = Some("poison \u{0} byte".into());
             }
@@ -825,7 +829,7 @@ mod tests {
         let (w, _events) = writer(db.store.clone());
         let (old_tx, mut old_rx) = mpsc::channel(10);
         let (new_tx, mut new_rx) = mpsc::channel(10);
-        let mut batch = items(&c, &w, 1, 5, &old_tx, |_, _| {});
+        let mut batch = items(&c, &w, 1, ValidatorId(5), &old_tx, |_, _| {});
         let key = batch[0].key();
         // The validator reconnected and resent: the copy is not let in, and
         // the ack is pointed at the new session.
@@ -847,12 +851,13 @@ mod tests {
         let b = Backlog::default();
         let (tx, _rx) = mpsc::channel(1);
         assert_eq!(b.clear_before(1_000), 1_000, "nothing waiting");
-        assert!(b.enter((Uuid::from_u128(1), 1), 400, &tx));
-        assert!(b.enter((Uuid::from_u128(2), 1), 300, &tx));
+        let v = ValidatorId(1);
+        assert!(b.enter((Uuid::from_u128(1), v), 400, &tx));
+        assert!(b.enter((Uuid::from_u128(2), v), 300, &tx));
         assert_eq!(b.clear_before(1_000), 300, "the oldest waiting result");
-        b.leave([(Uuid::from_u128(2), 1)].into_iter());
+        b.leave([(Uuid::from_u128(2), v)].into_iter());
         assert_eq!(b.clear_before(1_000), 400);
-        b.leave([(Uuid::from_u128(1), 1)].into_iter());
+        b.leave([(Uuid::from_u128(1), v)].into_iter());
         // An outage from 2,000 to 9,000: nothing after its start is clear
         // until other hubs had RECOVERY_GRACE_MS to empty their queues.
         b.write_failed(2_000);
@@ -886,9 +891,9 @@ mod tests {
     fn dispatch_to_commit_excludes_the_check_time() {
         let ts = uuid::Timestamp::from_unix(uuid::NoContext, 1_700_000_000, 250_000_000);
         let tick = NewTick {
-            website_id: 1,
-            round_id: 1,
-            validator_id: 1,
+            website_id: WebsiteId(1),
+            round_id: RoundId(1),
+            validator_id: ValidatorId(1),
             task_id: Uuid::new_v7(ts),
             scheduled_at_ms: 0,
             up: true,
@@ -913,7 +918,10 @@ mod tests {
     fn accepts_a_good_result_and_records_the_reward() {
         let c = case();
         let t = check(&c, &signed(&c, |_| {}), &c.pk, 1_002_000).unwrap();
-        assert_eq!((t.validator_id, t.reward_lamports, t.up), (5, 7, true));
+        assert_eq!(
+            (t.validator_id, t.reward_lamports, t.up),
+            (ValidatorId(5), 7, true)
+        );
     }
 
     #[test]

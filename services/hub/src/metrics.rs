@@ -32,6 +32,7 @@ pub struct Metrics {
     pub ingest_queue_depth: IntGauge,
     pub ring_members: IntGauge,
     pub websites_owned: IntGauge,
+    pub website_reloads: IntCounterVec,
     pub ownership_changes: IntCounter,
     pub redis_errors: IntCounter,
     pub pubsub_lagged: IntCounter,
@@ -185,6 +186,11 @@ impl Metrics {
             ),
             ring_members: gauge("ring_members", "Hubs in this hub's view of the ring."),
             websites_owned: gauge("websites_owned", "Enabled websites this hub schedules."),
+            website_reloads: counter_vec(
+                "website_reloads_total",
+                "Reloads of websites from PostgreSQL: all of them (start, timer, ring change, `*`) or some (a notification naming ids).",
+                "scope",
+            ),
             ownership_changes: counter("ownership_changes_total", "Times this hub's ring changed."),
             redis_errors: counter("redis_errors_total", "Failed Redis operations."),
             pubsub_lagged: counter(

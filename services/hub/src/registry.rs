@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use protocol::{HubMessage, PublicKey};
+use store::ValidatorId;
 
 /// What the rest of the hub may push to one session.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ pub enum Outbound {
 #[derive(Debug)]
 pub struct SessionHandle {
     pub generation: u64,
-    pub validator_id: i64,
+    pub validator_id: ValidatorId,
     pub key: PublicKey,
     pub region: String,
     pub capacity: u32,
@@ -126,7 +127,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         Arc::new(SessionHandle {
             generation: reg.next_generation(),
-            validator_id: 1,
+            validator_id: ValidatorId(1),
             key: PublicKey([key; 32]),
             region: "eu".into(),
             capacity: 1,

@@ -9,6 +9,7 @@
 //! - [`limits`]: the documented limits both sides agree on, and the
 //!   `check_*` rules on hello and result fields ([`WireError`]).
 //! - [`api`]: JSON bodies of the hub's read-only HTTP API (earnings).
+//! - [`target`]: which check targets (addresses, ports) are refused.
 //!
 //! **API boundary**: this crate knows nothing of tokio, axum, sqlx or Redis.
 //! It is pure data and pure functions, so the hub, the validator, the load
@@ -19,6 +20,7 @@ pub mod crypto;
 pub mod keypair;
 pub mod limits;
 pub mod messages;
+pub mod target;
 
 pub use crypto::{
     Keyring, Nonce, PublicKey, Signature, TaskToken, TokenError, TokenFields, VerifyError,

@@ -4,8 +4,13 @@
 //! - [`Signals`], [`shutdown_signal`]: SIGINT (Ctrl-C) and SIGTERM (what
 //!   `kill`, systemd and Kubernetes send) as one stream, saying which came.
 //! - [`init_tracing`]: the `tracing` subscriber the services log through.
+//! - [`Secret`]: a setting that never shows in `Debug` output.
 //!
-//! Knows nothing of the services: tokio and tracing-subscriber only.
+//! Knows nothing of the services: tokio, tracing-subscriber and serde only.
+
+mod secret;
+
+pub use secret::Secret;
 
 use std::fmt;
 use std::io::IsTerminal;

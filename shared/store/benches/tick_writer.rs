@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use store::NewTick;
+use store::{NewTick, RoundId, ValidatorId, WebsiteId};
 use uuid::Uuid;
 
 #[path = "../tests/it/fresh_db.rs"]
@@ -19,9 +19,9 @@ mod fresh_db;
 fn ticks(n: usize, now_ms: i64) -> Vec<NewTick> {
     (0..n)
         .map(|i| NewTick {
-            website_id: (i % 1000) as i64,
-            round_id: i as i64,
-            validator_id: (i % 3) as i64,
+            website_id: WebsiteId((i % 1000) as i64),
+            round_id: RoundId(i as i64),
+            validator_id: ValidatorId((i % 3) as i64),
             task_id: Uuid::now_v7(),
             scheduled_at_ms: now_ms,
             up: i % 7 != 0,

@@ -9,20 +9,31 @@
 //!   and the round's state, encoded as their columns are.
 //! - `payouts`: the ledger and payout statements, fenced by an epoch.
 //! - `simulated`: the load tool's statements (simulated websites).
+//! - `accounts`, `owner_sites`: the owners' API (services/api): accounts,
+//!   sessions, API keys, and websites scoped to their account.
 //!
 //! Times cross this boundary as Unix milliseconds (`i64`), like the wire
 //! protocol; conversion to `timestamptz` happens in SQL.
 
+mod accounts;
+mod owner_sites;
 mod payouts;
 mod simulated;
 mod types;
 mod website_url;
 
+pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount};
+pub use crate::owner_sites::{
+    LatestRound, OwnedSite, QuotaReached, RegionCheck, RegionLatency, RoundRecord, SiteSettings,
+    SiteValidator, TickRecord, UptimeCount,
+};
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
 };
 pub use crate::simulated::{SeededWebsites, SIMULATED_URL_PREFIX};
-pub use crate::types::{RoundId, RoundStatus, UnknownRoundStatus, ValidatorId, WebsiteId};
+pub use crate::types::{
+    AccountId, ApiKeyId, RoundId, RoundStatus, UnknownRoundStatus, ValidatorId, WebsiteId,
+};
 pub use crate::website_url::{check_keyword, KeywordError, UrlError, WebsiteUrl};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -127,7 +138,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 /// A website as the scheduler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Website {
-    pub id: i64,
+    pub id: WebsiteId,
     pub url: String,
     pub interval_secs: i32,
     pub timeout_ms: i32,
@@ -154,7 +165,7 @@ pub struct NewWebsite {
 /// A round to open: (website, slot) and its schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewRound {
-    pub website_id: i64,
+    pub website_id: WebsiteId,
     pub slot: i64,
     pub scheduled_at_ms: i64,
     pub deadline_ms: i64,
@@ -163,16 +174,16 @@ pub struct NewRound {
 /// A round this caller opened (no other caller opened the same slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenedRound {
-    pub round_id: i64,
-    pub website_id: i64,
+    pub round_id: RoundId,
+    pub website_id: WebsiteId,
     pub scheduled_at_ms: i64,
 }
 
 /// A round closed by this call, with the quorum it reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedRound {
-    pub round_id: i64,
-    pub website_id: i64,
+    pub round_id: RoundId,
+    pub website_id: WebsiteId,
     /// The hub that opened the round.
     pub opened_by: String,
     pub status: String,
@@ -183,9 +194,9 @@ pub struct ClosedRound {
 /// One verified result ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewTick {
-    pub website_id: i64,
-    pub round_id: i64,
-    pub validator_id: i64,
+    pub website_id: WebsiteId,
+    pub round_id: RoundId,
+    pub validator_id: ValidatorId,
     pub task_id: Uuid,
     pub scheduled_at_ms: i64,
     pub up: bool,
@@ -207,7 +218,7 @@ pub struct SiteStatus {
 
 #[derive(Debug, Clone)]
 pub struct RoundSummary {
-    pub round_id: i64,
+    pub round_id: RoundId,
     pub status: String,
     pub scheduled_at_ms: i64,
     pub results: Vec<RegionResult>,
@@ -232,7 +243,7 @@ macro_rules! website_columns {
 
 fn website_from_row(r: &sqlx::postgres::PgRow) -> Website {
     Website {
-        id: r.get::<WebsiteId, _>("id").0,
+        id: r.get("id"),
         url: r.get("url"),
         interval_secs: r.get("interval_secs"),
         timeout_ms: r.get("timeout_ms"),
@@ -377,8 +388,21 @@ impl Store {
         Ok(rows.iter().map(website_from_row).collect())
     }
 
+    /// The enabled websites among `ids` (a notification named them).
+    pub async fn enabled_websites_by_ids(&self, ids: &[WebsiteId]) -> Result<Vec<Website>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            website_columns!(),
+            " FROM websites WHERE enabled AND id = ANY($1) ORDER BY id"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(website_from_row).collect())
+    }
+
     /// Returns false if there is no such website.
-    pub async fn set_website_enabled(&self, id: i64, enabled: bool) -> Result<bool> {
+    pub async fn set_website_enabled(&self, id: WebsiteId, enabled: bool) -> Result<bool> {
         let r = sqlx::query("UPDATE websites SET enabled = $2, updated_at = now() WHERE id = $1")
             .bind(id)
             .bind(enabled)
@@ -429,7 +453,7 @@ impl Store {
         region: &str,
         tags: &[String],
         client_version: &str,
-    ) -> Result<i64> {
+    ) -> Result<ValidatorId> {
         let id = sqlx::query_scalar(
             "INSERT INTO validators (public_key, region, tags, client_version) \
              VALUES ($1, $2, $3, $4) \
@@ -447,7 +471,7 @@ impl Store {
     }
 
     /// Bumps `last_seen` for many validators in one statement.
-    pub async fn touch_validators(&self, ids: &[i64]) -> Result<()> {
+    pub async fn touch_validators(&self, ids: &[ValidatorId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -471,7 +495,7 @@ impl Store {
         if rounds.is_empty() {
             return Ok(Vec::new());
         }
-        let website: Vec<i64> = rounds.iter().map(|r| r.website_id).collect();
+        let website: Vec<WebsiteId> = rounds.iter().map(|r| r.website_id).collect();
         let slot: Vec<i64> = rounds.iter().map(|r| r.slot).collect();
         let sched: Vec<i64> = rounds.iter().map(|r| r.scheduled_at_ms).collect();
         let deadline: Vec<i64> = rounds.iter().map(|r| r.deadline_ms).collect();
@@ -494,8 +518,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| OpenedRound {
-                round_id: r.get::<RoundId, _>("id").0,
-                website_id: r.get::<WebsiteId, _>("website_id").0,
+                round_id: r.get("id"),
+                website_id: r.get("website_id"),
                 scheduled_at_ms: r.get("scheduled_at_ms"),
             })
             .collect())
@@ -503,7 +527,7 @@ impl Store {
 
     /// Deletes rounds that were opened but never sent a task, so their slot
     /// can be opened again. Only rounds still open are touched.
-    pub async fn delete_open_rounds(&self, round_ids: &[i64]) -> Result<u64> {
+    pub async fn delete_open_rounds(&self, round_ids: &[RoundId]) -> Result<u64> {
         let r = sqlx::query("DELETE FROM rounds WHERE id = ANY($1) AND status = 'open'")
             .bind(round_ids)
             .execute(&self.pool)
@@ -515,11 +539,15 @@ impl Store {
     /// slots that are still open and have no tick: rounds an insert may have
     /// created while its connection broke, whose ids the hub never learnt
     /// (so no task went out for them). Returns how many it deleted.
-    pub async fn delete_unstaffed_rounds(&self, hub_id: &str, slots: &[(i64, i64)]) -> Result<u64> {
+    pub async fn delete_unstaffed_rounds(
+        &self,
+        hub_id: &str,
+        slots: &[(WebsiteId, i64)],
+    ) -> Result<u64> {
         if slots.is_empty() {
             return Ok(0);
         }
-        let website: Vec<i64> = slots.iter().map(|s| s.0).collect();
+        let website: Vec<WebsiteId> = slots.iter().map(|s| s.0).collect();
         let sched: Vec<i64> = slots.iter().map(|s| s.1).collect();
         let r = sqlx::query(
             "DELETE FROM rounds r \
@@ -544,14 +572,14 @@ impl Store {
     /// replaced: their results, if received after that, earn nothing.
     pub async fn close_rounds(
         &self,
-        round_ids: &[i64],
+        round_ids: &[RoundId],
         closed_by: &str,
-        replaced: &[(i64, Uuid, i64)],
+        replaced: &[(RoundId, Uuid, i64)],
     ) -> Result<Vec<ClosedRound>> {
         if round_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rids: Vec<i64> = replaced.iter().map(|r| r.0).collect();
+        let rids: Vec<RoundId> = replaced.iter().map(|r| r.0).collect();
         let tids: Vec<Uuid> = replaced.iter().map(|r| r.1).collect();
         let ats: Vec<i64> = replaced.iter().map(|r| r.2).collect();
         let rows = sqlx::query(CLOSE_ROUNDS_SQL)
@@ -565,8 +593,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| ClosedRound {
-                round_id: r.get::<RoundId, _>("id").0,
-                website_id: r.get::<WebsiteId, _>("website_id").0,
+                round_id: r.get("id"),
+                website_id: r.get("website_id"),
                 opened_by: r.get("hub_id"),
                 status: r.get("status"),
                 up: r.get("up"),
@@ -583,7 +611,7 @@ impl Store {
         limit: i64,
         closed_by: &str,
     ) -> Result<Vec<ClosedRound>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
+        let ids: Vec<RoundId> = sqlx::query_scalar(
             "SELECT id FROM rounds WHERE status = 'open' \
                AND deadline < now() - make_interval(secs => $1) \
              ORDER BY deadline LIMIT $2",
@@ -601,7 +629,11 @@ impl Store {
     /// Writes a batch of ticks in one statement. Returns the `(task_id,
     /// validator_id)` pairs that were new; the rest were already stored
     /// (the primary key is the duplicate guard).
-    pub async fn insert_ticks(&self, hub_id: &str, ticks: &[NewTick]) -> Result<Vec<(Uuid, i64)>> {
+    pub async fn insert_ticks(
+        &self,
+        hub_id: &str,
+        ticks: &[NewTick],
+    ) -> Result<Vec<(Uuid, ValidatorId)>> {
         if ticks.is_empty() {
             return Ok(Vec::new());
         }
@@ -669,7 +701,7 @@ impl Store {
     pub async fn tick_exists(
         &self,
         task_id: Uuid,
-        validator_id: i64,
+        validator_id: ValidatorId,
         scheduled_at_ms: i64,
     ) -> Result<bool> {
         Ok(sqlx::query_scalar(
@@ -712,12 +744,12 @@ impl Store {
             })
             .collect();
         for row in rows {
-            let wid: i64 = row.get("website_id");
+            let wid: WebsiteId = row.get("website_id");
             let Some(site) = out.iter_mut().find(|s| s.website.id == wid) else {
                 continue;
             };
             let round = site.round.get_or_insert_with(|| RoundSummary {
-                round_id: row.get::<RoundId, _>("round_id").0,
+                round_id: row.get("round_id"),
                 status: row.get("status"),
                 scheduled_at_ms: row.get("sched_ms"),
                 results: Vec::new(),

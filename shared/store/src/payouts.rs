@@ -18,13 +18,13 @@ use std::time::Duration;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, ValidatorId};
 
 /// A payout waiting for a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingPayout {
     pub id: Uuid,
-    pub validator_id: i64,
+    pub validator_id: ValidatorId,
     pub public_key: String,
     pub lamports: i64,
     /// Its batch failed on chain with others in it: pay it alone.
@@ -89,7 +89,7 @@ pub struct PayoutRow {
 /// A validator's earnings and payouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Earnings {
-    pub validator_id: i64,
+    pub validator_id: ValidatorId,
     pub public_key: String,
     /// Credited from settled rounds.
     pub earned_lamports: i64,
@@ -545,7 +545,7 @@ impl Store {
     /// `public_key`, ledger sums, `settling`, `paid`, `pending` and `failed`,
     /// with its newest 50 payouts.
     pub(crate) async fn earnings_document(&self, r: &sqlx::postgres::PgRow) -> Result<Earnings> {
-        let validator_id: i64 = r.get("id");
+        let validator_id: ValidatorId = r.get("id");
         let earned: i64 = r.get("earned");
         let claimed: i64 = r.get("claimed");
         let rows = sqlx::query(

@@ -41,6 +41,14 @@ id_type!(
     /// `validators.id`.
     ValidatorId
 );
+id_type!(
+    /// `accounts.id`: a website owner.
+    AccountId
+);
+id_type!(
+    /// `api_keys.id`.
+    ApiKeyId
+);
 
 /// A round's state: `Open` until it is closed by majority (`Up`, `Down`) or
 /// without one (`Unknown`).

@@ -8,6 +8,7 @@
 use std::hash::{Hash, Hasher};
 
 use hashring::HashRing;
+use store::WebsiteId;
 
 /// Points per hub: enough for an even spread over a handful of hubs.
 pub const VNODES: u16 = 128;
@@ -26,12 +27,14 @@ impl Hash for VNode {
     }
 }
 
-struct WebsiteKey(i64);
+/// Hashes the id's integer (little-endian), as before the id was typed:
+/// owners must not move (see `owners_are_pinned_for_fixed_inputs`).
+struct WebsiteKey(WebsiteId);
 
 impl Hash for WebsiteKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write(b"website:");
-        state.write(&self.0.to_le_bytes());
+        state.write(&self.0 .0.to_le_bytes());
     }
 }
 
@@ -76,7 +79,7 @@ impl Ring {
     }
 
     /// The hub that owns `website_id`, if any hub is live.
-    pub fn owner(&self, website_id: i64) -> Option<&str> {
+    pub fn owner(&self, website_id: WebsiteId) -> Option<&str> {
         self.ring
             .get(&WebsiteKey(website_id))
             .map(|v| v.hub.as_str())
@@ -96,11 +99,11 @@ mod tests {
         // If this changes, hubs of different versions would disagree on
         // ownership during a rolling upgrade: change it only on purpose.
         let r = ring(&["hub-a", "hub-b", "hub-c"]);
-        let owners: Vec<&str> = (1..=12).map(|id| r.owner(id).unwrap()).collect();
+        let owners: Vec<&str> = (1..=12).map(|id| r.owner(WebsiteId(id)).unwrap()).collect();
         assert_eq!(owners, PINNED);
         // Member order does not matter.
         let r2 = ring(&["hub-c", "hub-a", "hub-b", "hub-a"]);
-        assert!((1..=12).all(|id| r.owner(id) == r2.owner(id)));
+        assert!((1..=12).all(|id| r.owner(WebsiteId(id)) == r2.owner(WebsiteId(id))));
     }
 
     const PINNED: [&str; 12] = [
@@ -115,6 +118,7 @@ mod tests {
         let n = 20_000;
         let mut moved = 0;
         for id in 0..n {
+            let id = WebsiteId(id);
             let (b, a) = (before.owner(id).unwrap(), after.owner(id).unwrap());
             if a != b {
                 moved += 1;
@@ -130,7 +134,7 @@ mod tests {
         let r = ring(&["hub-a", "hub-b", "hub-c"]);
         let mut counts = std::collections::HashMap::new();
         for id in 0..30_000 {
-            *counts.entry(r.owner(id).unwrap()).or_insert(0) += 1;
+            *counts.entry(r.owner(WebsiteId(id)).unwrap()).or_insert(0) += 1;
         }
         for (hub, c) in counts {
             assert!((7_000..13_000).contains(&c), "{hub}: {c}");
@@ -139,6 +143,6 @@ mod tests {
 
     #[test]
     fn an_empty_ring_owns_nothing() {
-        assert_eq!(Ring::new(Vec::new()).owner(1), None);
+        assert_eq!(Ring::new(Vec::new()).owner(WebsiteId(1)), None);
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use protocol::{HubMessage, PublicKey, Task};
+use store::{RoundId, ValidatorId, WebsiteId};
 
 use crate::cluster::presence::Claim;
 use crate::cluster::routing::InboxMessage;
@@ -136,7 +137,7 @@ impl Router {
     }
 
     /// The validator ids of this hub's sessions.
-    pub fn local_validator_ids(&self) -> Vec<i64> {
+    pub fn local_validator_ids(&self) -> Vec<ValidatorId> {
         self.0
             .registry
             .snapshot()
@@ -163,12 +164,15 @@ impl Router {
 
     /// A result of this round was committed: tell the coordinator that owns
     /// the website (this hub's, or another's through its inbox).
-    pub fn answered(&self, website_id: i64, round_id: i64, task_id: Uuid) {
+    pub fn answered(&self, website_id: WebsiteId, round_id: RoundId, task_id: Uuid) {
         if let Mesh::Redis(link) = &self.0.mesh {
             let owner = self.0.ring.borrow().owner(website_id).map(str::to_string);
             if let Some(owner) = owner.filter(|o| *o != self.0.hub_id) {
-                link.outbox
-                    .send(&owner, InboxMessage::Answered { round_id, task_id });
+                let msg = InboxMessage::Answered {
+                    round_id: round_id.0,
+                    task_id,
+                };
+                link.outbox.send(&owner, msg);
                 return;
             }
         }
@@ -187,8 +191,8 @@ impl Router {
     }
 
     /// Websites changed in PostgreSQL.
-    pub fn websites_changed(&self) {
-        let _ = self.0.events.try_send(Event::WebsitesChanged);
+    pub fn websites_changed(&self, which: crate::rounds::Changed) {
+        let _ = self.0.events.try_send(Event::WebsitesChanged(which));
     }
 
     /// Acts on a message from another hub.
@@ -212,6 +216,7 @@ impl Router {
                 }
             }
             InboxMessage::Answered { round_id, task_id } => {
+                let round_id = RoundId(round_id);
                 let _ = inner.events.try_send(Event::Answered { round_id, task_id });
             }
             InboxMessage::Ping { sent_at_ms } => {

@@ -25,7 +25,9 @@ use crate::metrics::Metrics;
 pub enum InboxMessage {
     /// Deliver this task to the validator it names, if connected here.
     Task { task: Task },
-    /// A result for a round this hub owns was committed elsewhere.
+    /// A result for a round this hub owns was committed elsewhere. The
+    /// round id travels as the integer it is on every wire (the router
+    /// converts it).
     Answered { round_id: i64, task_id: Uuid },
     /// A newer session for `validator` opened elsewhere: close ours if it
     /// is still this generation.

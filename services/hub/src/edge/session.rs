@@ -505,7 +505,7 @@ impl Sessions {
         }
         app.metrics.validators_connected.inc();
         app.router.claim(&handle);
-        tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id, "validator connected");
+        tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id = validator_id.0, "validator connected");
         let end = Conn::new(app, &handle, &peer, &mut sink, &limiter)
             .serve(&mut stream, rx)
             .await;
@@ -612,7 +612,7 @@ impl<'a> Conn<'a> {
     async fn welcome(&mut self) -> Step {
         let s = &self.app.settings;
         let welcome = HubMessage::Welcome(Welcome {
-            validator_id: self.handle.validator_id,
+            validator_id: self.handle.validator_id.0,
             protocol_version: self.peer.version,
             hub_id: s.hub_id.clone(),
             heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u64,

@@ -20,7 +20,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use protocol::{now_ms, Keyring};
-use store::{ClosedRound, Store, Website};
+use store::{ClosedRound, Store, Website, WebsiteId};
 
 use crate::cluster::router::{Router, Target};
 use crate::cluster::Ring;
@@ -29,7 +29,7 @@ use crate::ingest::Backlog;
 use crate::metrics::Metrics;
 use crate::rounds::machine::{self, Dispatch, NewTask, Rounds, Sites};
 use crate::rounds::scheduler::Candidate;
-use crate::rounds::Event;
+use crate::rounds::{Changed, Event};
 
 /// How often any hub closes rounds whose deadline passed long ago (their
 /// owner may be gone), and how long past the deadline it waits.
@@ -74,7 +74,7 @@ pub struct Coordinator {
     db_retry_at: i64,
     /// `(website_id, scheduled_at_ms)` of rounds a failed insert may have
     /// created all the same; at most [`MAX_UNCERTAIN`].
-    uncertain: HashSet<(i64, i64)>,
+    uncertain: HashSet<(WebsiteId, i64)>,
 }
 
 /// A snapshot of reachable validators for one step, and the way to them.
@@ -179,13 +179,11 @@ impl Coordinator {
                     ring.mark_unchanged();
                     self.reload().await;
                 }
-                Some(ev) = self.rx.recv() => {
-                    if matches!(ev, Event::WebsitesChanged) {
-                        self.reload().await;
-                    } else {
-                        self.on_event(ev);
-                    }
-                }
+                Some(ev) = self.rx.recv() => match ev {
+                    Event::WebsitesChanged(Changed::All) => self.reload().await,
+                    Event::WebsitesChanged(Changed::Ids(ids)) => self.reload_some(ids).await,
+                    ev => self.on_event(ev),
+                },
                 _ = reload.tick() => self.reload().await,
                 _ = tick.tick() => self.on_tick().await,
                 _ = sweep.tick() => self.sweep().await,
@@ -215,6 +213,11 @@ impl Coordinator {
         };
         let now = now_ms();
         tracing::debug!(websites = websites.len(), "reloaded websites");
+        self.app
+            .metrics
+            .website_reloads
+            .with_label_values(&["all"])
+            .inc();
         let ring = self.app.ring.borrow().clone();
         let me = self.app.settings.hub_id.as_str();
         let mine: Vec<Website> = websites
@@ -222,6 +225,41 @@ impl Coordinator {
             .filter(|w| ring.owner(w.id) == Some(me))
             .collect();
         self.sites.reconcile(mine, now);
+        self.app
+            .metrics
+            .websites_owned
+            .set(self.sites.owned() as i64);
+    }
+
+    /// Reloads the named websites only (a notification named them): those
+    /// this hub owns and that are enabled are scheduled with their new
+    /// settings, the rest are dropped from its schedule.
+    async fn reload_some(&mut self, ids: Vec<WebsiteId>) {
+        let found = match self.app.store.enabled_websites_by_ids(&ids).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading changed websites failed; reloading all next");
+                self.reload().await;
+                return;
+            }
+        };
+        self.app
+            .metrics
+            .website_reloads
+            .with_label_values(&["some"])
+            .inc();
+        let ring = self.app.ring.borrow().clone();
+        let me = self.app.settings.hub_id.as_str();
+        let mine: Vec<Website> = found
+            .into_iter()
+            .filter(|w| ring.owner(w.id) == Some(me))
+            .collect();
+        tracing::debug!(
+            changed = ids.len(),
+            mine = mine.len(),
+            "reloaded changed websites"
+        );
+        self.sites.reconcile_some(&ids, mine, now_ms());
         self.app
             .metrics
             .websites_owned
@@ -260,7 +298,7 @@ impl Coordinator {
         if self.uncertain.is_empty() || now < self.db_retry_at {
             return;
         }
-        let slots: Vec<(i64, i64)> = self.uncertain.iter().copied().collect();
+        let slots: Vec<(WebsiteId, i64)> = self.uncertain.iter().copied().collect();
         let hub = &self.app.settings.hub_id;
         match self.app.store.delete_unstaffed_rounds(hub, &slots).await {
             Ok(n) => {
@@ -355,7 +393,7 @@ impl Coordinator {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Answered { round_id, task_id } => self.rounds.answered(round_id, task_id),
-            Event::WebsitesChanged => {}
+            Event::WebsitesChanged(_) => {}
             Event::SessionClosed { key, .. } => {
                 // A validator that already reconnected may still deliver.
                 if self.app.router.is_local(&key) {
@@ -399,7 +437,7 @@ impl Coordinator {
                 .rounds_closed
                 .with_label_values(&[c.status.as_str()])
                 .inc();
-            tracing::debug!(round = c.round_id, website = c.website_id, status = %c.status, up = c.up, down = c.down, "round closed");
+            tracing::debug!(round = c.round_id.0, website = c.website_id.0, status = %c.status, up = c.up, down = c.down, "round closed");
         }
     }
 
@@ -463,8 +501,8 @@ pub async fn follow_website_changes(store: Store, router: Router, stop: Cancella
             n = listener.recv() => match n {
                 Ok(n) => {
                     failures = 0;
-                    tracing::debug!(op = n.payload(), "websites changed");
-                    router.websites_changed();
+                    tracing::debug!(payload = n.payload(), "websites changed");
+                    router.websites_changed(Changed::from_payload(n.payload()));
                 }
                 Err(e) => {
                     // recv() reconnects on the next call; reload meanwhile
@@ -474,7 +512,7 @@ pub async fn follow_website_changes(store: Store, router: Router, stop: Cancella
                     } else {
                         tracing::debug!(error = %e, failures, "website notifications still interrupted");
                     }
-                    router.websites_changed();
+                    router.websites_changed(Changed::All);
                     let wait = Duration::from_millis(500 << failures.min(3)).min(Duration::from_secs(5));
                     failures = failures.saturating_add(1);
                     tokio::select! {

@@ -29,6 +29,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use uuid::Uuid;
 
 use protocol::{CheckSpec, PublicKey, Task, TaskToken, TokenFields};
+use store::{RoundId, WebsiteId};
 
 use super::scheduler::{pick, Candidate};
 
@@ -54,8 +55,8 @@ pub fn may_sweep(now: i64, clear_before: i64) -> bool {
 /// it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoundSpec {
-    pub round_id: i64,
-    pub website_id: i64,
+    pub round_id: RoundId,
+    pub website_id: WebsiteId,
     pub slot: i64,
     pub scheduled_at_ms: i64,
     /// The round's deadline: room for one replacement after a first task
@@ -68,12 +69,13 @@ pub struct RoundSpec {
 }
 
 /// A task to send: everything but its token, which needs the cluster
-/// keyring ([`NewTask::token_fields`] is what the token binds).
+/// keyring ([`NewTask::token_fields`] is what the token binds). Its two
+/// methods are where the typed ids become the wire's plain integers.
 #[derive(Debug, Clone, Copy)]
 pub struct NewTask<'a> {
     pub task_id: Uuid,
-    pub website_id: i64,
-    pub round_id: i64,
+    pub website_id: WebsiteId,
+    pub round_id: RoundId,
     pub slot: i64,
     pub scheduled_at_ms: i64,
     pub url: &'a str,
@@ -86,8 +88,8 @@ impl NewTask<'_> {
     pub fn token_fields(&self) -> TokenFields<'_> {
         TokenFields {
             task_id: self.task_id,
-            website_id: self.website_id,
-            round_id: self.round_id,
+            website_id: self.website_id.0,
+            round_id: self.round_id.0,
             slot: self.slot,
             scheduled_at_ms: self.scheduled_at_ms,
             validator: &self.validator,
@@ -98,8 +100,8 @@ impl NewTask<'_> {
     pub fn into_task(self, token: TaskToken) -> Task {
         Task {
             task_id: self.task_id,
-            website_id: self.website_id,
-            round_id: self.round_id,
+            website_id: self.website_id.0,
+            round_id: self.round_id.0,
             slot: self.slot,
             scheduled_at_ms: self.scheduled_at_ms,
             url: self.url.to_owned(),
@@ -144,11 +146,11 @@ pub struct Pool<D>(D);
 /// it is committed, confirms it with [`Rounds::closed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Close {
-    pub round_ids: Vec<i64>,
+    pub round_ids: Vec<RoundId>,
     /// `(round, task, when)` for each task another validator got a
     /// replacement for: a result for it received after `when` earns
     /// nothing.
-    pub replaced: Vec<(i64, Uuid, i64)>,
+    pub replaced: Vec<(RoundId, Uuid, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +175,7 @@ struct TaskSlot {
 
 #[derive(Debug)]
 struct OpenRound {
-    website_id: i64,
+    website_id: WebsiteId,
     slot: i64,
     scheduled_at_ms: i64,
     deadline_ms: i64,
@@ -210,12 +212,12 @@ pub struct Rounds {
     validators_per_round: usize,
     /// A replacement's deadline from when it is sent (capped by its round's).
     task_deadline_ms: i64,
-    rounds: HashMap<i64, OpenRound>,
+    rounds: HashMap<RoundId, OpenRound>,
     /// Pending tasks per validator; no entry at zero.
     load: HashMap<PublicKey, u32>,
     /// Tasks sent to each validator, so a disconnect touches only its own
     /// (see [`Rounds::note_task`]).
-    tasks_of: HashMap<PublicKey, Vec<(i64, Uuid)>>,
+    tasks_of: HashMap<PublicKey, Vec<(RoundId, Uuid)>>,
     notes_since_prune: u32,
     rng: fastrand::Rng,
     /// Set when the hub drains: every session is leaving, nothing is
@@ -306,14 +308,14 @@ impl Rounds {
     }
 
     /// Whether this hub runs the round.
-    pub fn is_open(&self, round_id: i64) -> bool {
+    pub fn is_open(&self, round_id: RoundId) -> bool {
         self.rounds.contains_key(&round_id)
     }
 
     /// A result for this task was committed: it no longer counts against
     /// its validator. A task that had failed (its result was received in
     /// time but committed late) counts as answered too.
-    pub fn answered(&mut self, round_id: i64, task_id: Uuid) {
+    pub fn answered(&mut self, round_id: RoundId, task_id: Uuid) {
         let Some(round) = self.rounds.get_mut(&round_id) else {
             return;
         };
@@ -340,7 +342,7 @@ impl Rounds {
         let Some(noted) = self.tasks_of.remove(key) else {
             return 0;
         };
-        let failed: Vec<(i64, Uuid)> = noted
+        let failed: Vec<(RoundId, Uuid)> = noted
             .into_iter()
             .filter(|(round_id, task_id)| self.is_pending(*round_id, *task_id))
             .collect();
@@ -351,7 +353,7 @@ impl Rounds {
     /// once. `dispatch` is called only if there is something to replace.
     /// Returns the replacements sent.
     pub fn expire<D: Dispatch>(&mut self, now: i64, dispatch: impl FnOnce() -> D) -> usize {
-        let expired: Vec<(i64, Uuid)> = self
+        let expired: Vec<(RoundId, Uuid)> = self
             .rounds
             .iter()
             .flat_map(|(id, r)| {
@@ -375,7 +377,7 @@ impl Rounds {
     /// `clear_before` on [`Backlog`](crate::ingest::Backlog::clear_before)).
     /// Their status is decided by the write, from the stored ticks.
     pub fn closable(&self, now: i64, clear_before: i64) -> Option<Close> {
-        let round_ids: Vec<i64> = self
+        let round_ids: Vec<RoundId> = self
             .rounds
             .iter()
             .filter(|(_, r)| r.done(now, clear_before))
@@ -402,7 +404,7 @@ impl Rounds {
     /// The close of these rounds was committed (or another hub had closed
     /// them already): they are forgotten, and their pending tasks no longer
     /// count against anyone.
-    pub fn closed(&mut self, round_ids: &[i64]) {
+    pub fn closed(&mut self, round_ids: &[RoundId]) {
         for id in round_ids {
             if let Some(r) = self.rounds.remove(id) {
                 for t in r.tasks.iter().filter(|t| t.state == TaskState::Pending) {
@@ -414,7 +416,7 @@ impl Rounds {
 
     fn fail_all<D: Dispatch>(
         &mut self,
-        tasks: &[(i64, Uuid)],
+        tasks: &[(RoundId, Uuid)],
         now: i64,
         dispatch: impl FnOnce() -> D,
     ) -> usize {
@@ -434,7 +436,7 @@ impl Rounds {
     fn fail_task(
         &mut self,
         pool: &mut impl Dispatch,
-        round_id: i64,
+        round_id: RoundId,
         task_id: Uuid,
         now: i64,
     ) -> usize {
@@ -466,7 +468,7 @@ impl Rounds {
     fn assign(
         &mut self,
         pool: &mut impl Dispatch,
-        round_id: i64,
+        round_id: RoundId,
         round: &mut OpenRound,
         want: usize,
         deadline_ms: i64,
@@ -533,7 +535,7 @@ impl Rounds {
     /// every few thousand tasks, the lists of validators with nothing
     /// pending (say, another hub's validators that left). Amortized O(1)
     /// per task.
-    fn note_task(&mut self, key: PublicKey, round_id: i64, task_id: Uuid) {
+    fn note_task(&mut self, key: PublicKey, round_id: RoundId, task_id: Uuid) {
         const PRUNE_EVERY: u32 = 4_096;
         self.notes_since_prune += 1;
         if self.notes_since_prune >= PRUNE_EVERY {
@@ -550,7 +552,7 @@ impl Rounds {
         self.tasks_of.insert(key, list);
     }
 
-    fn is_pending(&self, round_id: i64, task_id: Uuid) -> bool {
+    fn is_pending(&self, round_id: RoundId, task_id: Uuid) -> bool {
         self.rounds.get(&round_id).is_some_and(|r| {
             r.tasks
                 .iter()

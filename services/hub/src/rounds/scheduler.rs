@@ -4,6 +4,7 @@
 use foldhash::HashSet;
 
 use protocol::PublicKey;
+use store::WebsiteId;
 
 /// A website's schedule: slots of `interval_ms`, offset by a phase derived
 /// from the website id so that sites added together do not fire together.
@@ -24,11 +25,11 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl Schedule {
-    pub fn new(website_id: i64, interval_secs: u32) -> Self {
+    pub fn new(website_id: WebsiteId, interval_secs: u32) -> Self {
         let interval_ms = i64::from(interval_secs.max(1)) * 1000;
         Self {
             interval_ms,
-            phase_ms: (mix(website_id as u64) % interval_ms as u64) as i64,
+            phase_ms: (mix(website_id.0 as u64) % interval_ms as u64) as i64,
         }
     }
 
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn slots_come_from_the_schedule_not_from_when_you_look() {
-        let s = Schedule::new(42, 60);
+        let s = Schedule::new(WebsiteId(42), 60);
         assert!((0..60_000).contains(&s.phase_ms));
         let t0 = s.scheduled_at(1000);
         assert_eq!(s.slot_at(t0), 1000);
@@ -209,9 +210,11 @@ mod tests {
         assert_eq!(s.slot_at(t0 + 60_000), 1001);
         assert_eq!(s.slot_at(t0 - 1), 999);
         // Same website, same schedule, on any hub.
-        assert_eq!(Schedule::new(42, 60), s);
+        assert_eq!(Schedule::new(WebsiteId(42), 60), s);
         // Phases differ across websites.
-        let phases: HashSet<i64> = (0..50).map(|id| Schedule::new(id, 60).phase_ms).collect();
+        let phases: HashSet<i64> = (0..50)
+            .map(|id| Schedule::new(WebsiteId(id), 60).phase_ms)
+            .collect();
         assert!(phases.len() > 40);
     }
 

@@ -186,7 +186,7 @@ async fn validators_that_never_returned_a_result_are_forgotten() {
     let mut ids = Vec::new();
     for n in 0..5 {
         let (c, w) = RawClient::login(&hub.ws_url(), fresh_key(n), "eu-west").await;
-        ids.push(w.validator_id);
+        ids.push(store::ValidatorId(w.validator_id));
         drop(c);
     }
     // One of them returned a result.
@@ -239,7 +239,7 @@ async fn validators_that_never_returned_a_result_are_forgotten() {
         .await
         .unwrap();
     assert_eq!(gone, 4);
-    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM validators ORDER BY id")
+    let left: Vec<store::ValidatorId> = sqlx::query_scalar("SELECT id FROM validators ORDER BY id")
         .fetch_all(db.pool())
         .await
         .unwrap();
@@ -254,7 +254,7 @@ async fn validators_that_never_returned_a_result_are_forgotten() {
     );
     // A forgotten key that comes back gets a row again.
     let (_c, w) = RawClient::login(&hub.ws_url(), fresh_key(1), "eu-west").await;
-    assert!(w.validator_id > ids[4]);
+    assert!(store::ValidatorId(w.validator_id) > ids[4]);
     hub.stop().await;
 }
 
@@ -309,7 +309,12 @@ async fn the_earnings_summary_follows_settlement() {
 
 /// A validator row for `key`, a website, and one open round of it
 /// scheduled at `at`: `(validator_id, website_id, round_id)`.
-async fn validator_and_round(db: &TestDb, key: &str, at: i64, deadline_ms: i64) -> (i64, i64, i64) {
+async fn validator_and_round(
+    db: &TestDb,
+    key: &str,
+    at: i64,
+    deadline_ms: i64,
+) -> (store::ValidatorId, store::WebsiteId, store::RoundId) {
     let v = db
         .store
         .upsert_validator(key, "eu-west", &[], "t")

@@ -128,7 +128,7 @@ async fn every_site_gets_three_regions_per_round_with_the_right_status() {
     // The `hub sites status` table shows each site and its regions.
     let table =
         hub::cli::status_table(&db.store.site_statuses().await.unwrap(), protocol::now_ms());
-    let line = |id: i64| {
+    let line = |id: store::WebsiteId| {
         table
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{id} ")))
@@ -247,4 +247,213 @@ async fn a_website_added_in_plain_sql_is_checked_within_a_second() {
     stop.cancel();
     hub.stop().await;
     sites_stop.cancel();
+}
+
+/// The owners' API and a hub on one database, as an owner uses them: sign
+/// up, make a key, add a demo site with it, see the hub's validators check
+/// it within one interval and read its status and history through the API.
+/// Then pause, resume and delete it: each change reaches the hub within a
+/// second, and the hub reloads just that row (the notification names it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_adds_a_site_through_the_api_and_reads_its_checks() {
+    let db = TestDb::new().await.unwrap();
+    let (base, sites_stop) = demo_sites(Default::default()).await;
+    let mut s = settings(&db);
+    s.reload_interval_ms = 600_000;
+    let hub = TestHub::start(s).await;
+    let stop = CancellationToken::new();
+    for (seed, region) in [(50, "eu-west"), (51, "us-east")] {
+        let (v, _) = spawn_validator(&[hub.ws_url()], seed, region, &stop);
+        v.wait_until(|s| s.connected).await;
+    }
+    eventually(5, "the first reload", || async {
+        (metric(
+            &hub.state,
+            "uptime_hub_website_reloads_total",
+            &[("scope", "all")],
+        ) >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let full_reloads = metric(
+        &hub.state,
+        "uptime_hub_website_reloads_total",
+        &[("scope", "all")],
+    );
+
+    let api = api_for(&db).await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signed: serde_json::Value = browser
+        .post(format!("{}/v1/accounts", api.0))
+        .json(
+            &serde_json::json!({"email": "owner@example.com", "password": "correct horse battery"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let csrf = signed["csrf_token"].as_str().unwrap().to_string();
+    let made: serde_json::Value = browser
+        .post(format!("{}/v1/keys", api.0))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"name": "e2e", "scope": "write"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().expect("a key").to_string();
+    let program = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+        let mut r = program
+            .request(method, format!("{}{path}", api.0))
+            .bearer_auth(&key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    let get = |path: String| {
+        let c = call(reqwest::Method::GET, path, None);
+        async move { c.await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+
+    let added = std::time::Instant::now();
+    let site: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/v1/websites".into(),
+        Some(serde_json::json!({"url": format!("{base}/up"), "interval_secs": 60})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = site["id"].as_i64().expect("a website id");
+    eventually(5, "a round for the new website", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rounds WHERE website_id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        (n > 0).then_some(())
+    })
+    .await;
+    let took = added.elapsed();
+    assert!(took < Duration::from_secs(1), "picked up after {took:?}");
+    assert_eq!(metric(&hub.state, "uptime_hub_websites_owned", &[]), 1.0);
+
+    // Checked within one interval; the API shows the round and each region.
+    let status = eventually(60, "the site's status through the API", || async {
+        let st = get(format!("/v1/websites/{id}/status")).await;
+        (st["status"] == "up").then_some(st)
+    })
+    .await;
+    let regions: HashSet<&str> = status["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, HashSet::from(["eu-west", "us-east"]), "{status}");
+    let rounds = get(format!("/v1/websites/{id}/rounds")).await;
+    let first = &rounds["items"][0];
+    assert_eq!(first["status"], "up", "{rounds}");
+    assert_eq!(first["results"].as_array().unwrap().len(), 2, "{rounds}");
+    let results = get(format!("/v1/websites/{id}/results")).await;
+    assert!(results["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["http_status"] == 200));
+    let uptime = get(format!("/v1/websites/{id}/uptime")).await;
+    assert_eq!(uptime["windows"][0]["uptime_pct"], 100.0, "{uptime}");
+
+    // Paused, resumed, deleted: the hub follows within a second each time.
+    for (action, path, want) in [
+        (
+            reqwest::Method::POST,
+            format!("/v1/websites/{id}/pause"),
+            0.0,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/websites/{id}/resume"),
+            1.0,
+        ),
+        (reqwest::Method::DELETE, format!("/v1/websites/{id}"), 0.0),
+    ] {
+        let at = std::time::Instant::now();
+        let resp = call(action.clone(), path.clone(), None).await.unwrap();
+        assert!(
+            resp.status().is_success(),
+            "{action} {path}: {}",
+            resp.status()
+        );
+        eventually(5, "the hub to follow", || async {
+            (metric(&hub.state, "uptime_hub_websites_owned", &[]) == want).then_some(())
+        })
+        .await;
+        let took = at.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{action} {path} reached the hub after {took:?}"
+        );
+    }
+    // Each change reloaded its row only: no full reload since the first.
+    assert_eq!(
+        metric(
+            &hub.state,
+            "uptime_hub_website_reloads_total",
+            &[("scope", "all")]
+        ),
+        full_reloads
+    );
+    assert!(
+        metric(
+            &hub.state,
+            "uptime_hub_website_reloads_total",
+            &[("scope", "some")]
+        ) >= 4.0
+    );
+    // The deleted site's rounds and results are kept (settlement pays them).
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM ticks WHERE website_id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(kept >= 2);
+    api.1.cancel();
+    stop.cancel();
+    hub.stop().await;
+    sites_stop.cancel();
+}
+
+/// The owners' API on a loopback port, on the test's database: its base URL
+/// and the token that stops it.
+async fn api_for(db: &TestDb) -> (String, CancellationToken) {
+    let settings = api::config::Config {
+        database_url: db.url.as_str().into(),
+        key_secret: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
+        cookie_secure: false,
+        allow_private_targets: true,
+        ..Default::default()
+    }
+    .parse()
+    .unwrap();
+    let state = api::app::AppState::with_store(db.store.clone(), settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let _ = api::app::serve(state, listener, async move { s.cancelled().await }).await;
+    });
+    (base, stop)
 }

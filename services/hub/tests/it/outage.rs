@@ -156,9 +156,9 @@ async fn a_30_second_database_outage_loses_no_result() {
     // Rounds resume within one interval (plus the hub's one-second retry,
     // a reconnect and a scheduler tick: 3 s, as CI runs this beside other
     // tests on two cores).
-    let first_after: Vec<(i64, i64)> =
+    let first_after: Vec<(store::WebsiteId, i64)> =
         eventually(30, "every site has a round after the outage", || async {
-            let rows: Vec<(i64, i64)> = sqlx::query_as(
+            let rows: Vec<(store::WebsiteId, i64)> = sqlx::query_as(
                 "SELECT website_id, (extract(epoch FROM min(scheduled_at)) * 1000)::int8 \
                FROM rounds WHERE scheduled_at >= to_timestamp($1 / 1000.0) GROUP BY website_id",
             )

@@ -556,11 +556,12 @@ async fn real_checks_are_paid_and_the_hub_shows_the_earnings() {
         let mut out = Vec::new();
         for i in 0..3u8 {
             let key = common::key(60 + i);
-            let id: i64 = sqlx::query_scalar("SELECT id FROM validators WHERE public_key = $1")
-                .bind(PublicKey::from(&key).to_string())
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
+            let id: store::ValidatorId =
+                sqlx::query_scalar("SELECT id FROM validators WHERE public_key = $1")
+                    .bind(PublicKey::from(&key).to_string())
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
             out.push(Val {
                 id,
                 key,

@@ -16,7 +16,7 @@ struct Setup {
     raw: RawClient,
     /// Stops the validators and the demo sites.
     stop: CancellationToken,
-    site: i64,
+    site: store::WebsiteId,
 }
 
 /// Three real validators in one region and a hand-driven one alone in its
@@ -49,7 +49,7 @@ async fn setup(db: &TestDb, deadline_ms: u64) -> Setup {
     }
 }
 
-async fn closed_round(db: &TestDb, site: i64) -> (String, i64, i64) {
+async fn closed_round(db: &TestDb, site: store::WebsiteId) -> (String, i64, i64) {
     eventually(20, "the round to close", || async {
         let r = sqlx::query(
             "SELECT status, results_up, results_down FROM rounds
@@ -68,7 +68,7 @@ async fn closed_round(db: &TestDb, site: i64) -> (String, i64, i64) {
     .await
 }
 
-async fn assert_replaced(db: &TestDb, hub: &TestHub, site: i64, raw_task: uuid::Uuid) {
+async fn assert_replaced(db: &TestDb, hub: &TestHub, site: store::WebsiteId, raw_task: uuid::Uuid) {
     let (status, up, down) = closed_round(db, site).await;
     assert_eq!((status.as_str(), up, down), ("up", 3, 0));
     let raw_key = PublicKey::from(&key(99)).to_base58();

@@ -1,12 +1,12 @@
 //! The earnings document and the summary the payout leader refreshes.
 
-use store::{Earnings, PayoutRow, Store};
+use store::{Earnings, PayoutRow, Store, ValidatorId};
 
 use crate::payouts::{batch, closed_round, settle};
 use crate::{db, open_round, store_ticks, tick, validator, website};
 
 /// `validator_earnings_summary` as `(validator_id, settling_lamports)`.
-async fn summary(store: &Store) -> Vec<(i64, i64)> {
+async fn summary(store: &Store) -> Vec<(ValidatorId, i64)> {
     sqlx::query_as(
         "SELECT validator_id, settling_lamports FROM validator_earnings_summary \
           ORDER BY validator_id",

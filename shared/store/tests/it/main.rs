@@ -15,7 +15,9 @@ mod ticks;
 mod validators;
 mod websites;
 
-use store::{NewRound, NewTick, NewWebsite, OpenedRound, Store, Website, WebsiteUrl};
+use store::{
+    NewRound, NewTick, NewWebsite, OpenedRound, Store, ValidatorId, Website, WebsiteId, WebsiteUrl,
+};
 use uuid::Uuid;
 
 use crate::fresh_db::FreshDb;
@@ -51,7 +53,7 @@ async fn website(store: &Store, n: u32) -> Website {
         .unwrap()
 }
 
-async fn validator(store: &Store, key: &str, region: &str) -> i64 {
+async fn validator(store: &Store, key: &str, region: &str) -> ValidatorId {
     store
         .upsert_validator(key, region, &[], "test/1")
         .await
@@ -60,7 +62,7 @@ async fn validator(store: &Store, key: &str, region: &str) -> i64 {
 
 /// Opens the round of `website` scheduled at `at_ms` (deadline 30 s later)
 /// as hub `h1`; panics if the slot was taken.
-async fn open_round(store: &Store, website_id: i64, at_ms: i64) -> OpenedRound {
+async fn open_round(store: &Store, website_id: WebsiteId, at_ms: i64) -> OpenedRound {
     let r = NewRound {
         website_id,
         slot: at_ms / 60_000,
@@ -78,7 +80,7 @@ async fn open_round(store: &Store, website_id: i64, at_ms: i64) -> OpenedRound {
 
 /// A result for `round` from `validator_id`, received 1 s after it was
 /// scheduled, worth 1,000 lamports.
-fn tick(round: &OpenedRound, validator_id: i64, up: bool) -> NewTick {
+fn tick(round: &OpenedRound, validator_id: ValidatorId, up: bool) -> NewTick {
     NewTick {
         website_id: round.website_id,
         round_id: round.round_id,

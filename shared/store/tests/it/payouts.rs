@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use store::{BatchOutcome, NewBatch, OpenedRound, Store, StoreError, WaitingPayout};
+use store::{
+    BatchOutcome, NewBatch, OpenedRound, RoundId, Store, StoreError, ValidatorId, WaitingPayout,
+};
 use uuid::Uuid;
 
 use crate::{db, open_round, past_ms, store_ticks, tick, validator, website};
@@ -13,7 +15,7 @@ use crate::{db, open_round, past_ms, store_ticks, tick, validator, website};
 pub(crate) async fn closed_round(
     store: &Store,
     n: u32,
-    results: &[(i64, bool, i64)],
+    results: &[(ValidatorId, bool, i64)],
 ) -> OpenedRound {
     let w = website(store, n).await;
     let r = open_round(store, w.id, past_ms()).await;
@@ -40,7 +42,7 @@ pub(crate) async fn settle(store: &Store, epoch: i64) -> i64 {
 
 /// `(earned, claimed, earning_ticks, agreed, disagreed)` of a validator's
 /// ledger row.
-async fn ledger(store: &Store, validator_id: i64) -> Option<(i64, i64, i64, i64, i64)> {
+async fn ledger(store: &Store, validator_id: ValidatorId) -> Option<(i64, i64, i64, i64, i64)> {
     sqlx::query_as(
         "SELECT earned_lamports, claimed_lamports, earning_ticks, agreed, disagreed \
            FROM validator_ledger WHERE validator_id = $1",
@@ -88,7 +90,7 @@ pub(crate) fn batch(payouts: &[WaitingPayout]) -> NewBatch {
 /// Validators `a` and `b`, each credited 2,000 lamports (two rounds both
 /// saw up), and claimed into one payout each; returns the epoch, both ids
 /// and the waiting payouts (in the order the store lists them).
-async fn claimed(store: &Store) -> (i64, i64, i64, Vec<WaitingPayout>) {
+async fn claimed(store: &Store) -> (i64, ValidatorId, ValidatorId, Vec<WaitingPayout>) {
     let epoch = store.next_epoch("payouts").await.unwrap();
     let a = validator(store, "key-a", "eu").await;
     let b = validator(store, "key-b", "us").await;
@@ -165,7 +167,7 @@ async fn settlement_credits_each_closed_round_once() {
     assert_eq!(ledger(s, a).await, Some((2_000, 0, 2, 1, 0)));
     assert_eq!(ledger(s, b).await, Some((1_000, 0, 1, 1, 0)));
     assert_eq!(ledger(s, c).await, Some((0, 0, 0, 0, 1)));
-    let settled: Vec<(i64, bool)> =
+    let settled: Vec<(RoundId, bool)> =
         sqlx::query_as("SELECT id, settled_at IS NOT NULL FROM rounds ORDER BY id")
             .fetch_all(s.pool())
             .await

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use store::{ClosedRound, NewRound, RoundId, RoundStatus, Store};
+use store::{ClosedRound, NewRound, RoundId, RoundStatus, Store, WebsiteId};
 use uuid::Uuid;
 
 use crate::{db, open_round, past_ms, store_ticks, tick, validator, website};
@@ -43,7 +43,7 @@ async fn open_rounds_returns_only_the_rounds_it_created() {
         (second[0].website_id, second[0].scheduled_at_ms),
         (a.id, t + 60_000)
     );
-    let rows: Vec<(i64, String, String)> =
+    let rows: Vec<(WebsiteId, String, String)> =
         sqlx::query_as("SELECT website_id, hub_id, status FROM rounds ORDER BY id")
             .fetch_all(db.pool())
             .await
@@ -143,7 +143,7 @@ async fn check_majority(store: &Store, n: u32, ups: usize, downs: usize, want: R
             "SELECT status, results_up, results_down, closed_by, closed_at IS NOT NULL \
                FROM rounds WHERE id = $1",
         )
-        .bind(RoundId(r.round_id))
+        .bind(r.round_id)
         .fetch_one(store.pool())
         .await
         .unwrap();
@@ -295,7 +295,7 @@ async fn the_overdue_sweep_closes_only_rounds_past_deadline_and_grace() {
     );
     assert_eq!(rest[0].status, "unknown");
     assert_eq!(rest[0].opened_by, "h1");
-    let open: Vec<i64> =
+    let open: Vec<RoundId> =
         sqlx::query_scalar("SELECT id FROM rounds WHERE status = 'open' ORDER BY id")
             .fetch_all(db.pool())
             .await
@@ -404,7 +404,7 @@ async fn unstaffed_rounds_of_failed_inserts_are_deleted() {
         .unwrap();
     let slots = [(a.id, t), (b.id, t), (c.id, t), (a.id, t + 60_000)];
     assert_eq!(s.delete_unstaffed_rounds(&hub, &slots).await.unwrap(), 1);
-    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM rounds ORDER BY id")
+    let left: Vec<RoundId> = sqlx::query_scalar("SELECT id FROM rounds ORDER BY id")
         .fetch_all(db.pool())
         .await
         .unwrap();

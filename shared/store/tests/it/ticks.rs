@@ -1,3 +1,4 @@
+use store::{RoundId, ValidatorId, WebsiteId};
 use uuid::Uuid;
 
 use crate::{db, open_round, past_ms, tick, validator, website};
@@ -26,8 +27,8 @@ async fn insert_ticks_stores_each_field_and_returns_only_new_pairs() {
     assert_eq!(stored, vec![(again[2].task_id, v3)]);
 
     type Row = (
-        i64,
-        i64,
+        WebsiteId,
+        RoundId,
         String,
         Option<i16>,
         i32,
@@ -84,14 +85,17 @@ async fn tick_exists_looks_in_the_slot_s_partition() {
     let r = open_round(&db.store, w.id, past_ms()).await;
     let v = validator(&db.store, "k1", "eu").await;
     let t = tick(&r, v, true);
-    let exists = |task: Uuid, validator: i64, at: i64| db.store.tick_exists(task, validator, at);
+    let exists =
+        |task: Uuid, validator: ValidatorId, at: i64| db.store.tick_exists(task, validator, at);
     assert!(!exists(t.task_id, v, t.scheduled_at_ms).await.unwrap());
     db.store
         .insert_ticks("h1", std::slice::from_ref(&t))
         .await
         .unwrap();
     assert!(exists(t.task_id, v, t.scheduled_at_ms).await.unwrap());
-    assert!(!exists(t.task_id, v + 1, t.scheduled_at_ms).await.unwrap());
+    assert!(!exists(t.task_id, ValidatorId(v.0 + 1), t.scheduled_at_ms)
+        .await
+        .unwrap());
     assert!(!exists(t.task_id, v, t.scheduled_at_ms + 1_000)
         .await
         .unwrap());

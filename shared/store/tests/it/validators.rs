@@ -25,7 +25,7 @@ async fn a_second_hello_keeps_the_id_and_takes_the_new_details() {
     let row: (String, String, Vec<String>, String) = sqlx::query_as(
         "SELECT public_key, region, tags, client_version FROM validators WHERE id = $1",
     )
-    .bind(ValidatorId(id))
+    .bind(id)
     .fetch_one(db.pool())
     .await
     .unwrap();
@@ -42,7 +42,7 @@ async fn a_second_hello_keeps_the_id_and_takes_the_new_details() {
 }
 
 /// Moves `last_seen` of `ids` two hours back.
-async fn age(db: &FreshDb, ids: &[i64]) {
+async fn age(db: &FreshDb, ids: &[ValidatorId]) {
     sqlx::query("UPDATE validators SET last_seen = now() - interval '2 hours' WHERE id = ANY($1)")
         .bind(ids)
         .execute(db.pool())
@@ -51,7 +51,7 @@ async fn age(db: &FreshDb, ids: &[i64]) {
 }
 
 /// Ids of validators not seen for an hour.
-async fn idle(db: &FreshDb) -> Vec<i64> {
+async fn idle(db: &FreshDb) -> Vec<ValidatorId> {
     sqlx::query_scalar(
         "SELECT id FROM validators WHERE last_seen < now() - interval '1 hour' ORDER BY id",
     )
@@ -90,10 +90,11 @@ async fn forgetting_deletes_idle_unused_keys_and_retains_used_ones() {
         db.store.forget_unused_validators(hour, 100).await.unwrap(),
         1
     );
-    let rows: Vec<(i64, bool)> = sqlx::query_as("SELECT id, retained FROM validators ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    let rows: Vec<(ValidatorId, bool)> =
+        sqlx::query_as("SELECT id, retained FROM validators ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
     assert_eq!(
         rows,
         vec![(used, true), (recent, false)],
@@ -129,7 +130,7 @@ async fn forgetting_stops_at_the_limit_oldest_first() {
     }
     let hour = Duration::from_secs(3600);
     assert_eq!(db.store.forget_unused_validators(hour, 2).await.unwrap(), 2);
-    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM validators")
+    let left: Vec<ValidatorId> = sqlx::query_scalar("SELECT id FROM validators")
         .fetch_all(db.pool())
         .await
         .unwrap();

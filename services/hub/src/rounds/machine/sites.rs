@@ -4,7 +4,7 @@
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use protocol::{CheckSpec, StatusRange};
-use store::{NewRound, OpenedRound, Website};
+use store::{NewRound, OpenedRound, Website, WebsiteId};
 
 use super::super::scheduler::Schedule;
 use super::RoundSpec;
@@ -48,7 +48,7 @@ pub struct Sites {
     min_interval_secs: u32,
     /// Time a validator has to answer a task (capped at the interval).
     task_deadline_ms: i64,
-    sites: HashMap<i64, Site>,
+    sites: HashMap<WebsiteId, Site>,
 }
 
 impl Sites {
@@ -70,7 +70,6 @@ impl Sites {
     /// arrive together, at its next slot), a changed interval moves a site
     /// to its next slot under the new schedule.
     pub fn reconcile(&mut self, mine: Vec<Website>, now: i64) {
-        let floor = self.min_interval_secs;
         let new = mine
             .iter()
             .filter(|w| !self.sites.contains_key(&w.id))
@@ -79,40 +78,66 @@ impl Sites {
         let mut seen = HashSet::with_capacity(mine.len());
         for w in mine {
             seen.insert(w.id);
-            let schedule = Schedule::new(w.id, (w.interval_secs.max(1) as u32).max(floor));
-            match self.sites.get_mut(&w.id) {
-                Some(site) if site.schedule == schedule => site.website = w,
-                Some(site) => {
-                    site.schedule = schedule;
-                    site.next_due_ms = schedule.scheduled_at(schedule.slot_at(now) + 1);
-                    site.website = w;
-                }
-                None => {
-                    // The current slot is due; if it already ran (say, before
-                    // a restart) the round key skips it. Sites taken on in
-                    // bulk start at their next slot (CATCH_UP_BULK).
-                    let next_due_ms = if bulk {
-                        let next_slot = schedule.scheduled_at(schedule.slot_at(now) + 1);
-                        if next_slot - now <= BULK_MAX_WAIT_MS {
-                            next_slot
-                        } else {
-                            now + schedule.phase_ms % BULK_MAX_WAIT_MS
-                        }
-                    } else {
-                        now
-                    };
-                    self.sites.insert(
-                        w.id,
-                        Site {
-                            website: w,
-                            schedule,
-                            next_due_ms,
-                        },
-                    );
-                }
-            }
+            self.upsert(w, now, bulk);
         }
         self.sites.retain(|id, _| seen.contains(id));
+    }
+
+    /// Applies a change to the websites `changed` names: those in `mine`
+    /// (enabled, owned by this hub) are taken on or updated as
+    /// [`Self::reconcile`] does, the others are dropped. Sites not named
+    /// are left as they are.
+    pub fn reconcile_some(&mut self, changed: &[WebsiteId], mine: Vec<Website>, now: i64) {
+        let new = mine
+            .iter()
+            .filter(|w| !self.sites.contains_key(&w.id))
+            .count();
+        let bulk = new > CATCH_UP_BULK;
+        let kept: HashSet<WebsiteId> = mine.iter().map(|w| w.id).collect();
+        for id in changed {
+            if !kept.contains(id) {
+                self.sites.remove(id);
+            }
+        }
+        for w in mine {
+            self.upsert(w, now, bulk);
+        }
+    }
+
+    fn upsert(&mut self, w: Website, now: i64, bulk: bool) {
+        let floor = self.min_interval_secs;
+        let schedule = Schedule::new(w.id, (w.interval_secs.max(1) as u32).max(floor));
+        match self.sites.get_mut(&w.id) {
+            Some(site) if site.schedule == schedule => site.website = w,
+            Some(site) => {
+                site.schedule = schedule;
+                site.next_due_ms = schedule.scheduled_at(schedule.slot_at(now) + 1);
+                site.website = w;
+            }
+            None => {
+                // The current slot is due; if it already ran (say, before
+                // a restart) the round key skips it. Sites taken on in
+                // bulk start at their next slot (CATCH_UP_BULK).
+                let next_due_ms = if bulk {
+                    let next_slot = schedule.scheduled_at(schedule.slot_at(now) + 1);
+                    if next_slot - now <= BULK_MAX_WAIT_MS {
+                        next_slot
+                    } else {
+                        now + schedule.phase_ms % BULK_MAX_WAIT_MS
+                    }
+                } else {
+                    now
+                };
+                self.sites.insert(
+                    w.id,
+                    Site {
+                        website: w,
+                        schedule,
+                        next_due_ms,
+                    },
+                );
+            }
+        }
     }
 
     /// The rounds to open now, at most `room` (see
@@ -167,7 +192,8 @@ impl Sites {
                 site.next_due_ms = site.schedule.scheduled_at(r.slot + 1);
             }
         }
-        let by_site: HashMap<i64, &NewRound> = due.iter().map(|r| (r.website_id, r)).collect();
+        let by_site: HashMap<WebsiteId, &NewRound> =
+            due.iter().map(|r| (r.website_id, r)).collect();
         opened
             .iter()
             .filter_map(|o| {
@@ -199,7 +225,7 @@ impl Sites {
     /// A round opened for `website_id` that nobody could take after all
     /// (full queues): its slot is due again, to be retried rather than
     /// burnt (the caller deletes the round).
-    pub fn give_back(&mut self, website_id: i64, scheduled_at_ms: i64) {
+    pub fn give_back(&mut self, website_id: WebsiteId, scheduled_at_ms: i64) {
         if let Some(site) = self.sites.get_mut(&website_id) {
             site.next_due_ms = scheduled_at_ms;
         }
@@ -215,12 +241,13 @@ impl Sites {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::RoundId;
 
     const TD: i64 = 30_000;
 
     fn website(id: i64, interval_secs: i32) -> Website {
         Website {
-            id,
+            id: WebsiteId(id),
             url: format!("http://127.0.0.1/{id}"),
             interval_secs,
             timeout_ms: 5_000,
@@ -234,12 +261,12 @@ mod tests {
     }
 
     fn next_due(s: &Sites, id: i64) -> i64 {
-        s.sites[&id].next_due_ms
+        s.sites[&WebsiteId(id)].next_due_ms
     }
 
     /// A time at which `id`'s current slot started `into` ms ago.
     fn into_slot(id: i64, interval_secs: u32, slot: i64, into: i64) -> i64 {
-        Schedule::new(id, interval_secs).scheduled_at(slot) + into
+        Schedule::new(WebsiteId(id), interval_secs).scheduled_at(slot) + into
     }
 
     #[test]
@@ -251,9 +278,33 @@ mod tests {
         assert_eq!(next_due(&s, 1), now);
         s.reconcile(vec![website(2, 60)], now + 1);
         assert_eq!(s.owned(), 1);
-        assert!(!s.sites.contains_key(&1));
+        assert!(!s.sites.contains_key(&WebsiteId(1)));
         // Still due from when it became ours, not from the second reload.
         assert_eq!(next_due(&s, 2), now);
+    }
+
+    #[test]
+    fn a_change_to_some_sites_touches_only_those() {
+        let mut s = Sites::new(10, TD);
+        let now = 1_000_000;
+        s.reconcile(vec![website(1, 60), website(2, 60), website(3, 60)], now);
+        let due3 = next_due(&s, 3);
+        // 1 was paused (not in `mine`), 2 changed its interval, 4 is new;
+        // 3 was not named and stays as it was.
+        s.reconcile_some(
+            &[WebsiteId(1), WebsiteId(2), WebsiteId(4)],
+            vec![website(2, 120), website(4, 60)],
+            now + 5,
+        );
+        assert_eq!(s.owned(), 3);
+        assert!(!s.sites.contains_key(&WebsiteId(1)));
+        let sched2 = Schedule::new(WebsiteId(2), 120);
+        assert_eq!(
+            next_due(&s, 2),
+            sched2.scheduled_at(sched2.slot_at(now + 5) + 1)
+        );
+        assert_eq!(next_due(&s, 3), due3);
+        assert_eq!(next_due(&s, 4), now + 5);
     }
 
     #[test]
@@ -263,7 +314,7 @@ mod tests {
         let n = CATCH_UP_BULK as i64 + 1;
         s.reconcile((1..=n).map(|id| website(id, 60)).collect(), now);
         for id in 1..=n {
-            let sched = Schedule::new(id, 60);
+            let sched = Schedule::new(WebsiteId(id), 60);
             assert_eq!(next_due(&s, id), sched.scheduled_at(sched.slot_at(now) + 1));
         }
         // Long intervals: a next slot more than BULK_MAX_WAIT_MS away is not
@@ -271,7 +322,7 @@ mod tests {
         let mut s = Sites::new(10, TD);
         s.reconcile((1..=n).map(|id| website(id, 3_600)).collect(), now);
         for id in 1..=n {
-            let sched = Schedule::new(id, 3_600);
+            let sched = Schedule::new(WebsiteId(id), 3_600);
             let next_slot = sched.scheduled_at(sched.slot_at(now) + 1);
             let want = if next_slot - now <= BULK_MAX_WAIT_MS {
                 next_slot
@@ -297,19 +348,25 @@ mod tests {
         renamed.url = "http://127.0.0.1/new".into();
         s.reconcile(vec![renamed], now + 5);
         assert_eq!(next_due(&s, 1), now);
-        assert_eq!(s.sites[&1].website.url, "http://127.0.0.1/new");
+        assert_eq!(s.sites[&WebsiteId(1)].website.url, "http://127.0.0.1/new");
         // New interval: next slot of the new schedule.
         s.reconcile(vec![website(1, 120)], now + 10);
-        let sched = Schedule::new(1, 120);
-        assert_eq!(s.sites[&1].schedule, sched);
+        let sched = Schedule::new(WebsiteId(1), 120);
+        assert_eq!(s.sites[&WebsiteId(1)].schedule, sched);
         assert_eq!(
             next_due(&s, 1),
             sched.scheduled_at(sched.slot_at(now + 10) + 1)
         );
         // Below the floor (and a nonsense 0): the floor.
         s.reconcile(vec![website(1, 3), website(2, 0)], now);
-        assert_eq!(s.sites[&1].schedule, Schedule::new(1, 10));
-        assert_eq!(s.sites[&2].schedule, Schedule::new(2, 10));
+        assert_eq!(
+            s.sites[&WebsiteId(1)].schedule,
+            Schedule::new(WebsiteId(1), 10)
+        );
+        assert_eq!(
+            s.sites[&WebsiteId(2)].schedule,
+            Schedule::new(WebsiteId(2), 10)
+        );
     }
 
     #[test]
@@ -321,11 +378,11 @@ mod tests {
         assert_eq!(due.missed, 0);
         let mut rounds = due.rounds;
         rounds.sort_by_key(|r| r.website_id);
-        let sched = Schedule::new(1, 60);
+        let sched = Schedule::new(WebsiteId(1), 60);
         assert_eq!(
             rounds[0],
             NewRound {
-                website_id: 1,
+                website_id: WebsiteId(1),
                 slot: 500,
                 scheduled_at_ms: sched.scheduled_at(500),
                 deadline_ms: now + 2 * TD,
@@ -348,9 +405,9 @@ mod tests {
             now + 600,
         );
         let due = s.due(now + 700, 2);
-        let mut ids: Vec<i64> = due.rounds.iter().map(|r| r.website_id).collect();
+        let mut ids: Vec<WebsiteId> = due.rounds.iter().map(|r| r.website_id).collect();
         ids.sort_unstable();
-        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(ids, vec![WebsiteId(1), WebsiteId(2)]);
         assert_eq!(s.due(now + 700, 0).rounds, vec![], "no room, no round");
     }
 
@@ -364,7 +421,10 @@ mod tests {
         let due = s.due(now + 10_001, 1);
         assert_eq!(due.missed, 1);
         assert!(due.rounds.is_empty());
-        assert_eq!(next_due(&s, 1), Schedule::new(1, 60).scheduled_at(501));
+        assert_eq!(
+            next_due(&s, 1),
+            Schedule::new(WebsiteId(1), 60).scheduled_at(501)
+        );
         // Short intervals: half the interval, at least 1 s.
         assert_eq!(misfire_ms(10_000), 5_000);
         assert_eq!(misfire_ms(1_000), 1_000);
@@ -377,19 +437,19 @@ mod tests {
         let now = into_slot(1, 60, 500, 100);
         s.reconcile(vec![website(1, 60), website(2, 60)], now);
         let due = s.due(now, 10).rounds;
-        let w1 = due.iter().find(|r| r.website_id == 1).unwrap();
+        let w1 = due.iter().find(|r| r.website_id == WebsiteId(1)).unwrap();
         // Only website 1's round was created; 2's slot had a round already.
         let opened = [OpenedRound {
-            round_id: 77,
-            website_id: 1,
+            round_id: RoundId(77),
+            website_id: WebsiteId(1),
             scheduled_at_ms: w1.scheduled_at_ms,
         }];
         let specs = s.opened(&due, &opened, now);
         assert_eq!(
             specs,
             vec![RoundSpec {
-                round_id: 77,
-                website_id: 1,
+                round_id: RoundId(77),
+                website_id: WebsiteId(1),
                 slot: 500,
                 scheduled_at_ms: w1.scheduled_at_ms,
                 deadline_ms: now + 2 * TD,
@@ -404,7 +464,7 @@ mod tests {
             }]
         );
         for id in [1, 2] {
-            let sched = Schedule::new(id, 60);
+            let sched = Schedule::new(WebsiteId(id), 60);
             let slot = sched.slot_at(now);
             assert_eq!(next_due(&s, id), sched.scheduled_at(slot + 1));
         }
@@ -418,18 +478,18 @@ mod tests {
         s.reconcile(vec![website(1, 60)], now);
         let due = s.due(now, 1).rounds;
         let opened = [OpenedRound {
-            round_id: 1,
-            website_id: 1,
+            round_id: RoundId(1),
+            website_id: WebsiteId(1),
             scheduled_at_ms: due[0].scheduled_at_ms,
         }];
         s.opened(&due, &opened, now);
-        s.give_back(1, due[0].scheduled_at_ms);
+        s.give_back(WebsiteId(1), due[0].scheduled_at_ms);
         let again = s.due(now + 1_000, 1);
         // Due since its slot's start (100 ms before the first try).
         assert_eq!(again.rounds.len(), 1);
         assert_eq!(again.rounds[0].slot, 500);
         // Past the misfire window counted from the slot's start: skipped.
-        s.give_back(1, due[0].scheduled_at_ms);
+        s.give_back(WebsiteId(1), due[0].scheduled_at_ms);
         assert_eq!(s.due(due[0].scheduled_at_ms + 10_001, 1).missed, 1);
     }
 }

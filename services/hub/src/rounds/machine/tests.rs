@@ -11,6 +11,8 @@ const K: usize = 3;
 const TD: i64 = 10_000;
 /// Nothing waits for the database.
 const ALL_CLEAR: i64 = i64::MAX;
+const R1: RoundId = RoundId(1);
+const R2: RoundId = RoundId(2);
 
 fn key(n: u8) -> PublicKey {
     PublicKey([n; 32])
@@ -20,7 +22,7 @@ fn key(n: u8) -> PublicKey {
 struct Sent {
     to: PublicKey,
     task_id: Uuid,
-    round_id: i64,
+    round_id: RoundId,
     deadline_ms: i64,
     /// As it goes on the wire.
     task: Task,
@@ -64,7 +66,7 @@ impl Fake {
         }
     }
 
-    fn to_round(&self, round_id: i64) -> Vec<&Sent> {
+    fn to_round(&self, round_id: RoundId) -> Vec<&Sent> {
         self.sent
             .iter()
             .filter(|s| s.round_id == round_id)
@@ -83,6 +85,7 @@ impl Dispatch for Fake {
 
     fn send(&mut self, to: usize, task: NewTask<'_>) -> bool {
         let fields = task.token_fields();
+        let round_id = task.round_id;
         let wire = task.into_task(TaskToken {
             kid: "k1".into(),
             mac: [0; 32],
@@ -98,7 +101,7 @@ impl Dispatch for Fake {
         self.sent.push(Sent {
             to: wire.validator,
             task_id: wire.task_id,
-            round_id: wire.round_id,
+            round_id,
             deadline_ms: wire.deadline_ms,
             task: wire,
         });
@@ -122,10 +125,10 @@ fn machine() -> Rounds {
 
 /// Round `round_id` opened at `now`, as the coordinator builds it: tasks
 /// due in TD, the round in 2 TD.
-fn spec(round_id: i64, now: i64) -> RoundSpec {
+fn spec(round_id: RoundId, now: i64) -> RoundSpec {
     RoundSpec {
         round_id,
-        website_id: 100 + round_id,
+        website_id: WebsiteId(100 + round_id.0),
         slot: 7,
         scheduled_at_ms: now,
         deadline_ms: now + 2 * TD,
@@ -140,14 +143,14 @@ fn spec(round_id: i64, now: i64) -> RoundSpec {
     }
 }
 
-fn open(r: &mut Rounds, fake: &mut Fake, round_id: i64, now: i64) -> usize {
+fn open(r: &mut Rounds, fake: &mut Fake, round_id: RoundId, now: i64) -> usize {
     let mut pool = r.pool(&mut *fake);
     let sent = r.open(spec(round_id, now), &mut pool);
     check(r);
     sent
 }
 
-fn slot(r: &Rounds, round_id: i64, task_id: Uuid) -> &TaskSlot {
+fn slot(r: &Rounds, round_id: RoundId, task_id: Uuid) -> &TaskSlot {
     r.rounds[&round_id]
         .tasks
         .iter()
@@ -196,21 +199,21 @@ fn check(r: &Rounds) {
 fn opening_sends_k_tasks_to_distinct_regions_and_counts_them() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "eu", "us", "ap"]);
-    assert_eq!(open(&mut r, &mut fake, 1, 0), K);
-    let sent = fake.to_round(1);
+    assert_eq!(open(&mut r, &mut fake, R1, 0), K);
+    let sent = fake.to_round(R1);
     assert_eq!(sent.len(), K);
     let regions: HashSet<&str> = sent.iter().map(|s| fake.region(&s.to)).collect();
     assert_eq!(regions.len(), K, "regions the round lacks first");
-    let spec = spec(1, 0);
+    let spec = spec(R1, 0);
     for s in &sent {
         assert_eq!(s.deadline_ms, TD);
         assert_eq!(
             (s.task.website_id, s.task.slot, s.task.scheduled_at_ms),
-            (spec.website_id, spec.slot, spec.scheduled_at_ms)
+            (spec.website_id.0, spec.slot, spec.scheduled_at_ms)
         );
         assert_eq!((&s.task.url, &s.task.check), (&spec.url, &spec.check));
         assert_eq!(r.load(&s.to), 1);
-        let t = slot(&r, 1, s.task_id);
+        let t = slot(&r, R1, s.task_id);
         assert_eq!((t.state, t.is_replacement), (TaskState::Pending, false));
     }
     // The pool counted them too, for the next round in the same step.
@@ -222,7 +225,7 @@ fn opening_sends_k_tasks_to_distinct_regions_and_counts_them() {
 fn the_pool_starts_from_what_this_hub_sent() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap"]);
-    open(&mut r, &mut fake, 1, 0);
+    open(&mut r, &mut fake, R1, 0);
     // A holder may not count tasks still in a queue: at least ours.
     let mut fresh = Fake::new(&["eu", "us", "ap"]);
     fresh.cands[0].load = 5;
@@ -254,7 +257,7 @@ fn a_full_queue_sends_the_task_to_someone_else() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
     fake.refuse.insert(key(1));
-    assert_eq!(open(&mut r, &mut fake, 1, 0), K);
+    assert_eq!(open(&mut r, &mut fake, R1, 0), K);
     assert!(fake.sent.iter().all(|s| s.to != key(1)));
     assert_eq!(r.load(&key(1)), 0);
     assert_eq!(
@@ -267,13 +270,13 @@ fn a_full_queue_sends_the_task_to_someone_else() {
 fn fewer_validators_than_k_staff_what_they_can() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us"]);
-    assert_eq!(open(&mut r, &mut fake, 1, 0), 2);
-    assert_eq!(r.rounds[&1].tasks.len(), 2);
+    assert_eq!(open(&mut r, &mut fake, R1, 0), 2);
+    assert_eq!(r.rounds[&R1].tasks.len(), 2);
     // A validator at capacity is not picked.
     let mut r = machine();
     let mut fake = Fake::with_capacity(&["eu", "us", "ap"], 1);
     fake.cands[2].load = 1;
-    assert_eq!(open(&mut r, &mut fake, 2, 0), 2);
+    assert_eq!(open(&mut r, &mut fake, R2, 0), 2);
 }
 
 #[test]
@@ -281,8 +284,8 @@ fn a_round_nobody_can_take_is_not_kept() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us"]);
     fake.refuse.extend([key(1), key(2)]);
-    assert_eq!(open(&mut r, &mut fake, 1, 0), 0);
-    assert_eq!(open(&mut r, &mut Fake::new(&[]), 2, 0), 0);
+    assert_eq!(open(&mut r, &mut fake, R1, 0), 0);
+    assert_eq!(open(&mut r, &mut Fake::new(&[]), R2, 0), 0);
     assert!(r.rounds.is_empty());
     assert!(r.load.is_empty() && r.tasks_of.is_empty());
     assert_eq!(r.closable(i64::MAX / 2, ALL_CLEAR), None);
@@ -292,19 +295,19 @@ fn a_round_nobody_can_take_is_not_kept() {
 fn an_answer_releases_its_task_once() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap"]);
-    open(&mut r, &mut fake, 1, 0);
-    open(&mut r, &mut fake, 2, 0);
-    let first = fake.to_round(1)[0].clone();
+    open(&mut r, &mut fake, R1, 0);
+    open(&mut r, &mut fake, R2, 0);
+    let first = fake.to_round(R1)[0].clone();
     assert_eq!(r.load(&first.to), 2, "in both rounds");
-    r.answered(1, first.task_id);
+    r.answered(R1, first.task_id);
     check(&r);
     assert_eq!(r.load(&first.to), 1);
-    assert_eq!(slot(&r, 1, first.task_id).state, TaskState::Answered);
+    assert_eq!(slot(&r, R1, first.task_id).state, TaskState::Answered);
     // A repeat, an unknown round or task: nothing changes (round 2's task
     // still counts).
-    r.answered(1, first.task_id);
-    r.answered(99, first.task_id);
-    r.answered(1, Uuid::nil());
+    r.answered(R1, first.task_id);
+    r.answered(RoundId(99), first.task_id);
+    r.answered(R1, Uuid::nil());
     check(&r);
     assert_eq!(r.load(&first.to), 1);
 }
@@ -316,16 +319,16 @@ fn an_answer_releases_its_task_once() {
 fn opening_a_round_already_running_changes_nothing() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
-    assert_eq!(open(&mut r, &mut fake, 1, 0), 3);
-    assert!(r.is_open(1) && !r.is_open(2));
-    let before: Vec<Sent> = fake.to_round(1).into_iter().cloned().collect();
+    assert_eq!(open(&mut r, &mut fake, R1, 0), 3);
+    assert!(r.is_open(R1) && !r.is_open(R2));
+    let before: Vec<Sent> = fake.to_round(R1).into_iter().cloned().collect();
     let loads: Vec<u32> = before.iter().map(|s| r.load(&s.to)).collect();
     assert_eq!(
-        open(&mut r, &mut fake, 1, 500),
+        open(&mut r, &mut fake, R1, 500),
         3,
         "its tasks, not new ones"
     );
-    let after: Vec<Sent> = fake.to_round(1).into_iter().cloned().collect();
+    let after: Vec<Sent> = fake.to_round(R1).into_iter().cloned().collect();
     assert_eq!(
         after.iter().map(|s| s.task_id).collect::<Vec<_>>(),
         before.iter().map(|s| s.task_id).collect::<Vec<_>>()
@@ -340,10 +343,10 @@ fn opening_a_round_already_running_changes_nothing() {
 fn a_missed_deadline_is_replaced_once_by_a_validator_new_to_the_round() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
-    open(&mut r, &mut fake, 1, 0);
-    let sent: Vec<Sent> = fake.to_round(1).into_iter().cloned().collect();
-    r.answered(1, sent[0].task_id);
-    r.answered(1, sent[1].task_id);
+    open(&mut r, &mut fake, R1, 0);
+    let sent: Vec<Sent> = fake.to_round(R1).into_iter().cloned().collect();
+    r.answered(R1, sent[0].task_id);
+    r.answered(R1, sent[1].task_id);
     let slow = &sent[2];
     assert_eq!(r.expire(TD - 1, never), 0, "not yet");
     assert_eq!(r.expire(TD, via(&mut fake)), 1);
@@ -359,9 +362,9 @@ fn a_missed_deadline_is_replaced_once_by_a_validator_new_to_the_round() {
         2 * TD,
         "a task deadline, capped by the round's"
     );
-    let old = slot(&r, 1, slow.task_id);
+    let old = slot(&r, R1, slow.task_id);
     assert_eq!((old.state, old.replaced_at), (TaskState::Failed, Some(TD)));
-    assert!(slot(&r, 1, new.task_id).is_replacement);
+    assert!(slot(&r, R1, new.task_id).is_replacement);
     assert_eq!(r.load(&slow.to), 0);
     assert_eq!(r.load(&new.to), 1);
     // Failed once: a later tick does not fail or replace it again.
@@ -375,7 +378,7 @@ fn a_replacement_is_never_replaced() {
     let mut r = machine();
     // Plenty of free validators throughout.
     let mut fake = Fake::new(&["eu", "us", "ap", "sa", "af", "oc"]);
-    open(&mut r, &mut fake, 1, 0);
+    open(&mut r, &mut fake, R1, 0);
     assert_eq!(r.expire(TD, via(&mut fake)), K);
     let replacements: Vec<Sent> = fake.sent[K..].to_vec();
     assert_eq!(replacements.len(), K);
@@ -388,7 +391,7 @@ fn a_replacement_is_never_replaced() {
     check(&r);
     assert_eq!(fake.sent.len(), 2 * K, "nothing sent");
     for s in &replacements {
-        let t = slot(&r, 1, s.task_id);
+        let t = slot(&r, R1, s.task_id);
         assert_eq!((t.state, t.replaced_at), (TaskState::Failed, None));
     }
 }
@@ -397,12 +400,12 @@ fn a_replacement_is_never_replaced() {
 fn no_replacement_once_the_round_is_out_of_time() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
-    open(&mut r, &mut fake, 1, 0);
+    open(&mut r, &mut fake, R1, 0);
     // The first tick after the task deadline comes only at the round's.
     assert_eq!(r.expire(2 * TD, via(&mut fake)), 0);
     check(&r);
     assert_eq!(fake.sent.len(), K);
-    assert!(r.rounds[&1]
+    assert!(r.rounds[&R1]
         .tasks
         .iter()
         .all(|t| t.state == TaskState::Failed && t.replaced_at.is_none()));
@@ -414,10 +417,10 @@ fn without_a_free_validator_a_failed_task_stays_failed() {
     // The fourth is full.
     let mut fake = Fake::with_capacity(&["eu", "us", "ap", "sa"], 1);
     fake.cands[3].load = 1;
-    open(&mut r, &mut fake, 1, 0);
+    open(&mut r, &mut fake, R1, 0);
     assert_eq!(r.expire(TD, via(&mut fake)), 0);
     check(&r);
-    assert!(r.rounds[&1]
+    assert!(r.rounds[&R1]
         .tasks
         .iter()
         .all(|t| t.state == TaskState::Failed && t.replaced_at.is_none()));
@@ -432,29 +435,29 @@ fn without_a_free_validator_a_failed_task_stays_failed() {
 fn a_gone_validators_pending_tasks_fail_and_are_replaced() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
-    open(&mut r, &mut fake, 1, 0);
-    open(&mut r, &mut fake, 2, 0);
+    open(&mut r, &mut fake, R1, 0);
+    open(&mut r, &mut fake, R2, 0);
     // Three of four in each round: at least two validators are in both.
     let in_both = fake
-        .to_round(1)
+        .to_round(R1)
         .into_iter()
         .find_map(|a| {
-            let b = fake.to_round(2).into_iter().find(|b| b.to == a.to)?;
+            let b = fake.to_round(R2).into_iter().find(|b| b.to == a.to)?;
             Some((a.clone(), b.clone()))
         })
         .unwrap();
     let (answered, pending) = in_both;
-    r.answered(1, answered.task_id);
+    r.answered(R1, answered.task_id);
     let before = fake.sent.len();
     assert_eq!(r.validator_gone(&answered.to, 100, via(&mut fake)), 1);
     check(&r);
     assert_eq!(fake.sent.len(), before + 1);
     let new = fake.sent.last().unwrap();
-    assert_eq!(new.round_id, 2);
+    assert_eq!(new.round_id, R2);
     assert_eq!(new.deadline_ms, 100 + TD);
-    assert_eq!(slot(&r, 2, pending.task_id).replaced_at, Some(100));
+    assert_eq!(slot(&r, R2, pending.task_id).replaced_at, Some(100));
     assert_eq!(
-        slot(&r, 1, answered.task_id).state,
+        slot(&r, R1, answered.task_id).state,
         TaskState::Answered,
         "its answered task stands"
     );
@@ -468,10 +471,10 @@ fn a_gone_validators_pending_tasks_fail_and_are_replaced() {
 fn a_draining_hub_replaces_nothing() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa", "af"]);
-    open(&mut r, &mut fake, 1, 0);
-    open(&mut r, &mut fake, 2, 0);
+    open(&mut r, &mut fake, R1, 0);
+    open(&mut r, &mut fake, R2, 0);
     r.drain();
-    let gone = fake.to_round(2)[0].to;
+    let gone = fake.to_round(R2)[0].to;
     assert_eq!(r.validator_gone(&gone, 100, via(&mut fake)), 0);
     assert_eq!(r.expire(TD, via(&mut fake)), 0);
     check(&r);
@@ -487,17 +490,17 @@ fn a_draining_hub_replaces_nothing() {
 fn a_round_closes_early_once_every_task_is_answered() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap"]);
-    open(&mut r, &mut fake, 1, 0);
-    let sent: Vec<Sent> = fake.to_round(1).into_iter().cloned().collect();
+    open(&mut r, &mut fake, R1, 0);
+    let sent: Vec<Sent> = fake.to_round(R1).into_iter().cloned().collect();
     for s in &sent {
         assert_eq!(r.closable(1_000, ALL_CLEAR), None);
-        r.answered(1, s.task_id);
+        r.answered(R1, s.task_id);
     }
     let close = r.closable(1_000, ALL_CLEAR).unwrap();
     assert_eq!(
         close,
         Close {
-            round_ids: vec![1],
+            round_ids: vec![R1],
             replaced: vec![]
         }
     );
@@ -506,7 +509,7 @@ fn a_round_closes_early_once_every_task_is_answered() {
     assert!(r.rounds.is_empty() && r.load.is_empty());
     assert_eq!(r.closable(1_000, ALL_CLEAR), None);
     // A late repeat of an answer finds nothing.
-    r.answered(1, sent[0].task_id);
+    r.answered(R1, sent[0].task_id);
     check(&r);
 }
 
@@ -514,14 +517,14 @@ fn a_round_closes_early_once_every_task_is_answered() {
 fn a_round_closes_by_time_after_the_grace_and_releases_its_pending_tasks_once() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap"]);
-    open(&mut r, &mut fake, 1, 0);
-    open(&mut r, &mut fake, 2, 5_000);
-    let sent: Vec<Sent> = fake.to_round(1).into_iter().cloned().collect();
-    r.answered(1, sent[0].task_id);
+    open(&mut r, &mut fake, R1, 0);
+    open(&mut r, &mut fake, R2, 5_000);
+    let sent: Vec<Sent> = fake.to_round(R1).into_iter().cloned().collect();
+    r.answered(R1, sent[0].task_id);
     let deadline = 2 * TD;
     assert_eq!(r.closable(deadline + CLOSE_GRACE_MS - 1, ALL_CLEAR), None);
     let close = r.closable(deadline + CLOSE_GRACE_MS, ALL_CLEAR).unwrap();
-    assert_eq!(close.round_ids, vec![1], "round 2's deadline is later");
+    assert_eq!(close.round_ids, vec![R1], "round 2's deadline is later");
     r.closed(&close.round_ids);
     check(&r);
     // Round 2's tasks still count; round 1's are gone, and stay gone.
@@ -529,7 +532,7 @@ fn a_round_closes_by_time_after_the_grace_and_releases_its_pending_tasks_once() 
         assert_eq!(r.load(&s.to), 1);
     }
     r.closed(&close.round_ids);
-    r.answered(1, sent[1].task_id);
+    r.answered(R1, sent[1].task_id);
     check(&r);
     for s in &sent {
         assert_eq!(r.load(&s.to), 1);
@@ -540,7 +543,7 @@ fn a_round_closes_by_time_after_the_grace_and_releases_its_pending_tasks_once() 
 fn a_round_is_decided_only_when_no_result_can_be_on_its_way() {
     use TaskState::*;
     fn round(states: &[(TaskState, i64)]) -> OpenRound {
-        let spec = spec(1, -10_000);
+        let spec = spec(R1, -10_000);
         OpenRound {
             website_id: spec.website_id,
             slot: spec.slot,
@@ -584,21 +587,21 @@ fn a_round_is_decided_only_when_no_result_can_be_on_its_way() {
 fn a_close_lists_each_replaced_task_and_when() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
-    open(&mut r, &mut fake, 1, 0);
-    let sent: Vec<Sent> = fake.to_round(1).into_iter().cloned().collect();
-    r.answered(1, sent[0].task_id);
-    r.answered(1, sent[1].task_id);
+    open(&mut r, &mut fake, R1, 0);
+    let sent: Vec<Sent> = fake.to_round(R1).into_iter().cloned().collect();
+    r.answered(R1, sent[0].task_id);
+    r.answered(R1, sent[1].task_id);
     assert_eq!(r.expire(TD, via(&mut fake)), 1);
     let new = fake.sent.last().unwrap().clone();
-    r.answered(1, new.task_id);
+    r.answered(R1, new.task_id);
     // The replaced task's own result, received before its deadline, may
     // still be in a writer's queue.
     assert_eq!(r.closable(TD + 1, TD), None);
     let close = r.closable(TD + 1, TD + 1).unwrap();
-    assert_eq!(close.replaced, vec![(1, sent[2].task_id, TD)]);
+    assert_eq!(close.replaced, vec![(R1, sent[2].task_id, TD)]);
     // It arrives after all: the round is decided the same, and its load
     // was released once, when it failed.
-    r.answered(1, sent[2].task_id);
+    r.answered(R1, sent[2].task_id);
     check(&r);
     assert_eq!(r.closable(TD + 1, TD + 1), Some(close));
 }
@@ -607,7 +610,7 @@ fn a_close_lists_each_replaced_task_and_when() {
 fn a_failed_close_write_keeps_the_rounds_until_one_is_confirmed() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap"]);
-    open(&mut r, &mut fake, 1, 0);
+    open(&mut r, &mut fake, R1, 0);
     let first = r.closable(2 * TD + CLOSE_GRACE_MS, ALL_CLEAR).unwrap();
     // The write failed: nothing is confirmed, the same close comes again.
     assert_eq!(
@@ -632,12 +635,13 @@ fn the_overdue_sweep_waits_while_results_may_be_queued() {
 fn a_validators_task_list_stays_bounded_and_still_finds_its_pending_tasks() {
     let mut r = machine();
     let mut fake = Fake::new(&["eu", "us", "ap", "sa"]);
-    for round_id in 0..200 {
+    for n in 0..200 {
+        let round_id = RoundId(n);
         fake.refresh(&r);
         open(&mut r, &mut fake, round_id, 0);
         // Everyone answers except key(1) in the last ten rounds.
         for s in fake.to_round(round_id) {
-            if !(s.to == key(1) && round_id >= 190) {
+            if !(s.to == key(1) && n >= 190) {
                 r.answered(round_id, s.task_id);
             }
         }
@@ -669,7 +673,7 @@ fn load_is_released_exactly_once_per_task_whatever_happens() {
                 0 => {
                     let mut pool = r.pool(&mut fake);
                     if r.room(&mut pool) > 0 {
-                        r.open(spec(next_round, now), &mut pool);
+                        r.open(spec(RoundId(next_round), now), &mut pool);
                         next_round += 1;
                     }
                 }

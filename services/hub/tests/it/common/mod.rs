@@ -264,7 +264,7 @@ pub async fn add_site(
     interval_secs: i32,
     timeout_ms: i32,
     keyword: Option<&str>,
-) -> i64 {
+) -> store::WebsiteId {
     db.store
         .add_website(&store::NewWebsite {
             url: store::WebsiteUrl::parse(url).unwrap(),

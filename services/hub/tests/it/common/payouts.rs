@@ -15,7 +15,7 @@ use hub::cluster::leader::{Term, PAYOUT_ROLE};
 use hub::metrics::Metrics;
 use hub::payouts::{CrashAction, CrashPoint, Payer, PayoutConfig};
 use protocol::PublicKey;
-use store::{NewRound, NewTick, Store};
+use store::{NewRound, NewTick, RoundId, Store, ValidatorId, WebsiteId};
 use test_support::solana::{ChainConfig, SolanaRpc};
 use test_support::TestDb;
 
@@ -25,13 +25,13 @@ pub const VALIDITY: u64 = 20;
 /// Earnings seeded as rounds and ticks of one website.
 pub struct Farm {
     store: Store,
-    website: i64,
+    website: WebsiteId,
     slot: i64,
     base_ms: i64,
 }
 
 pub struct Val {
-    pub id: i64,
+    pub id: ValidatorId,
     pub key: SigningKey,
     /// Its account, when not `key`'s public key (see [`Farm::account`]).
     pub account: Option<[u8; 32]>,
@@ -96,7 +96,11 @@ impl Farm {
     /// tick with that reward, received 20 ms after the scheduled time;
     /// `replaced` lists validators whose task was replaced, and when (ms
     /// after the scheduled time).
-    pub async fn round(&mut self, ticks: &[(&Val, i64, bool)], replaced: &[(&Val, i64)]) -> i64 {
+    pub async fn round(
+        &mut self,
+        ticks: &[(&Val, i64, bool)],
+        replaced: &[(&Val, i64)],
+    ) -> RoundId {
         self.slot += 1;
         let sched = self.base_ms + self.slot * 1000;
         let opened = self
@@ -136,7 +140,7 @@ impl Farm {
             })
             .collect();
         self.store.insert_ticks("test", &rows).await.unwrap();
-        let repl: Vec<(i64, Uuid, i64)> = replaced
+        let repl: Vec<(RoundId, Uuid, i64)> = replaced
             .iter()
             .map(|(v, at)| (round, task_of[&v.id], sched + at))
             .collect();
@@ -261,7 +265,7 @@ pub async fn chain() -> SolanaRpc {
     .unwrap()
 }
 
-pub async fn scalar(db: &TestDb, sql: &str, v: i64) -> i64 {
+pub async fn scalar(db: &TestDb, sql: &str, v: ValidatorId) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
         .bind(v)
         .fetch_one(db.pool())

@@ -1,0 +1,307 @@
+//! Settings in two layers, as the hub has them: [`Config`] is what an
+//! operator writes (defaults, then an optional TOML file, then `API_*`
+//! environment variables and `DATABASE_URL`); [`Config::parse`] checks it
+//! once and returns typed [`Settings`]. A bad value stops the service with
+//! a message naming the variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use runtime::Secret;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL URL (`API_DATABASE_URL` or `DATABASE_URL`).
+    pub database_url: Secret,
+    pub db_max_connections: u32,
+    /// Where the API, `/healthz`, `/readyz` and `/metrics` listen.
+    pub listen: SocketAddr,
+    /// Key of the HMAC that API keys are stored under: at least 32 bytes,
+    /// hex. Changing it invalidates every API key.
+    pub key_secret: Secret,
+    /// Whether anyone may sign up (`true`), or only the operator creates
+    /// accounts (`api accounts create`).
+    pub signup_open: bool,
+    /// Quotas of a new account; the operator changes them per account.
+    pub default_max_sites: i32,
+    pub default_min_interval_secs: i32,
+    /// Shortest interval any account may set (the hubs' own floor).
+    pub min_interval_secs: i32,
+    /// Accept websites on private, loopback and link-local addresses (local
+    /// demos and tests). Off in production: validators refuse them anyway.
+    pub allow_private_targets: bool,
+    /// Send the session cookie with `Secure` (off only for plain-HTTP local
+    /// runs).
+    pub cookie_secure: bool,
+    /// How long a sign-in lasts, seconds.
+    pub session_ttl_secs: u64,
+    /// Requests per second (and burst) per API key or session.
+    pub rate_per_caller: u32,
+    pub burst_per_caller: u32,
+    /// Requests per second (and burst) per client address.
+    pub rate_per_ip: u32,
+    pub burst_per_ip: u32,
+    /// Sign-up and sign-in attempts per minute per client address.
+    pub auth_attempts_per_minute: u32,
+    /// Longest time a request may take, ms.
+    pub request_timeout_ms: u64,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Load balancers whose `X-Forwarded-For` is believed, comma-separated.
+    pub trusted_proxies: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: Secret::default(),
+            db_max_connections: 10,
+            listen: "127.0.0.1:8090".parse().expect("literal"),
+            key_secret: Secret::default(),
+            signup_open: true,
+            default_max_sites: 20,
+            default_min_interval_secs: 60,
+            min_interval_secs: 10,
+            allow_private_targets: false,
+            cookie_secure: true,
+            session_ttl_secs: 7 * 24 * 3600,
+            rate_per_caller: 20,
+            burst_per_caller: 60,
+            rate_per_ip: 50,
+            burst_per_ip: 100,
+            auth_attempts_per_minute: 10,
+            request_timeout_ms: 10_000,
+            max_body_bytes: 64 * 1024,
+            trusted_proxies: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration: {var}: {why}")]
+    Invalid { var: &'static str, why: String },
+}
+
+fn invalid(var: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        why: why.into(),
+    }
+}
+
+/// Checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub db_max_connections: u32,
+    pub listen: SocketAddr,
+    pub key_secret: KeySecret,
+    pub signup_open: bool,
+    pub default_max_sites: i32,
+    pub default_min_interval_secs: i32,
+    pub min_interval_secs: i32,
+    pub allow_private_targets: bool,
+    pub cookie_secure: bool,
+    pub session_ttl: Duration,
+    pub rate_per_caller: (u32, u32),
+    pub rate_per_ip: (u32, u32),
+    pub auth_attempts_per_minute: u32,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// The HMAC key for API keys; never shown.
+#[derive(Clone)]
+pub struct KeySecret(pub Vec<u8>);
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySecret(<redacted>)")
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = file {
+            f = f.merge(Toml::file_exact(p));
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            f = f.merge(Serialized::default("database_url", url));
+        }
+        f = f.merge(Env::prefixed("API_"));
+        Self::from_figment(f)
+    }
+
+    pub fn from_figment(f: Figment) -> Result<Settings, ConfigError> {
+        let c: Config = f.extract().map_err(|e| {
+            // figment's message names the key; it never holds a value of
+            // a secret field (those deserialize from any string).
+            ConfigError::Load(e.to_string())
+        })?;
+        c.parse()
+    }
+
+    pub fn parse(self) -> Result<Settings, ConfigError> {
+        if self.database_url.is_empty() {
+            return Err(invalid("API_DATABASE_URL", "is required (or DATABASE_URL)"));
+        }
+        let key = hex::decode(self.key_secret.trim())
+            .map_err(|_| invalid("API_KEY_SECRET", "must be hex (64 or more digits)"))?;
+        if key.len() < 32 {
+            return Err(invalid(
+                "API_KEY_SECRET",
+                "must be at least 32 bytes (64 hex digits); generate one with `openssl rand -hex 32`",
+            ));
+        }
+        if !(1..=86_400).contains(&self.min_interval_secs) {
+            return Err(invalid("API_MIN_INTERVAL_SECS", "must be 1 to 86400"));
+        }
+        if !(self.min_interval_secs..=86_400).contains(&self.default_min_interval_secs) {
+            return Err(invalid(
+                "API_DEFAULT_MIN_INTERVAL_SECS",
+                "must be between API_MIN_INTERVAL_SECS and 86400",
+            ));
+        }
+        if self.default_max_sites < 0 {
+            return Err(invalid("API_DEFAULT_MAX_SITES", "must be 0 or more"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid("API_DB_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        if self.session_ttl_secs < 60 {
+            return Err(invalid("API_SESSION_TTL_SECS", "must be at least 60"));
+        }
+        for (var, v) in [
+            ("API_RATE_PER_CALLER", self.rate_per_caller),
+            ("API_BURST_PER_CALLER", self.burst_per_caller),
+            ("API_RATE_PER_IP", self.rate_per_ip),
+            ("API_BURST_PER_IP", self.burst_per_ip),
+            (
+                "API_AUTH_ATTEMPTS_PER_MINUTE",
+                self.auth_attempts_per_minute,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(var, "must be at least 1"));
+            }
+        }
+        if !(100..=120_000).contains(&self.request_timeout_ms) {
+            return Err(invalid("API_REQUEST_TIMEOUT_MS", "must be 100 to 120000"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid("API_MAX_BODY_BYTES", "must be 1024 to 16777216"));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpAddr>().map_err(|_| {
+                    invalid("API_TRUSTED_PROXIES", format!("{s:?} is not an IP address"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Settings {
+            database_url: self.database_url,
+            db_max_connections: self.db_max_connections,
+            listen: self.listen,
+            key_secret: KeySecret(key),
+            signup_open: self.signup_open,
+            default_max_sites: self.default_max_sites,
+            default_min_interval_secs: self.default_min_interval_secs,
+            min_interval_secs: self.min_interval_secs,
+            allow_private_targets: self.allow_private_targets,
+            cookie_secure: self.cookie_secure,
+            session_ttl: Duration::from_secs(self.session_ttl_secs),
+            rate_per_caller: (self.rate_per_caller, self.burst_per_caller),
+            rate_per_ip: (self.rate_per_ip, self.burst_per_ip),
+            auth_attempts_per_minute: self.auth_attempts_per_minute,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_body_bytes: self.max_body_bytes,
+            trusted_proxies,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'";
+
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let toml: String = pairs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        Config::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&toml)),
+        )
+    }
+
+    #[test]
+    fn defaults_with_a_database_and_a_key_load() {
+        let s = from_pairs(&[("database_url", "'postgres://x/y'"), ("key_secret", KEY)]).unwrap();
+        assert_eq!(s.key_secret.0.len(), 32);
+        assert!(s.signup_open && s.cookie_secure && !s.allow_private_targets);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let db = ("database_url", "'postgres://x/y'");
+        let key = ("key_secret", KEY);
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[key], "API_DATABASE_URL"),
+            (&[db], "API_KEY_SECRET"),
+            (&[db, ("key_secret", "'abcd'")], "API_KEY_SECRET"),
+            (&[db, ("key_secret", "'not hex at all'")], "API_KEY_SECRET"),
+            (
+                &[db, key, ("min_interval_secs", "0")],
+                "API_MIN_INTERVAL_SECS",
+            ),
+            (
+                &[db, key, ("default_min_interval_secs", "5")],
+                "API_DEFAULT_MIN_INTERVAL_SECS",
+            ),
+            (
+                &[db, key, ("default_max_sites", "-1")],
+                "API_DEFAULT_MAX_SITES",
+            ),
+            (&[db, key, ("rate_per_ip", "0")], "API_RATE_PER_IP"),
+            (
+                &[db, key, ("request_timeout_ms", "5")],
+                "API_REQUEST_TIMEOUT_MS",
+            ),
+            (
+                &[db, key, ("trusted_proxies", "'10.0.0.1, nope'")],
+                "API_TRUSTED_PROXIES",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let e = from_pairs(pairs).unwrap_err().to_string();
+            assert!(e.contains(var), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_errors() {
+        let secret = "'postgres://u:hunter2@h/d'";
+        let s = from_pairs(&[("database_url", secret), ("key_secret", KEY)]).unwrap();
+        let d = format!("{s:?}");
+        assert!(!d.contains("hunter2") && !d.contains("00112233"), "{d}");
+        let e = from_pairs(&[("database_url", secret), ("key_secret", "'zz-hunter3'")])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter3"), "{e}");
+    }
+}

@@ -1,0 +1,466 @@
+//! Request and response bodies. Times are Unix milliseconds (`*_at_ms`), as
+//! everywhere else in the system; ids are integers, except task ids (UUID).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+// ---- accounts ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    #[schema(example = "owner@example.com", max_length = 254)]
+    pub email: String,
+    /// 10 to 256 bytes.
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 10,
+        max_length = 256
+    )]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: i64,
+    pub email: String,
+    /// Most websites this account may have (set by the operator).
+    pub max_sites: i32,
+    /// Shortest check interval this account may set, seconds.
+    pub min_interval_secs: i32,
+    pub created_at_ms: i64,
+}
+
+impl From<&store::Account> for AccountView {
+    fn from(a: &store::Account) -> Self {
+        Self {
+            id: a.id.0,
+            email: a.email.clone(),
+            max_sites: a.max_sites,
+            min_interval_secs: a.min_interval_secs,
+            created_at_ms: a.created_at_ms,
+        }
+    }
+}
+
+/// A signed-in browser's view of itself. `csrf_token` goes in
+/// `X-CSRF-Token` on every change made with the session cookie.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub account: AccountView,
+    pub csrf_token: String,
+}
+
+/// The caller's account; `csrf_token` only when signed in with a cookie.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub account: AccountView,
+    /// Websites the account has (not deleted).
+    pub sites: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+// ---- API keys ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+impl From<Scope> for store::KeyScope {
+    fn from(s: Scope) -> Self {
+        match s {
+            Scope::Read => store::KeyScope::Read,
+            Scope::Write => store::KeyScope::Write,
+        }
+    }
+}
+
+impl From<store::KeyScope> for Scope {
+    fn from(s: store::KeyScope) -> Self {
+        match s {
+            store::KeyScope::Read => Scope::Read,
+            store::KeyScope::Write => Scope::Write,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// 1 to 100 characters, for people.
+    #[schema(example = "ci deploy checks", min_length = 1, max_length = 100)]
+    pub name: String,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: i64,
+    /// The visible start of the key (`upk_<prefix>_...`).
+    pub prefix: String,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl From<&store::ApiKey> for KeyView {
+    fn from(k: &store::ApiKey) -> Self {
+        Self {
+            id: k.id.0,
+            prefix: k.prefix.clone(),
+            name: k.name.clone(),
+            scope: k.scope.into(),
+            created_at_ms: k.created_at_ms,
+            last_used_at_ms: k.last_used_at_ms,
+            revoked_at_ms: k.revoked_at_ms,
+        }
+    }
+}
+
+/// The key itself is in this response only; it is never shown again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[schema(example = "upk_0a1b2c3d4e5f_...")]
+    pub key: String,
+    pub api_key: KeyView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyView>,
+}
+
+// ---- websites ----
+
+/// A whole number, also when a client writes it as `120.0` (JSON Schema
+/// counts that as an integer); anything else is refused by serde's
+/// message, which names the field.
+fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(i64),
+        Float(f64),
+    }
+    let n = match Option::<Num>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Num::Int(i)) => i,
+        Some(Num::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+        Some(Num::Float(_)) => return Err(serde::de::Error::custom("expected a whole number")),
+    };
+    T::try_from(n)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
+}
+
+/// Reads `null` as `Some(None)` (clear the field) and absence as `None`
+/// (leave it).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSite {
+    /// http or https, at most 2048 bytes, no user or password, not a
+    /// private or loopback address (unless the operator allows them).
+    #[schema(example = "https://example.com/health", max_length = 2048)]
+    pub url: String,
+    /// At most 100 characters.
+    #[schema(max_length = 100)]
+    pub name: Option<String>,
+    /// Seconds between checks: the account's minimum to 86400. Default:
+    /// the larger of 60 and the account's minimum.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub interval_secs: Option<i32>,
+    /// Per check, 100 to 60000 ms and at most the interval. Default 10000.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 100, maximum = 60000)]
+    pub timeout_ms: Option<i32>,
+    /// HTTP statuses counted as up: 100 to 599. Default 200 to 399.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 100, maximum = 599)]
+    pub expected_status_min: Option<i16>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 100, maximum = 599)]
+    pub expected_status_max: Option<i16>,
+    /// Text that must appear in the body's first MiB (bytes, case-sensitive).
+    #[schema(min_length = 1, max_length = 256)]
+    pub keyword: Option<String>,
+    /// Follow up to 5 redirects (default true); if false a 3xx is judged
+    /// against the expected statuses.
+    pub follow_redirects: Option<bool>,
+}
+
+/// A partial update: absent fields keep their value; `null` clears `name`
+/// or `keyword`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SitePatch {
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub interval_secs: Option<i32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 100, maximum = 60000)]
+    pub timeout_ms: Option<i32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 100, maximum = 599)]
+    pub expected_status_min: Option<i16>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 100, maximum = 599)]
+    pub expected_status_max: Option<i16>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub keyword: Option<Option<String>>,
+    pub follow_redirects: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteView {
+    pub id: i64,
+    pub name: Option<String>,
+    pub url: String,
+    pub interval_secs: i32,
+    pub timeout_ms: i32,
+    pub expected_status_min: i16,
+    pub expected_status_max: i16,
+    pub keyword: Option<String>,
+    pub follow_redirects: bool,
+    /// Paused sites are not checked.
+    pub paused: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl From<&store::OwnedSite> for SiteView {
+    fn from(s: &store::OwnedSite) -> Self {
+        Self {
+            id: s.id.0,
+            name: s.name.clone(),
+            url: s.url.clone(),
+            interval_secs: s.interval_secs,
+            timeout_ms: s.timeout_ms,
+            expected_status_min: s.expected_status_min,
+            expected_status_max: s.expected_status_max,
+            keyword: s.keyword.clone(),
+            follow_redirects: s.follow_redirects,
+            paused: s.paused,
+            created_at_ms: s.created_at_ms,
+            updated_at_ms: s.updated_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SitePage {
+    pub items: Vec<SiteView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+// ---- reads ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionCheckView {
+    pub region: String,
+    /// The validator's public key (base58).
+    pub validator: String,
+    pub up: bool,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub checked_at_ms: i64,
+    pub round_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoundRef {
+    pub round_id: i64,
+    /// `up`, `down` or `unknown` (no majority of at least two results).
+    pub status: String,
+    pub scheduled_at_ms: i64,
+    pub closed_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusView {
+    pub website_id: i64,
+    /// The latest decided round's status; `pending` before the first one,
+    /// `paused` while paused.
+    #[schema(example = "up")]
+    pub status: String,
+    pub last_round: Option<RoundRef>,
+    /// Each region's latest result of the last 24 hours.
+    pub regions: Vec<RegionCheckView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UptimeWindow {
+    #[schema(example = "24h")]
+    pub window: String,
+    /// Rounds decided up over rounds decided up or down, in percent;
+    /// absent when none was decided. `unknown` rounds count for neither.
+    pub uptime_pct: Option<f64>,
+    pub rounds_up: i64,
+    pub rounds_decided: i64,
+    pub rounds_unknown: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UptimeView {
+    pub website_id: i64,
+    pub windows: Vec<UptimeWindow>,
+}
+
+/// A window of raw results, back from now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+pub enum Window {
+    #[serde(rename = "1h")]
+    Hour,
+    #[default]
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+}
+
+impl Window {
+    pub fn label(self) -> &'static str {
+        match self {
+            Window::Hour => "1h",
+            Window::Day => "24h",
+            Window::Week => "7d",
+        }
+    }
+
+    pub fn secs(self) -> i64 {
+        match self {
+            Window::Hour => 3_600,
+            Window::Day => 86_400,
+            Window::Week => 7 * 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    /// `1h`, `24h` (default) or `7d` (raw results are read: a week at most
+    /// until rollups exist).
+    pub window: Option<Window>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionLatencyView {
+    pub region: String,
+    /// `up` results in the window.
+    pub results: i64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencyView {
+    pub website_id: i64,
+    pub window: String,
+    pub regions: Vec<RegionLatencyView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TickView {
+    pub task_id: uuid::Uuid,
+    pub round_id: i64,
+    pub scheduled_at_ms: i64,
+    pub validator: String,
+    pub region: String,
+    pub up: bool,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub checked_at_ms: i64,
+}
+
+impl From<&store::TickRecord> for TickView {
+    fn from(t: &store::TickRecord) -> Self {
+        Self {
+            task_id: t.task_id,
+            round_id: t.round_id.0,
+            scheduled_at_ms: t.scheduled_at_ms,
+            validator: t.validator.clone(),
+            region: t.region.clone(),
+            up: t.up,
+            http_status: t.http_status,
+            latency_ms: t.latency_ms,
+            error: t.error.clone(),
+            checked_at_ms: t.checked_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoundView {
+    pub id: i64,
+    /// `open` until decided, then `up`, `down` or `unknown`.
+    pub status: String,
+    pub scheduled_at_ms: i64,
+    pub deadline_ms: i64,
+    pub closed_at_ms: Option<i64>,
+    pub results: Vec<TickView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoundPage {
+    pub items: Vec<RoundView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TickPage {
+    pub items: Vec<TickView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteValidatorView {
+    pub public_key: String,
+    pub region: String,
+    pub results: i64,
+    pub last_checked_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteValidators {
+    pub website_id: i64,
+    pub window: String,
+    pub items: Vec<SiteValidatorView>,
+}

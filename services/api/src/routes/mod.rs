@@ -1,0 +1,6 @@
+//! Handlers, one module per resource.
+
+pub mod accounts;
+pub mod keys;
+pub mod reads;
+pub mod sites;

@@ -1,0 +1,265 @@
+//! What a site shows: status, uptime, latency, rounds, results and the
+//! validators that checked it. Each handler first checks that the site is
+//! the caller's (404 otherwise), then reads by the site's id.
+
+use axum::extract::State;
+use store::{RoundId, WebsiteId};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Reader;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Path, Query};
+use crate::model::*;
+use crate::routes::sites::{decode_cursor, encode_cursor, owned, page_size};
+
+/// Uptime windows, as (label, seconds).
+pub const UPTIME_WINDOWS: [(&str, i64); 4] = [
+    ("24h", 86_400),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+    ("90d", 90 * 86_400),
+];
+
+fn cursor_number(s: &str) -> Result<i64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))
+}
+
+/// The latest decided round and each region's latest result.
+#[utoipa::path(get, path = "/v1/websites/{id}/status", tag = "reads", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = StatusView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn status(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<StatusView>> {
+    let site = owned(&state, &caller.account, id).await?;
+    let (last, regions) = tokio::try_join!(
+        state.store.latest_round(site.id),
+        state.store.latest_by_region(site.id, 86_400),
+    )?;
+    let status = match (&last, site.paused) {
+        (_, true) => "paused".to_string(),
+        (Some(r), false) => r.status.clone(),
+        (None, false) => "pending".to_string(),
+    };
+    Ok(axum::Json(StatusView {
+        website_id: id,
+        status,
+        last_round: last.map(|r| RoundRef {
+            round_id: r.round_id.0,
+            status: r.status,
+            scheduled_at_ms: r.scheduled_at_ms,
+            closed_at_ms: r.closed_at_ms,
+        }),
+        regions: regions
+            .into_iter()
+            .map(|c| RegionCheckView {
+                region: c.region,
+                validator: c.validator,
+                up: c.up,
+                http_status: c.http_status,
+                latency_ms: c.latency_ms,
+                error: c.error,
+                checked_at_ms: c.checked_at_ms,
+                round_id: c.round_id.0,
+            })
+            .collect(),
+    }))
+}
+
+/// Uptime over 24 h, 7 d, 30 d and 90 d, from round decisions.
+#[utoipa::path(get, path = "/v1/websites/{id}/uptime", tag = "reads", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = UptimeView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn uptime(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<UptimeView>> {
+    let site = owned(&state, &caller.account, id).await?;
+    let secs: Vec<i64> = UPTIME_WINDOWS.iter().map(|(_, s)| *s).collect();
+    let counts = state.store.uptime_counts(site.id, &secs).await?;
+    Ok(axum::Json(UptimeView {
+        website_id: id,
+        windows: UPTIME_WINDOWS
+            .iter()
+            .zip(counts)
+            .map(|((label, _), c)| UptimeWindow {
+                window: (*label).to_string(),
+                uptime_pct: (c.decided > 0).then(|| c.up as f64 * 100.0 / c.decided as f64),
+                rounds_up: c.up,
+                rounds_decided: c.decided,
+                rounds_unknown: c.unknown,
+            })
+            .collect(),
+    }))
+}
+
+/// Latency percentiles of `up` results per region.
+#[utoipa::path(get, path = "/v1/websites/{id}/latency", tag = "reads",
+    params(("id" = i64, Path), WindowQuery),
+    responses(
+        (status = 200, body = LatencyView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn latency(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<axum::Json<LatencyView>> {
+    let w = q.window.unwrap_or_default();
+    let (label, secs) = (w.label(), w.secs());
+    let site = owned(&state, &caller.account, id).await?;
+    let regions = state.store.latency_by_region(site.id, secs).await?;
+    Ok(axum::Json(LatencyView {
+        website_id: id,
+        window: label.to_string(),
+        regions: regions
+            .into_iter()
+            .map(|r| RegionLatencyView {
+                region: r.region,
+                results: r.results,
+                p50_ms: r.p50_ms,
+                p95_ms: r.p95_ms,
+                p99_ms: r.p99_ms,
+            })
+            .collect(),
+    }))
+}
+
+/// Rounds, newest first, each with its results.
+#[utoipa::path(get, path = "/v1/websites/{id}/rounds", tag = "reads",
+    params(("id" = i64, Path), PageQuery),
+    responses(
+        (status = 200, body = RoundPage),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (cursor, limit)", body = ErrorBody),
+    ))]
+pub async fn rounds(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<RoundPage>> {
+    let limit = page_size(q.limit)?;
+    let before = match &q.cursor {
+        Some(c) => {
+            let p = decode_cursor(c, 2)?;
+            Some((cursor_number(&p[0])?, RoundId(cursor_number(&p[1])?)))
+        }
+        None => None,
+    };
+    let site = owned(&state, &caller.account, id).await?;
+    let mut rows = state.store.round_page(site.id, before, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            rows.last()
+                .map(|r| encode_cursor(&[r.scheduled_at_ms.to_string(), r.round_id.0.to_string()]))
+        })
+        .flatten();
+    Ok(axum::Json(RoundPage {
+        items: rows
+            .iter()
+            .map(|r| RoundView {
+                id: r.round_id.0,
+                status: r.status.clone(),
+                scheduled_at_ms: r.scheduled_at_ms,
+                deadline_ms: r.deadline_ms,
+                closed_at_ms: r.closed_at_ms,
+                results: r.results.iter().map(TickView::from).collect(),
+            })
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// Results (ticks), newest first.
+#[utoipa::path(get, path = "/v1/websites/{id}/results", tag = "reads",
+    params(("id" = i64, Path), PageQuery),
+    responses(
+        (status = 200, body = TickPage),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (cursor, limit)", body = ErrorBody),
+    ))]
+pub async fn results(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<TickPage>> {
+    let limit = page_size(q.limit)?;
+    let before = match &q.cursor {
+        Some(c) => {
+            let p = decode_cursor(c, 2)?;
+            let task = Uuid::parse_str(&p[1])
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?;
+            Some((cursor_number(&p[0])?, task))
+        }
+        None => None,
+    };
+    let site = owned(&state, &caller.account, id).await?;
+    let mut rows = state.store.tick_page(site.id, before, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            rows.last()
+                .map(|t| encode_cursor(&[t.scheduled_at_ms.to_string(), t.task_id.to_string()]))
+        })
+        .flatten();
+    Ok(axum::Json(TickPage {
+        items: rows.iter().map(TickView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// The validators that checked the site, most results first (at most 100).
+#[utoipa::path(get, path = "/v1/websites/{id}/validators", tag = "reads",
+    params(("id" = i64, Path), WindowQuery),
+    responses(
+        (status = 200, body = SiteValidators),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn validators(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<axum::Json<SiteValidators>> {
+    let w = q.window.unwrap_or_default();
+    let (label, secs) = (w.label(), w.secs());
+    let site = owned(&state, &caller.account, id).await?;
+    let rows = state
+        .store
+        .site_validators(WebsiteId(site.id.0), secs, 100)
+        .await?;
+    Ok(axum::Json(SiteValidators {
+        website_id: id,
+        window: label.to_string(),
+        items: rows
+            .into_iter()
+            .map(|v| SiteValidatorView {
+                public_key: v.public_key,
+                region: v.region,
+                results: v.results,
+                last_checked_at_ms: v.last_checked_at_ms,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,427 @@
+//! Websites: create, list, read, update, pause, resume, delete. Every
+//! statement is scoped to the caller's account (another account's site is
+//! a 404). Changes reach the owning hub through the `websites` trigger's
+//! notification, which names the changed ids.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use protocol::target::TargetPolicy;
+use store::{Account, SiteSettings, WebsiteId, WebsiteUrl};
+
+use crate::app::AppState;
+use crate::auth::{Reader, Writer};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path, Query};
+use crate::model::{NewSite, PageQuery, SitePage, SitePatch, SiteView};
+
+/// Longest interval, seconds (the column's bound).
+pub const MAX_INTERVAL_SECS: i32 = 86_400;
+/// Per-check timeout bounds, ms.
+pub const TIMEOUT_MS: std::ops::RangeInclusive<i32> = 100..=60_000;
+/// Page sizes.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 100;
+
+/// A page size within bounds.
+pub fn page_size(limit: Option<u32>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        n @ 1..=MAX_PAGE => Ok(i64::from(n)),
+        _ => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// An opaque cursor from the parts of a sort key.
+pub fn encode_cursor(parts: &[String]) -> String {
+    URL_SAFE_NO_PAD.encode(parts.join(":"))
+}
+
+/// The parts of a cursor made by [`encode_cursor`], or `invalid_field`.
+pub fn decode_cursor(c: &str, parts: usize) -> Result<Vec<String>, ApiError> {
+    let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let s = String::from_utf8(raw).map_err(|_| bad())?;
+    let v: Vec<String> = s.split(':').map(str::to_string).collect();
+    if v.len() == parts {
+        Ok(v)
+    } else {
+        Err(bad())
+    }
+}
+
+fn check_name(name: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(n) = name else { return Ok(None) };
+    let n = n.trim().to_string();
+    if n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "must be at most 100 characters without control characters",
+        ));
+    }
+    Ok((!n.is_empty()).then_some(n))
+}
+
+/// Checks a URL as validators will: the shape (http/https, host, no
+/// credentials, length, port), then the address. A name is resolved and
+/// refused when every address it has is private; a name that does not
+/// resolve (yet) is accepted: its checks will say `down`.
+pub async fn check_url(raw: &str, allow_private: bool) -> Result<WebsiteUrl, ApiError> {
+    let url = WebsiteUrl::parse(raw).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    let policy = TargetPolicy::new(allow_private);
+    let parsed =
+        url::Url::parse(url.as_str()).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    policy
+        .check_url(&parsed)
+        .map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    if allow_private {
+        return Ok(url);
+    }
+    if let Some(url::Host::Domain(host)) = parsed.host() {
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            tokio::net::lookup_host((host, 0)),
+        )
+        .await;
+        if let Ok(Ok(addrs)) = lookup {
+            let addrs: Vec<_> = addrs.map(|a| a.ip()).collect();
+            if let Some(first) = addrs.first() {
+                if addrs.iter().all(|ip| policy.check(*ip).is_err()) {
+                    return Err(ApiError::invalid(
+                        "url",
+                        format!(
+                            "{host} resolves to {first}, a private/loopback/link-local address"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(url)
+}
+
+/// Checks every setting against the service's and the account's bounds.
+async fn validate(state: &AppState, account: &Account, s: Draft) -> Result<SiteSettings, ApiError> {
+    let url = check_url(&s.url, state.settings.allow_private_targets).await?;
+    let floor = account
+        .min_interval_secs
+        .max(state.settings.min_interval_secs);
+    if !(floor..=MAX_INTERVAL_SECS).contains(&s.interval_secs) {
+        return Err(ApiError::invalid(
+            "interval_secs",
+            format!("must be {floor} to {MAX_INTERVAL_SECS} seconds for this account"),
+        ));
+    }
+    let max_timeout = (*TIMEOUT_MS.end()).min(s.interval_secs.saturating_mul(1000));
+    if !(*TIMEOUT_MS.start()..=max_timeout).contains(&s.timeout_ms) {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!(
+                "must be {} to {max_timeout} ms (at most the interval)",
+                TIMEOUT_MS.start()
+            ),
+        ));
+    }
+    for (field, v) in [
+        ("expected_status_min", s.expected_status_min),
+        ("expected_status_max", s.expected_status_max),
+    ] {
+        if !(100..=599).contains(&v) {
+            return Err(ApiError::invalid(
+                field,
+                "must be an HTTP status, 100 to 599",
+            ));
+        }
+    }
+    if s.expected_status_min > s.expected_status_max {
+        return Err(ApiError::invalid(
+            "expected_status_max",
+            "must be at least expected_status_min",
+        ));
+    }
+    if let Some(k) = &s.keyword {
+        store::check_keyword(k).map_err(|e| ApiError::invalid("keyword", e.to_string()))?;
+        if k.is_empty() {
+            return Err(ApiError::invalid(
+                "keyword",
+                "must not be empty (send null for none)",
+            ));
+        }
+    }
+    Ok(SiteSettings {
+        name: check_name(s.name)?,
+        url,
+        interval_secs: s.interval_secs,
+        timeout_ms: s.timeout_ms,
+        expected_status_min: s.expected_status_min,
+        expected_status_max: s.expected_status_max,
+        keyword: s.keyword,
+        follow_redirects: s.follow_redirects,
+    })
+}
+
+/// Settings before validation.
+struct Draft {
+    name: Option<String>,
+    url: String,
+    interval_secs: i32,
+    timeout_ms: i32,
+    expected_status_min: i16,
+    expected_status_max: i16,
+    keyword: Option<String>,
+    follow_redirects: bool,
+}
+
+/// Add a website. It is checked from its next slot (within a second of
+/// the response, by the hub that owns it).
+#[utoipa::path(post, path = "/v1/websites", tag = "websites", request_body = NewSite,
+    responses(
+        (status = 201, body = SiteView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `csrf_failed`, `quota_exceeded`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Json(n): Json<NewSite>,
+) -> ApiResult<(StatusCode, axum::Json<SiteView>)> {
+    let a = &caller.account;
+    let draft = Draft {
+        name: n.name,
+        url: n.url,
+        interval_secs: n.interval_secs.unwrap_or(
+            60.max(a.min_interval_secs)
+                .max(state.settings.min_interval_secs),
+        ),
+        timeout_ms: n.timeout_ms.unwrap_or(10_000),
+        expected_status_min: n.expected_status_min.unwrap_or(200),
+        expected_status_max: n.expected_status_max.unwrap_or(399),
+        keyword: n.keyword,
+        follow_redirects: n.follow_redirects.unwrap_or(true),
+    };
+    let settings = validate(&state, a, draft).await?;
+    match state.store.create_owned_site(a.id, &settings).await? {
+        Ok(site) => {
+            tracing::info!(account = a.id.0, website = site.id.0, "website created");
+            Ok((StatusCode::CREATED, axum::Json(SiteView::from(&site))))
+        }
+        Err(store::QuotaReached { max_sites }) => Err(ApiError::forbidden(
+            "quota_exceeded",
+            format!("this account may have {max_sites} websites; delete one or ask the operator for more"),
+        )),
+    }
+}
+
+/// The account's websites in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/websites", tag = "websites", params(PageQuery),
+    responses(
+        (status = 200, body = SitePage),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (cursor, limit)", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<SitePage>> {
+    let limit = page_size(q.limit)?;
+    let after = match &q.cursor {
+        Some(c) => Some(WebsiteId(decode_cursor(c, 1)?[0].parse().map_err(
+            |_| ApiError::invalid("cursor", "not a cursor this API gave out"),
+        )?)),
+        None => None,
+    };
+    let mut sites = state
+        .store
+        .owned_sites(caller.account.id, after, limit + 1)
+        .await?;
+    let more = sites.len() as i64 > limit;
+    sites.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| sites.last().map(|s| encode_cursor(&[s.id.0.to_string()])))
+        .flatten();
+    Ok(axum::Json(SitePage {
+        items: sites.iter().map(SiteView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// The caller's site, or 404 (also for another account's site).
+pub async fn owned(
+    state: &AppState,
+    account: &Account,
+    id: i64,
+) -> Result<store::OwnedSite, ApiError> {
+    state
+        .store
+        .owned_site(account.id, WebsiteId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("website"))
+}
+
+#[utoipa::path(get, path = "/v1/websites/{id}", tag = "websites", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = SiteView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<SiteView>> {
+    Ok(axum::Json(SiteView::from(
+        &owned(&state, &caller.account, id).await?,
+    )))
+}
+
+/// Change some settings; absent fields keep their value.
+#[utoipa::path(patch, path = "/v1/websites/{id}", tag = "websites", params(("id" = i64, Path)),
+    request_body = SitePatch,
+    responses(
+        (status = 200, body = SiteView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(id): Path<i64>,
+    Json(p): Json<SitePatch>,
+) -> ApiResult<axum::Json<SiteView>> {
+    let cur = owned(&state, &caller.account, id).await?;
+    let draft = Draft {
+        name: p.name.unwrap_or(cur.name),
+        url: p.url.unwrap_or(cur.url),
+        interval_secs: p.interval_secs.unwrap_or(cur.interval_secs),
+        timeout_ms: p.timeout_ms.unwrap_or(cur.timeout_ms),
+        expected_status_min: p.expected_status_min.unwrap_or(cur.expected_status_min),
+        expected_status_max: p.expected_status_max.unwrap_or(cur.expected_status_max),
+        keyword: p.keyword.unwrap_or(cur.keyword),
+        follow_redirects: p.follow_redirects.unwrap_or(cur.follow_redirects),
+    };
+    let settings = validate(&state, &caller.account, draft).await?;
+    let site = state
+        .store
+        .update_owned_site(caller.account.id, WebsiteId(id), &settings)
+        .await?
+        .ok_or_else(|| ApiError::not_found("website"))?;
+    Ok(axum::Json(SiteView::from(&site)))
+}
+
+async fn set_paused(
+    state: AppState,
+    caller: &Account,
+    id: i64,
+    paused: bool,
+) -> ApiResult<axum::Json<SiteView>> {
+    let site = state
+        .store
+        .set_owned_site_paused(caller.id, WebsiteId(id), paused)
+        .await?
+        .ok_or_else(|| ApiError::not_found("website"))?;
+    Ok(axum::Json(SiteView::from(&site)))
+}
+
+/// Stop checking a site (its history stays).
+#[utoipa::path(post, path = "/v1/websites/{id}/pause", tag = "websites", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = SiteView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn pause(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<SiteView>> {
+    set_paused(state, &caller.account, id, true).await
+}
+
+/// Check a paused site again.
+#[utoipa::path(post, path = "/v1/websites/{id}/resume", tag = "websites", params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = SiteView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<SiteView>> {
+    set_paused(state, &caller.account, id, false).await
+}
+
+/// Delete a site: it is no longer checked or shown; its rounds and results
+/// are kept until retention removes them, so validators are still paid for
+/// work already done.
+#[utoipa::path(delete, path = "/v1/websites/{id}", tag = "websites", params(("id" = i64, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    if state
+        .store
+        .delete_owned_site(caller.account.id, WebsiteId(id))
+        .await?
+    {
+        tracing::info!(
+            account = caller.account.id.0,
+            website = id,
+            "website deleted"
+        );
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("website"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = encode_cursor(&["1700000000000".into(), "42".into()]);
+        assert_eq!(decode_cursor(&c, 2).unwrap(), vec!["1700000000000", "42"]);
+        assert!(decode_cursor(&c, 1).is_err());
+        assert!(decode_cursor("%%%", 1).is_err());
+        assert_eq!(page_size(None).unwrap(), 50);
+        assert!(page_size(Some(0)).is_err() && page_size(Some(101)).is_err());
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_as_validators_check_them() {
+        for (bad, why) in [
+            ("ftp://example.com/", "scheme"),
+            ("http://user:pw@example.com/", "credentials"),
+            ("http://127.0.0.1:8080/", "private"),
+            ("http://[::1]/", "private"),
+            ("http://169.254.169.254/latest/meta-data", "private"),
+            ("http://example.com:25/", "port 25"),
+            ("http://localhost:8080/", "private"),
+        ] {
+            let e = check_url(bad, false).await.unwrap_err();
+            assert_eq!(e.field, Some("url"), "{bad}");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+        assert!(check_url("http://127.0.0.1:8080/", true).await.is_ok());
+        assert!(check_url("https://203.0.113.10/", false).await.is_ok());
+    }
+}

@@ -1,0 +1,10 @@
+//! The api's integration tests, one binary: the real service on a loopback
+//! port, a fresh PostgreSQL database per test, reqwest as the client.
+
+mod accounts;
+mod common;
+mod conventions;
+mod reads;
+mod schemathesis;
+mod tenancy;
+mod websites;
