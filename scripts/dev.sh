@@ -312,18 +312,20 @@ if [[ ! -s $API_SECRET_FILE ]]; then
 fi
 API_PORT=$(free_port 18060)
 API_URL=http://127.0.0.1:$API_PORT
-# Every api subcommand gets the same settings as the server.
+# The server and every api subcommand get the same settings.
+API_ENV=(
+    API_DATABASE_URL="$DATABASE_URL"
+    API_KEY_SECRET="$(cat "$API_SECRET_FILE")"
+    API_LISTEN="127.0.0.1:$API_PORT"
+    API_COOKIE_SECURE=false
+    API_ALLOW_PRIVATE_TARGETS=true
+    API_MIN_INTERVAL_SECS=5
+    API_DEFAULT_MIN_INTERVAL_SECS=10
+)
 api() {
-    API_DATABASE_URL="$DATABASE_URL" \
-        API_KEY_SECRET="$(cat "$API_SECRET_FILE")" \
-        API_LISTEN="127.0.0.1:$API_PORT" \
-        API_COOKIE_SECURE=false \
-        API_ALLOW_PRIVATE_TARGETS=true \
-        API_MIN_INTERVAL_SECS=5 \
-        API_DEFAULT_MIN_INTERVAL_SECS=10 \
-        "$BIN/api" "$@"
+    env "${API_ENV[@]}" "$BIN/api" "$@"
 }
-spawn api api serve
+spawn api env "${API_ENV[@]}" "$BIN/api" serve
 wait_for_http "$API_URL/readyz" 30 "$SPAWNED" || show_log_and_die api "the api did not become ready"
 log "api ready on $API_URL (OpenAPI document /openapi.json, browsable at $API_URL/docs/)"
 DEMO_EMAIL=demo@example.com
