@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the criterion benchmarks of the hot paths against a private PostgreSQL:
 #   protocol: decode, token check, signature verification (single and batched)
-#   store:    the tick writer's batched insert (rows/s at several batch sizes)
+#   store:    the tick writer's batched insert (rows/s at several batch sizes); the owners'
+#             API reads on a website with 90 days of rounds (uptime, latency, pages)
 #
 #   scripts/bench.sh [CRITERION ARGS...]     e.g. scripts/bench.sh -- --quick
 #   scripts/bench.sh --help                  this text
@@ -39,5 +40,7 @@ log "cargo bench -p protocol --bench verify $*"
 cargo bench -p protocol --bench verify "$@"
 log "cargo bench -p store --bench tick_writer $*"
 cargo bench -p store --bench tick_writer "$@"
+log "cargo bench -p store --bench owner_reads $*"
+cargo bench -p store --bench owner_reads "$@"
 log "cargo bench -p hub --bench pick $*"
 cargo bench -p hub --bench pick "$@"

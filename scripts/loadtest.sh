@@ -3,13 +3,19 @@
 # build) behind HAProxy, and the `loadtest` binary running one scenario against them through
 # HAProxy; everything is stopped at the end, whatever happens.
 #
-#   scripts/loadtest.sh SCENARIO [--hubs N] [--no-build] [--pg-fast] [LOADTEST ARGS...]
+#   scripts/loadtest.sh SCENARIO [--hubs N] [--no-build] [--pg-fast] [--api-reads] [LOADTEST ARGS...]
 #
 #   SCENARIO      connections | ingest | schedule | soak  (see `loadtest SCENARIO --help`)
 #   --hubs N      hub replicas, 1..4 (default 1)
 #   --no-build    use target/release/hub and target/release/loadtest as they are
 #   --pg-fast     PostgreSQL with fsync, synchronous_commit and full_page_writes off (default:
 #                 on, as in the dev stack and production: commits wait for the disk)
+#   --api-reads   also start the owners' API (release) on the same database and, during the
+#                 run, read through it (`api-reads`, loopback only): after
+#                 LOADTEST_API_READS_DELAY (default 25s) it gives 100 simulated websites to an account and reads one
+#                 website's status, then the 100-website list, for LOADTEST_API_READS_DURATION (20s) each
+#                 with LOADTEST_API_READS_CONCURRENCY (8) requests in flight; figures in
+#                 reports/api-reads-*.json. Give the scenario a --hold-secs that covers it.
 #   LOADTEST ARGS go to `loadtest SCENARIO` after the ones this script adds, so they win, e.g.
 #                 --validators 2000 --hold-secs 20, --sites 1000 --interval-secs 1
 #
@@ -73,6 +79,7 @@ esac
 HUBS=1
 BUILD=1
 PG_FAST=
+API_READS=0
 ARGS=()
 while (($#)); do
     case $1 in
@@ -87,6 +94,7 @@ while (($#)); do
         ;;
     --no-build) BUILD=0 ;;
     --pg-fast) PG_FAST=--fast ;;
+    --api-reads) API_READS=1 ;;
     *) ARGS+=("$1") ;;
     esac
     shift
@@ -125,12 +133,14 @@ flock -n 9 || die "another scripts/loadtest.sh is already running in this checko
 
 # ---- shutdown ----------------------------------------------------------------------------------
 HUB_PIDS=() HUB_PORTS=()
+API_PID=
 PG_STARTED=0
 REDIS_STARTED=0
 HAPROXY_STARTED=0
 # shellcheck disable=SC2317 # reached through on_exit
 cleanup() {
     ((HAPROXY_STARTED)) && haproxy_stop "$LT/haproxy"
+    [[ -z $API_PID ]] || stop_pid api "$API_PID" 10
     local pid
     # All hubs drain at once.
     for pid in "${HUB_PIDS[@]}"; do
@@ -150,10 +160,14 @@ need_cmd flock "install util-linux"
 need_cmd setsid "install util-linux"
 if ((BUILD)); then
     need_cmd cargo "install Rust from https://rustup.rs"
-    log "cargo build --release -p hub -p loadtest"
-    (cd "$ROOT" && cargo build --release -p hub -p loadtest)
+    PKGS=(-p hub -p loadtest)
+    ((!API_READS)) || PKGS+=(-p api)
+    log "cargo build --release ${PKGS[*]}"
+    (cd "$ROOT" && cargo build --release "${PKGS[@]}")
 fi
-for bin in hub loadtest; do
+BINS=(hub loadtest)
+((!API_READS)) || BINS+=(api api-reads)
+for bin in "${BINS[@]}"; do
     [[ -x $BIN/$bin ]] || die "$BIN/$bin is missing; run without --no-build"
 done
 
@@ -260,6 +274,30 @@ wait_for_http "$HAPROXY_URL/readyz" 15 "$HAPROXY_PID" ||
     { tail -n 20 "$LT/haproxy/haproxy.log" >&2; die "no hub answers through HAProxy"; }
 log "HAProxy on $HAPROXY_URL (pid $HAPROXY_PID, maxconn $HAPROXY_MAXCONN)"
 
+# ---- 5b. the owners' API (--api-reads) ----------------------------------------------------------
+if ((API_READS)); then
+    API_PORT=$(free_port 19060)
+    API_ENV=(
+        API_DATABASE_URL="$DATABASE_URL"
+        API_KEY_SECRET="$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+        API_LISTEN="127.0.0.1:$API_PORT"
+        API_RATE_PER_CALLER=1000000 API_BURST_PER_CALLER=1000000
+        API_RATE_PER_IP=1000000 API_BURST_PER_IP=1000000
+        NO_COLOR=1
+    )
+    env "${API_ENV[@]}" setsid "$BIN/api" serve </dev/null >"$LOGS/api.log" 2>&1 9>&- &
+    API_PID=$!
+    wait_for_http "http://127.0.0.1:$API_PORT/readyz" 30 "$API_PID" ||
+        { tail -n 20 "$LOGS/api.log" >&2; die "the api did not become ready"; }
+    printf 'load-test-password\n' | env "${API_ENV[@]}" "$BIN/api" accounts create \
+        --email load@example.com --password-stdin --max-sites 1000 >>"$LOGS/api.log" 2>&1 ||
+        { tail -n 20 "$LOGS/api.log" >&2; die "api accounts create failed"; }
+    LOADTEST_API_KEY=$(env "${API_ENV[@]}" "$BIN/api" keys create --email load@example.com) ||
+        die "api keys create failed"
+    export LOADTEST_API_KEY
+    log "api on http://127.0.0.1:$API_PORT (pid $API_PID, log ${LOGS#"$ROOT"/}/api.log)"
+fi
+
 # ---- 6. the load -------------------------------------------------------------------------------
 REPORT=$REPORTS/$SCENARIO-$(date +%Y%m%d-%H%M%S).json
 TOOL=("$BIN/loadtest" "$SCENARIO")
@@ -279,7 +317,21 @@ TOOL+=(--database-url "$DATABASE_URL" --haproxy-pid "$HAPROXY_PID" --redis-pid "
     --pg-pid "$PG_PID" --json "$REPORT")
 log "${TOOL[*]} ${ARGS[*]}"
 status=0
+READS_PID=
+if ((API_READS)); then
+    READS_REPORT=$REPORTS/api-reads-$(date +%Y%m%d-%H%M%S).json
+    DATABASE_URL=$DATABASE_URL "$BIN/api-reads" --api-url "http://127.0.0.1:$API_PORT" \
+        --email load@example.com --delay "${LOADTEST_API_READS_DELAY:-25s}" \
+        --duration "${LOADTEST_API_READS_DURATION:-20s}" --concurrency "${LOADTEST_API_READS_CONCURRENCY:-8}" \
+        --json "$READS_REPORT" >"$LOGS/api-reads.log" 2>&1 9>&- &
+    READS_PID=$!
+fi
 "${TOOL[@]}" "${ARGS[@]}" 9>&- || status=$?
+if [[ -n $READS_PID ]]; then
+    wait "$READS_PID" || log "api-reads failed; see ${LOGS#"$ROOT"/}/api-reads.log"
+    grep '^api-reads:' "$LOGS/api-reads.log" || true
+    [[ ! -s $READS_REPORT ]] || log "api-reads report: ${READS_REPORT#"$ROOT"/}"
+fi
 for i in "${!HUB_PIDS[@]}"; do
     proc_alive "${HUB_PIDS[i]}" || log "hub-$((i + 1)) exited during the run; see ${LOGS#"$ROOT"/}/hub-$((i + 1)).log"
 done

@@ -92,20 +92,13 @@ impl AppState {
     }
 }
 
-/// The client's address: the socket peer, or, behind a trusted load
-/// balancer, the last address it appended to `X-Forwarded-For`.
+/// The client's address ([`runtime::client_ip`]).
 pub fn client_ip(trusted: &[IpAddr], peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if !trusted.contains(&peer.ip()) {
-        return peer.ip();
-    }
-    headers
+    let values = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .and_then(|ip| ip.trim().parse().ok())
-        .unwrap_or(peer.ip())
+        .filter_map(|v| v.to_str().ok());
+    runtime::client_ip(trusted, peer.ip(), values)
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

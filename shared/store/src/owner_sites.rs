@@ -393,40 +393,61 @@ impl Store {
             .collect())
     }
 
-    /// Rounds decided up, decided at all, and `unknown`, over each window
-    /// (seconds back from now), in one index-only scan of the longest.
-    pub async fn uptime_counts(&self, id: WebsiteId, windows: &[i64]) -> Result<Vec<UptimeCount>> {
-        let longest = windows.iter().copied().max().unwrap_or(0);
+    /// Rounds decided up, decided at all, and `unknown`, over each of four
+    /// windows (seconds back from now, shortest first), in one index-only
+    /// scan of the longest (`rounds_website_time_status`): each round is
+    /// counted in the shortest window that holds it, and the counts are
+    /// summed outwards here.
+    pub async fn uptime_counts(
+        &self,
+        id: WebsiteId,
+        windows: [i64; 4],
+    ) -> Result<[UptimeCount; 4]> {
+        debug_assert!(windows.windows(2).all(|w| w[0] <= w[1]), "shortest first");
         let rows = sqlx::query(
-            "SELECT w.secs, \
-                    count(*) FILTER (WHERE r.status = 'up') AS up, \
-                    count(*) FILTER (WHERE r.status IN ('up', 'down')) AS decided, \
-                    count(*) FILTER (WHERE r.status = 'unknown') AS unknown \
-               FROM UNNEST($2::int8[]) AS w(secs) \
-               LEFT JOIN LATERAL (SELECT status, scheduled_at FROM rounds \
-                                   WHERE website_id = $1 \
-                                     AND scheduled_at >= now() - make_interval(secs => $3)) r \
-                      ON r.scheduled_at >= now() - make_interval(secs => w.secs) \
-              GROUP BY w.secs",
+            "WITH c AS (SELECT now() - make_interval(secs => $2) AS c0,
+                               now() - make_interval(secs => $3) AS c1,
+                               now() - make_interval(secs => $4) AS c2,
+                               now() - make_interval(secs => $5) AS c3)
+             SELECT CASE WHEN r.scheduled_at >= c.c0 THEN 0
+                         WHEN r.scheduled_at >= c.c1 THEN 1
+                         WHEN r.scheduled_at >= c.c2 THEN 2
+                         ELSE 3 END AS w,
+                    r.status, count(*) AS n
+               FROM rounds r, c
+              WHERE r.website_id = $1 AND r.scheduled_at >= c.c3
+              GROUP BY 1, 2",
         )
         .bind(id)
-        .bind(windows)
-        .bind(longest as f64)
+        .bind(windows[0] as f64)
+        .bind(windows[1] as f64)
+        .bind(windows[2] as f64)
+        .bind(windows[3] as f64)
         .fetch_all(self.pool())
         .await?;
-        Ok(windows
-            .iter()
-            .map(|w| {
-                rows.iter()
-                    .find(|r| r.get::<i64, _>("secs") == *w)
-                    .map(|r| UptimeCount {
-                        up: r.get("up"),
-                        decided: r.get("decided"),
-                        unknown: r.get("unknown"),
-                    })
-                    .unwrap_or_default()
-            })
-            .collect())
+        let mut own = [UptimeCount::default(); 4];
+        for r in &rows {
+            let w = r.get::<i32, _>("w").clamp(0, 3) as usize;
+            let n: i64 = r.get("n");
+            match r.get::<&str, _>("status") {
+                "up" => {
+                    own[w].up += n;
+                    own[w].decided += n;
+                }
+                "down" => own[w].decided += n,
+                "unknown" => own[w].unknown += n,
+                _ => {}
+            }
+        }
+        let mut out = [UptimeCount::default(); 4];
+        let mut sum = UptimeCount::default();
+        for (i, c) in own.iter().enumerate() {
+            sum.up += c.up;
+            sum.decided += c.decided;
+            sum.unknown += c.unknown;
+            out[i] = sum;
+        }
+        Ok(out)
     }
 
     /// p50/p95/p99 latency of `up` results per region over the last

@@ -7,7 +7,7 @@
 //! the prefix, which is why the prefix is a constant here and not an
 //! argument: an empty one would reach every website.
 
-use crate::{Result, Store};
+use crate::{AccountId, Result, Store, WebsiteId};
 
 /// Every simulated website's URL starts with this; a decimal index follows.
 pub const SIMULATED_URL_PREFIX: &str = "http://127.0.0.1:9/lt/";
@@ -128,5 +128,28 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(n as u64)
+    }
+
+    /// Gives the first `count` enabled simulated websites (by id) to
+    /// `account`, so the owners' API can read them under load; returns
+    /// their ids.
+    pub async fn adopt_simulated_websites(
+        &self,
+        account: AccountId,
+        count: i64,
+    ) -> Result<Vec<WebsiteId>> {
+        let ids: Vec<WebsiteId> = sqlx::query_scalar(
+            "UPDATE websites SET account_id = $1, updated_at = now()
+              WHERE id IN (SELECT id FROM websites
+                            WHERE url LIKE $2 || '%' AND enabled
+                            ORDER BY id LIMIT $3)
+              RETURNING id",
+        )
+        .bind(account)
+        .bind(SIMULATED_URL_PREFIX)
+        .bind(count)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
     }
 }

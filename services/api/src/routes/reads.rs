@@ -86,8 +86,10 @@ pub async fn uptime(
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<UptimeView>> {
     let site = owned(&state, &caller.account, id).await?;
-    let secs: Vec<i64> = UPTIME_WINDOWS.iter().map(|(_, s)| *s).collect();
-    let counts = state.store.uptime_counts(site.id, &secs).await?;
+    let counts = state
+        .store
+        .uptime_counts(site.id, UPTIME_WINDOWS.map(|(_, s)| s))
+        .await?;
     Ok(axum::Json(UptimeView {
         website_id: id,
         windows: UPTIME_WINDOWS

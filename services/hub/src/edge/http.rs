@@ -110,25 +110,21 @@ pub fn router(r: Routes) -> Router {
         .merge(probes)
 }
 
-/// The validator's address: the socket peer, or, behind a trusted load
-/// balancer, the last address it appended to `X-Forwarded-For`.
+/// The validator's address ([`runtime::client_ip`]); the port is the
+/// peer's only when no load balancer stands between.
 fn client_addr(
     trusted: &[std::net::IpAddr],
     peer: SocketAddr,
     headers: &axum::http::HeaderMap,
 ) -> SocketAddr {
-    if !trusted.contains(&peer.ip()) {
-        return peer;
-    }
-    headers
+    let values = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 0))
-        .unwrap_or(peer)
+        .filter_map(|v| v.to_str().ok());
+    match runtime::client_ip(trusted, peer.ip(), values) {
+        ip if ip == peer.ip() => peer,
+        ip => SocketAddr::new(ip, 0),
+    }
 }
 
 async fn ws(
