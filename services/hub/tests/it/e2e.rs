@@ -435,6 +435,173 @@ async fn an_owner_adds_a_site_through_the_api_and_reads_its_checks() {
     sites_stop.cancel();
 }
 
+/// A workspace binary beside the hub's (`target/debug/NAME`). A
+/// whole-workspace test run builds every binary; `-p hub` alone does not.
+fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_hub")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite for the whole workspace (scripts/test.sh), or `cargo build -p {name}` first",
+        path.display()
+    );
+    path
+}
+
+/// The same owner's journey on real processes: `hub serve`, `api serve`
+/// and two `validator run`s, talking over loopback sockets as deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_real_processes_a_site_added_through_the_api_is_checked_and_shown() {
+    let db = TestDb::new().await.unwrap();
+    let (base, sites_stop) = demo_sites(Default::default()).await;
+    let hub = HubProc::start(&db, "hub-p", free_port(), &[]).await;
+    let api_port = free_port();
+    let mut api = tokio::process::Command::new(sibling_binary("api"))
+        .arg("serve")
+        .env("API_DATABASE_URL", &db.url)
+        .env("API_LISTEN", format!("127.0.0.1:{api_port}"))
+        .env(
+            "API_KEY_SECRET",
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        )
+        .env("API_COOKIE_SECURE", "false")
+        .env("API_ALLOW_PRIVATE_TARGETS", "true")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("api starts");
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    eventually(30, "the api to answer", || async {
+        let r = http.get(format!("{api_url}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let dir = tempdir();
+    let mut validators = Vec::new();
+    for region in ["eu-west", "us-east"] {
+        let keypair = dir.join(format!("{region}.json"));
+        let out = tokio::process::Command::new(sibling_binary("validator"))
+            .args(["keygen", "--out"])
+            .arg(&keypair)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        validators.push(
+            tokio::process::Command::new(sibling_binary("validator"))
+                .args(["run", "--hub", &hub.ws_url(), "--region", region])
+                .arg("--keypair")
+                .arg(&keypair)
+                .arg("--allow-private-targets")
+                .env("RUST_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("validator starts"),
+        );
+    }
+
+    let signed: serde_json::Value = http
+        .post(format!("{api_url}/v1/accounts"))
+        .json(
+            &serde_json::json!({"email": "owner@example.com", "password": "correct horse battery"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let csrf = signed["csrf_token"]
+        .as_str()
+        .expect("signed up")
+        .to_string();
+    let made: serde_json::Value = http
+        .post(format!("{api_url}/v1/keys"))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"name": "e2e", "scope": "write"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().expect("a key").to_string();
+    let program = reqwest::Client::new();
+    let site: serde_json::Value = program
+        .post(format!("{api_url}/v1/websites"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"url": format!("{base}/up"), "interval_secs": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = site["id"].as_i64().expect("a website id");
+    // Within one interval: decided up by both regions, shown by the API.
+    let status = eventually(60, "the site's status through the API", || async {
+        let st: serde_json::Value = program
+            .get(format!("{api_url}/v1/websites/{id}/status"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (st["status"] == "up" && st["regions"].as_array()?.len() == 2).then_some(st)
+    })
+    .await;
+    assert!(
+        status["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["http_status"] == 200),
+        "{status}"
+    );
+    let rounds: serde_json::Value = program
+        .get(format!("{api_url}/v1/websites/{id}/rounds"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rounds["items"][0]["results"].as_array().unwrap().len(),
+        2,
+        "{rounds}"
+    );
+
+    for mut v in validators {
+        let _ = v.start_kill();
+        let _ = v.wait().await;
+    }
+    let _ = api.start_kill();
+    let _ = api.wait().await;
+    hub.sigterm().await;
+    sites_stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private folder under the system's temp dir.
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("uptime-e2e-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// The owners' API on a loopback port, on the test's database: its base URL
 /// and the token that stops it.
 async fn api_for(db: &TestDb) -> (String, CancellationToken) {
