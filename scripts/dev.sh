@@ -332,17 +332,20 @@ DEMO_EMAIL=demo@example.com
 DEMO_PASSWORD_FILE=$DEV/api-demo-password
 DEMO_KEY_FILE=$DEV/api-demo-key
 if [[ ! -s $DEMO_PASSWORD_FILE ]]; then
-    (umask 077 && head -c24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEMO_PASSWORD_FILE")
+    # Kept only once the account exists, so a failed attempt is retried next run.
+    (umask 077 && head -c24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEMO_PASSWORD_FILE.new")
     log "creating the demo account $DEMO_EMAIL"
     api accounts create --email "$DEMO_EMAIL" --password-stdin --max-sites 100 \
-        --min-interval-secs 5 <"$DEMO_PASSWORD_FILE" >>"$LOGS/api-cli.log" 2>&1 ||
+        --min-interval-secs 5 <"$DEMO_PASSWORD_FILE.new" >>"$LOGS/api-cli.log" 2>&1 ||
         show_log_and_die api-cli "api accounts create failed"
+    mv "$DEMO_PASSWORD_FILE.new" "$DEMO_PASSWORD_FILE"
     rm -f "$DEMO_KEY_FILE"
 fi
 if [[ ! -s $DEMO_KEY_FILE ]]; then
     (umask 077 && api keys create --email "$DEMO_EMAIL" --name scripts/dev.sh --scope write \
-        >"$DEMO_KEY_FILE" 2>>"$LOGS/api-cli.log") ||
+        >"$DEMO_KEY_FILE.new" 2>>"$LOGS/api-cli.log") ||
         show_log_and_die api-cli "api keys create failed"
+    mv "$DEMO_KEY_FILE.new" "$DEMO_KEY_FILE"
 fi
 DEMO_KEY=$(cat "$DEMO_KEY_FILE")
 # api_call METHOD PATH [JSON]: the REST API as the demo account's key.

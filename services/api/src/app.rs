@@ -176,7 +176,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
-            "the request took too long; nothing is left half done, retry it",
+            "the request took too long; a change may or may not have been made: read before retrying it",
         )
         .into_response(),
     };

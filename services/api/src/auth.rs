@@ -32,8 +32,8 @@ pub const KEY_PREFIX: &str = "upk_";
 /// Hex digits of a key's visible prefix.
 const PREFIX_LEN: usize = 12;
 
-/// How the caller proved who it is.
-#[derive(Debug, Clone)]
+/// How the caller proved who it is. `Debug` hides the session's secrets.
+#[derive(Clone)]
 pub enum Via {
     Session {
         token_sha256: [u8; 32],
@@ -43,6 +43,19 @@ pub enum Via {
         id: ApiKeyId,
         scope: KeyScope,
     },
+}
+
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Session { .. } => f.write_str("Session(<redacted>)"),
+            Via::Key { id, scope } => f
+                .debug_struct("Key")
+                .field("id", id)
+                .field("scope", scope)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -268,7 +281,7 @@ impl FromRequestParts<AppState> for Session {
 /// two passes), on the blocking pool, at most `permits` at once so a flood
 /// of sign-ins cannot take every core.
 pub struct Passwords {
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
     /// A real hash of a random password: unknown emails are checked against
     /// it, so they take as long as known ones.
     decoy: String,
@@ -278,7 +291,7 @@ impl Passwords {
     pub fn new(permits: usize) -> Arc<Self> {
         let decoy = hash_now(&random_token()).expect("hashing a random password");
         Arc::new(Self {
-            permits: tokio::sync::Semaphore::new(permits.max(1)),
+            permits: Arc::new(tokio::sync::Semaphore::new(permits.max(1))),
             decoy,
         })
     }

@@ -118,11 +118,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| UsageError(format!("no account with email {email:?}")))?;
             let (key, prefix) = crate::auth::new_api_key();
             let mac = crate::auth::key_mac(&settings.key_secret.0, &key);
-            store
-                .create_api_key(account.id, &prefix, &mac, &name, scope)
+            match store
+                .create_api_key(
+                    account.id,
+                    &prefix,
+                    &mac,
+                    &name,
+                    scope,
+                    crate::routes::keys::MAX_LIVE_KEYS,
+                )
                 .await?
-                .ok_or_else(|| anyhow::anyhow!("key prefix collision; run the command again"))?;
-            println!("{key}");
+            {
+                store::NewKey::Created(_) => println!("{key}"),
+                store::NewKey::TooMany => {
+                    return Err(UsageError(format!(
+                        "{email} has {} live keys already; revoke one first",
+                        crate::routes::keys::MAX_LIVE_KEYS
+                    ))
+                    .into())
+                }
+                store::NewKey::PrefixTaken => {
+                    anyhow::bail!("key prefix collision; run the command again")
+                }
+            }
             Ok(())
         }
         Command::Openapi => unreachable!("handled above"),

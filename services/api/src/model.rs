@@ -6,7 +6,8 @@ use utoipa::{IntoParams, ToSchema};
 
 // ---- accounts ----
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// `Debug` shows the email only.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     #[schema(example = "owner@example.com", max_length = 254)]
@@ -45,14 +46,14 @@ impl From<&store::Account> for AccountView {
 
 /// A signed-in browser's view of itself. `csrf_token` goes in
 /// `X-CSRF-Token` on every change made with the session cookie.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SessionView {
     pub account: AccountView,
     pub csrf_token: String,
 }
 
 /// The caller's account; `csrf_token` only when signed in with a cookie.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Me {
     pub account: AccountView,
     /// Websites the account has (not deleted).
@@ -60,6 +61,23 @@ pub struct Me {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csrf_token: Option<String>,
 }
+
+// Bodies that carry a secret: `Debug` leaves it out, so a log line of one
+// cannot leak it.
+macro_rules! redacted_debug {
+    ($t:ty, $($field:ident),*) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+redacted_debug!(Credentials, email);
+redacted_debug!(SessionView, account);
+redacted_debug!(Me, account, sites);
 
 // ---- API keys ----
 
@@ -124,12 +142,14 @@ impl From<&store::ApiKey> for KeyView {
 }
 
 /// The key itself is in this response only; it is never shown again.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedKey {
     #[schema(example = "upk_0a1b2c3d4e5f_...")]
     pub key: String,
     pub api_key: KeyView,
 }
+
+redacted_debug!(CreatedKey, api_key);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
@@ -463,4 +483,42 @@ pub struct SiteValidators {
     pub website_id: i64,
     pub window: String,
     pub items: Vec<SiteValidatorView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_leaves_secrets_out() {
+        let c: Credentials =
+            serde_json::from_str(r#"{"email":"a@b.co","password":"hunter2-hunter2"}"#).unwrap();
+        let d = format!("{c:?}");
+        assert!(d.contains("a@b.co") && !d.contains("hunter2"), "{d}");
+        let k = CreatedKey {
+            key: "upk_0123456789ab_SECRETSECRET".into(),
+            api_key: KeyView {
+                id: 1,
+                prefix: "0123456789ab".into(),
+                name: "n".into(),
+                scope: Scope::Read,
+                created_at_ms: 0,
+                last_used_at_ms: None,
+                revoked_at_ms: None,
+            },
+        };
+        let d = format!("{k:?}");
+        assert!(!d.contains("SECRET") && d.contains("0123456789ab"), "{d}");
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        let s: NewSite =
+            serde_json::from_str(r#"{"url":"https://x.example","interval_secs":120.0}"#).unwrap();
+        assert_eq!(s.interval_secs, Some(120));
+        for bad in [r#"120.5"#, r#"1e12"#, r#""120""#] {
+            let body = format!(r#"{{"url":"https://x.example","interval_secs":{bad}}}"#);
+            assert!(serde_json::from_str::<NewSite>(&body).is_err(), "{bad}");
+        }
+    }
 }

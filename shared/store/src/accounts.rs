@@ -66,6 +66,16 @@ pub struct ApiKey {
     pub revoked_at_ms: Option<i64>,
 }
 
+/// What [`Store::create_api_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewKey {
+    Created(ApiKey),
+    /// Another key has this prefix: draw another.
+    PrefixTaken,
+    /// The account has its limit of live keys.
+    TooMany,
+}
+
 /// A live key found by its prefix, with what the caller must compare.
 #[derive(Debug, Clone)]
 pub struct KeyLookup {
@@ -248,7 +258,9 @@ impl Store {
 
     // ---- API keys ----
 
-    /// `None` if the prefix is taken (the caller draws another).
+    /// Creates a key unless the account already has `max_live` live ones;
+    /// the account row is locked meanwhile, so concurrent creates cannot
+    /// pass the limit together.
     pub async fn create_api_key(
         &self,
         account: AccountId,
@@ -256,23 +268,40 @@ impl Store {
         mac: &[u8],
         name: &str,
         scope: KeyScope,
-    ) -> Result<Option<ApiKey>> {
+        max_live: i64,
+    ) -> Result<NewKey> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(account)
+        .fetch_one(&mut *tx)
+        .await?;
+        if live >= max_live {
+            return Ok(NewKey::TooMany);
+        }
         let r = sqlx::query(concat!(
             "INSERT INTO api_keys (account_id, prefix, mac, name, scope) \
              VALUES ($1, $2, $3, $4, $5) RETURNING ",
-            key_columns!(),
-            ""
+            key_columns!()
         ))
         .bind(account)
         .bind(prefix)
         .bind(mac)
         .bind(name)
         .bind(scope.as_str())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await;
         match r {
-            Ok(row) => Ok(Some(key_from_row(&row))),
-            Err(e) if is_unique_violation(&e) => Ok(None),
+            Ok(row) => {
+                tx.commit().await?;
+                Ok(NewKey::Created(key_from_row(&row)))
+            }
+            Err(e) if is_unique_violation(&e) => Ok(NewKey::PrefixTaken),
             Err(e) => Err(e.into()),
         }
     }
@@ -317,16 +346,6 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(rows.iter().map(key_from_row).collect())
-    }
-
-    /// Live (not revoked) keys of the account.
-    pub async fn count_live_api_keys(&self, account: AccountId) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(account)
-        .fetch_one(self.pool())
-        .await?)
     }
 
     /// Revokes one of the account's keys; `None` if it has no such key.

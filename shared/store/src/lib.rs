@@ -22,7 +22,7 @@ mod simulated;
 mod types;
 mod website_url;
 
-pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount};
+pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewKey};
 pub use crate::owner_sites::{
     LatestRound, OwnedSite, QuotaReached, RegionCheck, RegionLatency, RoundRecord, SiteSettings,
     SiteValidator, TickRecord, UptimeCount,

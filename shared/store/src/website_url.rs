@@ -69,6 +69,10 @@ impl WebsiteUrl {
         {
             return Err(UrlError::Port(s.into(), port));
         }
+        // Percent-encoding can make the stored form longer than the input.
+        if u.as_str().len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong);
+        }
         Ok(Self(u.into()))
     }
 
@@ -109,6 +113,13 @@ mod tests {
             let e = WebsiteUrl::parse(input).unwrap_err().to_string();
             assert!(e.contains(want), "{input}: {e}");
         }
+        let encoded = format!("https://example.com/{}", "é".repeat(1000));
+        assert!(encoded.len() <= MAX_URL_LEN, "short as given");
+        assert_eq!(
+            WebsiteUrl::parse(&encoded),
+            Err(UrlError::TooLong),
+            "long once encoded"
+        );
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(WebsiteUrl::parse(&long), Err(UrlError::TooLong));
     }

@@ -94,9 +94,10 @@ pub async fn sign_up(
     headers: HeaderMap,
     Json(c): Json<Credentials>,
 ) -> ApiResult<Response> {
-    state
-        .limits
-        .check_auth_attempt(client_ip(&state.settings.trusted_proxies, peer, &headers))?;
+    state.limits.check_auth_attempt(
+        client_ip(&state.settings.trusted_proxies, peer, &headers),
+        &c.email,
+    )?;
     if !state.settings.signup_open {
         return Err(ApiError::forbidden(
             "signup_closed",
@@ -133,9 +134,10 @@ pub async fn sign_in(
     headers: HeaderMap,
     Json(c): Json<Credentials>,
 ) -> ApiResult<Response> {
-    state
-        .limits
-        .check_auth_attempt(client_ip(&state.settings.trusted_proxies, peer, &headers))?;
+    state.limits.check_auth_attempt(
+        client_ip(&state.settings.trusted_proxies, peer, &headers),
+        &c.email,
+    )?;
     let found = if c.email.len() <= 254 && c.password.len() <= *PASSWORD_LEN.end() {
         state.store.account_for_login(&c.email).await?
     } else {

@@ -52,29 +52,39 @@ pub async fn create(
             "must be 1 to 100 characters without control characters",
         ));
     }
-    if state.store.count_live_api_keys(caller.account.id).await? >= MAX_LIVE_KEYS {
-        return Err(ApiError::conflict(
-            "too_many_keys",
-            format!("an account may hold {MAX_LIVE_KEYS} live keys; revoke one first"),
-        ));
-    }
     // A prefix is 48 random bits: a collision is rare, and retried.
     for _ in 0..3 {
         let (key, prefix) = new_api_key();
         let mac = key_mac(&state.settings.key_secret.0, &key);
-        if let Some(k) = state
+        match state
             .store
-            .create_api_key(caller.account.id, &prefix, &mac, name, req.scope.into())
+            .create_api_key(
+                caller.account.id,
+                &prefix,
+                &mac,
+                name,
+                req.scope.into(),
+                MAX_LIVE_KEYS,
+            )
             .await?
         {
-            tracing::info!(account = caller.account.id.0, key = k.id.0, prefix = %k.prefix, "api key created");
-            return Ok((
-                StatusCode::CREATED,
-                axum::Json(CreatedKey {
-                    key,
-                    api_key: KeyView::from(&k),
-                }),
-            ));
+            store::NewKey::Created(k) => {
+                tracing::info!(account = caller.account.id.0, key = k.id.0, prefix = %k.prefix, "api key created");
+                return Ok((
+                    StatusCode::CREATED,
+                    axum::Json(CreatedKey {
+                        key,
+                        api_key: KeyView::from(&k),
+                    }),
+                ));
+            }
+            store::NewKey::TooMany => {
+                return Err(ApiError::conflict(
+                    "too_many_keys",
+                    format!("an account may hold {MAX_LIVE_KEYS} live keys; revoke one first"),
+                ))
+            }
+            store::NewKey::PrefixTaken => continue,
         }
     }
     Err(ApiError::internal())

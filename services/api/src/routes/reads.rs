@@ -11,7 +11,7 @@ use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::model::*;
-use crate::routes::sites::{decode_cursor, encode_cursor, owned, page_size};
+use crate::routes::sites::{cursor_ms, decode_cursor, encode_cursor, owned, page_size};
 
 /// Uptime windows, as (label, seconds).
 pub const UPTIME_WINDOWS: [(&str, i64); 4] = [
@@ -159,7 +159,7 @@ pub async fn rounds(
     let before = match &q.cursor {
         Some(c) => {
             let p = decode_cursor(c, 2)?;
-            Some((cursor_number(&p[0])?, RoundId(cursor_number(&p[1])?)))
+            Some((cursor_ms(&p[0])?, RoundId(cursor_number(&p[1])?)))
         }
         None => None,
     };
@@ -210,7 +210,7 @@ pub async fn results(
             let p = decode_cursor(c, 2)?;
             let task = Uuid::parse_str(&p[1])
                 .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?;
-            Some((cursor_number(&p[0])?, task))
+            Some((cursor_ms(&p[0])?, task))
         }
         None => None,
     };

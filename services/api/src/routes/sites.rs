@@ -40,6 +40,18 @@ pub fn encode_cursor(parts: &[String]) -> String {
     URL_SAFE_NO_PAD.encode(parts.join(":"))
 }
 
+/// Latest time a cursor may name, ms (9999-12-31, PostgreSQL's
+/// `to_timestamp` range is wider, but no row is later).
+pub const MAX_CURSOR_MS: i64 = 253_402_300_799_000;
+
+/// A cursor's time part: 0 to [`MAX_CURSOR_MS`], else `invalid_field`.
+pub fn cursor_ms(s: &str) -> Result<i64, ApiError> {
+    s.parse()
+        .ok()
+        .filter(|ms| (0..=MAX_CURSOR_MS).contains(ms))
+        .ok_or_else(|| ApiError::invalid("cursor", "not a cursor this API gave out"))
+}
+
 /// The parts of a cursor made by [`encode_cursor`], or `invalid_field`.
 pub fn decode_cursor(c: &str, parts: usize) -> Result<Vec<String>, ApiError> {
     let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
@@ -65,6 +77,41 @@ fn check_name(name: Option<String>) -> Result<Option<String>, ApiError> {
     Ok((!n.is_empty()).then_some(n))
 }
 
+/// Name lookups for URL checks running at once, per replica. The system
+/// resolver blocks a thread until it gives up (which a dead name server
+/// can make long), so lookups run on threads of their own, at most this
+/// many; more wait, and give up with the request.
+pub const MAX_LOOKUPS: usize = 8;
+
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+
+/// The addresses of `host` (empty if it does not resolve within 3 s).
+async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, ApiError> {
+    use std::net::ToSocketAddrs;
+    let permit = tokio::time::timeout(std::time::Duration::from_secs(3), LOOKUPS.acquire())
+        .await
+        .map_err(|_| ApiError::unavailable())?
+        .map_err(|_| ApiError::internal())?;
+    permit.forget();
+    let host = host.to_string();
+    // The permit goes back when the lookup ends, not when the request does.
+    let lookup = tokio::task::spawn_blocking(move || {
+        let found = (host.as_str(), 0)
+            .to_socket_addrs()
+            .map(|a| a.map(|a| a.ip()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        LOOKUPS.add_permits(1);
+        found
+    });
+    Ok(
+        tokio::time::timeout(std::time::Duration::from_secs(3), lookup)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+    )
+}
+
 /// Checks a URL as validators will: the shape (http/https, host, no
 /// credentials, length, port), then the address. A name is resolved and
 /// refused when every address it has is private; a name that does not
@@ -81,23 +128,14 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<WebsiteUrl, Api
         return Ok(url);
     }
     if let Some(url::Host::Domain(host)) = parsed.host() {
-        let lookup = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            tokio::net::lookup_host((host, 0)),
-        )
-        .await;
-        if let Ok(Ok(addrs)) = lookup {
-            let addrs: Vec<_> = addrs.map(|a| a.ip()).collect();
-            if let Some(first) = addrs.first() {
-                if addrs.iter().all(|ip| policy.check(*ip).is_err()) {
-                    return Err(ApiError::invalid(
-                        "url",
-                        format!(
-                            "{host} resolves to {first}, a private/loopback/link-local address"
-                        ),
-                    ));
-                }
-            }
+        let addrs = resolve(host).await?;
+        if !addrs.is_empty() && addrs.iter().all(|ip| policy.check(*ip).is_err()) {
+            // The address is not echoed: it would tell anyone what names
+            // resolve to inside this service's network.
+            return Err(ApiError::invalid(
+                "url",
+                format!("{host} resolves only to private/loopback/link-local addresses"),
+            ));
         }
     }
     Ok(url)
@@ -203,17 +241,27 @@ pub async fn create(
         keyword: n.keyword,
         follow_redirects: n.follow_redirects.unwrap_or(true),
     };
+    // The cheap refusal first: an account at its quota costs no lookup.
+    if state.store.count_owned_sites(a.id).await? >= i64::from(a.max_sites) {
+        return Err(quota_exceeded(a.max_sites));
+    }
     let settings = validate(&state, a, draft).await?;
     match state.store.create_owned_site(a.id, &settings).await? {
         Ok(site) => {
             tracing::info!(account = a.id.0, website = site.id.0, "website created");
             Ok((StatusCode::CREATED, axum::Json(SiteView::from(&site))))
         }
-        Err(store::QuotaReached { max_sites }) => Err(ApiError::forbidden(
-            "quota_exceeded",
-            format!("this account may have {max_sites} websites; delete one or ask the operator for more"),
-        )),
+        Err(store::QuotaReached { max_sites }) => Err(quota_exceeded(max_sites)),
     }
+}
+
+fn quota_exceeded(max_sites: i32) -> ApiError {
+    ApiError::forbidden(
+        "quota_exceeded",
+        format!(
+            "this account may have {max_sites} websites; delete one or ask the operator for more"
+        ),
+    )
 }
 
 /// The account's websites in id order, a page at a time.

@@ -185,6 +185,21 @@ async fn rounds_and_results_page_newest_first_without_gaps() {
     assert_eq!(ticks.len(), 10);
     let mut sorted = ticks.clone();
     sorted.sort_by(|a, b| b.cmp(a));
+    // A forged cursor with a time out of range is refused, not a 500.
+    use base64::Engine;
+    for forged in ["-9223372036854775808:1", "9223372036854775807:1", "-1:1"] {
+        let cur = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged);
+        for list in ["rounds", "results"] {
+            let (s, b) = c
+                .get(&format!("/v1/websites/{id}/{list}?cursor={cur}"))
+                .await;
+            assert_eq!(
+                (s, code(&b)),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+                "{list} {forged}"
+            );
+        }
+    }
     assert_eq!(ticks, sorted, "newest first, no duplicates");
     sorted.dedup();
     assert_eq!(sorted.len(), 10);
