@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/websites/{id}/rounds", get(reads::rounds))
         .route("/v1/websites/{id}/results", get(reads::results))
         .route("/v1/websites/{id}/validators", get(reads::validators))
+        .route("/v1/websites/{id}/incidents", get(reads::incidents))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(state.clone(), per_ip))
         .layer(axum::extract::DefaultBodyLimit::max(

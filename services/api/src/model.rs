@@ -333,6 +333,12 @@ pub struct RoundRef {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusView {
     pub website_id: i64,
+    /// The state under the incident rule (N down rounds in a row open an
+    /// incident, M up rounds resolve it; `unknown` rounds count for
+    /// neither): `up`, `down`, or `unknown` before a streak decided it.
+    pub incident_state: String,
+    /// The open incident, if any.
+    pub open_incident: Option<i64>,
     /// The latest decided round's status; `pending` before the first one,
     /// `paused` while paused.
     #[schema(example = "up")]
@@ -467,6 +473,35 @@ pub struct RoundPage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TickPage {
     pub items: Vec<TickView>,
+    pub next_cursor: Option<String>,
+}
+
+/// What a region saw in the round that opened an incident.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IncidentRegion {
+    pub region: String,
+    pub validator: String,
+    pub up: bool,
+    pub http_status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentView {
+    pub id: i64,
+    /// Scheduled time of the first down round of the streak that opened it.
+    pub started_at_ms: i64,
+    pub opened_at_ms: i64,
+    /// Scheduled time of the first up round of the streak that resolved
+    /// it; absent while open.
+    pub resolved_at_ms: Option<i64>,
+    pub regions: Vec<IncidentRegion>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentPage {
+    pub items: Vec<IncidentView>,
     pub next_cursor: Option<String>,
 }
 

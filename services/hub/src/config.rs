@@ -43,6 +43,10 @@ pub struct Config {
     pub scheduler_tick_ms: u64,
     /// How often websites are re-read from PostgreSQL, ms.
     pub reload_interval_ms: u64,
+    /// Consecutive `down` rounds that open an incident.
+    pub incident_open_after: u32,
+    /// Consecutive `up` rounds that resolve it.
+    pub incident_resolve_after: u32,
     /// Lamports an accepted tick earns.
     pub reward_lamports: i64,
     pub heartbeat_interval_ms: u64,
@@ -157,6 +161,8 @@ impl Default for Config {
             task_deadline_ms: 30_000,
             scheduler_tick_ms: 200,
             reload_interval_ms: 5_000,
+            incident_open_after: 2,
+            incident_resolve_after: 2,
             reward_lamports: 1_000,
             heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS,
             heartbeat_timeout_ms: limits::HEARTBEAT_TIMEOUT_MS,
@@ -329,6 +335,8 @@ impl Config {
                 task_deadline: ms(c.task_deadline_ms),
                 scheduler_tick: ms(c.scheduler_tick_ms),
                 reload_interval: ms(c.reload_interval_ms),
+                incident_open_after: c.incident_open_after as i32,
+                incident_resolve_after: c.incident_resolve_after as i32,
             },
             sessions: SessionSettings {
                 hub_id: c.hub_id.clone(),
@@ -370,6 +378,14 @@ impl Config {
             return Err(invalid("HUB_DATABASE_URL", "must be set (or DATABASE_URL)"));
         }
         self.keyring()?;
+        for (var, v) in [
+            ("HUB_INCIDENT_OPEN_AFTER", self.incident_open_after),
+            ("HUB_INCIDENT_RESOLVE_AFTER", self.incident_resolve_after),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err(invalid(var, "must be 1 to 100 rounds"));
+            }
+        }
         if !(1..=16).contains(&self.validators_per_round) {
             return Err(invalid("HUB_VALIDATORS_PER_ROUND", "must be 1..=16"));
         }
@@ -652,6 +668,10 @@ pub struct RoundSettings {
     pub task_deadline: Duration,
     pub scheduler_tick: Duration,
     pub reload_interval: Duration,
+    /// Consecutive down rounds that open an incident, up rounds that
+    /// resolve it (1 to 100 each).
+    pub incident_open_after: i32,
+    pub incident_resolve_after: i32,
 }
 
 /// Each validator session's.

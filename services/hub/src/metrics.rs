@@ -33,6 +33,7 @@ pub struct Metrics {
     pub ring_members: IntGauge,
     pub websites_owned: IntGauge,
     pub website_reloads: IntCounterVec,
+    pub incidents: IntCounterVec,
     pub ownership_changes: IntCounter,
     pub redis_errors: IntCounter,
     pub pubsub_lagged: IntCounter,
@@ -186,6 +187,11 @@ impl Metrics {
             ),
             ring_members: gauge("ring_members", "Hubs in this hub's view of the ring."),
             websites_owned: gauge("websites_owned", "Enabled websites this hub schedules."),
+            incidents: counter_vec(
+                "incidents_total",
+                "Incidents this hub opened or resolved while applying decided rounds, by transition.",
+                "transition",
+            ),
             website_reloads: counter_vec(
                 "website_reloads_total",
                 "Reloads of websites from PostgreSQL: all of them (start, timer, ring change, `*`) or some (a notification naming ids).",

@@ -24,8 +24,8 @@ mod website_url;
 
 pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewKey};
 pub use crate::owner_sites::{
-    LatestRound, OwnedSite, QuotaReached, RegionCheck, RegionLatency, RoundRecord, SiteSettings,
-    SiteValidator, TickRecord, UptimeCount,
+    IncidentRecord, IncidentState, LatestRound, OwnedSite, QuotaReached, RegionCheck,
+    RegionLatency, RoundRecord, SiteSettings, SiteValidator, TickRecord, UptimeCount,
 };
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
@@ -601,6 +601,30 @@ impl Store {
                 down: r.get("down"),
             })
             .collect())
+    }
+
+    /// Moves each website's incident state over its decided rounds that
+    /// follow what was applied before, in slot order (see the migration's
+    /// `apply_round_decisions`): `open_after` consecutive down rounds open
+    /// an incident, `resolve_after` up rounds resolve it, `unknown` counts
+    /// for neither. Safe to call from any number of hubs at once: each
+    /// round is applied once. Returns (incidents opened, resolved).
+    pub async fn apply_round_decisions(
+        &self,
+        websites: &[WebsiteId],
+        open_after: i32,
+        resolve_after: i32,
+    ) -> Result<(i32, i32)> {
+        if websites.is_empty() {
+            return Ok((0, 0));
+        }
+        let row = sqlx::query("SELECT opened, resolved FROM apply_round_decisions($1, $2, $3)")
+            .bind(websites)
+            .bind(open_after)
+            .bind(resolve_after)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.get("opened"), row.get("resolved")))
     }
 
     /// Closes rounds whose deadline passed more than `grace` ago, whoever

@@ -138,6 +138,25 @@ pub struct TickRecord {
     pub checked_at_ms: i64,
 }
 
+/// An incident of a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentRecord {
+    pub id: i64,
+    pub started_at_ms: i64,
+    pub opened_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+    /// What each region saw in the round that opened it (JSON array).
+    pub regions_json: String,
+}
+
+/// A site's state under the incident rule (`website_state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentState {
+    /// `up`, `down` or `unknown` (before a streak decided it).
+    pub status: String,
+    pub open_incident: Option<i64>,
+}
+
 /// A validator that checked a site, over a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteValidator {
@@ -602,6 +621,55 @@ impl Store {
                 region: r.get("region"),
                 results: r.get("n"),
                 last_checked_at_ms: r.get("last_ms"),
+            })
+            .collect())
+    }
+
+    /// The site's state under the incident rule, if a round was applied.
+    pub async fn incident_state(&self, id: WebsiteId) -> Result<Option<IncidentState>> {
+        let row =
+            sqlx::query("SELECT status, open_incident_id FROM website_state WHERE website_id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|r| IncidentState {
+            status: r.get("status"),
+            open_incident: r.get("open_incident_id"),
+        }))
+    }
+
+    /// Incidents strictly older than the cursor `(started_at_ms, id)`,
+    /// newest first.
+    pub async fn incident_page(
+        &self,
+        id: WebsiteId,
+        before: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<IncidentRecord>> {
+        let (b_ms, b_id) = before.unwrap_or((253_402_300_799_000, i64::MAX));
+        let rows = sqlx::query(
+            "SELECT id, (extract(epoch FROM started_at) * 1000)::int8 AS started_ms,
+                    (extract(epoch FROM opened_at) * 1000)::int8 AS opened_ms,
+                    (extract(epoch FROM resolved_at) * 1000)::int8 AS resolved_ms,
+                    regions::text AS regions
+               FROM incidents
+              WHERE website_id = $1 AND (started_at, id) < (to_timestamp($2 / 1000.0), $3)
+              ORDER BY started_at DESC, id DESC LIMIT $4",
+        )
+        .bind(id)
+        .bind(b_ms)
+        .bind(b_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| IncidentRecord {
+                id: r.get("id"),
+                started_at_ms: r.get("started_ms"),
+                opened_at_ms: r.get("opened_ms"),
+                resolved_at_ms: r.get("resolved_ms"),
+                regions_json: r.get("regions"),
             })
             .collect())
     }

@@ -39,9 +39,10 @@ pub async fn status(
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<StatusView>> {
     let site = owned(&state, &caller.account, id).await?;
-    let (last, regions) = tokio::try_join!(
+    let (last, regions, incident) = tokio::try_join!(
         state.store.latest_round(site.id),
         state.store.latest_by_region(site.id, 86_400),
+        state.store.incident_state(site.id),
     )?;
     let status = match (&last, site.paused) {
         (_, true) => "paused".to_string(),
@@ -50,6 +51,10 @@ pub async fn status(
     };
     Ok(axum::Json(StatusView {
         website_id: id,
+        incident_state: incident
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), |i| i.status.clone()),
+        open_incident: incident.and_then(|i| i.open_incident),
         status,
         last_round: last.map(|r| RoundRef {
             round_id: r.round_id.0,
@@ -263,5 +268,58 @@ pub async fn validators(
                 last_checked_at_ms: v.last_checked_at_ms,
             })
             .collect(),
+    }))
+}
+
+/// Incidents, newest first: when each started and ended and what each
+/// region saw when it opened.
+#[utoipa::path(get, path = "/v1/websites/{id}/incidents", tag = "reads",
+    params(("id" = i64, Path), PageQuery),
+    responses(
+        (status = 200, body = IncidentPage),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (cursor, limit)", body = ErrorBody),
+    ))]
+pub async fn incidents(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<IncidentPage>> {
+    let limit = page_size(q.limit)?;
+    let before = match &q.cursor {
+        Some(c) => {
+            let p = decode_cursor(c, 2)?;
+            Some((cursor_ms(&p[0])?, cursor_number(&p[1])?))
+        }
+        None => None,
+    };
+    let site = owned(&state, &caller.account, id).await?;
+    let mut rows = state
+        .store
+        .incident_page(site.id, before, limit + 1)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            rows.last()
+                .map(|i| encode_cursor(&[i.started_at_ms.to_string(), i.id.to_string()]))
+        })
+        .flatten();
+    Ok(axum::Json(IncidentPage {
+        items: rows
+            .iter()
+            .map(|i| IncidentView {
+                id: i.id,
+                started_at_ms: i.started_at_ms,
+                opened_at_ms: i.opened_at_ms,
+                resolved_at_ms: i.resolved_at_ms,
+                // Written by the database's own jsonb_build_object.
+                regions: serde_json::from_str(&i.regions_json).unwrap_or_default(),
+            })
+            .collect(),
+        next_cursor,
     }))
 }

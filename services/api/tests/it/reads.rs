@@ -205,3 +205,46 @@ async fn rounds_and_results_page_newest_first_without_gaps() {
     assert_eq!(sorted.len(), 10);
     api.stop().await;
 }
+
+#[tokio::test]
+async fn incidents_and_the_incident_state_follow_decided_rounds() {
+    let api = Api::start().await;
+    let c = api.owner("a@example.com").await;
+    let id = c.new_site("http://127.0.0.1:8089/a").await;
+    let (_, st) = c.get(&format!("/v1/websites/{id}/status")).await;
+    assert_eq!(
+        (st["incident_state"].as_str(), st["open_incident"].is_null()),
+        (Some("unknown"), true)
+    );
+    // Oldest first: up, down, down (opens), up, up (resolves), down, down (opens).
+    let statuses = ["up", "down", "down", "up", "up", "down", "down"];
+    for (i, status) in statuses.iter().enumerate() {
+        seed_round(&api, id, status, 600 - 60 * i as i64).await;
+    }
+    let site = store::WebsiteId(id);
+    let (opened, resolved) = api
+        .db
+        .store
+        .apply_round_decisions(&[site], 2, 2)
+        .await
+        .unwrap();
+    assert_eq!((opened, resolved), (2, 1));
+    let (_, st) = c.get(&format!("/v1/websites/{id}/status")).await;
+    assert_eq!(st["incident_state"], "down");
+    let open = st["open_incident"].as_i64().expect("an open incident");
+    let (s, page) = c.get(&format!("/v1/websites/{id}/incidents?limit=1")).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let newest = &page["items"][0];
+    assert_eq!(newest["id"].as_i64(), Some(open));
+    assert!(newest["resolved_at_ms"].is_null());
+    assert_eq!(newest["regions"][0]["region"], "eu-west", "{newest}");
+    assert_eq!(newest["regions"][0]["up"], false);
+    let cur = page["next_cursor"].as_str().expect("a second page");
+    let (_, page) = c
+        .get(&format!("/v1/websites/{id}/incidents?limit=1&cursor={cur}"))
+        .await;
+    let older = &page["items"][0];
+    assert!(older["resolved_at_ms"].as_i64().unwrap() > older["started_at_ms"].as_i64().unwrap());
+    assert!(page["next_cursor"].is_null());
+    api.stop().await;
+}

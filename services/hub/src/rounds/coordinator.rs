@@ -421,11 +421,43 @@ impl Coordinator {
             Ok(closed) => {
                 self.count_closed(&closed);
                 self.rounds.closed(&close.round_ids);
+                self.apply_decisions(&closed).await;
             }
             // Kept open in memory; tried again after DB_RETRY_MS.
             Err(e) => {
                 tracing::warn!(error = %e, rounds = close.round_ids.len(), "closing rounds failed");
                 self.db_retry_at = now + DB_RETRY_MS;
+            }
+        }
+    }
+
+    /// Moves the incident state of the closed rounds' websites. A failure
+    /// (or this hub dying first) loses nothing: the website's next close,
+    /// by whichever hub, applies every decided round since, in slot order.
+    async fn apply_decisions(&self, closed: &[ClosedRound]) {
+        if closed.is_empty() {
+            return;
+        }
+        let mut sites: Vec<WebsiteId> = closed.iter().map(|c| c.website_id).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let s = &self.app.settings;
+        match self
+            .app
+            .store
+            .apply_round_decisions(&sites, s.incident_open_after, s.incident_resolve_after)
+            .await
+        {
+            Ok((opened, resolved)) => {
+                let m = &self.app.metrics.incidents;
+                m.with_label_values(&["opened"]).inc_by(opened as u64);
+                m.with_label_values(&["resolved"]).inc_by(resolved as u64);
+                if opened + resolved > 0 {
+                    tracing::info!(opened, resolved, "incidents changed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, websites = sites.len(), "applying round decisions failed")
             }
         }
     }
@@ -463,6 +495,7 @@ impl Coordinator {
                     .rounds_closed_by_non_owner
                     .inc_by(others as u64);
                 self.count_closed(&closed);
+                self.apply_decisions(&closed).await;
             }
             Err(e) => tracing::warn!(error = %e, "sweeping overdue rounds failed"),
         }

@@ -37,11 +37,18 @@ struct Load {
 /// Six validators (two per region), each told every hub URL starting at a
 /// different one, and 30 websites checked every 2 s.
 async fn start_load(db: &TestDb, urls: &[String]) -> Load {
-    let (base, sites_stop) = demo_sites(Default::default()).await;
-    for _ in 0..30 {
+    // A third of the sites flap (3 rounds down, 3 up), so incidents open
+    // and resolve while hubs come and go.
+    let (base, sites_stop) = demo_sites(demo_sites::Config {
+        flap_period: Duration::from_millis(3 * INTERVAL_MS as u64),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..30 {
+        let page = if i % 3 == 0 { "flap" } else { "up" };
         add_site(
             db,
-            &format!("{base}/up"),
+            &format!("{base}/{page}"),
             (INTERVAL_MS / 1000) as i32,
             1_000,
             None,
@@ -87,14 +94,69 @@ impl Load {
 
 /// The invariants every failure test ends on: no slot ran twice and no
 /// website waited longer than its interval plus 10 s. Then stops it all.
-async fn judge_and_stop(db: &TestDb, load: Load, hubs: Vec<HubProc>) {
+/// Judges the run (see the checks below) and stops it; returns how many
+/// incidents the run made.
+async fn judge_and_stop(db: &TestDb, load: Load, hubs: Vec<HubProc>) -> usize {
     assert_eq!(slots_run_twice(db).await, 0, "no slot ran twice");
+    let incidents = incidents_match_a_replay_of_the_rounds(db).await;
     let gap = max_round_gap_ms(db).await;
     assert!(gap <= MAX_GAP_MS, "largest gap between rounds {gap} ms");
     load.stop();
     for h in hubs {
         h.sigterm().await;
     }
+    incidents
+}
+
+/// Every transition happened exactly once, whichever hub applied it and
+/// whichever died: the incidents table equals a replay of the decided
+/// rounds in slot order under the rule (2 downs open, 2 ups resolve,
+/// `unknown` counts for neither, stop at the first open round). Pending
+/// rounds are applied first, as the next close would. Returns how many.
+async fn incidents_match_a_replay_of_the_rounds(db: &TestDb) -> usize {
+    let sites: Vec<store::WebsiteId> = sqlx::query_scalar("SELECT id FROM websites ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    db.store.apply_round_decisions(&sites, 2, 2).await.unwrap();
+    let mut total = 0;
+    for site in sites {
+        let rounds: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, status FROM rounds WHERE website_id = $1 ORDER BY scheduled_at",
+        )
+        .bind(site)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        let (mut up, mut down) = (0, 0);
+        let mut open: Option<i64> = None;
+        let mut want: Vec<(i64, Option<i64>)> = Vec::new();
+        for (id, status) in rounds {
+            match status.as_str() {
+                "open" => break,
+                "up" => (up, down) = (up + 1, 0),
+                "down" => (up, down) = (0, down + 1),
+                _ => {}
+            }
+            if open.is_none() && down >= 2 {
+                open = Some(id);
+                want.push((id, None));
+            } else if open.is_some() && up >= 2 {
+                open = None;
+                want.last_mut().unwrap().1 = Some(id);
+            }
+        }
+        let got: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT opened_by_round, resolved_by_round FROM incidents WHERE website_id = $1 ORDER BY id",
+        )
+        .bind(site)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(got, want, "incidents of website {site}");
+        total += got.len();
+    }
+    total
 }
 
 async fn stored(db: &TestDb) -> HashSet<Uuid> {
@@ -192,7 +254,15 @@ async fn kill_9_one_of_three_hubs_under_load() {
         (n == 0).then_some(())
     })
     .await;
-    judge_and_stop(&db, load, hubs).await;
+    // The hubs apply decided rounds as they close them (the check below
+    // applies what is left, as a next close would, and compares).
+    let by_hubs = count(&db, "SELECT count(*) FROM incidents").await;
+    assert!(
+        by_hubs > 0,
+        "the hubs opened incidents for the flapping sites"
+    );
+    let incidents = judge_and_stop(&db, load, hubs).await;
+    assert!(incidents as i64 >= by_hubs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 mod earnings;
 mod errors;
 mod fresh_db;
+mod incidents;
 mod payouts;
 mod rounds;
 mod simulated;
