@@ -15,6 +15,9 @@ CREATE TABLE website_state (
     -- slot order, each once
     applied_through  timestamptz,
     open_incident_id bigint,
+    -- per region: {"eu-west": {"n": 2, "since": "..."}}, the region's
+    -- consecutive rounds seen down while the quorum saw the site up
+    region_streaks   jsonb       NOT NULL DEFAULT '{}',
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 
@@ -32,6 +35,23 @@ CREATE TABLE incidents (
     regions           jsonb       NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX incidents_one_open ON incidents (website_id) WHERE resolved_at IS NULL;
+
+-- A region that sees the site down while the quorum sees it up: not an
+-- incident, but recorded (and shown) as a regional degradation. It opens
+-- after `open_after` such rounds in a row and ends at the first round in
+-- which the region sees the site up.
+CREATE TABLE regional_degradations (
+    id              bigserial   PRIMARY KEY,
+    website_id      bigint      NOT NULL REFERENCES websites (id) ON DELETE CASCADE,
+    region          text        NOT NULL,
+    started_at      timestamptz NOT NULL,
+    opened_by_round bigint      NOT NULL,
+    ended_at        timestamptz,
+    ended_by_round  bigint
+);
+CREATE UNIQUE INDEX regional_degradations_one_open ON regional_degradations (website_id, region)
+    WHERE ended_at IS NULL;
+CREATE INDEX regional_degradations_website_time ON regional_degradations (website_id, started_at DESC, id DESC);
 CREATE INDEX incidents_website_time ON incidents (website_id, started_at DESC, id DESC);
 
 -- Applies the decided rounds of these websites that follow each one's
@@ -41,7 +61,10 @@ CREATE INDEX incidents_website_time ON incidents (website_id, started_at DESC, i
 -- apply each round exactly once and never deadlock on each other.
 -- `open_after` consecutive down rounds open an incident; `resolve_after`
 -- consecutive up rounds resolve it; an `unknown` round (no majority)
--- changes neither count. Returns how many incidents opened and resolved.
+-- changes neither count. In `up` rounds, a region whose results are all
+-- down for `open_after` rounds in a row opens a regional degradation,
+-- ended by the first round in which it sees the site up. Returns how many
+-- incidents opened and resolved.
 CREATE FUNCTION apply_round_decisions(ids bigint[], open_after integer, resolve_after integer,
                                       OUT opened integer, OUT resolved integer)
 LANGUAGE plpgsql AS $$
@@ -49,7 +72,9 @@ DECLARE
     w  bigint;
     st website_state%ROWTYPE;
     r  record;
+    g  record;
     n  bigint;
+    k  integer;
 BEGIN
     opened := 0;
     resolved := 0;
@@ -107,13 +132,43 @@ BEGIN
             ELSIF st.open_incident_id IS NULL AND st.consecutive_up >= resolve_after THEN
                 st.status := 'up';
             END IF;
+            -- Regions against the quorum: in an `up` round, a region whose
+            -- every result is down extends its streak; a region that saw
+            -- the site up ends its streak and any open degradation.
+            IF r.status = 'up' THEN
+                FOR g IN SELECT v.region, bool_and(t.status = 'down') AS down
+                           FROM ticks t JOIN validators v ON v.id = t.validator_id
+                          WHERE t.round_id = r.id AND t.website_id = w
+                            AND t.scheduled_at = r.scheduled_at
+                          GROUP BY v.region LOOP
+                    IF g.down THEN
+                        k := COALESCE((st.region_streaks -> g.region ->> 'n')::integer, 0) + 1;
+                        st.region_streaks := jsonb_set(st.region_streaks, ARRAY[g.region],
+                            jsonb_build_object('n', k, 'since',
+                                COALESCE(st.region_streaks -> g.region -> 'since',
+                                         to_jsonb(r.scheduled_at))));
+                        IF k = open_after THEN
+                            INSERT INTO regional_degradations
+                                   (website_id, region, started_at, opened_by_round)
+                            VALUES (w, g.region,
+                                    (st.region_streaks -> g.region ->> 'since')::timestamptz, r.id)
+                            ON CONFLICT DO NOTHING;
+                        END IF;
+                    ELSE
+                        st.region_streaks := st.region_streaks - g.region;
+                        UPDATE regional_degradations
+                           SET ended_at = r.scheduled_at, ended_by_round = r.id
+                         WHERE website_id = w AND region = g.region AND ended_at IS NULL;
+                    END IF;
+                END LOOP;
+            END IF;
             st.applied_through := r.scheduled_at;
         END LOOP;
         UPDATE website_state
            SET status = st.status, consecutive_up = st.consecutive_up,
                consecutive_down = st.consecutive_down, down_since = st.down_since,
                applied_through = st.applied_through, open_incident_id = st.open_incident_id,
-               updated_at = now()
+               region_streaks = st.region_streaks, updated_at = now()
          WHERE website_id = w;
     END LOOP;
 END;

@@ -339,6 +339,9 @@ pub struct StatusView {
     pub incident_state: String,
     /// The open incident, if any.
     pub open_incident: Option<i64>,
+    /// Regions that see the site down while the quorum sees it up
+    /// (regional degradations: not incidents).
+    pub degraded_regions: Vec<DegradedRegion>,
     /// The latest decided round's status; `pending` before the first one,
     /// `paused` while paused.
     #[schema(example = "up")]
@@ -346,6 +349,13 @@ pub struct StatusView {
     pub last_round: Option<RoundRef>,
     /// Each region's latest result of the last 24 hours.
     pub regions: Vec<RegionCheckView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DegradedRegion {
+    pub region: String,
+    /// Scheduled time of the first round of its streak.
+    pub since_ms: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -27,7 +27,7 @@ use crate::routes::{accounts, keys, reads, sites};
         Scope, NewKey, KeyView, CreatedKey, KeyList, NewSite, SitePatch, SiteView, SitePage,
         RegionCheckView, RoundRef, StatusView, UptimeWindow, UptimeView, RegionLatencyView,
         LatencyView, TickView, RoundView, RoundPage, TickPage, SiteValidatorView, SiteValidators,
-        IncidentRegion, IncidentView, IncidentPage)),
+        IncidentRegion, IncidentView, IncidentPage, DegradedRegion)),
     modifiers(&Security),
     security(("api_key" = []), ("session" = [])),
     tags(

@@ -673,4 +673,17 @@ impl Store {
             })
             .collect())
     }
+
+    /// Regions that see the site down while the quorum sees it up, now
+    /// (open regional degradations): `(region, started_at_ms)`.
+    pub async fn open_degradations(&self, id: WebsiteId) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT region, (extract(epoch FROM started_at) * 1000)::int8
+               FROM regional_degradations
+              WHERE website_id = $1 AND ended_at IS NULL ORDER BY region",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?)
+    }
 }

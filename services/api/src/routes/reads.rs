@@ -39,10 +39,11 @@ pub async fn status(
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<StatusView>> {
     let site = owned(&state, &caller.account, id).await?;
-    let (last, regions, incident) = tokio::try_join!(
+    let (last, regions, incident, degraded) = tokio::try_join!(
         state.store.latest_round(site.id),
         state.store.latest_by_region(site.id, 86_400),
         state.store.incident_state(site.id),
+        state.store.open_degradations(site.id),
     )?;
     let status = match (&last, site.paused) {
         (_, true) => "paused".to_string(),
@@ -55,6 +56,10 @@ pub async fn status(
             .as_ref()
             .map_or_else(|| "unknown".to_string(), |i| i.status.clone()),
         open_incident: incident.and_then(|i| i.open_incident),
+        degraded_regions: degraded
+            .into_iter()
+            .map(|(region, since_ms)| DegradedRegion { region, since_ms })
+            .collect(),
         status,
         last_round: last.map(|r| RoundRef {
             round_id: r.round_id.0,

@@ -231,6 +231,10 @@ async fn incidents_and_the_incident_state_follow_decided_rounds() {
     assert_eq!((opened, resolved), (2, 1));
     let (_, st) = c.get(&format!("/v1/websites/{id}/status")).await;
     assert_eq!(st["incident_state"], "down");
+    assert!(
+        st["degraded_regions"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
     let open = st["open_incident"].as_i64().expect("an open incident");
     let (s, page) = c.get(&format!("/v1/websites/{id}/incidents?limit=1")).await;
     assert_eq!(s, StatusCode::OK, "{page}");

@@ -173,3 +173,59 @@ async fn concurrent_appliers_make_exactly_one_transition_per_change() {
         .unwrap();
     assert_eq!(n, 20);
 }
+
+/// An `up` round (us-east and ap-south up) in which eu-west sees the site
+/// down, or up too.
+async fn up_with_eu(store: &Store, site: WebsiteId, i: i64, eu_up: bool) {
+    let r = open_round(store, site, past_ms() + i * 60_000).await;
+    let eu = validator(store, "val-eu", "eu-west").await;
+    let us = validator(store, "val-us", "us-east").await;
+    let ap = validator(store, "val-ap", "ap-south").await;
+    store_ticks(
+        store,
+        &[tick(&r, eu, eu_up), tick(&r, us, true), tick(&r, ap, true)],
+    )
+    .await;
+    let closed = store.close_rounds(&[r.round_id], "h1", &[]).await.unwrap();
+    assert_eq!(closed[0].status, "up");
+}
+
+#[tokio::test]
+async fn a_region_against_the_quorum_is_a_regional_degradation_not_an_incident() {
+    let db = db().await;
+    let s = &db.store;
+    let site = website(s, 1).await.id;
+    up_with_eu(s, site, 0, false).await;
+    assert_eq!(apply(s, site).await, (0, 0));
+    assert!(
+        s.open_degradations(site).await.unwrap().is_empty(),
+        "one round is not a streak"
+    );
+    up_with_eu(s, site, 1, false).await;
+    up_with_eu(s, site, 2, false).await;
+    assert_eq!(apply(s, site).await, (0, 0), "no incident");
+    assert_eq!(
+        s.open_degradations(site).await.unwrap(),
+        vec![("eu-west".to_string(), past_ms())],
+        "open from the first round of the streak"
+    );
+    up_with_eu(s, site, 3, true).await;
+    apply(s, site).await;
+    assert!(s.open_degradations(site).await.unwrap().is_empty());
+    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT region, (extract(epoch FROM started_at) * 1000)::int8,
+                (extract(epoch FROM ended_at) * 1000)::int8 FROM regional_degradations",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![(
+            "eu-west".to_string(),
+            past_ms(),
+            Some(past_ms() + 3 * 60_000)
+        )]
+    );
+    assert!(incidents(s, site).await.is_empty());
+}
