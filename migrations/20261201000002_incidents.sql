@@ -75,6 +75,7 @@ DECLARE
     g  record;
     n  bigint;
     k  integer;
+    applied boolean;
 BEGIN
     opened := 0;
     resolved := 0;
@@ -87,6 +88,7 @@ BEGIN
             SELECT * INTO st FROM website_state WHERE website_id = w FOR UPDATE;
             CONTINUE WHEN NOT FOUND;
         END IF;
+        applied := false;
         FOR r IN SELECT id, status, scheduled_at FROM rounds
                   WHERE website_id = w
                     AND scheduled_at > COALESCE(st.applied_through, '-infinity'::timestamptz)
@@ -147,7 +149,7 @@ BEGIN
                             jsonb_build_object('n', k, 'since',
                                 COALESCE(st.region_streaks -> g.region -> 'since',
                                          to_jsonb(r.scheduled_at))));
-                        IF k = open_after THEN
+                        IF k >= open_after THEN
                             INSERT INTO regional_degradations
                                    (website_id, region, started_at, opened_by_round)
                             VALUES (w, g.region,
@@ -163,7 +165,9 @@ BEGIN
                 END LOOP;
             END IF;
             st.applied_through := r.scheduled_at;
+            applied := true;
         END LOOP;
+        CONTINUE WHEN NOT applied;
         UPDATE website_state
            SET status = st.status, consecutive_up = st.consecutive_up,
                consecutive_down = st.consecutive_down, down_since = st.down_since,

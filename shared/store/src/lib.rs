@@ -366,11 +366,12 @@ impl Store {
         Ok(website_from_row(&row))
     }
 
+    /// Every website not deleted (the operator's list), by id.
     pub async fn list_websites(&self) -> Result<Vec<Website>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             website_columns!(),
-            " FROM websites ORDER BY id"
+            " FROM websites WHERE deleted_at IS NULL ORDER BY id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -401,9 +402,9 @@ impl Store {
         Ok(rows.iter().map(website_from_row).collect())
     }
 
-    /// Returns false if there is no such website.
+    /// Returns false if there is no such website (a deleted one included).
     pub async fn set_website_enabled(&self, id: WebsiteId, enabled: bool) -> Result<bool> {
-        let r = sqlx::query("UPDATE websites SET enabled = $2, updated_at = now() WHERE id = $1")
+        let r = sqlx::query("UPDATE websites SET enabled = $2, updated_at = now() WHERE id = $1 AND deleted_at IS NULL")
             .bind(id)
             .bind(enabled)
             .execute(&self.pool)

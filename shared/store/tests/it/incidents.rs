@@ -56,8 +56,8 @@ async fn two_downs_open_two_ups_resolve_and_each_round_counts_once() {
         (0, 0),
         "one up round resolves nothing"
     );
-    decided(s, site, 4, Some(true)).await;
-    let last = decided(s, site, 5, Some(true)).await;
+    let second_up = decided(s, site, 4, Some(true)).await;
+    decided(s, site, 5, Some(true)).await;
     assert_eq!(apply(s, site).await, (0, 1));
     let got = incidents(s, site).await;
     assert_eq!(got.len(), 1);
@@ -69,9 +69,9 @@ async fn two_downs_open_two_ups_resolve_and_each_round_counts_once() {
         "at the first up round of the streak"
     );
     assert_eq!(opened_by, second_down.0);
-    assert_ne!(
+    assert_eq!(
         resolved_by,
-        Some(last.0),
+        Some(second_up.0),
         "resolved by the second up round, slot 4"
     );
     // What each region saw when it opened.

@@ -174,3 +174,29 @@ async fn website_id_binds_and_decodes_as_its_column() {
         .unwrap();
     assert_eq!(ids, vec![w.id]);
 }
+
+#[tokio::test]
+async fn deleted_websites_leave_the_operators_list_and_cannot_be_enabled() {
+    let db = db().await;
+    let a = website(&db.store, 1).await;
+    let b = website(&db.store, 2).await;
+    sqlx::query("UPDATE websites SET deleted_at = now(), enabled = false WHERE id = $1")
+        .bind(a.id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let listed: Vec<WebsiteId> = db
+        .store
+        .list_websites()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(listed, vec![b.id]);
+    assert!(
+        !db.store.set_website_enabled(a.id, true).await.unwrap(),
+        "no such website"
+    );
+    assert!(db.store.set_website_enabled(b.id, false).await.unwrap());
+}
