@@ -862,3 +862,42 @@ fn docs_state_the_hello_field_rules() {
         "{tag_row}"
     );
 }
+
+/// The refused ports and the refusal texts in "How a check is made" are the
+/// ones `protocol::target` and `limits::BLOCKED_PORTS` apply.
+#[test]
+fn docs_list_the_refused_ports_and_refusal_texts() {
+    use protocol::target::Refused;
+    let doc = protocol_md().replace('\n', " ");
+    let start = doc.find("calls bad (").expect("the bad-ports paragraph");
+    let list = &doc[start..];
+    let list = &list[list.find("):").expect("the port list") + 2
+        ..list.find("(`BLOCKED_PORTS`)").expect("its end")];
+    let mut documented = BTreeSet::new();
+    for item in list
+        .split(',')
+        .map(|p| p.trim().trim_matches(|c: char| c == ' '))
+    {
+        let item: String = item.split_whitespace().collect();
+        match item.split_once('-') {
+            Some((a, b)) => {
+                documented.extend(a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap())
+            }
+            None => {
+                documented.insert(item.parse::<u16>().unwrap_or_else(|_| panic!("{item:?}")));
+            }
+        }
+    }
+    let code: BTreeSet<u16> = limits::BLOCKED_PORTS.iter().copied().collect();
+    assert_eq!(documented, code, "docs/protocol.md lists BLOCKED_PORTS");
+    for text in [
+        Refused::Address("10.0.0.1".parse().unwrap()).to_string(),
+        Refused::Port(25).to_string(),
+    ] {
+        let in_doc = text.replace(' ', "");
+        assert!(
+            doc.replace(' ', "").contains(&in_doc),
+            "docs/protocol.md quotes {text:?}"
+        );
+    }
+}
