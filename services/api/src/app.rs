@@ -165,12 +165,10 @@ pub fn router(state: AppState) -> Router {
 /// Counts each request by route and status, times it, and cuts it off
 /// after the request time limit (503 `timeout`).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
-    let method = req.method().as_str().to_string();
+    // Both are cheap clones (the path is shared), not new strings.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = req.method().clone();
     let started = Instant::now();
     let resp = match tokio::time::timeout(state.settings.request_timeout, next.run(req)).await {
         Ok(r) => r,
@@ -184,12 +182,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     state
         .metrics
         .requests
-        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .with_label_values(&[route, method.as_str(), resp.status().as_str()])
         .inc();
     state
         .metrics
         .request_seconds
-        .with_label_values(&[&route])
+        .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     resp
 }

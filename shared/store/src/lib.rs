@@ -26,6 +26,7 @@ pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewK
 pub use crate::owner_sites::{
     IncidentRecord, IncidentState, LatestRound, OwnedSite, QuotaReached, RegionCheck,
     RegionLatency, RoundRecord, SiteSettings, SiteValidator, TickRecord, UptimeCount,
+    MAX_CURSOR_MS,
 };
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,

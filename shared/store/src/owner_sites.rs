@@ -7,6 +7,10 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::website_url::check_keyword;
+
+/// Latest time a page cursor may name, ms (9999-12-31): no row is later,
+/// and `to_timestamp` takes it. A page without a cursor starts here.
+pub const MAX_CURSOR_MS: i64 = 253_402_300_799_000;
 use crate::{AccountId, Result, RoundId, Store, WebsiteId, WebsiteUrl};
 
 /// A website with what its owner set.
@@ -511,7 +515,7 @@ impl Store {
         before: Option<(i64, RoundId)>,
         limit: i64,
     ) -> Result<Vec<RoundRecord>> {
-        let (b_ms, b_id) = before.unwrap_or((i64::MAX, RoundId(i64::MAX)));
+        let (b_ms, b_id) = before.unwrap_or((MAX_CURSOR_MS, RoundId(i64::MAX)));
         let rows = sqlx::query(
             "SELECT id, status, (extract(epoch FROM scheduled_at) * 1000)::int8 AS sched_ms, \
                     (extract(epoch FROM deadline) * 1000)::int8 AS deadline_ms, \
@@ -522,7 +526,7 @@ impl Store {
               ORDER BY scheduled_at DESC, id DESC LIMIT $4",
         )
         .bind(id)
-        .bind(b_ms.min(253_402_300_799_000)) // 9999-12-31, to_timestamp's range
+        .bind(b_ms.min(MAX_CURSOR_MS))
         .bind(b_id)
         .bind(limit)
         .fetch_all(self.pool())
@@ -576,7 +580,7 @@ impl Store {
         before: Option<(i64, Uuid)>,
         limit: i64,
     ) -> Result<Vec<TickRecord>> {
-        let (b_ms, b_task) = before.unwrap_or((i64::MAX, Uuid::max()));
+        let (b_ms, b_task) = before.unwrap_or((MAX_CURSOR_MS, Uuid::max()));
         let rows = sqlx::query(concat!(
             "SELECT ",
             tick_columns!(),
@@ -586,7 +590,7 @@ impl Store {
               ORDER BY t.scheduled_at DESC, t.task_id DESC LIMIT $4"
         ))
         .bind(id)
-        .bind(b_ms.min(253_402_300_799_000))
+        .bind(b_ms.min(MAX_CURSOR_MS))
         .bind(b_task)
         .bind(limit)
         .fetch_all(self.pool())
@@ -646,7 +650,7 @@ impl Store {
         before: Option<(i64, i64)>,
         limit: i64,
     ) -> Result<Vec<IncidentRecord>> {
-        let (b_ms, b_id) = before.unwrap_or((253_402_300_799_000, i64::MAX));
+        let (b_ms, b_id) = before.unwrap_or((MAX_CURSOR_MS, i64::MAX));
         let rows = sqlx::query(
             "SELECT id, (extract(epoch FROM started_at) * 1000)::int8 AS started_ms,
                     (extract(epoch FROM opened_at) * 1000)::int8 AS opened_ms,

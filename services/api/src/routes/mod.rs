@@ -2,5 +2,6 @@
 
 pub mod accounts;
 pub mod keys;
+pub mod page;
 pub mod reads;
 pub mod sites;

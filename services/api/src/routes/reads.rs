@@ -8,10 +8,11 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Reader;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::model::*;
-use crate::routes::sites::{cursor_ms, decode_cursor, encode_cursor, owned, page_size};
+use crate::routes::page::{self, page_size};
+use crate::routes::sites::owned;
 
 /// Uptime windows, as (label, seconds).
 pub const UPTIME_WINDOWS: [(&str, i64); 4] = [
@@ -20,11 +21,6 @@ pub const UPTIME_WINDOWS: [(&str, i64); 4] = [
     ("30d", 30 * 86_400),
     ("90d", 90 * 86_400),
 ];
-
-fn cursor_number(s: &str) -> Result<i64, ApiError> {
-    s.parse()
-        .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))
-}
 
 /// The latest decided round and each region's latest result.
 #[utoipa::path(get, path = "/v1/websites/{id}/status", tag = "reads", params(("id" = i64, Path)),
@@ -166,23 +162,12 @@ pub async fn rounds(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<RoundPage>> {
     let limit = page_size(q.limit)?;
-    let before = match &q.cursor {
-        Some(c) => {
-            let p = decode_cursor(c, 2)?;
-            Some((cursor_ms(&p[0])?, RoundId(cursor_number(&p[1])?)))
-        }
-        None => None,
-    };
+    let before = page::before(q.cursor.as_deref())?.map(|(ms, id)| (ms, RoundId(id)));
     let site = owned(&state, &caller.account, id).await?;
-    let mut rows = state.store.round_page(site.id, before, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|r| encode_cursor(&[r.scheduled_at_ms.to_string(), r.round_id.0.to_string()]))
-        })
-        .flatten();
+    let rows = state.store.round_page(site.id, before, limit + 1).await?;
+    let (rows, next_cursor) = page::cut(rows, limit, |r| {
+        format!("{}:{}", r.scheduled_at_ms, r.round_id.0)
+    });
     Ok(axum::Json(RoundPage {
         items: rows
             .iter()
@@ -215,25 +200,12 @@ pub async fn results(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<TickPage>> {
     let limit = page_size(q.limit)?;
-    let before = match &q.cursor {
-        Some(c) => {
-            let p = decode_cursor(c, 2)?;
-            let task = Uuid::parse_str(&p[1])
-                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?;
-            Some((cursor_ms(&p[0])?, task))
-        }
-        None => None,
-    };
+    let before = page::before::<Uuid>(q.cursor.as_deref())?;
     let site = owned(&state, &caller.account, id).await?;
-    let mut rows = state.store.tick_page(site.id, before, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|t| encode_cursor(&[t.scheduled_at_ms.to_string(), t.task_id.to_string()]))
-        })
-        .flatten();
+    let rows = state.store.tick_page(site.id, before, limit + 1).await?;
+    let (rows, next_cursor) = page::cut(rows, limit, |t| {
+        format!("{}:{}", t.scheduled_at_ms, t.task_id)
+    });
     Ok(axum::Json(TickPage {
         items: rows.iter().map(TickView::from).collect(),
         next_cursor,
@@ -293,26 +265,13 @@ pub async fn incidents(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<IncidentPage>> {
     let limit = page_size(q.limit)?;
-    let before = match &q.cursor {
-        Some(c) => {
-            let p = decode_cursor(c, 2)?;
-            Some((cursor_ms(&p[0])?, cursor_number(&p[1])?))
-        }
-        None => None,
-    };
+    let before = page::before(q.cursor.as_deref())?;
     let site = owned(&state, &caller.account, id).await?;
-    let mut rows = state
+    let rows = state
         .store
         .incident_page(site.id, before, limit + 1)
         .await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|i| encode_cursor(&[i.started_at_ms.to_string(), i.id.to_string()]))
-        })
-        .flatten();
+    let (rows, next_cursor) = page::cut(rows, limit, |i| format!("{}:{}", i.started_at_ms, i.id));
     Ok(axum::Json(IncidentPage {
         items: rows
             .iter()

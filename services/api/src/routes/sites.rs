@@ -5,8 +5,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use protocol::target::TargetPolicy;
 use store::{Account, SiteSettings, WebsiteId, WebsiteUrl};
 
@@ -15,56 +13,12 @@ use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::model::{NewSite, PageQuery, SitePage, SitePatch, SiteView};
+use crate::routes::page::{self, page_size};
 
 /// Longest interval, seconds (the column's bound).
 pub const MAX_INTERVAL_SECS: i32 = 86_400;
 /// Per-check timeout bounds, ms.
 pub const TIMEOUT_MS: std::ops::RangeInclusive<i32> = 100..=60_000;
-/// Page sizes.
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 100;
-
-/// A page size within bounds.
-pub fn page_size(limit: Option<u32>) -> Result<i64, ApiError> {
-    match limit.unwrap_or(DEFAULT_PAGE) {
-        n @ 1..=MAX_PAGE => Ok(i64::from(n)),
-        _ => Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        )),
-    }
-}
-
-/// An opaque cursor from the parts of a sort key.
-pub fn encode_cursor(parts: &[String]) -> String {
-    URL_SAFE_NO_PAD.encode(parts.join(":"))
-}
-
-/// Latest time a cursor may name, ms (9999-12-31, PostgreSQL's
-/// `to_timestamp` range is wider, but no row is later).
-pub const MAX_CURSOR_MS: i64 = 253_402_300_799_000;
-
-/// A cursor's time part: 0 to [`MAX_CURSOR_MS`], else `invalid_field`.
-pub fn cursor_ms(s: &str) -> Result<i64, ApiError> {
-    s.parse()
-        .ok()
-        .filter(|ms| (0..=MAX_CURSOR_MS).contains(ms))
-        .ok_or_else(|| ApiError::invalid("cursor", "not a cursor this API gave out"))
-}
-
-/// The parts of a cursor made by [`encode_cursor`], or `invalid_field`.
-pub fn decode_cursor(c: &str, parts: usize) -> Result<Vec<String>, ApiError> {
-    let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
-    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
-    let s = String::from_utf8(raw).map_err(|_| bad())?;
-    let v: Vec<String> = s.split(':').map(str::to_string).collect();
-    if v.len() == parts {
-        Ok(v)
-    } else {
-        Err(bad())
-    }
-}
-
 fn check_name(name: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(n) = name else { return Ok(None) };
     let n = n.trim().to_string();
@@ -277,21 +231,12 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<SitePage>> {
     let limit = page_size(q.limit)?;
-    let after = match &q.cursor {
-        Some(c) => Some(WebsiteId(decode_cursor(c, 1)?[0].parse().map_err(
-            |_| ApiError::invalid("cursor", "not a cursor this API gave out"),
-        )?)),
-        None => None,
-    };
-    let mut sites = state
+    let after = page::after(q.cursor.as_deref())?.map(WebsiteId);
+    let sites = state
         .store
         .owned_sites(caller.account.id, after, limit + 1)
         .await?;
-    let more = sites.len() as i64 > limit;
-    sites.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| sites.last().map(|s| encode_cursor(&[s.id.0.to_string()])))
-        .flatten();
+    let (sites, next_cursor) = page::cut(sites, limit, |s| s.id.0.to_string());
     Ok(axum::Json(SitePage {
         items: sites.iter().map(SiteView::from).collect(),
         next_cursor,
@@ -443,16 +388,6 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_garbage() {
-        let c = encode_cursor(&["1700000000000".into(), "42".into()]);
-        assert_eq!(decode_cursor(&c, 2).unwrap(), vec!["1700000000000", "42"]);
-        assert!(decode_cursor(&c, 1).is_err());
-        assert!(decode_cursor("%%%", 1).is_err());
-        assert_eq!(page_size(None).unwrap(), 50);
-        assert!(page_size(Some(0)).is_err() && page_size(Some(101)).is_err());
-    }
 
     #[tokio::test]
     async fn urls_are_checked_as_validators_check_them() {

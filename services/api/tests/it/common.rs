@@ -162,6 +162,25 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// Every item of a list, following `next_cursor` from `path` (which
+    /// has a query, e.g. `?limit=3`); asserts each page is 200 and holds at
+    /// most `limit` items.
+    pub async fn all_pages(&self, path: &str, limit: usize) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut next = path.to_string();
+        loop {
+            let (s, page) = self.get(&next).await;
+            assert_eq!(s, StatusCode::OK, "{next}: {page}");
+            let got = page["items"].as_array().expect("items");
+            assert!(got.len() <= limit, "{next}: {} items", got.len());
+            items.extend(got.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(cur) => next = format!("{path}&cursor={cur}"),
+                None => return items,
+            }
+        }
+    }
+
     /// Creates a key and returns it.
     pub async fn new_key(&self, scope: &str) -> String {
         let (s, b) = self

@@ -151,37 +151,26 @@ async fn rounds_and_results_page_newest_first_without_gaps() {
         rounds.push(seed_round(&api, id, "up", ago * 60).await);
     }
     // Newest first: the round 60 s ago is first.
-    let mut seen = Vec::new();
-    let mut path = format!("/v1/websites/{id}/rounds?limit=2");
-    loop {
-        let (s, page) = c.get(&path).await;
-        assert_eq!(s, StatusCode::OK, "{page}");
-        for r in page["items"].as_array().unwrap() {
-            assert_eq!(r["results"].as_array().unwrap().len(), 2, "{r}");
-            seen.push(r["id"].as_i64().unwrap());
-        }
-        match page["next_cursor"].as_str() {
-            Some(cur) => path = format!("/v1/websites/{id}/rounds?limit=2&cursor={cur}"),
-            None => break,
-        }
+    let pages = c
+        .all_pages(&format!("/v1/websites/{id}/rounds?limit=2"), 2)
+        .await;
+    for r in &pages {
+        assert_eq!(r["results"].as_array().unwrap().len(), 2, "{r}");
     }
+    let seen: Vec<i64> = pages.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(seen, rounds);
 
-    let mut ticks = Vec::new();
-    let mut path = format!("/v1/websites/{id}/results?limit=3");
-    loop {
-        let (_, page) = c.get(&path).await;
-        ticks.extend(page["items"].as_array().unwrap().iter().map(|t| {
+    let ticks: Vec<(i64, String)> = c
+        .all_pages(&format!("/v1/websites/{id}/results?limit=3"), 3)
+        .await
+        .iter()
+        .map(|t| {
             (
                 t["scheduled_at_ms"].as_i64().unwrap(),
                 t["task_id"].as_str().unwrap().to_string(),
             )
-        }));
-        match page["next_cursor"].as_str() {
-            Some(cur) => path = format!("/v1/websites/{id}/results?limit=3&cursor={cur}"),
-            None => break,
-        }
-    }
+        })
+        .collect();
     assert_eq!(ticks.len(), 10);
     let mut sorted = ticks.clone();
     sorted.sort_by(|a, b| b.cmp(a));

@@ -166,23 +166,12 @@ async fn pages_are_stable_and_capped() {
     for i in 0..7 {
         made.insert(c.new_site(&format!("http://127.0.0.1:8089/{i}")).await);
     }
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(cur) => format!("/v1/websites?limit=3&cursor={cur}"),
-            None => "/v1/websites?limit=3".to_string(),
-        };
-        let (s, page) = c.get(&path).await;
-        assert_eq!(s, StatusCode::OK, "{page}");
-        let items = page["items"].as_array().unwrap();
-        assert!(items.len() <= 3);
-        seen.extend(items.iter().map(|s| s["id"].as_i64().unwrap()));
-        match page["next_cursor"].as_str() {
-            Some(n) => cursor = Some(n.to_string()),
-            None => break,
-        }
-    }
+    let seen: Vec<i64> = c
+        .all_pages("/v1/websites?limit=3", 3)
+        .await
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(seen.len(), 7);
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     assert_eq!(seen.iter().copied().collect::<HashSet<_>>(), made);

@@ -211,24 +211,10 @@ impl Coordinator {
                 return;
             }
         };
-        let now = now_ms();
         tracing::debug!(websites = websites.len(), "reloaded websites");
-        self.app
-            .metrics
-            .website_reloads
-            .with_label_values(&["all"])
-            .inc();
-        let ring = self.app.ring.borrow().clone();
-        let me = self.app.settings.hub_id.as_str();
-        let mine: Vec<Website> = websites
-            .into_iter()
-            .filter(|w| ring.owner(w.id) == Some(me))
-            .collect();
-        self.sites.reconcile(mine, now);
-        self.app
-            .metrics
-            .websites_owned
-            .set(self.sites.owned() as i64);
+        let mine = self.mine(websites, "all");
+        self.sites.reconcile(mine, now_ms());
+        self.note_owned();
     }
 
     /// Reloads the named websites only (a notification named them): those
@@ -243,23 +229,33 @@ impl Coordinator {
                 return;
             }
         };
-        self.app
-            .metrics
-            .website_reloads
-            .with_label_values(&["some"])
-            .inc();
-        let ring = self.app.ring.borrow().clone();
-        let me = self.app.settings.hub_id.as_str();
-        let mine: Vec<Website> = found
-            .into_iter()
-            .filter(|w| ring.owner(w.id) == Some(me))
-            .collect();
+        let mine = self.mine(found, "some");
         tracing::debug!(
             changed = ids.len(),
             mine = mine.len(),
             "reloaded changed websites"
         );
         self.sites.reconcile_some(&ids, mine, now_ms());
+        self.note_owned();
+    }
+
+    /// The websites of a reload (`scope`: all, or some) this hub owns in
+    /// the current ring.
+    fn mine(&self, websites: Vec<Website>, scope: &str) -> Vec<Website> {
+        self.app
+            .metrics
+            .website_reloads
+            .with_label_values(&[scope])
+            .inc();
+        let ring = self.app.ring.borrow().clone();
+        let me = self.app.settings.hub_id.as_str();
+        websites
+            .into_iter()
+            .filter(|w| ring.owner(w.id) == Some(me))
+            .collect()
+    }
+
+    fn note_owned(&self) {
         self.app
             .metrics
             .websites_owned
@@ -438,9 +434,8 @@ impl Coordinator {
         if closed.is_empty() {
             return;
         }
-        let mut sites: Vec<WebsiteId> = closed.iter().map(|c| c.website_id).collect();
-        sites.sort_unstable();
-        sites.dedup();
+        // The function takes each website once, in id order, itself.
+        let sites: Vec<WebsiteId> = closed.iter().map(|c| c.website_id).collect();
         let s = &self.app.settings;
         match self
             .app

@@ -282,33 +282,7 @@ async fn an_owner_adds_a_site_through_the_api_and_reads_its_checks() {
     );
 
     let api = api_for(&db).await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let signed: serde_json::Value = browser
-        .post(format!("{}/v1/accounts", api.0))
-        .json(
-            &serde_json::json!({"email": "owner@example.com", "password": "correct horse battery"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let csrf = signed["csrf_token"].as_str().unwrap().to_string();
-    let made: serde_json::Value = browser
-        .post(format!("{}/v1/keys", api.0))
-        .header("x-csrf-token", &csrf)
-        .json(&serde_json::json!({"name": "e2e", "scope": "write"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = made["key"].as_str().expect("a key").to_string();
+    let key = sign_up_and_make_a_key(&api.0).await;
     let program = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
         let mut r = program
@@ -435,6 +409,41 @@ async fn an_owner_adds_a_site_through_the_api_and_reads_its_checks() {
     sites_stop.cancel();
 }
 
+/// Signs up at the api as a browser would (cookie and CSRF token) and
+/// makes a write-scoped API key, which it returns.
+async fn sign_up_and_make_a_key(api_url: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signed: serde_json::Value = browser
+        .post(format!("{api_url}/v1/accounts"))
+        .json(
+            &serde_json::json!({"email": "owner@example.com", "password": "correct horse battery"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let csrf = signed["csrf_token"]
+        .as_str()
+        .expect("signed up")
+        .to_string();
+    let made: serde_json::Value = browser
+        .post(format!("{api_url}/v1/keys"))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"name": "e2e", "scope": "write"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    made["key"].as_str().expect("a key").to_string()
+}
+
 /// A workspace binary beside the hub's (`target/debug/NAME`). A
 /// whole-workspace test run builds every binary; `-p hub` alone does not.
 fn sibling_binary(name: &str) -> std::path::PathBuf {
@@ -509,32 +518,7 @@ async fn on_real_processes_a_site_added_through_the_api_is_checked_and_shown() {
         );
     }
 
-    let signed: serde_json::Value = http
-        .post(format!("{api_url}/v1/accounts"))
-        .json(
-            &serde_json::json!({"email": "owner@example.com", "password": "correct horse battery"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let csrf = signed["csrf_token"]
-        .as_str()
-        .expect("signed up")
-        .to_string();
-    let made: serde_json::Value = http
-        .post(format!("{api_url}/v1/keys"))
-        .header("x-csrf-token", &csrf)
-        .json(&serde_json::json!({"name": "e2e", "scope": "write"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = made["key"].as_str().expect("a key").to_string();
+    let key = sign_up_and_make_a_key(&api_url).await;
     let program = reqwest::Client::new();
     let site: serde_json::Value = program
         .post(format!("{api_url}/v1/websites"))
