@@ -89,7 +89,7 @@ BEGIN
             CONTINUE WHEN NOT FOUND;
         END IF;
         applied := false;
-        FOR r IN SELECT id, status, scheduled_at FROM rounds
+        FOR r IN SELECT id, status, scheduled_at, results_down FROM rounds
                   WHERE website_id = w
                     AND scheduled_at > COALESCE(st.applied_through, '-infinity'::timestamptz)
                   ORDER BY scheduled_at LOOP
@@ -137,7 +137,9 @@ BEGIN
             -- Regions against the quorum: in an `up` round, a region whose
             -- every result is down extends its streak; a region that saw
             -- the site up ends its streak and any open degradation.
-            IF r.status = 'up' THEN
+            -- (Read only when it can change something: a result was down,
+            -- or a streak is running; most up rounds skip the ticks.)
+            IF r.status = 'up' AND (r.results_down > 0 OR st.region_streaks <> '{}') THEN
                 FOR g IN SELECT v.region, bool_and(t.status = 'down') AS down
                            FROM ticks t JOIN validators v ON v.id = t.validator_id
                           WHERE t.round_id = r.id AND t.website_id = w

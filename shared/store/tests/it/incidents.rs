@@ -7,8 +7,15 @@ use crate::{db, open_round, past_ms, store_ticks, tick, validator, website};
 /// Opens and closes the round of `site` at slot `i` (a minute apart) with
 /// two results: `Some(true)` up, `Some(false)` down, `None` one up and one
 /// down (no majority: `unknown`). Returns its id.
+/// The time slot 0 is scheduled at, fixed once: `past_ms` read twice can
+/// straddle a second and disagree with itself.
+fn t0() -> i64 {
+    static T0: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *T0.get_or_init(past_ms)
+}
+
 async fn decided(store: &Store, site: WebsiteId, i: i64, up: Option<bool>) -> RoundId {
-    let r = open_round(store, site, past_ms() + i * 60_000).await;
+    let r = open_round(store, site, t0() + i * 60_000).await;
     let (a, b) = (
         validator(store, "val-a", "eu-west").await,
         validator(store, "val-b", "us-east").await,
@@ -62,10 +69,10 @@ async fn two_downs_open_two_ups_resolve_and_each_round_counts_once() {
     let got = incidents(s, site).await;
     assert_eq!(got.len(), 1);
     let (started, resolved, opened_by, resolved_by) = got[0];
-    assert_eq!(started, past_ms() + 60_000, "from the first down round");
+    assert_eq!(started, t0() + 60_000, "from the first down round");
     assert_eq!(
         resolved,
-        Some(past_ms() + 3 * 60_000),
+        Some(t0() + 3 * 60_000),
         "at the first up round of the streak"
     );
     assert_eq!(opened_by, second_down.0);
@@ -105,7 +112,7 @@ async fn rounds_are_applied_in_slot_order_and_wait_for_an_open_one() {
     let site = website(s, 1).await.id;
     decided(s, site, 0, Some(false)).await;
     // Slot 1 is still open; slot 2 closed before it.
-    let open = open_round(s, site, past_ms() + 60_000).await;
+    let open = open_round(s, site, t0() + 60_000).await;
     decided(s, site, 2, Some(false)).await;
     assert_eq!(apply(s, site).await, (0, 0), "slot 2 waits for slot 1");
     // Slot 1 closes up: down, up, down is no incident.
@@ -177,7 +184,7 @@ async fn concurrent_appliers_make_exactly_one_transition_per_change() {
 /// An `up` round (us-east and ap-south up) in which eu-west sees the site
 /// down, or up too.
 async fn up_with_eu(store: &Store, site: WebsiteId, i: i64, eu_up: bool) {
-    let r = open_round(store, site, past_ms() + i * 60_000).await;
+    let r = open_round(store, site, t0() + i * 60_000).await;
     let eu = validator(store, "val-eu", "eu-west").await;
     let us = validator(store, "val-us", "us-east").await;
     let ap = validator(store, "val-ap", "ap-south").await;
@@ -206,7 +213,7 @@ async fn a_region_against_the_quorum_is_a_regional_degradation_not_an_incident()
     assert_eq!(apply(s, site).await, (0, 0), "no incident");
     assert_eq!(
         s.open_degradations(site).await.unwrap(),
-        vec![("eu-west".to_string(), past_ms())],
+        vec![("eu-west".to_string(), t0())],
         "open from the first round of the streak"
     );
     up_with_eu(s, site, 3, true).await;
@@ -221,11 +228,7 @@ async fn a_region_against_the_quorum_is_a_regional_degradation_not_an_incident()
     .unwrap();
     assert_eq!(
         rows,
-        vec![(
-            "eu-west".to_string(),
-            past_ms(),
-            Some(past_ms() + 3 * 60_000)
-        )]
+        vec![("eu-west".to_string(), t0(), Some(t0() + 3 * 60_000))]
     );
     assert!(incidents(s, site).await.is_empty());
 }
