@@ -1,6 +1,6 @@
 //! The service: state, routes, the layers every request goes through, and
 //! the background chores (expired sessions, idle rate-limit buckets, API
-//! keys' last-used times).
+//! keys' last-used times) and the alert delivery worker.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -20,13 +20,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
+use crate::alerts::Deliverer;
 use crate::auth::Passwords;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
-use crate::routes::{accounts, keys, reads, sites};
+use crate::routes::{accounts, alerts, keys, reads, sites};
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub passwords: Arc<Passwords>,
     pub key_use: Arc<KeyUse>,
+    /// Sends alerts (the worker's, and the channels' test calls).
+    pub alerts: Arc<Deliverer>,
 }
 
 /// API keys used since the last flush; their `last_used_at` is written once
@@ -70,10 +73,14 @@ impl AppState {
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.database_url, settings.db_max_connections).await?;
         store.migrate().await?;
-        Ok(Self::with_store(store, settings))
+        Self::with_store(store, settings)
     }
 
-    pub fn with_store(store: Store, settings: Settings) -> Self {
+    pub fn with_store(store: Store, settings: Settings) -> anyhow::Result<Self> {
+        let alerts = Arc::new(Deliverer::new(
+            &settings.alerts,
+            settings.allow_private_targets,
+        )?);
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(Limits::new(
             settings.rate_per_ip,
@@ -81,14 +88,15 @@ impl AppState {
             settings.auth_attempts_per_minute,
             metrics.clone(),
         ));
-        Self {
+        Ok(Self {
             store,
             settings: Arc::new(settings),
             limits,
             metrics,
             passwords: Passwords::new(2),
             key_use: Arc::new(KeyUse::default()),
-        }
+            alerts,
+        })
     }
 }
 
@@ -128,6 +136,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/websites/{id}/results", get(reads::results))
         .route("/v1/websites/{id}/validators", get(reads::validators))
         .route("/v1/websites/{id}/incidents", get(reads::incidents))
+        .route("/v1/alert-channels", get(alerts::list).post(alerts::create))
+        .route(
+            "/v1/alert-channels/{id}",
+            get(alerts::get)
+                .patch(alerts::update)
+                .delete(alerts::delete),
+        )
+        .route("/v1/alert-channels/{id}/test", post(alerts::test))
+        .route("/v1/alert-deliveries", get(alerts::deliveries))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(state.clone(), per_ip))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -231,6 +248,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let done = CancellationToken::new();
     let chores = tokio::spawn(chores(state.clone(), done.clone()));
+    let deliveries = (state.settings.alerts.workers > 0).then(|| {
+        tokio::spawn(crate::alerts::run(
+            state.store.clone(),
+            state.alerts.clone(),
+            state.settings.alerts.clone(),
+            state.metrics.clone(),
+            done.clone(),
+        ))
+    });
     let app = router(state.clone());
     axum::serve(
         listener,
@@ -240,6 +266,9 @@ pub async fn serve(
     .await?;
     done.cancel();
     let _ = chores.await;
+    if let Some(d) = deliveries {
+        let _ = d.await;
+    }
     state.key_use.flush(&state.store).await;
     Ok(())
 }

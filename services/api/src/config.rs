@@ -55,6 +55,30 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Load balancers whose `X-Forwarded-For` is believed, comma-separated.
     pub trusted_proxies: String,
+    /// Alert deliveries in flight per replica; 0 runs no delivery worker
+    /// here (another replica delivers).
+    pub alert_workers: u32,
+    /// How long a claimed delivery stays with its worker, seconds: longer
+    /// than one attempt may take (`alert_timeout_ms` plus 5 s).
+    pub alert_lease_secs: u64,
+    /// Time limit of one delivery attempt, ms.
+    pub alert_timeout_ms: u64,
+    /// Attempts before a delivery is given up (dead).
+    pub alert_max_attempts: u32,
+    /// First retry delay, ms; doubled per attempt (with jitter) up to
+    /// `alert_retry_max_secs`.
+    pub alert_retry_base_ms: u64,
+    pub alert_retry_max_secs: u64,
+    /// Delivered and dead deliveries are deleted after these many days.
+    pub alert_keep_delivered_days: u32,
+    pub alert_keep_dead_days: u32,
+    /// SMTP server for email channels: `smtp://host:587` (STARTTLS
+    /// required), `smtps://host:465` (TLS), `smtp://host:25?tls=none`
+    /// (plain: local tests only); credentials as `user:password@`. Empty:
+    /// email channels are refused.
+    pub smtp_url: Secret,
+    /// The From address of alert emails.
+    pub smtp_from: String,
 }
 
 impl Default for Config {
@@ -79,6 +103,16 @@ impl Default for Config {
             request_timeout_ms: 10_000,
             max_body_bytes: 64 * 1024,
             trusted_proxies: String::new(),
+            alert_workers: 8,
+            alert_lease_secs: 60,
+            alert_timeout_ms: 10_000,
+            alert_max_attempts: 8,
+            alert_retry_base_ms: 5_000,
+            alert_retry_max_secs: 1_800,
+            alert_keep_delivered_days: 7,
+            alert_keep_dead_days: 30,
+            smtp_url: Secret::default(),
+            smtp_from: "uptime alerts <alerts@localhost>".into(),
         }
     }
 }
@@ -118,6 +152,29 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<IpAddr>,
+    pub alerts: AlertSettings,
+}
+
+/// How alerts are delivered.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    pub workers: usize,
+    pub lease: Duration,
+    pub timeout: Duration,
+    pub max_attempts: i32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub keep_delivered: Duration,
+    pub keep_dead: Duration,
+    /// `None`: email channels are refused.
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// The operator's SMTP server (the URL may hold a password: never shown).
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub url: Secret,
+    pub from: lettre::message::Mailbox,
 }
 
 /// The HMAC key for API keys; never shown.
@@ -214,6 +271,7 @@ impl Config {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let alerts = self.alert_settings()?;
         Ok(Settings {
             database_url: self.database_url,
             db_max_connections: self.db_max_connections,
@@ -232,6 +290,96 @@ impl Config {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_body_bytes: self.max_body_bytes,
             trusted_proxies,
+            alerts,
+        })
+    }
+
+    fn alert_settings(&self) -> Result<AlertSettings, ConfigError> {
+        if self.alert_workers > 256 {
+            return Err(invalid("API_ALERT_WORKERS", "must be 0 to 256"));
+        }
+        if !(1_000..=60_000).contains(&self.alert_timeout_ms) {
+            return Err(invalid("API_ALERT_TIMEOUT_MS", "must be 1000 to 60000"));
+        }
+        if self.alert_lease_secs.saturating_mul(1000) < self.alert_timeout_ms + 5_000
+            || self.alert_lease_secs > 3_600
+        {
+            return Err(invalid(
+                "API_ALERT_LEASE_SECS",
+                "must be at least API_ALERT_TIMEOUT_MS + 5 s, and at most 3600",
+            ));
+        }
+        if !(1..=50).contains(&self.alert_max_attempts) {
+            return Err(invalid("API_ALERT_MAX_ATTEMPTS", "must be 1 to 50"));
+        }
+        if !(10..=3_600_000).contains(&self.alert_retry_base_ms) {
+            return Err(invalid("API_ALERT_RETRY_BASE_MS", "must be 10 to 3600000"));
+        }
+        if self.alert_retry_max_secs.saturating_mul(1000) < self.alert_retry_base_ms
+            || self.alert_retry_max_secs > 86_400
+        {
+            return Err(invalid(
+                "API_ALERT_RETRY_MAX_SECS",
+                "must be at least API_ALERT_RETRY_BASE_MS, and at most 86400",
+            ));
+        }
+        for (var, v) in [
+            (
+                "API_ALERT_KEEP_DELIVERED_DAYS",
+                self.alert_keep_delivered_days,
+            ),
+            ("API_ALERT_KEEP_DEAD_DAYS", self.alert_keep_dead_days),
+        ] {
+            if !(1..=3_650).contains(&v) {
+                return Err(invalid(var, "must be 1 to 3650"));
+            }
+        }
+        let smtp = if self.smtp_url.is_empty() {
+            None
+        } else {
+            let u = url::Url::parse(&self.smtp_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some())
+                .ok_or_else(|| {
+                    invalid(
+                        "API_SMTP_URL",
+                        "must be smtp://host[:port] or smtps://host[:port] (the value is not shown)",
+                    )
+                })?;
+            let tls = u
+                .query_pairs()
+                .find(|(k, _)| k == "tls")
+                .map(|(_, v)| v.into_owned());
+            if !matches!(
+                tls.as_deref(),
+                None | Some("none" | "required" | "opportunistic")
+            ) {
+                return Err(invalid(
+                    "API_SMTP_URL",
+                    "tls= must be none, opportunistic or required",
+                ));
+            }
+            let from = self.smtp_from.parse().map_err(|_| {
+                invalid(
+                    "API_SMTP_FROM",
+                    "must be an address, optionally with a name: `Name <a@b>`",
+                )
+            })?;
+            Some(SmtpSettings {
+                url: self.smtp_url.clone(),
+                from,
+            })
+        };
+        Ok(AlertSettings {
+            workers: self.alert_workers as usize,
+            lease: Duration::from_secs(self.alert_lease_secs),
+            timeout: Duration::from_millis(self.alert_timeout_ms),
+            max_attempts: self.alert_max_attempts as i32,
+            retry_base: Duration::from_millis(self.alert_retry_base_ms),
+            retry_max: Duration::from_secs(self.alert_retry_max_secs),
+            keep_delivered: Duration::from_secs(u64::from(self.alert_keep_delivered_days) * 86_400),
+            keep_dead: Duration::from_secs(u64::from(self.alert_keep_dead_days) * 86_400),
+            smtp,
         })
     }
 }

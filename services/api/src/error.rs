@@ -63,6 +63,15 @@ impl ApiError {
         }
     }
 
+    /// The same error, naming `field` when it names one (a rule shared by
+    /// two fields, such as the website URL rules).
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        if self.field.is_some() {
+            self.field = Some(field);
+        }
+        self
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -12,7 +12,10 @@
 //! - [`routes`]: handlers per resource; [`model`]: their bodies.
 //! - [`error`]: the one error shape; [`extract`]: extractors that use it.
 //! - [`limits`]: rate limits; [`metrics`]; [`openapi`]; [`cli`].
+//! - [`alerts`]: the worker that delivers the alert outbox, per channel
+//!   kind.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;

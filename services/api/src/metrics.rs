@@ -1,7 +1,7 @@
 //! Prometheus metrics, prefixed `uptime_api_`, served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -13,6 +13,11 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Failed authentications, by kind (`key`, `session`, `password`).
     pub auth_failures: IntCounterVec,
+    /// Alert delivery attempts, by channel kind and outcome (`delivered`,
+    /// `retry`, `dead`).
+    pub alert_attempts: IntCounterVec,
+    /// Outbox rows by state (`pending`, `dead`), read every 30 s.
+    pub alert_outbox: IntGaugeVec,
 }
 
 impl Metrics {
@@ -46,7 +51,26 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
-        for c in [&requests, &rate_limited, &auth_failures] {
+        let alert_attempts = IntCounterVec::new(
+            Opts::new(
+                "alert_attempts_total",
+                "Alert delivery attempts, by channel kind and outcome.",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let alert_outbox = IntGaugeVec::new(
+            Opts::new(
+                "alert_outbox",
+                "Alert deliveries waiting or given up, by state.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(alert_outbox.clone()))
+            .expect("unique metric");
+        for c in [&requests, &rate_limited, &auth_failures, &alert_attempts] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -60,6 +84,8 @@ impl Metrics {
             request_seconds,
             rate_limited,
             auth_failures,
+            alert_attempts,
+            alert_outbox,
         }
     }
 

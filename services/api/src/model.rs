@@ -191,6 +191,15 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// [`whole`], with `null` read as `Some(None)` (clear the field).
+fn nullable_whole<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    whole(d).map(Some)
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
@@ -223,6 +232,16 @@ pub struct NewSite {
     /// Follow up to 5 redirects (default true); if false a 3xx is judged
     /// against the expected statuses.
     pub follow_redirects: Option<bool>,
+    /// Alert channels subscribed to `latency_high` hear when the median
+    /// latency of a round's `up` results is above this, 1 to 120000 ms,
+    /// for `latency_alert_rounds` up rounds in a row. Default: none (off).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 120000)]
+    pub latency_threshold_ms: Option<i32>,
+    /// 1 to 100; default 3.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub latency_alert_rounds: Option<i32>,
 }
 
 /// A partial update: absent fields keep their value; `null` clears `name`
@@ -250,6 +269,13 @@ pub struct SitePatch {
     #[schema(value_type = Option<String>)]
     pub keyword: Option<Option<String>>,
     pub follow_redirects: Option<bool>,
+    /// `null` turns latency alerts off.
+    #[serde(default, deserialize_with = "nullable_whole")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 120000)]
+    pub latency_threshold_ms: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub latency_alert_rounds: Option<i32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -263,6 +289,9 @@ pub struct SiteView {
     pub expected_status_max: i16,
     pub keyword: Option<String>,
     pub follow_redirects: bool,
+    /// Latency alerts: off when null.
+    pub latency_threshold_ms: Option<i32>,
+    pub latency_alert_rounds: i32,
     /// Paused sites are not checked.
     pub paused: bool,
     pub created_at_ms: i64,
@@ -281,6 +310,8 @@ impl From<&store::OwnedSite> for SiteView {
             expected_status_max: s.expected_status_max,
             keyword: s.keyword.clone(),
             follow_redirects: s.follow_redirects,
+            latency_threshold_ms: s.latency_threshold_ms,
+            latency_alert_rounds: s.latency_alert_rounds,
             paused: s.paused,
             created_at_ms: s.created_at_ms,
             updated_at_ms: s.updated_at_ms,
@@ -288,9 +319,20 @@ impl From<&store::OwnedSite> for SiteView {
     }
 }
 
+/// A site in the account's list, with its uptime over the last day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteListItem {
+    #[serde(flatten)]
+    pub site: SiteView,
+    /// Rounds decided up over rounds decided up or down in the last 24 hours
+    /// (from the 5-minute boundary at or before 24 hours ago), in percent;
+    /// null when none was decided. As `GET /v1/websites/{id}/uptime` counts.
+    pub uptime_24h_pct: Option<f64>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SitePage {
-    pub items: Vec<SiteView>,
+    pub items: Vec<SiteListItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -410,8 +452,7 @@ impl Window {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WindowQuery {
-    /// `1h`, `24h` (default) or `7d` (raw results are read: a week at most
-    /// until rollups exist).
+    /// `1h`, `24h` (default) or `7d`.
     pub window: Option<Window>,
 }
 

@@ -6,7 +6,11 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::model::*;
-use crate::routes::{accounts, keys, reads, sites};
+use crate::routes::alerts::{
+    ChannelList, ChannelPatchBody, ChannelView, CreatedChannel, DeliveryPage, DeliveryView, Kind,
+    NewChannelBody, TestResult,
+};
+use crate::routes::{accounts, alerts, keys, reads, sites};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,12 +26,16 @@ use crate::routes::{accounts, keys, reads, sites};
         sites::pause, sites::resume,
         reads::status, reads::uptime, reads::latency, reads::rounds, reads::results,
         reads::validators, reads::incidents,
+        alerts::list, alerts::create, alerts::get, alerts::update, alerts::delete, alerts::test,
+        alerts::deliveries,
     ),
     components(schemas(ErrorBody, ErrorDetail, Credentials, AccountView, SessionView, Me,
         Scope, NewKey, KeyView, CreatedKey, KeyList, NewSite, SitePatch, SiteView, SitePage,
         RegionCheckView, RoundRef, StatusView, UptimeWindow, UptimeView, RegionLatencyView,
         LatencyView, TickView, RoundView, RoundPage, TickPage, SiteValidatorView, SiteValidators,
-        IncidentRegion, IncidentView, IncidentPage, DegradedRegion)),
+        IncidentRegion, IncidentView, IncidentPage, DegradedRegion, Kind, NewChannelBody,
+        ChannelPatchBody, ChannelView, CreatedChannel, ChannelList, TestResult, DeliveryView,
+        DeliveryPage)),
     modifiers(&Security),
     security(("api_key" = []), ("session" = [])),
     tags(
@@ -35,6 +43,7 @@ use crate::routes::{accounts, keys, reads, sites};
         (name = "keys", description = "API keys for programs (managed by a signed-in account)"),
         (name = "websites", description = "The websites an account monitors"),
         (name = "reads", description = "Status, uptime, latency and history of a website"),
+        (name = "alerts", description = "Alert channels and the delivery log"),
     )
 )]
 pub struct ApiDoc;

@@ -79,7 +79,7 @@ impl Application {
             .context("connecting to PostgreSQL (HUB_DATABASE_URL)")?;
         store.migrate().await.context("applying migrations")?;
         store
-            .ensure_partitions(3)
+            .ensure_partitions(settings.maintenance.partitions_ahead_days)
             .await
             .context("creating tick partitions")?;
         let read_store =
@@ -259,6 +259,12 @@ impl Application {
         // Stops at once on shutdown: every step of a payout is safe to
         // interrupt (the next leader recovers it).
         let payer = payer.map(|p| tokio::spawn(p.run(draining.clone())));
+        let maintenance = tokio::spawn(crate::maintenance::run(
+            store.clone(),
+            s.maintenance.clone(),
+            metrics.clone(),
+            draining.clone(),
+        ));
 
         let coordinator_stop = CancellationToken::new();
         let coordinator = tokio::spawn(
@@ -332,6 +338,7 @@ impl Application {
         if let Some(p) = payer {
             let _ = p.await;
         }
+        let _ = maintenance.await;
         coordinator_stop.cancel();
         let _ = coordinator.await;
         writer_stop.cancel();

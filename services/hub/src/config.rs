@@ -136,6 +136,29 @@ pub struct Config {
     /// A validator row whose key never had a result stored is deleted once
     /// it has not been seen for this long, seconds.
     pub unused_validator_ttl_secs: u64,
+    /// Raw ticks and rounds are kept this many days (rounds also until
+    /// settled and rolled up); rollups are kept by their own settings.
+    pub retention_days: u32,
+    /// Days of tick partitions kept made ahead.
+    pub tick_partitions_ahead_days: u32,
+    /// How often retention runs (partitions ahead, old rollups, old
+    /// rounds, old tick partitions), seconds.
+    pub retention_interval_secs: u64,
+    /// Lock timeout of each retention statement, ms, and how many times a
+    /// partition detach or drop that timed out is retried.
+    pub retention_lock_timeout_ms: u64,
+    pub retention_retries: u32,
+    /// Rounds deleted per statement.
+    pub retention_rounds_batch: u32,
+    /// How often closed rounds are rolled up, ms, and how long after its
+    /// close a round is rolled up, seconds (a result arriving later is
+    /// stored and paid but not in the rollups).
+    pub rollup_interval_ms: u64,
+    pub rollup_grace_secs: u64,
+    /// Rollups are kept this many days: 5-minute, hourly, daily.
+    pub rollup_keep_5m_days: u32,
+    pub rollup_keep_1h_days: u32,
+    pub rollup_keep_1d_days: u32,
     /// HTTP: time to read a request's head (also how long an idle
     /// keep-alive connection, or one that never sends a request, stays
     /// open) and to answer a non-WebSocket request, ms.
@@ -201,6 +224,17 @@ impl Default for Config {
             hello_rate_per_ip: 5,
             hello_burst_per_ip: 20,
             unused_validator_ttl_secs: 86_400,
+            retention_days: 30,
+            tick_partitions_ahead_days: 7,
+            retention_interval_secs: 3_600,
+            retention_lock_timeout_ms: 2_000,
+            retention_retries: 10,
+            retention_rounds_batch: 5_000,
+            rollup_interval_ms: 30_000,
+            rollup_grace_secs: 180,
+            rollup_keep_5m_days: 8,
+            rollup_keep_1h_days: 100,
+            rollup_keep_1d_days: 400,
             http_timeout_ms: 10_000,
             http_max_concurrent: 32,
             read_db_max_connections: 2,
@@ -367,10 +401,71 @@ impl Config {
                 trusted_proxies: c.trusted_proxies()?,
             },
             unused_validator_ttl: Duration::from_secs(c.unused_validator_ttl_secs),
+            maintenance: MaintenanceSettings {
+                retention_days: c.retention_days as i32,
+                partitions_ahead_days: c.tick_partitions_ahead_days as i32,
+                retention_interval: Duration::from_secs(c.retention_interval_secs),
+                lock_timeout: ms(c.retention_lock_timeout_ms),
+                retries: c.retention_retries as usize,
+                rounds_batch: i64::from(c.retention_rounds_batch),
+                rollup_interval: ms(c.rollup_interval_ms),
+                rollup_grace: Duration::from_secs(c.rollup_grace_secs),
+                keep_5m: days(c.rollup_keep_5m_days),
+                keep_1h: days(c.rollup_keep_1h_days),
+                keep_1d: days(c.rollup_keep_1d_days),
+            },
             cluster,
             payouts,
             hub_id: c.hub_id,
         })
+    }
+
+    fn validate_maintenance(&self) -> Result<(), ConfigError> {
+        if !(1..=3_650).contains(&self.retention_days) {
+            return Err(invalid("HUB_RETENTION_DAYS", "must be 1 to 3650"));
+        }
+        if !(2..=60).contains(&self.tick_partitions_ahead_days) {
+            return Err(invalid("HUB_TICK_PARTITIONS_AHEAD_DAYS", "must be 2 to 60"));
+        }
+        if !(60..=86_400).contains(&self.retention_interval_secs) {
+            return Err(invalid(
+                "HUB_RETENTION_INTERVAL_SECS",
+                "must be 60 to 86400",
+            ));
+        }
+        if !(10..=60_000).contains(&self.retention_lock_timeout_ms) {
+            return Err(invalid(
+                "HUB_RETENTION_LOCK_TIMEOUT_MS",
+                "must be 10 to 60000",
+            ));
+        }
+        if self.retention_retries > 100 {
+            return Err(invalid("HUB_RETENTION_RETRIES", "must be 0 to 100"));
+        }
+        if !(1..=100_000).contains(&self.retention_rounds_batch) {
+            return Err(invalid("HUB_RETENTION_ROUNDS_BATCH", "must be 1 to 100000"));
+        }
+        if !(100..=3_600_000).contains(&self.rollup_interval_ms) {
+            return Err(invalid("HUB_ROLLUP_INTERVAL_MS", "must be 100 to 3600000"));
+        }
+        if self.rollup_grace_secs > 86_400 {
+            return Err(invalid("HUB_ROLLUP_GRACE_SECS", "must be 0 to 86400"));
+        }
+        // The reads need a day and an hour of 5-minute rows, 31 days of
+        // hourly and 91 of daily.
+        for (var, v, min) in [
+            ("HUB_ROLLUP_KEEP_5M_DAYS", self.rollup_keep_5m_days, 2),
+            ("HUB_ROLLUP_KEEP_1H_DAYS", self.rollup_keep_1h_days, 32),
+            ("HUB_ROLLUP_KEEP_1D_DAYS", self.rollup_keep_1d_days, 92),
+        ] {
+            if !(min..=36_500).contains(&v) {
+                return Err(invalid(
+                    var,
+                    format!("must be {min} to 36500 (what the reads need at least)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -539,6 +634,7 @@ impl Config {
                 "must be at least 3600",
             ));
         }
+        self.validate_maintenance()?;
         if !(100..=600_000).contains(&self.http_timeout_ms) {
             return Err(invalid("HUB_HTTP_TIMEOUT_MS", "must be 100..=600000"));
         }
@@ -630,6 +726,27 @@ pub struct Settings {
     pub payouts: Option<PayoutSettings>,
     /// Validator rows never used are deleted once unseen this long.
     pub unused_validator_ttl: Duration,
+    pub maintenance: MaintenanceSettings,
+}
+
+/// Rollups and retention ([`crate::maintenance`]).
+#[derive(Debug, Clone)]
+pub struct MaintenanceSettings {
+    pub retention_days: i32,
+    pub partitions_ahead_days: i32,
+    pub retention_interval: Duration,
+    pub lock_timeout: Duration,
+    pub retries: usize,
+    pub rounds_batch: i64,
+    pub rollup_interval: Duration,
+    pub rollup_grace: Duration,
+    pub keep_5m: Duration,
+    pub keep_1h: Duration,
+    pub keep_1d: Duration,
+}
+
+fn days(d: u32) -> Duration {
+    Duration::from_secs(u64::from(d) * 86_400)
 }
 
 impl Settings {

@@ -14,6 +14,9 @@
 //!   hub inboxes, the payout leader's lock, and the router that decides
 //!   whether a message stays on this hub or goes to another.
 //! - [`payouts`]: the leader's settle / claim / pay / recover cycle.
+//! - [`maintenance`]: rollups, and retention (tick partitions made ahead
+//!   and dropped, old rounds and rollups deleted), on every hub, each step
+//!   under its own database lock.
 //! - `registry`: connected validators by key (one session per key).
 //! - [`app`]: wires the parts together and owns the shutdown order.
 //! - [`config`]: the operator's settings, parsed once into typed groups.
@@ -28,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod edge;
 mod ingest;
+pub mod maintenance;
 pub mod metrics;
 pub mod payouts;
 mod registry;

@@ -34,6 +34,16 @@ pub struct Metrics {
     pub websites_owned: IntGauge,
     pub website_reloads: IntCounterVec,
     pub incidents: IntCounterVec,
+    /// Rounds added to the rollups.
+    pub rounds_rolled_up: IntCounter,
+    /// Old rounds deleted and tick partitions dropped by retention.
+    pub retention_rounds_deleted: IntCounter,
+    pub retention_partitions_dropped: IntCounter,
+    /// Whole days of tick partitions from now without a gap.
+    pub tick_partitions_ahead_days: IntGauge,
+    /// Maintenance steps that failed, by task (rollups, partitions,
+    /// rollup_prune, rounds, tick_partitions).
+    pub maintenance_errors: IntCounterVec,
     pub ownership_changes: IntCounter,
     pub redis_errors: IntCounter,
     pub pubsub_lagged: IntCounter,
@@ -191,6 +201,27 @@ impl Metrics {
                 "incidents_total",
                 "Incidents this hub opened or resolved while applying decided rounds, by transition.",
                 "transition",
+            ),
+            rounds_rolled_up: counter(
+                "rounds_rolled_up_total",
+                "Rounds this hub added to the 5-minute, hourly and daily rollups.",
+            ),
+            retention_rounds_deleted: counter(
+                "retention_rounds_deleted_total",
+                "Rounds past the retention (settled and rolled up) this hub deleted.",
+            ),
+            retention_partitions_dropped: counter(
+                "retention_partitions_dropped_total",
+                "Tick partitions past the retention this hub dropped.",
+            ),
+            tick_partitions_ahead_days: gauge(
+                "tick_partitions_ahead_days",
+                "Whole days of tick partitions from now on, without a gap (0: a tick now would have no partition).",
+            ),
+            maintenance_errors: counter_vec(
+                "maintenance_errors_total",
+                "Failed maintenance steps, by task; each is retried at its next interval.",
+                "task",
             ),
             website_reloads: counter_vec(
                 "website_reloads_total",

@@ -23,7 +23,7 @@
 pub mod check;
 pub mod config;
 pub mod earnings;
-pub mod guard;
+pub use runtime::guard;
 mod pending;
 mod runner;
 mod session;

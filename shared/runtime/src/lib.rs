@@ -6,9 +6,12 @@
 //! - [`init_tracing`]: the `tracing` subscriber the services log through.
 //! - [`Secret`]: a setting that never shows in `Debug` output.
 //! - [`client_ip`]: the client's address behind a trusted load balancer.
+//! - [`guard`]: outbound HTTP that refuses private targets (the validator's
+//!   checks, the api's alert webhooks), with `protocol::target`'s rules.
 //!
-//! Knows nothing of the services: tokio, tracing-subscriber and serde only.
+//! Knows nothing of the services.
 
+pub mod guard;
 mod secret;
 
 pub use secret::Secret;

@@ -1,8 +1,10 @@
 //! The owners' API reads on a website with 90 days of rounds at a 60 s
 //! interval (129,600 rounds) and a week of results from three regions
-//! (30,240 ticks), as the API runs them until rollups exist: uptime over
-//! 24h/7d/30d/90d, latency percentiles per region over 24 h and 7 d, each
-//! region's last result, and a page of 50 rounds with their results.
+//! (30,240 ticks), none of it rolled up (the reads' worst case: rollups
+//! stopped, so uptime and latency fall back to raw rounds and results):
+//! uptime over 24h/7d/30d/90d, latency percentiles per region over 24 h
+//! and 7 d, each region's last result, and a page of 50 rounds with their
+//! results. `rollup_reads` measures the same reads from rollups.
 //!
 //! Needs UPTIME_TEST_DATABASE_URL; `scripts/bench.sh` starts a private
 //! PostgreSQL and runs every benchmark.

@@ -11,18 +11,27 @@
 //! - `simulated`: the load tool's statements (simulated websites).
 //! - `accounts`, `owner_sites`: the owners' API (services/api): accounts,
 //!   sessions, API keys, and websites scoped to their account.
+//! - `retention`: how long ticks (daily partitions, detached concurrently)
+//!   and rounds are kept.
 //!
 //! Times cross this boundary as Unix milliseconds (`i64`), like the wire
 //! protocol; conversion to `timestamptz` happens in SQL.
 
 mod accounts;
+mod alerts;
 mod owner_sites;
 mod payouts;
+mod retention;
+mod rollups;
 mod simulated;
 mod types;
 mod website_url;
 
 pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewKey};
+pub use crate::alerts::{
+    AlertChannel, AlertDelivery, AlertOutcome, ChannelId, ChannelKind, ChannelPatch, ClaimedAlert,
+    DeliveryId, NewChannel, NewChannelOutcome, ALERT_EVENTS,
+};
 pub use crate::owner_sites::{
     IncidentRecord, IncidentState, LatestRound, OwnedSite, QuotaReached, RegionCheck,
     RegionLatency, RoundRecord, SiteSettings, SiteValidator, TickRecord, UptimeCount,
@@ -31,6 +40,7 @@ pub use crate::owner_sites::{
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
 };
+pub use crate::rollups::{KEEP_1D, KEEP_1H, KEEP_5M, LATENCY_BOUNDS_MS};
 pub use crate::simulated::{SeededWebsites, SIMULATED_URL_PREFIX};
 pub use crate::types::{
     AccountId, ApiKeyId, RoundId, RoundStatus, UnknownRoundStatus, ValidatorId, WebsiteId,
@@ -49,7 +59,13 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[source] sqlx::Error),
+    /// A tick's scheduled time has no partition of `ticks` (there is no
+    /// default partition): the partitions ahead were not made
+    /// ([`Store::ensure_partitions`]). Not the rows' fault, so transient:
+    /// making the partition mends it.
+    #[error("no tick partition for this scheduled time (see Store::ensure_partitions): {0}")]
+    NoTickPartition(#[source] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A payout write carried an epoch older than the newest one: another
@@ -66,12 +82,39 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_missing_tick_partition(&e) {
+            StoreError::NoTickPartition(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+/// "no partition of relation "ticks" found for row": SQLSTATE 23514 like a
+/// CHECK violation, told apart by naming the table `ticks` itself and no
+/// constraint (a CHECK violation names its constraint and the partition),
+/// which holds whatever language the server reports in.
+fn is_missing_tick_partition(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("23514")
+                && d.constraint().is_none()
+                && d.table() == Some("ticks")
+        }
+        _ => false,
+    }
+}
+
 /// What a failed statement says about retrying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The database is away or busy (connection errors, SQLSTATE classes
-    /// 08, 53, 57, 58, serialization failures and deadlocks): the same
-    /// statement may succeed later.
+    /// 08, 53, 57, 58, serialization failures, deadlocks and lock
+    /// timeouts), or a tick has no partition yet
+    /// ([`StoreError::NoTickPartition`]): the same statement may succeed
+    /// later.
     Transient,
     /// The rows themselves are refused (SQLSTATE class 22, data exception,
     /// or 23, integrity constraint): the same rows fail every time.
@@ -94,6 +137,7 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Db(e) => db_error_kind(e),
+            StoreError::NoTickPartition(_) => ErrorKind::Transient,
             _ => ErrorKind::Other,
         }
     }
@@ -120,7 +164,8 @@ pub fn sqlstate_kind(code: &str) -> ErrorKind {
     match code.get(..2) {
         Some("22" | "23") => ErrorKind::Data,
         Some("08" | "53" | "57" | "58") => ErrorKind::Transient,
-        _ if code == "40001" || code == "40P01" => ErrorKind::Transient,
+        // Serialization failure, deadlock, lock timeout (or NOWAIT).
+        _ if matches!(code, "40001" | "40P01" | "55P03") => ErrorKind::Transient,
         _ => ErrorKind::Other,
     }
 }
@@ -332,14 +377,14 @@ impl Store {
         Ok(())
     }
 
-    /// Makes sure tick partitions exist from last month to `months` ahead.
-    pub async fn ensure_partitions(&self, months: i32) -> Result<i32> {
-        let n: i32 =
-            sqlx::query_scalar("SELECT ensure_tick_partitions(now() - interval '1 month', $1)")
-                .bind(months + 1)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n)
+    /// Makes the daily tick partitions (UTC days) from today to `days_ahead`
+    /// days ahead that do not exist yet; returns how many it made. Hubs call
+    /// it at start and hourly: there is no default partition, so a tick
+    /// whose day has none is refused ([`StoreError::NoTickPartition`]).
+    /// Each partition is attached (SHARE UPDATE EXCLUSIVE on `ticks`): it
+    /// neither waits for readers nor blocks the tick writers.
+    pub async fn ensure_partitions(&self, days_ahead: i32) -> Result<i32> {
+        self.ensure_daily_partitions(days_ahead).await
     }
 
     // ---- websites ----

@@ -25,6 +25,10 @@ pub struct OwnedSite {
     pub expected_status_max: i16,
     pub keyword: Option<String>,
     pub follow_redirects: bool,
+    /// Latency alerts: the threshold (ms; `None`: off) and the up rounds in
+    /// a row above it that alert.
+    pub latency_threshold_ms: Option<i32>,
+    pub latency_alert_rounds: i32,
     pub paused: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -42,6 +46,8 @@ pub struct SiteSettings {
     pub expected_status_max: i16,
     pub keyword: Option<String>,
     pub follow_redirects: bool,
+    pub latency_threshold_ms: Option<i32>,
+    pub latency_alert_rounds: i32,
 }
 
 /// The account already has its `max_sites`: no site was created.
@@ -53,7 +59,8 @@ pub struct QuotaReached {
 macro_rules! site_columns {
     () => {
         "id, name, url, interval_secs, timeout_ms, expected_status_min, \
-     expected_status_max, keyword, follow_redirects, NOT enabled AS paused, \
+     expected_status_max, keyword, follow_redirects, latency_threshold_ms, \
+     latency_alert_rounds, NOT enabled AS paused, \
      (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
      (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms"
     };
@@ -70,6 +77,8 @@ fn site_from_row(r: &sqlx::postgres::PgRow) -> OwnedSite {
         expected_status_max: r.get("expected_status_max"),
         keyword: r.get("keyword"),
         follow_redirects: r.get("follow_redirects"),
+        latency_threshold_ms: r.get("latency_threshold_ms"),
+        latency_alert_rounds: r.get("latency_alert_rounds"),
         paused: r.get("paused"),
         created_at_ms: r.get("created_ms"),
         updated_at_ms: r.get("updated_ms"),
@@ -170,6 +179,24 @@ pub struct SiteValidator {
     pub last_checked_at_ms: i64,
 }
 
+/// The windows `$2` (seconds back from now) with their rollup sizes `$3`
+/// (fine) and `$4` (coarse), numbered `i` from 1: each starts at the fine
+/// boundary at or before `now - window` (`start`); fine rows cover it up to
+/// the first coarse boundary at or after `start` (`mid`), coarse rows from
+/// there on. Buckets are aligned on the Unix epoch, as the rollups' are.
+macro_rules! window_bounds {
+    () => {
+        "SELECT u.i, u.fine, u.coarse, b.start,
+                date_bin(make_interval(secs => u.coarse),
+                         b.start + make_interval(secs => u.coarse) - interval '1 microsecond',
+                         'epoch') AS mid
+           FROM UNNEST($2::int8[], $3::int4[], $4::int4[]) WITH ORDINALITY AS u(secs, fine, coarse, i)
+          CROSS JOIN LATERAL (
+                SELECT date_bin(make_interval(secs => u.fine),
+                                now() - make_interval(secs => u.secs), 'epoch') AS start) AS b"
+    };
+}
+
 macro_rules! tick_columns {
     () => {
         "t.task_id, t.round_id, \
@@ -223,8 +250,9 @@ impl Store {
         }
         let row = sqlx::query(concat!(
             "INSERT INTO websites (account_id, owner, name, url, interval_secs, timeout_ms, \
-                 expected_status_min, expected_status_max, keyword, follow_redirects) \
-             VALUES ($1, 'account:' || $1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 expected_status_min, expected_status_max, keyword, follow_redirects, \
+                 latency_threshold_ms, latency_alert_rounds) \
+             VALUES ($1, 'account:' || $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              RETURNING ",
             site_columns!(),
             ""
@@ -238,6 +266,8 @@ impl Store {
         .bind(s.expected_status_max)
         .bind(&s.keyword)
         .bind(s.follow_redirects)
+        .bind(s.latency_threshold_ms)
+        .bind(s.latency_alert_rounds)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -304,7 +334,8 @@ impl Store {
         let row = sqlx::query(concat!(
             "UPDATE websites SET name = $3, url = $4, interval_secs = $5, timeout_ms = $6, \
                     expected_status_min = $7, expected_status_max = $8, keyword = $9, \
-                    follow_redirects = $10, updated_at = now() \
+                    follow_redirects = $10, latency_threshold_ms = $11, \
+                    latency_alert_rounds = $12, updated_at = now() \
               WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL \
               RETURNING ",
             site_columns!(),
@@ -320,6 +351,8 @@ impl Store {
         .bind(s.expected_status_max)
         .bind(&s.keyword)
         .bind(s.follow_redirects)
+        .bind(s.latency_threshold_ms)
+        .bind(s.latency_alert_rounds)
         .fetch_optional(self.pool())
         .await?;
         Ok(row.as_ref().map(site_from_row))
@@ -417,91 +450,195 @@ impl Store {
     }
 
     /// Rounds decided up, decided at all, and `unknown`, over each of four
-    /// windows (seconds back from now, shortest first), in one index-only
-    /// scan of the longest (`rounds_website_time_status`): each round is
-    /// counted in the shortest window that holds it, and the counts are
-    /// summed outwards here.
+    /// windows (seconds back from now, shortest first), from the rollups
+    /// plus the site's closed rounds not rolled up yet (one statement, one
+    /// snapshot: a round is counted once whether or not a roll-up commits
+    /// meanwhile). A window starts at the rollup boundary at or before
+    /// `now - window` (5 minutes for up to a day, an hour up to 30 days,
+    /// else a day: see `rollups::granularity`).
     pub async fn uptime_counts(
         &self,
         id: WebsiteId,
         windows: [i64; 4],
     ) -> Result<[UptimeCount; 4]> {
-        debug_assert!(windows.windows(2).all(|w| w[0] <= w[1]), "shortest first");
-        let rows = sqlx::query(
-            "WITH c AS (SELECT now() - make_interval(secs => $2) AS c0,
-                               now() - make_interval(secs => $3) AS c1,
-                               now() - make_interval(secs => $4) AS c2,
-                               now() - make_interval(secs => $5) AS c3)
-             SELECT CASE WHEN r.scheduled_at >= c.c0 THEN 0
-                         WHEN r.scheduled_at >= c.c1 THEN 1
-                         WHEN r.scheduled_at >= c.c2 THEN 2
-                         ELSE 3 END AS w,
-                    r.status, count(*) AS n
-               FROM rounds r, c
-              WHERE r.website_id = $1 AND r.scheduled_at >= c.c3
-              GROUP BY 1, 2",
-        )
-        .bind(id)
-        .bind(windows[0] as f64)
-        .bind(windows[1] as f64)
-        .bind(windows[2] as f64)
-        .bind(windows[3] as f64)
-        .fetch_all(self.pool())
-        .await?;
-        let mut own = [UptimeCount::default(); 4];
-        for r in &rows {
-            let w = r.get::<i32, _>("w").clamp(0, 3) as usize;
-            let n: i64 = r.get("n");
-            match r.get::<&str, _>("status") {
-                "up" => {
-                    own[w].up += n;
-                    own[w].decided += n;
-                }
-                "down" => own[w].decided += n,
-                "unknown" => own[w].unknown += n,
-                _ => {}
-            }
-        }
+        let rows = self.uptime_windows(&[id], &windows).await?;
         let mut out = [UptimeCount::default(); 4];
-        let mut sum = UptimeCount::default();
-        for (i, c) in own.iter().enumerate() {
-            sum.up += c.up;
-            sum.decided += c.decided;
-            sum.unknown += c.unknown;
-            out[i] = sum;
+        for (_, i, c) in rows {
+            if let Some(o) = out.get_mut(i) {
+                *o = c;
+            }
         }
         Ok(out)
     }
 
-    /// p50/p95/p99 latency of `up` results per region over the last
-    /// `window_secs`.
-    pub async fn latency_by_region(
+    /// Each site's uptime over the last 24 hours (as [`Self::uptime_counts`]
+    /// counts it), in the order of `ids`; zeros for a site with no round.
+    /// One statement for a page of sites: 5-minute and hourly rollups and
+    /// the rounds not rolled up yet.
+    pub async fn uptime_24h_for_sites(
         &self,
-        id: WebsiteId,
-        window_secs: i64,
-    ) -> Result<Vec<RegionLatency>> {
-        let rows = sqlx::query(
-            "SELECT v.region, count(*) AS n, \
-                    percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY t.latency_ms) AS p \
-               FROM ticks t JOIN validators v ON v.id = t.validator_id \
-              WHERE t.website_id = $1 AND t.status = 'up' \
-                AND t.scheduled_at >= now() - make_interval(secs => $2) \
-              GROUP BY v.region ORDER BY v.region",
-        )
-        .bind(id)
-        .bind(window_secs as f64)
+        ids: &[WebsiteId],
+    ) -> Result<Vec<(WebsiteId, UptimeCount)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.uptime_windows(ids, &[86_400]).await?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let c = rows
+                    .iter()
+                    .find(|(w, _, _)| w == id)
+                    .map_or_else(UptimeCount::default, |(_, _, c)| *c);
+                (*id, c)
+            })
+            .collect())
+    }
+
+    /// `(site, window index, counts)` for the sites and windows that have
+    /// any round; `windows` shortest first. The '' rows' counts are in the
+    /// primary key's index, so the rollups are read by index-only scans, at
+    /// most a coarse bucket's worth of fine rows and the coarse rows after
+    /// them per window. The rounds not rolled up yet are read once, from
+    /// the longest window's start, by their partial index
+    /// `rounds_site_not_rolled_up`: each counts in the shortest window that
+    /// holds it (`width_bucket` over the starts, which move back as windows
+    /// grow) and in every longer one. Normally they are the last few
+    /// minutes; with roll-ups stopped, this is the old raw count.
+    async fn uptime_windows(
+        &self,
+        ids: &[WebsiteId],
+        windows: &[i64],
+    ) -> Result<Vec<(WebsiteId, usize, UptimeCount)>> {
+        debug_assert!(windows.windows(2).all(|w| w[0] <= w[1]), "shortest first");
+        let (fine, coarse): (Vec<i32>, Vec<i32>) = windows
+            .iter()
+            .map(|w| crate::rollups::granularity(*w))
+            .unzip();
+        let rows = sqlx::query(concat!(
+            "WITH s AS (",
+            window_bounds!(),
+            "), e AS (
+                 SELECT array_agg(start ORDER BY i DESC) AS starts, count(*)::int4 AS n,
+                        min(start) AS first
+                   FROM s
+             ), own AS (
+                 SELECT x.website_id, e.n - width_bucket(x.scheduled_at, e.starts) + 1 AS wi,
+                        count(*) FILTER (WHERE x.status = 'up')::int4 AS up,
+                        count(*) FILTER (WHERE x.status = 'down')::int4 AS down,
+                        count(*) FILTER (WHERE x.status = 'unknown')::int4 AS unknown
+                   FROM e JOIN rounds x
+                     ON x.website_id = ANY($1) AND x.rolled_up_at IS NULL
+                    AND x.status <> 'open' AND x.scheduled_at >= e.first
+                  GROUP BY 1, 2
+             ), c AS (
+                 SELECT r.website_id, s.i, r.rounds_up AS up, r.rounds_down AS down,
+                        r.rounds_unknown AS unknown
+                   FROM s JOIN rollups r
+                     ON r.website_id = ANY($1) AND r.bucket_secs = s.fine AND r.region = ''
+                    AND r.bucket_start >= s.start AND r.bucket_start < s.mid
+                 UNION ALL
+                 SELECT r.website_id, s.i, r.rounds_up, r.rounds_down, r.rounds_unknown
+                   FROM s JOIN rollups r
+                     ON r.website_id = ANY($1) AND r.bucket_secs = s.coarse AND r.region = ''
+                    AND r.bucket_start >= s.mid
+                 UNION ALL
+                 SELECT o.website_id, s.i, o.up, o.down, o.unknown FROM own o JOIN s ON o.wi <= s.i
+             )
+             SELECT website_id, i, sum(up)::int8 AS up, sum(down)::int8 AS down,
+                    sum(unknown)::int8 AS unknown
+               FROM c GROUP BY 1, 2"
+        ))
+        .bind(ids)
+        .bind(windows)
+        .bind(&fine)
+        .bind(&coarse)
         .fetch_all(self.pool())
         .await?;
         Ok(rows
             .iter()
             .map(|r| {
-                let p: Vec<f64> = r.get("p");
+                let (up, down): (i64, i64) = (r.get("up"), r.get("down"));
+                let i: i64 = r.get("i");
+                (
+                    r.get("website_id"),
+                    usize::try_from(i - 1).unwrap_or(usize::MAX),
+                    UptimeCount {
+                        up,
+                        decided: up + down,
+                        unknown: r.get("unknown"),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// p50/p95/p99 latency of `up` results per region over the last
+    /// `window_secs` (the window starts as [`Self::uptime_counts`]' do),
+    /// estimated from the merged histograms of the rollups and of the
+    /// results of closed rounds not rolled up yet (error bound:
+    /// `rollups::Histogram::quantile`). Results of rounds still open are
+    /// not in it yet.
+    pub async fn latency_by_region(
+        &self,
+        id: WebsiteId,
+        window_secs: i64,
+    ) -> Result<Vec<RegionLatency>> {
+        let (fine, coarse) = crate::rollups::granularity(window_secs);
+        let rows = sqlx::query(concat!(
+            "WITH s AS (",
+            window_bounds!(),
+            "), src AS (
+                 SELECT r.region, r.latency_counts AS c, r.latency_min_ms AS lo,
+                        r.latency_max_ms AS hi
+                   FROM s JOIN rollups r
+                     ON r.website_id = $1 AND r.bucket_secs = s.fine AND r.region > ''
+                    AND r.bucket_start >= s.start AND r.bucket_start < s.mid
+                 UNION ALL
+                 SELECT r.region, r.latency_counts, r.latency_min_ms, r.latency_max_ms
+                   FROM s JOIN rollups r
+                     ON r.website_id = $1 AND r.bucket_secs = s.coarse AND r.region > ''
+                    AND r.bucket_start >= s.mid
+                 UNION ALL
+                 SELECT v.region,
+                        rollup_histogram(array_agg(width_bucket(t.latency_ms,
+                                                                rollup_latency_bounds()))),
+                        min(t.latency_ms), max(t.latency_ms)
+                   FROM s JOIN rounds x
+                     ON x.website_id = $1 AND x.rolled_up_at IS NULL
+                    AND x.status <> 'open' AND x.scheduled_at >= s.start
+                   JOIN ticks t
+                     ON t.round_id = x.id AND t.website_id = x.website_id
+                    AND t.scheduled_at = x.scheduled_at
+                   JOIN validators v ON v.id = t.validator_id
+                  WHERE t.status = 'up' AND v.region > ''
+                  GROUP BY v.region
+             )
+             SELECT region, rollup_sum(c) AS counts, min(lo) AS lo, max(hi) AS hi
+               FROM src GROUP BY region HAVING max(hi) IS NOT NULL ORDER BY region"
+        ))
+        .bind(id)
+        .bind(&[window_secs][..])
+        .bind(&[fine][..])
+        .bind(&[coarse][..])
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let counts: Vec<i32> = r.get("counts");
+                let h = crate::rollups::Histogram {
+                    counts: counts.into_iter().map(i64::from).collect(),
+                    min_ms: r.get("lo"),
+                    max_ms: r.get("hi"),
+                };
+                let q = |p| h.quantile(p).unwrap_or(0.0);
                 RegionLatency {
                     region: r.get("region"),
-                    results: r.get("n"),
-                    p50_ms: p.first().copied().unwrap_or(0.0),
-                    p95_ms: p.get(1).copied().unwrap_or(0.0),
-                    p99_ms: p.get(2).copied().unwrap_or(0.0),
+                    results: h.total(),
+                    p50_ms: q(0.5),
+                    p95_ms: q(0.95),
+                    p99_ms: q(0.99),
                 }
             })
             .collect())

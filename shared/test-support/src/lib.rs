@@ -17,6 +17,8 @@
 //! - [`metrics`]: a `/metrics` page fetched ([`metrics::scrape`]) or rendered
 //!   by the test, read with `prometheus-parse`; one figure by name and labels
 //!   ([`metrics::Metrics::value`]).
+//! - [`receivers`]: alert receivers on loopback: a webhook endpoint that
+//!   records requests (and fails the first N), and a plain SMTP sink.
 //! - `resp`: the few lines of blocking RESP that `TestRedis` needs (private).
 //!
 //! `scripts/test.sh` starts PostgreSQL and Redis and sets the variables, and
@@ -25,6 +27,7 @@
 mod db;
 pub mod metrics;
 mod proxy;
+pub mod receivers;
 mod redis;
 mod resp;
 pub mod solana;

@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 
 pub mod accounts;
+pub mod alerts;
 pub mod keys;
 pub mod page;
 pub mod reads;

@@ -79,7 +79,10 @@ pub async fn status(
     }))
 }
 
-/// Uptime over 24 h, 7 d, 30 d and 90 d, from round decisions.
+/// Uptime over 24 h, 7 d, 30 d and 90 d, from round decisions: read from
+/// the rollups plus the closed rounds not rolled up yet. Each window starts
+/// at the bucket boundary at or before its length ago (5 minutes for 24 h,
+/// an hour for 7 d and 30 d, a day for 90 d).
 #[utoipa::path(get, path = "/v1/websites/{id}/uptime", tag = "reads", params(("id" = i64, Path)),
     responses(
         (status = 200, body = UptimeView),
@@ -112,7 +115,9 @@ pub async fn uptime(
     }))
 }
 
-/// Latency percentiles of `up` results per region.
+/// Latency percentiles of `up` results per region, estimated from the
+/// rollups' histograms and the results of closed rounds not rolled up yet
+/// (docs/api.md gives the error bound).
 #[utoipa::path(get, path = "/v1/websites/{id}/latency", tag = "reads",
     params(("id" = i64, Path), WindowQuery),
     responses(

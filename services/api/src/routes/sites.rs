@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
-use crate::model::{NewSite, PageQuery, SitePage, SitePatch, SiteView};
+use crate::model::{NewSite, PageQuery, SiteListItem, SitePage, SitePatch, SiteView};
 use crate::routes::page::{self, page_size};
 
 /// Longest interval, seconds (the column's bound).
@@ -143,6 +143,20 @@ async fn validate(state: &AppState, account: &Account, s: Draft) -> Result<SiteS
             ));
         }
     }
+    if let Some(t) = s.latency_threshold_ms {
+        if !(1..=120_000).contains(&t) {
+            return Err(ApiError::invalid(
+                "latency_threshold_ms",
+                "must be 1 to 120000 ms (or null: no latency alerts)",
+            ));
+        }
+    }
+    if !(1..=100).contains(&s.latency_alert_rounds) {
+        return Err(ApiError::invalid(
+            "latency_alert_rounds",
+            "must be 1 to 100 rounds",
+        ));
+    }
     Ok(SiteSettings {
         name: check_name(s.name)?,
         url,
@@ -152,6 +166,8 @@ async fn validate(state: &AppState, account: &Account, s: Draft) -> Result<SiteS
         expected_status_max: s.expected_status_max,
         keyword: s.keyword,
         follow_redirects: s.follow_redirects,
+        latency_threshold_ms: s.latency_threshold_ms,
+        latency_alert_rounds: s.latency_alert_rounds,
     })
 }
 
@@ -165,6 +181,8 @@ struct Draft {
     expected_status_max: i16,
     keyword: Option<String>,
     follow_redirects: bool,
+    latency_threshold_ms: Option<i32>,
+    latency_alert_rounds: i32,
 }
 
 /// Add a website. It is checked from its next slot (within a second of
@@ -194,6 +212,8 @@ pub async fn create(
         expected_status_max: n.expected_status_max.unwrap_or(399),
         keyword: n.keyword,
         follow_redirects: n.follow_redirects.unwrap_or(true),
+        latency_threshold_ms: n.latency_threshold_ms,
+        latency_alert_rounds: n.latency_alert_rounds.unwrap_or(3),
     };
     // The cheap refusal first: an account at its quota costs no lookup.
     if state.store.count_owned_sites(a.id).await? >= i64::from(a.max_sites) {
@@ -218,7 +238,8 @@ fn quota_exceeded(max_sites: i32) -> ApiError {
     )
 }
 
-/// The account's websites in id order, a page at a time.
+/// The account's websites in id order, a page at a time, each with its
+/// uptime over the last 24 hours.
 #[utoipa::path(get, path = "/v1/websites", tag = "websites", params(PageQuery),
     responses(
         (status = 200, body = SitePage),
@@ -237,8 +258,17 @@ pub async fn list(
         .owned_sites(caller.account.id, after, limit + 1)
         .await?;
     let (sites, next_cursor) = page::cut(sites, limit, |s| s.id.0.to_string());
+    let ids: Vec<WebsiteId> = sites.iter().map(|s| s.id).collect();
+    let uptime = state.store.uptime_24h_for_sites(&ids).await?;
     Ok(axum::Json(SitePage {
-        items: sites.iter().map(SiteView::from).collect(),
+        items: sites
+            .iter()
+            .zip(uptime)
+            .map(|(s, (_, c))| SiteListItem {
+                site: SiteView::from(s),
+                uptime_24h_pct: (c.decided > 0).then(|| c.up as f64 * 100.0 / c.decided as f64),
+            })
+            .collect(),
         next_cursor,
     }))
 }
@@ -298,6 +328,8 @@ pub async fn update(
         expected_status_max: p.expected_status_max.unwrap_or(cur.expected_status_max),
         keyword: p.keyword.unwrap_or(cur.keyword),
         follow_redirects: p.follow_redirects.unwrap_or(cur.follow_redirects),
+        latency_threshold_ms: p.latency_threshold_ms.unwrap_or(cur.latency_threshold_ms),
+        latency_alert_rounds: p.latency_alert_rounds.unwrap_or(cur.latency_alert_rounds),
     };
     let settings = validate(&state, &caller.account, draft).await?;
     let site = state

@@ -46,7 +46,7 @@ impl Api {
         let mut c = settings(&db);
         edit(&mut c);
         let s: Settings = c.parse().unwrap();
-        let state = AppState::with_store(db.store.clone(), s);
+        let state = AppState::with_store(db.store.clone(), s).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();

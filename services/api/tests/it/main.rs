@@ -2,6 +2,7 @@
 //! port, a fresh PostgreSQL database per test, reqwest as the client.
 
 mod accounts;
+mod alerts;
 mod common;
 mod conventions;
 mod reads;

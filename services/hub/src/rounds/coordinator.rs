@@ -36,7 +36,6 @@ use crate::rounds::{Changed, Event};
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const SWEEP_GRACE: Duration = Duration::from_millis(machine::SWEEP_GRACE_MS as u64);
 const TOUCH_VALIDATORS_EVERY: Duration = Duration::from_secs(30);
-const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
 
 /// After a statement failed, how long the coordinator waits before its next
 /// one (the database is likely away).
@@ -159,14 +158,7 @@ impl Coordinator {
         let mut reload = interval(s.reload_interval);
         let mut sweep = interval(SWEEP_EVERY);
         let mut touch = interval(TOUCH_VALIDATORS_EVERY);
-        let mut partitions = interval(PARTITIONS_EVERY);
-        for t in [
-            &mut tick,
-            &mut reload,
-            &mut sweep,
-            &mut touch,
-            &mut partitions,
-        ] {
+        for t in [&mut tick, &mut reload, &mut sweep, &mut touch] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         let mut ring = self.app.ring.clone();
@@ -188,11 +180,6 @@ impl Coordinator {
                 _ = tick.tick() => self.on_tick().await,
                 _ = sweep.tick() => self.sweep().await,
                 _ = touch.tick() => self.touch_validators().await,
-                _ = partitions.tick() => {
-                    if let Err(e) = self.app.store.ensure_partitions(3).await {
-                        tracing::warn!(error = %e, "creating tick partitions failed");
-                    }
-                }
             }
         }
         // Close what is complete; the rest is closed from the database by

@@ -589,16 +589,23 @@ fn tempdir() -> std::path::PathBuf {
 /// The owners' API on a loopback port, on the test's database: its base URL
 /// and the token that stops it.
 async fn api_for(db: &TestDb) -> (String, CancellationToken) {
-    let settings = api::config::Config {
+    api_with(db, |_| {}).await
+}
+
+async fn api_with(
+    db: &TestDb,
+    edit: impl FnOnce(&mut api::config::Config),
+) -> (String, CancellationToken) {
+    let mut config = api::config::Config {
         database_url: db.url.as_str().into(),
         key_secret: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
         cookie_secure: false,
         allow_private_targets: true,
         ..Default::default()
-    }
-    .parse()
-    .unwrap();
-    let state = api::app::AppState::with_store(db.store.clone(), settings);
+    };
+    edit(&mut config);
+    let settings = config.parse().unwrap();
+    let state = api::app::AppState::with_store(db.store.clone(), settings).expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -607,4 +614,143 @@ async fn api_for(db: &TestDb) -> (String, CancellationToken) {
         let _ = api::app::serve(state, listener, async move { s.cancelled().await }).await;
     });
     (base, stop)
+}
+
+/// An owner's site flaps: the hub's rounds open an incident and resolve it,
+/// and the owner's webhook (which fails its first two requests) and email
+/// each get every transition once after deduping by idempotency key, in
+/// order, matching the incidents table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_site_alerts_each_transition_once_after_dedupe() {
+    use test_support::receivers::{SmtpSink, WebhookReceiver};
+    let db = TestDb::new().await.unwrap();
+    let (base, sites_stop) = demo_sites(demo_sites::Config {
+        flap_period: Duration::from_secs(8),
+        ..Default::default()
+    })
+    .await;
+    let hub = TestHub::start(settings(&db)).await;
+    let stop = CancellationToken::new();
+    for (seed, region) in [(60, "eu-west"), (61, "us-east"), (62, "ap-south")] {
+        let (v, _) = spawn_validator(&[hub.ws_url()], seed, region, &stop);
+        v.wait_until(|s| s.connected).await;
+    }
+    let hook = WebhookReceiver::start(2).await;
+    let sink = SmtpSink::start().await;
+    let api = api_with(&db, |c| {
+        c.min_interval_secs = 1;
+        c.default_min_interval_secs = 1;
+        c.alert_retry_base_ms = 100;
+        c.alert_retry_max_secs = 1;
+        c.smtp_url = sink.url().into();
+    })
+    .await;
+    let key = sign_up_and_make_a_key(&api.0).await;
+    let program = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        program
+            .post(format!("{}{path}", api.0))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    for (kind, target) in [
+        ("webhook", hook.url("/hook")),
+        ("email", "owner@example.com".to_string()),
+    ] {
+        let r = post(
+            "/v1/alert-channels",
+            serde_json::json!({"kind": kind, "name": kind, "target": target}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let r = post(
+        "/v1/websites",
+        serde_json::json!({"url": format!("{base}/flap"), "interval_secs": 2, "timeout_ms": 1000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let site = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    // Down for 8 s, up for 8 s: an incident opens and resolves within 40 s.
+    eventually(40, "an incident opened and resolved", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM incidents WHERE website_id = $1 AND resolved_at IS NOT NULL",
+        )
+        .bind(site)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        (n >= 1).then_some(())
+    })
+    .await;
+    // No more transitions: stop checking, let the outbox drain.
+    stop.cancel();
+    hub.stop().await;
+    eventually(20, "every delivery finished", || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alert_outbox WHERE state <> 'delivered'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        (pending == 0).then_some(())
+    })
+    .await;
+    let incidents: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT id, resolved_at IS NOT NULL FROM incidents WHERE website_id = $1 ORDER BY id",
+    )
+    .bind(site)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    // What each receiver should have, in order: per incident, opened then
+    // (if it resolved) resolved.
+    let mut want = Vec::new();
+    for (id, resolved) in &incidents {
+        want.push((*id, "incident_opened".to_string()));
+        if *resolved {
+            want.push((*id, "incident_resolved".to_string()));
+        }
+    }
+    // The webhook: dedupe by key, keep the first successful copy of each.
+    let got = hook.received();
+    assert_eq!(got.iter().filter(|r| r.status == 500).count(), 2);
+    let mut keys = HashSet::new();
+    let webhook: Vec<(i64, String)> = got
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter(|r| keys.insert(r.header("x-idempotency-key").unwrap().to_string()))
+        .map(|r| {
+            let b = r.json();
+            (
+                b["incident"]["id"].as_i64().unwrap(),
+                b["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(webhook, want, "webhook, deduped: {got:#?}");
+    // Email: dedupe by Message-ID.
+    let mails = sink.mails();
+    let mut ids = HashSet::new();
+    let emails: Vec<String> = mails
+        .iter()
+        .filter(|m| ids.insert(m.header("message-id").unwrap()))
+        .map(|m| m.header("subject").unwrap())
+        .collect();
+    assert_eq!(emails.len(), want.len(), "{emails:?}");
+    for (subject, (_, event)) in emails.iter().zip(&want) {
+        let prefix = if event == "incident_opened" {
+            "DOWN: "
+        } else {
+            "UP: "
+        };
+        assert!(subject.starts_with(prefix), "{subject} for {event}");
+    }
+    api.1.cancel();
+    sites_stop.cancel();
 }

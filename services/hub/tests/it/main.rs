@@ -9,6 +9,7 @@ mod e2e;
 mod failover;
 mod layering;
 mod leader;
+mod maintenance;
 mod outage;
 mod payout_leaders;
 mod payouts;

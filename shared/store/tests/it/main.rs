@@ -5,11 +5,14 @@
 //! One binary, one module per area; the fixtures below build the rows most
 //! tests need (a website, a validator, a round, a tick).
 
+mod alerts;
 mod earnings;
 mod errors;
 mod fresh_db;
 mod incidents;
 mod payouts;
+mod retention;
+mod rollups;
 mod rounds;
 mod simulated;
 mod ticks;

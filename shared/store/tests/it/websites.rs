@@ -140,22 +140,6 @@ async fn next(l: &mut PgListener) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn ensure_partitions_creates_only_missing_months() {
-    let db = db().await;
-    // The migration made last month to two months ahead.
-    assert_eq!(db.store.ensure_partitions(2).await.unwrap(), 0);
-    // From last month: five months ahead is two more.
-    assert_eq!(db.store.ensure_partitions(5).await.unwrap(), 2);
-    assert_eq!(db.store.ensure_partitions(5).await.unwrap(), 0);
-    let parts: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-    assert_eq!(parts, 6 + 1, "six months and the default partition");
-}
-
 /// The typed id encodes as the `bigint` column it names.
 #[tokio::test]
 async fn website_id_binds_and_decodes_as_its_column() {
