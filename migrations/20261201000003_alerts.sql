@@ -58,21 +58,14 @@ CREATE INDEX alert_outbox_subject ON alert_outbox (channel_id, subject, id) WHER
 CREATE INDEX alert_outbox_account ON alert_outbox (account_id, id DESC);
 CREATE INDEX alert_outbox_finished ON alert_outbox (finished_at) WHERE state <> 'pending';
 
--- Wakes the workers when the transaction that wrote rows commits.
-CREATE FUNCTION notify_alert_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('alert_outbox', '');
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER alert_outbox_inserted AFTER INSERT ON alert_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_alert_outbox();
-
 -- Writes the alert `ev` about `subj` for every enabled channel of website
--- `w`'s account that subscribes to it. Websites without an account (the
+-- `w`'s account that subscribes to it, and wakes the workers when the
+-- transaction commits (only if it wrote a row: a NOTIFY makes the commit
+-- take a database-wide lock). Websites without an account (the
 -- operator's CLI) alert nobody.
 CREATE FUNCTION enqueue_alert(w bigint, ev text, subj text, body jsonb) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO alert_outbox (channel_id, account_id, website_id, event, subject, payload)
     SELECT c.id, c.account_id, w, ev, subj,
            jsonb_build_object('event', ev, 'occurred_at', now(),
@@ -81,6 +74,10 @@ LANGUAGE sql AS $$
       FROM websites s JOIN alert_channels c ON c.account_id = s.account_id
      WHERE s.id = w AND c.enabled AND ev = ANY (c.events)
      ORDER BY c.id;
+    IF FOUND THEN
+        PERFORM pg_notify('alert_outbox', '');
+    END IF;
+END;
 $$;
 
 -- Latency alerts: per site, a threshold on the median latency of a round's

@@ -125,6 +125,11 @@ CREATE INDEX rollups_age ON rollups (bucket_secs, bucket_start);
 -- backfilled (rows older than the retention are pruned afterwards).
 ALTER TABLE rounds ADD COLUMN rolled_up_at timestamptz;
 -- what `roll_up` picks next
+-- (Both indexes are built in this migration's transaction, which holds
+-- round writers for the build: on a large `rounds` table, upgrade at a
+-- quiet time. `CREATE INDEX CONCURRENTLY` in a migration of its own would
+-- wait for every transaction of the database, hubs waiting for the
+-- migration lock included: a deadlock when several hubs start at once.)
 CREATE INDEX rounds_not_rolled_up ON rounds (closed_at)
     WHERE rolled_up_at IS NULL AND status <> 'open';
 -- what a read adds to the rollups: a site's closed rounds not rolled up yet

@@ -26,7 +26,10 @@
 -- All partition arithmetic is in UTC (a day is a UTC day).
 
 SET LOCAL TimeZone = 'UTC';
--- Nothing writes ticks while the default partition leaves.
+-- Nothing writes ticks while the default partition leaves. A long read of
+-- `ticks` would make this lock wait, and every tick writer queue behind
+-- it: give up after 10 s instead (the hub's start fails and is retried).
+SET LOCAL lock_timeout = '10s';
 LOCK TABLE ticks IN ACCESS EXCLUSIVE MODE;
 
 -- Every partition of `ticks` with its bounds, read from the catalog (the
@@ -129,5 +132,6 @@ END;
 $$;
 
 -- Retention finds old rounds by their scheduled time (the other indexes
--- on it lead with the website).
+-- on it lead with the website). Built in the transaction, as the indexes
+-- of 20261201000004 are.
 CREATE INDEX rounds_scheduled ON rounds (scheduled_at);

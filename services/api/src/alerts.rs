@@ -78,6 +78,9 @@ impl Deliverer {
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(runtime::guard::GuardedResolver { policy }))
             .redirect(reqwest::redirect::Policy::none())
+            // Through a proxy the name would be resolved by the proxy, past
+            // the guard: alerts go direct, as the validator's checks do.
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .user_agent(USER_AGENT)

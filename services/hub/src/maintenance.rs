@@ -40,7 +40,14 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = rollup.tick() => roll_up(&store, &s, &metrics, &stop).await,
-            _ = retention.tick() => retain(&store, &s, &metrics).await,
+            // A pass can take long (a backlog, partitions locked by long
+            // reads): shutdown does not wait for it. Every step is safe to
+            // cut off (batches are transactions of their own; a detach cut
+            // off is finished by the next pass).
+            _ = retention.tick() => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = retain(&store, &s, &metrics) => {}
+            },
         }
     }
 }

@@ -69,7 +69,8 @@ pub const ALERT_EVENTS: [&str; 6] = [
 ];
 
 /// A channel as its owner sees it (the webhook secret is not part of it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` leaves the target out: a Slack or Discord URL is a credential.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AlertChannel {
     pub id: ChannelId,
     pub kind: ChannelKind,
@@ -78,6 +79,18 @@ pub struct AlertChannel {
     pub events: Vec<String>,
     pub enabled: bool,
     pub created_at_ms: i64,
+}
+
+impl fmt::Debug for AlertChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertChannel")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What creating a channel writes.
@@ -356,7 +369,7 @@ impl Store {
         let rows = sqlx::query(
             "WITH c AS (
                  SELECT o.id FROM alert_outbox o
-                  WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+                  WHERE o.state = 'pending' AND o.event <> 'test' AND o.next_attempt_at <= now()
                     AND (o.claimed_until IS NULL OR o.claimed_until < now())
                     AND NOT EXISTS (SELECT 1 FROM alert_outbox p
                                      WHERE p.channel_id = o.channel_id AND p.subject = o.subject
@@ -491,7 +504,7 @@ impl Store {
                          THEN greatest(extract(epoch FROM m - now()), 0)::float8 END
                FROM (SELECT min(greatest(next_attempt_at, COALESCE(claimed_until, next_attempt_at))) AS m
                        FROM alert_outbox o
-                      WHERE state = 'pending'
+                      WHERE state = 'pending' AND event <> 'test'
                         AND NOT EXISTS (SELECT 1 FROM alert_outbox p
                                          WHERE p.channel_id = o.channel_id AND p.subject = o.subject
                                            AND p.state = 'pending' AND p.id < o.id)) AS due",
@@ -503,13 +516,23 @@ impl Store {
 
     /// Deletes up to `limit` delivered rows finished more than
     /// `keep_delivered` ago and dead ones finished more than `keep_dead`
-    /// ago; returns how many.
+    /// ago; returns how many. A `test` delivery whose call ended before
+    /// recording its outcome (its lease ran out) is marked dead: workers
+    /// never send test rows.
     pub async fn clean_alert_outbox(
         &self,
         keep_delivered: Duration,
         keep_dead: Duration,
         limit: i64,
     ) -> Result<u64> {
+        sqlx::query(
+            "UPDATE alert_outbox
+                SET state = 'dead', finished_at = now(), claimed_until = NULL, claim_token = NULL,
+                    last_error = 'the test call ended before its outcome was recorded'
+              WHERE event = 'test' AND state = 'pending' AND claimed_until < now()",
+        )
+        .execute(self.pool())
+        .await?;
         let r = sqlx::query(
             "DELETE FROM alert_outbox WHERE id IN (
                  SELECT id FROM alert_outbox

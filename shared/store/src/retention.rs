@@ -42,7 +42,9 @@ macro_rules! cutoff {
 macro_rules! round_done {
     () => {
         "(r.status <> 'open' AND r.rolled_up_at IS NOT NULL \
-          AND (r.settled_at IS NOT NULL OR NOT EXISTS (SELECT 1 FROM validator_ledger)))"
+          AND (r.settled_at IS NOT NULL OR NOT EXISTS (SELECT 1 FROM validator_ledger)) \
+          AND r.scheduled_at <= COALESCE((SELECT ws.applied_through FROM website_state ws \
+                                           WHERE ws.website_id = r.website_id), '-infinity'))"
     };
 }
 

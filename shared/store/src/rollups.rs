@@ -145,8 +145,9 @@ impl Store {
 
     /// Deletes rollups whose bucket ended more than its size's keep ago
     /// ([`KEEP_5M`], [`KEEP_1H`], [`KEEP_1D`] are the defaults), at most
-    /// `limit` rows of each size per call; returns how many it deleted.
-    /// Call it again while it deletes anything. A keep shorter than the
+    /// `limit` rows of each size per call; returns how many it deleted
+    /// (0 also when a roll-up holds the lock). Call it again while it
+    /// deletes anything. A keep shorter than the
     /// reads need (a day and an hour of 5-minute rows, 31 days of hourly,
     /// 91 of daily) makes uptime and latency undercount.
     pub async fn prune_rollups(
@@ -156,6 +157,17 @@ impl Store {
         keep_1d: Duration,
         limit: i64,
     ) -> Result<u64> {
+        // Under the roll-up's lock: a prune and a roll-up touching the same
+        // old rows (the history backfill) in different orders would
+        // deadlock.
+        let mut tx = self.pool().begin().await?;
+        let mine: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('rollups'))")
+                .fetch_one(&mut *tx)
+                .await?;
+        if !mine {
+            return Ok(0);
+        }
         let r = sqlx::query(
             "DELETE FROM rollups r
               USING (SELECT o.website_id, o.bucket_secs, o.region, o.bucket_start
@@ -171,8 +183,9 @@ impl Store {
         .bind(&BUCKET_SECS[..])
         .bind(&[keep_5m, keep_1h, keep_1d].map(|k| k.as_secs_f64())[..])
         .bind(limit)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
     }
 }

@@ -452,23 +452,32 @@ pub async fn test(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("alert channel"))?;
-    let attempt = state.alerts.deliver(&a).await;
-    let outcome = if attempt.delivered {
-        AlertOutcome::Delivered {
-            status: attempt.status,
-        }
-    } else {
-        AlertOutcome::Dead {
-            error: attempt.error.clone().unwrap_or_default(),
-            status: attempt.status,
-        }
-    };
-    state
-        .store
-        .finish_alert(a.id, a.claim_token, &outcome)
-        .await?;
+    // Sent and recorded in a task of its own: a request cut off by its time
+    // limit (or a client that goes away) still leaves the outcome in the
+    // log.
+    let (store, deliverer) = (state.store.clone(), state.alerts.clone());
+    let attempt = tokio::spawn(async move {
+        let attempt = deliverer.deliver(&a).await;
+        let outcome = if attempt.delivered {
+            AlertOutcome::Delivered {
+                status: attempt.status,
+            }
+        } else {
+            AlertOutcome::Dead {
+                error: attempt.error.clone().unwrap_or_default(),
+                status: attempt.status,
+            }
+        };
+        store
+            .finish_alert(a.id, a.claim_token, &outcome)
+            .await
+            .map(|_| (a.id, attempt))
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    let (id, attempt) = attempt;
     Ok(axum::Json(TestResult {
-        delivery_id: a.id.0,
+        delivery_id: id.0,
         delivered: attempt.delivered,
         status: attempt.status,
         error: attempt.error,

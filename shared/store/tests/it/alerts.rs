@@ -273,25 +273,56 @@ async fn concurrent_workers_never_claim_the_same_row() {
     let ch = channel(s, a, ChannelKind::Webhook, &["incident_opened"]).await;
     sqlx::query(
         "INSERT INTO alert_outbox (channel_id, account_id, event, subject, payload)
-         SELECT $1, $2, 'incident_opened', 'incident:' || g, '{}' FROM generate_series(1, 300) g",
+         SELECT $1, $2, CASE WHEN g % 2 = 0 THEN 'incident_opened' ELSE 'incident_resolved' END,
+                'incident:' || (g / 2), '{}' FROM generate_series(1, 300) g
+          ORDER BY g",
     )
     .bind(ch)
     .bind(a)
     .execute(s.pool())
     .await
     .unwrap();
+    // Rows pair up by subject (incident:N, opened then resolved): a
+    // worker delivers what it claims and then claims more, so a row is
+    // only ever claimed once the row before it in its subject is done.
+    let done = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
     let workers: Vec<_> = (0..4)
         .map(|_| {
-            let s = s.clone();
+            let (s, done) = (s.clone(), done.clone());
             tokio::spawn(async move {
                 let mut mine = Vec::new();
-                loop {
+                let mut idle = 0;
+                while idle < 3 {
                     let got = s.claim_alerts(Duration::from_secs(60), 7).await.unwrap();
                     if got.is_empty() {
-                        return mine;
+                        idle += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    for a in &got {
+                        let id: i64 = a.id.0;
+                        // The earlier row of this subject (id - 1 when this
+                        // one is a resolve) must be delivered already.
+                        if a.event == "incident_resolved" && id > 1 {
+                            let earlier = sqlx::query_scalar::<_, String>(
+                                "SELECT state FROM alert_outbox WHERE subject = (SELECT subject FROM alert_outbox WHERE id = $1) AND id < $1",
+                            )
+                            .bind(id)
+                            .fetch_optional(s.pool())
+                            .await
+                            .unwrap();
+                            if let Some(st) = earlier {
+                                assert_eq!(st, "delivered", "row {id} claimed before its subject's earlier row");
+                            }
+                        }
+                        let ok = AlertOutcome::Delivered { status: Some(200) };
+                        assert!(s.finish_alert(a.id, a.claim_token, &ok).await.unwrap());
+                        done.lock().unwrap().insert(id);
                     }
                     mine.extend(got.iter().map(|a| a.id));
                 }
+                mine
             })
         })
         .collect();
@@ -301,6 +332,7 @@ async fn concurrent_workers_never_claim_the_same_row() {
     }
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!((all.len(), unique.len()), (300, 300));
+    assert_eq!(done.lock().unwrap().len(), 300);
 }
 
 #[tokio::test]

@@ -415,7 +415,8 @@ async fn an_interrupted_detach_is_finalized_and_a_detached_table_dropped() {
 }
 
 /// Opens and closes (`unknown`: no results) the round of `site` at `at_ms`;
-/// then sets `rolled_up_at` and `settled_at` as asked.
+/// then sets `rolled_up_at` and `settled_at` as asked (a rolled-up round
+/// also counts as applied to its site's incidents).
 async fn round(s: &Store, site: WebsiteId, at_ms: i64, rolled_up: bool, settled: bool) -> RoundId {
     let r = open_round(s, site, at_ms).await;
     s.close_rounds(&[r.round_id], "h1", &[]).await.unwrap();
@@ -435,6 +436,19 @@ async fn mark(s: &Store, id: RoundId, rolled_up: bool, settled: bool) {
     .execute(s.pool())
     .await
     .unwrap();
+    if rolled_up {
+        sqlx::query(
+            "INSERT INTO website_state (website_id, applied_through)
+             SELECT website_id, scheduled_at FROM rounds WHERE id = $1
+             ON CONFLICT (website_id) DO UPDATE
+                SET applied_through = greatest(website_state.applied_through,
+                                               EXCLUDED.applied_through)",
+        )
+        .bind(id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    }
 }
 
 async fn round_ids(s: &Store) -> Vec<RoundId> {
@@ -460,6 +474,15 @@ async fn old_rounds_are_deleted_once_closed_rolled_up_and_settled_where_payouts_
     let open = open_round(s, site, at(6)).await.round_id;
     mark(s, open, true, false).await;
     let recent = round(s, site, past_ms(), true, true).await;
+    // Rolled up but not yet applied to its site's incidents: kept.
+    let other = website(s, 2).await.id;
+    let not_applied = open_round(s, other, at(0)).await.round_id;
+    s.close_rounds(&[not_applied], "h1", &[]).await.unwrap();
+    sqlx::query("UPDATE rounds SET rolled_up_at = now() WHERE id = $1")
+        .bind(not_applied)
+        .execute(s.pool())
+        .await
+        .unwrap();
     assert_eq!(
         s.delete_old_rounds(KEEP_DAYS, 2, lock_timeout)
             .await
@@ -467,7 +490,15 @@ async fn old_rounds_are_deleted_once_closed_rolled_up_and_settled_where_payouts_
         5,
         "in batches of two"
     );
-    assert_eq!(round_ids(s).await, [not_rolled_up, open, recent]);
+    assert_eq!(
+        round_ids(s).await,
+        [not_rolled_up, open, recent, not_applied]
+    );
+    sqlx::query("DELETE FROM rounds WHERE id = $1")
+        .bind(not_applied)
+        .execute(s.pool())
+        .await
+        .unwrap();
     // An incident's round ids are plain ids: the round can go.
     sqlx::query(
         "INSERT INTO incidents (website_id, started_at, opened_by_round) \
