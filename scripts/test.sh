@@ -90,6 +90,8 @@ log "UPTIME_TEST_REDIS_URL=$UPTIME_TEST_REDIS_URL"
 venv_ensure "$ROOT/.tmp/venv" "$ROOT/scripts/requirements-test.txt"
 export UPTIME_TEST_SCHEMATHESIS=$ROOT/.tmp/venv/bin/st
 log "UPTIME_TEST_SCHEMATHESIS=$UPTIME_TEST_SCHEMATHESIS"
+export UPTIME_TEST_HADOLINT=$ROOT/.tmp/venv/bin/hadolint
+log "UPTIME_TEST_HADOLINT=$UPTIME_TEST_HADOLINT"
 
 # The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
 SCOPE=(--workspace)
