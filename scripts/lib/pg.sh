@@ -149,6 +149,20 @@ pg__running_port() {
     printf '%s\n' "$port"
 }
 
+# The server also takes TLS connections, with a certificate from a CA of its own in
+# CLUSTER/tls (made once; clients asking for `sslmode=verify-full` check it against
+# CLUSTER/tls/ca.crt). Sets PG_TLS_CA.
+pg__ensure_tls() {
+    local tls=$1/tls
+    test_tls_certs "$tls"
+    # The server refuses a key that is not its user's.
+    if ((EUID == 0)); then
+        chown -R "$PG_USER:" "$tls"
+    fi
+    PG_TLS_CA=$tls/ca.crt
+    export PG_TLS_CA
+}
+
 pg_start() {
     local dir=$1 port_var=$2 fast=${3:-}
     [[ -z $fast || $fast == --fast ]] || die "pg_start: unknown option $fast"
@@ -173,6 +187,7 @@ host    all       all   127.0.0.1/32  trust
 EOF
     fi
     pg__own_dir "$cluster/run"
+    pg__ensure_tls "$cluster"
 
     if port=$(pg__running_port "$data"); then
         log "PostgreSQL in $data is already running on port $port; reusing it"
@@ -182,7 +197,9 @@ EOF
         # Unix socket paths are limited to 107 bytes; past that, TCP only.
         ((${#socket_dir} + 20 < 107)) || socket_dir=
         local opts=(-p "$port" -c listen_addresses=127.0.0.1
-            -c "unix_socket_directories='$socket_dir'")
+            -c "unix_socket_directories='$socket_dir'"
+            -c ssl=on -c "ssl_cert_file='$cluster/tls/server.crt'"
+            -c "ssl_key_file='$cluster/tls/server.key'")
         if [[ $fast == --fast ]]; then
             opts+=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off)
         fi

@@ -66,6 +66,13 @@ redis__conf_port() {
     printf '%s\n' "$port"
 }
 
+redis__conf_tls_port() {
+    local port
+    port=$(sed -n 's/^tls-port \([0-9][0-9]*\)$/\1/p' "$1/redis.conf" 2>/dev/null)
+    [[ -n $port ]] || return 1
+    printf '%s\n' "$port"
+}
+
 redis_start() {
     local dir=$1 port_var=$2 fast=${3:-}
     [[ -z $fast || $fast == --fast ]] || die "redis_start: unknown option $fast"
@@ -73,11 +80,15 @@ redis_start() {
     dir=$(abspath "$dir")
     [[ $dir != *[[:space:]\"\\]* ]] ||
         die "redis_start: $dir contains spaces, quotes or backslashes; Redis's config cannot name it"
-    local port pid
-    if pid=$(redis__pid "$dir") && port=$(redis__conf_port "$dir") && redis__ping "$port"; then
+    local port pid tls_port
+    # A TLS port beside the plain one, with a certificate of a local CA (tests of rediss://).
+    test_tls_certs "$dir/tls"
+    if pid=$(redis__pid "$dir") && port=$(redis__conf_port "$dir") && redis__ping "$port" &&
+        tls_port=$(redis__conf_tls_port "$dir"); then
         log "Redis in $dir is already running on port $port (pid $pid); reusing it"
     else
         port=$(free_port "$REDIS_FIRST_PORT")
+        tls_port=$(free_port $((port + 1)))
         rm -f "$dir/redis.pid"
         : >"$dir/redis.log"
         # No `unixsocket` line: TCP on 127.0.0.1 only.
@@ -92,6 +103,11 @@ pidfile "$dir/redis.pid"
 logfile "$dir/redis.log"
 save ""
 appendonly no
+tls-port $tls_port
+tls-cert-file "$dir/tls/server.crt"
+tls-key-file "$dir/tls/server.key"
+tls-ca-cert-file "$dir/tls/ca.crt"
+tls-auth-clients no
 EOF
         log "starting Redis on 127.0.0.1:$port (log: $dir/redis.log)"
         # With `daemonize yes` the command returns once the server has forked; the server
@@ -111,7 +127,9 @@ EOF
     fi
     printf -v "$port_var" '%s' "$port"
     REDIS_URL="redis://127.0.0.1:$port"
-    export REDIS_URL
+    REDIS_TLS_URL="rediss://127.0.0.1:$tls_port"
+    REDIS_TLS_CA=$dir/tls/ca.crt
+    export REDIS_URL REDIS_TLS_URL REDIS_TLS_CA
 }
 
 redis_stop() {

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 
 use crate::alerts::Deliverer;
 use crate::auth::Passwords;
-use crate::config::Settings;
+use crate::config::{Settings, TrustedProxies};
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -101,7 +101,7 @@ impl AppState {
 }
 
 /// The client's address ([`runtime::client_ip`]).
-pub fn client_ip(trusted: &[IpAddr], peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub fn client_ip(trusted: &TrustedProxies, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let values = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -199,7 +199,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     state
         .metrics
         .requests
-        .with_label_values(&[route, method.as_str(), resp.status().as_str()])
+        .with_label_values(&[route, method_label(&method), resp.status().as_str()])
         .inc();
     state
         .metrics
@@ -207,6 +207,22 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The method as a metrics label: the standard ones by name, anything else `other`, so a
+/// client cannot make a new series per request with made-up methods.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 async fn per_ip(

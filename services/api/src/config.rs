@@ -4,7 +4,7 @@
 //! once and returns typed [`Settings`]. A bad value stops the service with
 //! a message naming the variable.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use runtime::Secret;
+pub use runtime::{Secret, TrustedProxies};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,7 +53,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
-    /// Load balancers whose `X-Forwarded-For` is believed, comma-separated.
+    /// Load balancers whose `X-Forwarded-For` is believed, comma-separated
+    /// IP addresses and CIDR ranges (`10.0.0.0/8,fd00::/8,127.0.0.1`); see
+    /// [`runtime::client_ip`].
     pub trusted_proxies: String,
     /// Alert deliveries in flight per replica; 0 runs no delivery worker
     /// here (another replica delivers).
@@ -151,7 +153,7 @@ pub struct Settings {
     pub auth_attempts_per_minute: u32,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: TrustedProxies,
     pub alerts: AlertSettings,
 }
 
@@ -260,17 +262,8 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(invalid("API_MAX_BODY_BYTES", "must be 1024 to 16777216"));
         }
-        let trusted_proxies = self
-            .trusted_proxies
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpAddr>().map_err(|_| {
-                    invalid("API_TRUSTED_PROXIES", format!("{s:?} is not an IP address"))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| invalid("API_TRUSTED_PROXIES", e.to_string()))?;
         let alerts = self.alert_settings()?;
         Ok(Settings {
             database_url: self.database_url,
@@ -438,6 +431,35 @@ mod tests {
         for (pairs, var) in cases {
             let e = from_pairs(pairs).unwrap_err().to_string();
             assert!(e.contains(var), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let db = ("database_url", "'postgres://x/y'");
+        let key = ("key_secret", KEY);
+        let s = from_pairs(&[
+            db,
+            key,
+            ("trusted_proxies", "'10.0.0.0/8,fd00::/8, 127.0.0.1'"),
+        ])
+        .unwrap();
+        let p = &s.trusted_proxies;
+        assert_eq!(p.to_string(), "10.0.0.0/8,fd00::/8,127.0.0.1");
+        assert!(p.contains("fd00::5".parse().unwrap()));
+        for (bad, entry) in [
+            ("'10.0.0.0/33'", "10.0.0.0/33"),
+            ("'127.0.0.1, ::/129'", "::/129"),
+            ("'192.168.1.1/16'", "192.168.1.1/16"),
+            ("'10.0.0.1, nope'", "nope"),
+        ] {
+            let e = from_pairs(&[db, key, ("trusted_proxies", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("API_TRUSTED_PROXIES") && e.contains(&format!("{entry:?}")),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -65,8 +65,8 @@ pub struct Application {
 #[derive(Clone)]
 pub struct Handle {
     pub metrics: Arc<Metrics>,
-    /// This hub's term as payout leader, if payouts or a cluster are
-    /// configured.
+    /// This hub's term as payout leader; `None` on a hub without a
+    /// treasury, which never stands.
     pub leadership: Option<Leadership>,
 }
 
@@ -96,6 +96,8 @@ impl Application {
         // Alone until Redis says otherwise (and for good without Redis).
         let (ring_tx, ring) = watch::channel(Arc::new(Ring::new([settings.hub_id.clone()])));
         metrics.ring_members.set(1);
+        // Only a hub that can pay stands for the payout election.
+        let candidate = settings.payouts.is_some();
         let (mesh, node, mut leadership) = match &settings.cluster {
             None => (Mesh::Alone, None, None),
             Some(c) => {
@@ -106,20 +108,29 @@ impl Application {
                 } = Node::connect(
                     c,
                     &settings.hub_id,
+                    candidate,
                     local_addr,
                     store.clone(),
                     metrics.clone(),
                     ring_tx,
                 )?;
-                (Mesh::Redis(Box::new(link)), Some(node), Some(leadership))
+                (Mesh::Redis(Box::new(link)), Some(node), leadership)
             }
         };
-        // Payouts need a leader: the Redis election, or, with no Redis, this
-        // hub alone with a fresh epoch (a second such hub would take a newer
-        // epoch, and the database would refuse this one's writes).
+        // Payouts need a leader: the Redis election among the hubs with a
+        // treasury, or, with no Redis, this hub alone with a fresh epoch (a
+        // second such hub would take a newer epoch, and the database would
+        // refuse this one's writes). A hub without a treasury never leads.
         let mut standalone_term = None;
         let payer = match &settings.payouts {
-            None => None,
+            None => {
+                if settings.cluster.is_some() {
+                    tracing::info!(
+                        "no treasury (HUB_PAYOUT_TREASURY_KEYPAIR): not standing for the payout election"
+                    );
+                }
+                None
+            }
             Some(p) => {
                 let treasury = Payer::read_treasury(&p.treasury_keypair, p.allow_insecure_keypair)
                     .context("reading the treasury keypair (HUB_PAYOUT_TREASURY_KEYPAIR)")?;

@@ -6,7 +6,7 @@
 //! the part of the hub that uses them. A bad value stops the hub with a
 //! message naming the variable; nothing is parsed again later.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +70,9 @@ pub struct Config {
     /// Redis for cluster coordination; empty runs this hub alone. May hold
     /// a password.
     pub redis_url: Secret,
+    /// With a `rediss://` URL: a PEM file of the CA(s) the server's
+    /// certificate must chain to; empty: the system's roots.
+    pub redis_tls_ca: String,
     /// Prepended to every Redis key and channel (one per deployment).
     pub redis_prefix: String,
     /// How often this hub announces itself; it counts as gone after two
@@ -78,12 +81,15 @@ pub struct Config {
     /// Address other hubs and operators see; defaults to `listen`.
     pub advertise_address: String,
     /// Load balancers whose `X-Forwarded-For` is believed, comma-separated
-    /// IP addresses. From anyone else the header is ignored.
+    /// IP addresses and CIDR ranges (`10.0.0.0/8,fd00::/8,127.0.0.1`).
+    /// From anyone else the header is ignored (see [`runtime::client_ip`]).
     pub trusted_proxies: String,
-    /// The payout leader's lease; renewed every third of it.
+    /// The payout leader's lease; renewed every third of it (hubs with a
+    /// treasury only).
     pub leader_lease_ms: u64,
-    /// Treasury keypair file (Solana CLI JSON), mounted as a secret. Empty
-    /// disables payouts on this hub.
+    /// Treasury keypair file (Solana CLI JSON), mounted as a secret. Only
+    /// hubs with one stand for the payout election; empty: this hub never
+    /// leads and never pays.
     pub payout_treasury_keypair: String,
     /// Read the treasury keypair even if its mode lets others read it or
     /// group or others write it (refused by default, as ssh does).
@@ -200,6 +206,7 @@ impl Default for Config {
             writers: 2,
             drain_timeout_ms: 10_000,
             redis_url: Secret::default(),
+            redis_tls_ca: String::new(),
             redis_prefix: "uptime:".into(),
             announce_interval_ms: 2_000,
             advertise_address: String::new(),
@@ -242,7 +249,7 @@ impl Default for Config {
     }
 }
 
-pub use runtime::Secret;
+pub use runtime::{Secret, TrustedProxies};
 
 /// Rent-exempt minimum of a new, empty system account: a smaller transfer
 /// to an account that does not exist yet would fail the whole transaction.
@@ -349,6 +356,7 @@ impl Config {
         };
         let cluster = (!c.redis_url.is_empty()).then(|| ClusterSettings {
             redis_url: c.redis_url.clone(),
+            tls_ca: (!c.redis_tls_ca.is_empty()).then(|| PathBuf::from(&c.redis_tls_ca)),
             prefix: c.redis_prefix.clone(),
             announce_interval: ms(c.announce_interval_ms),
             advertise_address: (!c.advertise_address.is_empty())
@@ -523,6 +531,12 @@ impl Config {
                 "must be a redis:// or rediss:// URL (or empty for a single hub)",
             ));
         }
+        if !self.redis_tls_ca.is_empty() && !self.redis_url.starts_with("rediss://") {
+            return Err(invalid(
+                "HUB_REDIS_TLS_CA",
+                "is for TLS: HUB_REDIS_URL must be a rediss:// URL",
+            ));
+        }
         self.trusted_proxies()?;
         if !(300..=600_000).contains(&self.leader_lease_ms) {
             return Err(invalid("HUB_LEADER_LEASE_MS", "must be 300..=600000"));
@@ -692,17 +706,9 @@ impl Config {
         Keyring::parse(&self.token_keys).map_err(|e| invalid("HUB_TOKEN_KEYS", e.to_string()))
     }
 
-    fn trusted_proxies(&self) -> Result<Vec<IpAddr>, ConfigError> {
-        self.trusted_proxies
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.parse().map_err(|_| {
-                    invalid("HUB_TRUSTED_PROXIES", format!("{p:?} is not an IP address"))
-                })
-            })
-            .collect()
+    fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| invalid("HUB_TRUSTED_PROXIES", e.to_string()))
     }
 }
 
@@ -722,7 +728,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Redis coordination; `None` runs this hub alone.
     pub cluster: Option<ClusterSettings>,
-    /// Payouts while this hub leads; `None` without a treasury keypair.
+    /// Payouts while this hub leads; `None` without a treasury keypair,
+    /// and then this hub does not stand for the election.
     pub payouts: Option<PayoutSettings>,
     /// Validator rows never used are deleted once unseen this long.
     pub unused_validator_ttl: Duration,
@@ -855,12 +862,14 @@ pub struct HttpSettings {
     /// Earnings and metrics requests served at once.
     pub max_concurrent: usize,
     /// Load balancers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
     pub redis_url: Secret,
+    /// CA file for `rediss://` (`None`: the system's roots).
+    pub tls_ca: Option<PathBuf>,
     /// Prepended to every key and channel.
     pub prefix: String,
     pub announce_interval: Duration,
@@ -944,6 +953,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let s = from_pairs(&[
+            ("database_url", DB),
+            ("token_keys", KEY),
+            ("trusted_proxies", "'10.0.0.0/8, fd00::/8,127.0.0.1'"),
+        ])
+        .unwrap();
+        let p = &s.http.trusted_proxies;
+        assert_eq!(p.to_string(), "10.0.0.0/8,fd00::/8,127.0.0.1");
+        assert!(p.contains("10.20.30.40".parse().unwrap()));
+        assert!(!p.contains("11.0.0.1".parse().unwrap()));
+        for bad in [
+            "'10.0.0.0/33'",
+            "'10.0.0.1,fd00::/129'",
+            "'10.0.0.1/8'",
+            "'proxy'",
+        ] {
+            let e = from_pairs(&[
+                ("database_url", DB),
+                ("token_keys", KEY),
+                ("trusted_proxies", bad),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("HUB_TRUSTED_PROXIES: \""), "{bad}: {e}");
+        }
     }
 
     /// Settings get logged and printed in panics: secrets must not be.

@@ -5,38 +5,22 @@
 //!   `kill`, systemd and Kubernetes send) as one stream, saying which came.
 //! - [`init_tracing`]: the `tracing` subscriber the services log through.
 //! - [`Secret`]: a setting that never shows in `Debug` output.
-//! - [`client_ip`]: the client's address behind a trusted load balancer.
+//! - [`client_ip`], [`TrustedProxies`]: the client's address behind
+//!   trusted load balancers (addresses and CIDR ranges).
 //! - [`guard`]: outbound HTTP that refuses private targets (the validator's
 //!   checks, the api's alert webhooks), with `protocol::target`'s rules.
 //!
 //! Knows nothing of the services.
 
+mod forwarded;
 pub mod guard;
 mod secret;
 
+pub use forwarded::{client_ip, BadProxy, TrustedProxies};
 pub use secret::Secret;
 
 use std::fmt;
 use std::io::IsTerminal;
-
-/// The client's address: the socket peer's, or, when the peer is one of
-/// the `trusted` load balancers, the last address in its `X-Forwarded-For`
-/// (`forwarded_for`: the header's values, in order; the last one is what
-/// the load balancer appended, the earlier ones are the client's word).
-pub fn client_ip<'a>(
-    trusted: &[std::net::IpAddr],
-    peer: std::net::IpAddr,
-    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
-) -> std::net::IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    forwarded_for
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .and_then(|ip| ip.trim().parse().ok())
-        .unwrap_or(peer)
-}
 
 /// A signal that asks a process to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,20 +142,6 @@ fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_a_trusted_peer() {
-        let lb: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        let other: std::net::IpAddr = "10.0.0.9".parse().unwrap();
-        let xff = ["6.6.6.6, 1.2.3.4", "5.6.7.8"];
-        assert_eq!(
-            client_ip(&[lb], lb, xff.into_iter()),
-            "5.6.7.8".parse::<std::net::IpAddr>().unwrap()
-        );
-        assert_eq!(client_ip(&[lb], other, xff.into_iter()), other);
-        assert_eq!(client_ip(&[lb], lb, ["garbage"].into_iter()), lb);
-        assert_eq!(client_ip(&[lb], lb, std::iter::empty()), lb);
-    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -199,3 +199,29 @@ async fn probes_metrics_and_the_openapi_document() {
     );
     api.stop().await;
 }
+
+#[tokio::test]
+async fn made_up_methods_do_not_make_new_metric_series() {
+    let api = Api::start().await;
+    let http = reqwest::Client::new();
+    for m in ["FROB1", "FROB2", "BREW"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = http
+            .request(method, api.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{m}: {}", r.status());
+    }
+    let text = http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("FROB") && !text.contains("BREW"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+    api.stop().await;
+}

@@ -1,5 +1,7 @@
 //! Leader election for singleton work (payouts) through a Redis lock,
-//! fenced by an epoch from PostgreSQL.
+//! fenced by an epoch from PostgreSQL. Only hubs with a treasury run an
+//! [`Election`] (see `node::Node::connect`); the others never touch the
+//! lock, so a leader can always pay.
 //!
 //! - Acquire: `SET lock value NX PX lease`, the value unique to this term.
 //! - Renew: compare-and-extend (only if the lock still holds our value).

@@ -85,8 +85,12 @@ pub struct Membership {
 /// connecting (without waiting: a hub starts even while Redis is down).
 /// Commands time out after `interval`, so a stuck Redis looks like an error
 /// rather than a hang.
-pub fn connect(url: &str, interval: Duration) -> Result<Clients, fred::error::Error> {
-    let b = builder(url, interval)?;
+pub fn connect(
+    url: &str,
+    tls_ca: Option<&std::path::Path>,
+    interval: Duration,
+) -> Result<Clients, fred::error::Error> {
+    let b = builder(url, tls_ca, interval)?;
     let client = b.build()?;
     // Two subscribers: membership notices are rare and must not queue
     // behind (or be woken by) the inbox's task traffic.
@@ -112,11 +116,51 @@ pub struct Clients {
     pub inbox: SubscriberClient,
 }
 
+/// A rustls client that trusts only the CA certificates in the PEM file
+/// `ca` (ring, the provider every TLS user of this workspace builds with).
+fn tls_with_ca(ca: &std::path::Path) -> Result<rustls::ClientConfig, fred::error::Error> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let tls_err = |what: String| fred::error::Error::new(fred::error::ErrorKind::Tls, what);
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| tls_err(format!("reading {}: {e}", ca.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| tls_err(format!("{}: {e}", ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| tls_err(format!("{}: {e}", ca.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(tls_err(format!(
+            "{} holds no PEM certificate",
+            ca.display()
+        )));
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
 /// Messages a subscriber buffers for its readers before they lag.
 const PUBSUB_BUFFER: usize = 16_384;
 
-fn builder(url: &str, interval: Duration) -> Result<Builder, fred::error::Error> {
+fn builder(
+    url: &str,
+    tls_ca: Option<&std::path::Path>,
+    interval: Duration,
+) -> Result<Builder, fred::error::Error> {
     let mut config = Config::from_url(url)?;
+    // `rediss://` gets TLS with the system's roots from the URL alone; an
+    // operator's CA replaces them.
+    if let Some(ca) = tls_ca {
+        config.tls = Some(tls_with_ca(ca)?.into());
+    }
     // Keep trying to connect even if Redis is down when the hub starts;
     // with fail_fast the first failed attempt would be the last.
     config.fail_fast = false;

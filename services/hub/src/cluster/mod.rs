@@ -7,7 +7,8 @@
 //!
 //! - [`keys`]: every key and channel name (hash-tagged for Redis Cluster).
 //! - [`ring`]: website -> owner by consistent hashing with virtual nodes.
-//! - [`leader`]: the payout leader's lock, fenced by a PostgreSQL epoch.
+//! - [`leader`]: the payout leader's lock, fenced by a PostgreSQL epoch;
+//!   only hubs with a treasury stand.
 //! - [`presence`]: which hub holds which validator (compare-and-delete).
 //! - [`routing`]: hub inboxes over pub/sub (tasks, result summaries, kicks).
 //! - [`membership`]: announce, read the live members, publish changes, and
@@ -15,8 +16,8 @@
 //! - [`router`]: the one place that decides whether a task, a result summary
 //!   or a kick stays on this hub or goes to another hub's inbox.
 //! - [`node`]: this hub's Redis clients and cluster tasks (membership,
-//!   publisher, inbox, the presence loop, the election), started and stopped
-//!   as one.
+//!   publisher, inbox, the presence loop, the election if it stands),
+//!   started and stopped as one.
 //!
 //! Without Redis (`HUB_REDIS_URL` unset) the ring is this hub alone and the
 //! router's mesh is [`router::Mesh::Alone`].

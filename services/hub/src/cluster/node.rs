@@ -1,6 +1,7 @@
 //! This hub as a cluster member: the Redis clients, and the tasks that keep
 //! it in the ring (membership), carry hub-to-hub messages (publisher and
-//! inbox), advertise its validators (presence) and elect the payout leader.
+//! inbox), advertise its validators (presence) and, on hubs that hold a
+//! treasury, stand for the payout election.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +35,8 @@ pub struct Node {
     outbox_rx: mpsc::Receiver<(String, InboxMessage)>,
     remotes_tx: watch::Sender<Arc<Vec<Remote>>>,
     interval: Duration,
-    election: Election,
+    /// `None`: this hub does not stand (it has no treasury).
+    election: Option<Election>,
 }
 
 /// What [`Node::connect`] hands the rest of the hub.
@@ -42,16 +44,21 @@ pub struct Joined {
     pub node: Node,
     /// For the [`Router`].
     pub link: ClusterLink,
-    /// This hub's term as payout leader, when it holds one.
-    pub leadership: Leadership,
+    /// This hub's term as payout leader, when it holds one; `None` when it
+    /// does not stand.
+    pub leadership: Option<Leadership>,
 }
 
 impl Node {
     /// Configures the Redis clients (they connect in the background) and
-    /// the membership, presence, routing and election pieces.
+    /// the membership, presence and routing pieces, and, if this hub is a
+    /// `candidate` for the payout election, the election. Only hubs that
+    /// can pay stand: a leader without a treasury would hold the lock and
+    /// pay nothing, while a hub with one waited.
     pub fn connect(
         s: &ClusterSettings,
         hub_id: &str,
+        candidate: bool,
         local_addr: SocketAddr,
         store: Store,
         metrics: Arc<Metrics>,
@@ -63,8 +70,8 @@ impl Node {
             .unwrap_or_else(|| local_addr.to_string());
         let interval = s.announce_interval;
         let keys = Keys::new(s.prefix.clone());
-        let clients =
-            connect(&s.redis_url, interval).context("configuring Redis (HUB_REDIS_URL)")?;
+        let clients = connect(&s.redis_url, s.tls_ca.as_deref(), interval)
+            .context("configuring Redis (HUB_REDIS_URL, HUB_REDIS_TLS_CA)")?;
         let client = clients.client.clone();
         let cfg = MembershipConfig {
             keys: keys.clone(),
@@ -93,14 +100,19 @@ impl Node {
             outbox,
             remotes,
         };
-        let (election, leadership) = Election::new(
-            client,
-            store,
-            keys.clone(),
-            hub_id.to_string(),
-            s.leader_lease,
-            metrics,
-        );
+        let (election, leadership) = if candidate {
+            let (e, l) = Election::new(
+                client,
+                store,
+                keys.clone(),
+                hub_id.to_string(),
+                s.leader_lease,
+                metrics,
+            );
+            (Some(e), Some(l))
+        } else {
+            (None, None)
+        };
         Ok(Joined {
             node: Node {
                 membership,
@@ -158,9 +170,12 @@ impl Node {
             c.interval,
             draining.clone(),
         ));
-        let election = tokio::spawn(c.election.run(draining));
+        let mut tasks = vec![membership, publisher, inbox, presence];
+        if let Some(e) = c.election {
+            tasks.push(tokio::spawn(e.run(draining)));
+        }
         Running {
-            tasks: vec![membership, publisher, inbox, presence, election],
+            tasks,
             clients: c.clients,
         }
     }

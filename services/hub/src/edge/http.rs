@@ -47,7 +47,7 @@ struct Door {
     preauth: Arc<PreAuth>,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
-    trusted_proxies: Vec<std::net::IpAddr>,
+    trusted_proxies: runtime::TrustedProxies,
     metrics: Arc<Metrics>,
     draining: CancellationToken,
 }
@@ -113,7 +113,7 @@ pub fn router(r: Routes) -> Router {
 /// The validator's address ([`runtime::client_ip`]); the port is the
 /// peer's only when no load balancer stands between.
 fn client_addr(
-    trusted: &[std::net::IpAddr],
+    trusted: &runtime::TrustedProxies,
     peer: SocketAddr,
     headers: &axum::http::HeaderMap,
 ) -> SocketAddr {

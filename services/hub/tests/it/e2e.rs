@@ -444,18 +444,6 @@ async fn sign_up_and_make_a_key(api_url: &str) -> String {
     made["key"].as_str().expect("a key").to_string()
 }
 
-/// A workspace binary beside the hub's (`target/debug/NAME`). A
-/// whole-workspace test run builds every binary; `-p hub` alone does not.
-fn sibling_binary(name: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_hub")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the suite for the whole workspace (scripts/test.sh), or `cargo build -p {name}` first",
-        path.display()
-    );
-    path
-}
-
 /// The same owner's journey on real processes: `hub serve`, `api serve`
 /// and two `validator run`s, talking over loopback sockets as deployed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

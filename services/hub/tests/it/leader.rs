@@ -1,16 +1,20 @@
-//! Payout leader election: one leader at a time, fenced by a PostgreSQL
-//! epoch that only goes up, and a leader that cannot renew stops at once.
+//! Payout leader election: only hubs with a treasury stand; one leader at
+//! a time, fenced by a PostgreSQL epoch that only goes up, and a leader
+//! that cannot renew stops at once.
 
 use crate::common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
+use test_support::solana::SolanaRpc;
 use test_support::{Mode, RedisServer, TcpProxy, TestDb, TestRedis};
 
 const LEASE_MS: u64 = 600;
 
-fn leader_settings(db: &TestDb, redis_url: &str, prefix: &str, id: &str) -> hub::Config {
+/// A cluster member without payout settings: it does not stand.
+fn hub_settings(db: &TestDb, redis_url: &str, prefix: &str, id: &str) -> hub::Config {
     let mut s = settings(db);
     s.hub_id = id.into();
     s.redis_url = redis_url.into();
@@ -18,6 +22,44 @@ fn leader_settings(db: &TestDb, redis_url: &str, prefix: &str, id: &str) -> hub:
     s.announce_interval_ms = 200;
     s.leader_lease_ms = LEASE_MS;
     s
+}
+
+/// A cluster member with a treasury: it stands for the payout election.
+fn leader_settings(
+    db: &TestDb,
+    redis_url: &str,
+    prefix: &str,
+    id: &str,
+    treasury: &Treasury,
+) -> hub::Config {
+    let mut s = hub_settings(db, redis_url, prefix, id);
+    s.payout_treasury_keypair = treasury.file.to_string_lossy().into_owned();
+    s.payout_rpc_url = treasury.chain.url().into();
+    s
+}
+
+/// A treasury keypair file (owner-only, as the hub requires) and a local
+/// chain for its RPC; nothing is earned here, so nothing is paid.
+struct Treasury {
+    chain: SolanaRpc,
+    file: PathBuf,
+}
+
+impl Treasury {
+    async fn new() -> Self {
+        let file = std::env::temp_dir().join(format!("treasury-{}.json", uuid::Uuid::new_v4()));
+        protocol::keypair::write_new(&file, &protocol::keypair::generate()).unwrap();
+        Self {
+            chain: payouts::chain().await,
+            file,
+        }
+    }
+}
+
+impl Drop for Treasury {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
 }
 
 /// The epoch of the hub that holds a valid term right now, asserting that
@@ -75,9 +117,10 @@ async fn db_epoch(db: &TestDb) -> i64 {
 async fn one_leader_at_a_time_and_the_epoch_only_goes_up() {
     let db = TestDb::new().await.unwrap();
     let redis = TestRedis::new().await.unwrap();
-    let a = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-a")).await;
-    let b = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-b")).await;
-    let c = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-c")).await;
+    let t = Treasury::new().await;
+    let a = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-a", &t)).await;
+    let b = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-b", &t)).await;
+    let c = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-c", &t)).await;
     let (first, e1) = await_leader(&[&a, &b, &c], None, 0, 5).await;
     assert_eq!(db_epoch(&db).await, e1, "the leader's epoch is the newest");
     // Several lease periods later it is still the only leader, same term.
@@ -119,8 +162,9 @@ async fn one_leader_at_a_time_and_the_epoch_only_goes_up() {
 async fn redis_restarted_empty_cannot_reset_the_fence() {
     let db = TestDb::new().await.unwrap();
     let mut redis = RedisServer::start().await.unwrap();
-    let a = TestHub::start(leader_settings(&db, &redis.url(), "t:", "hub-a")).await;
-    let b = TestHub::start(leader_settings(&db, &redis.url(), "t:", "hub-b")).await;
+    let t = Treasury::new().await;
+    let a = TestHub::start(leader_settings(&db, &redis.url(), "t:", "hub-a", &t)).await;
+    let b = TestHub::start(leader_settings(&db, &redis.url(), "t:", "hub-b", &t)).await;
     let (_, e1) = await_leader(&[&a, &b], None, 0, 5).await;
     redis.restart_empty().await.unwrap();
     // Whoever leads next (the same hub or the other) has a newer epoch; for
@@ -148,17 +192,19 @@ async fn a_leader_cut_off_from_redis_stops_within_its_lease() {
     let db = TestDb::new().await.unwrap();
     let redis = TestRedis::new().await.unwrap();
     let proxy = TcpProxy::start(redis.addr()).await.unwrap();
+    let t = Treasury::new().await;
     // Hub A reaches Redis through the proxy and starts first, so it leads.
     let a = TestHub::start(leader_settings(
         &db,
         &proxy.url_for("redis"),
         &redis.prefix,
         "hub-a",
+        &t,
     ))
     .await;
     let (first, e1) = await_leader(&[&a], None, 0, 5).await;
     assert_eq!(first, "hub-a");
-    let b = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-b")).await;
+    let b = TestHub::start(leader_settings(&db, &redis.url, &redis.prefix, "hub-b", &t)).await;
     proxy.mode(Mode::BlackHole);
     let cut_at = tokio::time::Instant::now();
     // Hub B takes over only after A's lease ran out (checked every 10 ms:
@@ -172,4 +218,66 @@ async fn a_leader_cut_off_from_redis_stops_within_its_lease() {
     proxy.mode(Mode::Pass);
     a.stop().await;
     b.stop().await;
+}
+
+/// Samples every 10 ms for `ms` that no hub holds a valid term.
+async fn assert_no_leader(hubs: &[&TestHub], ms: u64, when: &str) {
+    let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+    while tokio::time::Instant::now() < until {
+        let now = leaders(hubs, false);
+        assert!(now.is_empty(), "{when}: {now:?} leads");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A hub without a treasury never takes the lock: not while alone in the
+/// cluster (where it would have won at once), not beside a hub with one,
+/// not after that hub leaves. It goes on serving without a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_hubs_with_a_treasury_stand_for_the_payout_election() {
+    let db = TestDb::new().await.unwrap();
+    let redis = TestRedis::new().await.unwrap();
+    let t = Treasury::new().await;
+    let plain = TestHub::start(hub_settings(&db, &redis.url, &redis.prefix, "hub-plain")).await;
+    assert_no_leader(&[&plain], 3 * LEASE_MS, "alone without a treasury").await;
+
+    let payer = TestHub::start(leader_settings(
+        &db,
+        &redis.url,
+        &redis.prefix,
+        "hub-payer",
+        &t,
+    ))
+    .await;
+    let (first, e1) = await_leader(&[&plain, &payer], None, 0, 5).await;
+    assert_eq!(first, "hub-payer");
+    for _ in 0..(3 * LEASE_MS / 10) {
+        let now = current_leader(&[&plain, &payer]);
+        assert_eq!(now, Some((payer.id.clone(), e1)), "stable leadership");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(&plain.state, "uptime_hub_is_leader", &[]), 0.0);
+    assert_eq!(metric(&payer.state, "uptime_hub_is_leader", &[]), 1.0);
+
+    // The only candidate leaves: nobody leads, and no epoch is taken.
+    payer.stop().await;
+    assert_no_leader(&[&plain], 3 * LEASE_MS, "after the treasury hub left").await;
+    assert_eq!(db_epoch(&db).await, e1, "nobody won the lock since");
+    assert!(
+        plain.state.leadership.is_none(),
+        "it does not even campaign"
+    );
+    assert_eq!(
+        metric(&plain.state, "uptime_hub_leader_changes_total", &[]),
+        0.0
+    );
+
+    // It still serves: ready, and validators get in.
+    let ready = reqwest::get(format!("http://{}/readyz", plain.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let (_client, welcome) = RawClient::login(&plain.ws_url(), key(7), "eu-west").await;
+    assert_eq!(welcome.hub_id, "hub-plain");
+    plain.stop().await;
 }

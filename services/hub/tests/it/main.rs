@@ -1,7 +1,9 @@
 //! The hub's integration tests, one binary (linking the hub, Solana, sqlx, fred and axum once, not once per file). Each module is one area; `common` is shared.
 
+mod alert_rules;
 mod attacks;
 mod bad_input;
+mod chart;
 mod cli;
 mod cluster;
 mod common;
@@ -10,8 +12,10 @@ mod failover;
 mod layering;
 mod leader;
 mod maintenance;
+mod metrics_doc;
 mod outage;
 mod payout_leaders;
 mod payouts;
+mod redis_tls;
 mod replacement;
 mod sigterm;

@@ -16,6 +16,7 @@ mod rollups;
 mod rounds;
 mod simulated;
 mod ticks;
+mod tls;
 mod validators;
 mod websites;
 

@@ -479,3 +479,15 @@ pub fn result(task: &Task, signer: &SigningKey) -> ValidatorMessage {
     sign_result(signer, &mut r);
     ValidatorMessage::Result(r)
 }
+
+/// A workspace binary beside the hub's (`target/debug/NAME`). A
+/// whole-workspace test run builds every binary; `-p hub` alone does not.
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_hub")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite for the whole workspace (scripts/test.sh), or `cargo build -p {name}` first",
+        path.display()
+    );
+    path
+}
