@@ -110,6 +110,10 @@ advertise addresses. (dict "ctx" $)
 - name: HUB_TRUSTED_PROXIES
   value: {{ . | quote }}
 {{- end }}
+{{- if and $.Values.tls.caSecret $.Values.tls.redisCAKey }}
+- name: HUB_REDIS_TLS_CA
+  value: /var/run/uptime/ca/{{ $.Values.tls.redisCAKey }}
+{{- end }}
 {{- range $k, $v := $.Values.hub.env }}
 - name: {{ $k }}
   value: {{ $v | quote }}
@@ -151,4 +155,21 @@ lifecycle:
 {{/* Longer than the pause, the drain and the writers' flush. */}}
 {{- define "uptime.hubGrace" -}}
 {{- add .Values.hub.preStopSleepSeconds .Values.hub.drainTimeoutSeconds 15 -}}
+{{- end -}}
+
+{{/* The operator's CA certificates (tls.caSecret), for every pod that talks to the databases. */}}
+{{- define "uptime.caMount" -}}
+{{- if .Values.tls.caSecret }}
+- name: ca
+  mountPath: /var/run/uptime/ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "uptime.caVolume" -}}
+{{- if .Values.tls.caSecret }}
+- name: ca
+  secret:
+    secretName: {{ .Values.tls.caSecret }}
+{{- end }}
 {{- end -}}

@@ -309,6 +309,56 @@ fn the_production_values_render_what_an_operator_expects() {
     assert!(except.as_array().unwrap().contains(&json!("10.0.0.0/8")));
     let sm = find(&o, "ServiceMonitor", "uptime");
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
+    // The databases' CA is mounted wherever the databases are reached, and Redis is told.
+    for d in ["uptime-hub", "uptime-payer", "uptime-api"] {
+        let spec = &find(&o, "Deployment", d)["spec"]["template"]["spec"];
+        assert!(
+            spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "uptime-db-ca"),
+            "{d}"
+        );
+        assert!(
+            spec["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/var/run/uptime/ca" && m["readOnly"] == true),
+            "{d}"
+        );
+    }
+    assert!(c["env"].as_array().unwrap().iter().any(
+        |e| e["name"] == "HUB_REDIS_TLS_CA" && e["value"] == "/var/run/uptime/ca/redis-ca.crt"
+    ));
+}
+
+#[test]
+fn the_quick_start_points_the_services_at_its_own_databases() {
+    let o = render("quickstart-values.yaml", json!({}));
+    let secret = find(&o, "Secret", "uptime-secrets");
+    assert_eq!(
+        secret["stringData"]["database-url"],
+        "postgres://uptime:uptime-quickstart@uptime-postgres:5432/uptime"
+    );
+    assert_eq!(
+        secret["stringData"]["redis-url"],
+        "redis://uptime-redis:6379"
+    );
+    let pg = find(&o, "StatefulSet", "uptime-postgres");
+    assert_eq!(pg["spec"]["replicas"], 1);
+    assert_eq!(
+        pg["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+            ["readOnlyRootFilesystem"],
+        true
+    );
+    find(&o, "Service", "uptime-postgres");
+    find(&o, "Deployment", "uptime-redis");
+    find(&o, "Service", "uptime-redis");
+    // Off by default.
+    let d = render("default-values.yaml", json!({}));
+    assert!(!d.iter().any(|x| x["kind"] == "StatefulSet"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
