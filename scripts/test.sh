@@ -108,6 +108,11 @@ ensure_cmd promtool prometheus
 UPTIME_TEST_PROMTOOL=$(command -v promtool)
 export UPTIME_TEST_PROMTOOL
 log "UPTIME_TEST_PROMTOOL=$UPTIME_TEST_PROMTOOL"
+# The same package's server scrapes a local stack in services/hub/tests/it/prometheus_scrape.rs.
+ensure_cmd prometheus prometheus
+UPTIME_TEST_PROMETHEUS=$(command -v prometheus)
+export UPTIME_TEST_PROMETHEUS
+log "UPTIME_TEST_PROMETHEUS=$UPTIME_TEST_PROMETHEUS"
 
 # The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
 SCOPE=(--workspace)

@@ -16,6 +16,7 @@ mod metrics_doc;
 mod outage;
 mod payout_leaders;
 mod payouts;
+mod prometheus_scrape;
 mod redis_tls;
 mod replacement;
 mod sigterm;
