@@ -134,13 +134,14 @@ async fn status(url: &str) -> Option<u16> {
 }
 
 /// Runs `binary` with the container's args and exactly `env` (plus the listen address moved
-/// to a free loopback port), and waits for each probe path to answer 200.
+/// to a free loopback port), and waits for each probe path to answer 200. Returns the running
+/// process and its port.
 async fn run_as_the_chart_does(
     binary: PathBuf,
     container: &Value,
     mut env: Vec<(String, String)>,
     listen_var: &str,
-) {
+) -> (tokio::process::Child, u16) {
     let (port, probes) = probes(container);
     let listen = env
         .iter_mut()
@@ -156,20 +157,7 @@ async fn run_as_the_chart_does(
     for (_, port_name) in &probes {
         assert_eq!(port_name, "http");
     }
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let mut child = tokio::process::Command::new(&binary)
-        .args(&args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = start(&binary, container, &env);
     for (path, _) in &probes {
         let url = format!("http://127.0.0.1:{local}{path}");
         let mut last = None;
@@ -188,14 +176,36 @@ async fn run_as_the_chart_does(
         }
         assert_eq!(last, Some(200), "{} {path}", binary.display());
     }
-    // SIGTERM, as the kubelet sends after preStop: a clean exit within the grace period.
+    (child, local)
+}
+
+/// Starts `binary` with the container's args and exactly `env`.
+fn start(binary: &Path, container: &Value, env: &[(String, String)]) -> tokio::process::Child {
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    tokio::process::Command::new(binary)
+        .args(&args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, as the kubelet sends after preStop: a clean exit within the grace period.
+async fn stop_as_the_kubelet_does(mut child: tokio::process::Child, what: &str) {
     let pid = child.id().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let code = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
-    assert!(code.success(), "{} exited {code}", binary.display());
+    assert!(code.success(), "{what} exited {code}");
 }
 
 #[test]
@@ -362,7 +372,7 @@ fn the_quick_start_points_the_services_at_its_own_databases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hubs_and_the_api_start_as_the_chart_starts_them() {
+async fn hubs_the_api_and_a_validator_run_as_the_chart_runs_them() {
     let db = TestDb::new().await.unwrap();
     let redis = TestRedis::new().await.unwrap();
     // The rendered Secret carries the test's databases; everything else is the chart's.
@@ -385,7 +395,7 @@ async fn hubs_and_the_api_start_as_the_chart_starts_them() {
     assert!(env
         .iter()
         .any(|(k, v)| k == "HUB_ID" && v == "uptime-hub-7d9f8-abcde"));
-    run_as_the_chart_does(
+    let (hub_proc, hub_port) = run_as_the_chart_does(
         PathBuf::from(env!("CARGO_BIN_EXE_hub")),
         hub,
         env,
@@ -394,5 +404,62 @@ async fn hubs_and_the_api_start_as_the_chart_starts_them() {
     .await;
     let api = &find(&o, "Deployment", "uptime-api")["spec"]["template"]["spec"]["containers"][0];
     let env = environment(api, secret, &pod);
-    run_as_the_chart_does(sibling_binary("api"), api, env, "API_LISTEN").await;
+    let (api_proc, _) = run_as_the_chart_does(sibling_binary("api"), api, env, "API_LISTEN").await;
+    stop_as_the_kubelet_does(api_proc, "api").await;
+
+    // A validator of the production values' StatefulSet, with its key where the Secret's
+    // mount puts it (the pod's name, mode 0440), pointed at the running hub.
+    let prod = render("production-values.yaml", json!({}));
+    let sts = find(&prod, "StatefulSet", "uptime-validator");
+    let spec = &sts["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(spec["volumes"][0]["secret"]["defaultMode"], 0o440);
+    let vpod = BTreeMap::from([("metadata.name", "uptime-validator-0".to_string())]);
+    let mut env = environment(container, &json!({}), &vpod);
+    let keys = std::env::temp_dir().join(format!("keys-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&keys).unwrap();
+    for (k, v) in env.iter_mut() {
+        match k.as_str() {
+            "VALIDATOR_KEYPAIR" => {
+                assert_eq!(
+                    v,
+                    &format!("{mount}/uptime-validator-0.json"),
+                    "the key is named after the pod"
+                );
+                *v = v.replace(mount, keys.to_str().unwrap());
+            }
+            "VALIDATOR_HUB_URLS" => {
+                assert_eq!(v, "ws://uptime-hub:80/ws", "the hubs' Service by default");
+                *v = format!("ws://127.0.0.1:{hub_port}/ws");
+            }
+            _ => {}
+        }
+    }
+    let key = keys.join("uptime-validator-0.json");
+    let made = std::process::Command::new(sibling_binary("validator"))
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    }
+    let validator = start(&sibling_binary("validator"), container, &env);
+    let metrics_url = format!("http://127.0.0.1:{hub_port}/metrics");
+    eventually(20, "the chart's validator connected to the hub", || async {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        (test_support::metrics::Metrics::parse(&text).value("uptime_hub_validators_connected", &[])
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    stop_as_the_kubelet_does(validator, "validator").await;
+    stop_as_the_kubelet_does(hub_proc, "hub").await;
+    let _ = std::fs::remove_dir_all(&keys);
 }
