@@ -80,6 +80,20 @@ pub struct Config {
     pub announce_interval_ms: u64,
     /// Address other hubs and operators see; defaults to `listen`.
     pub advertise_address: String,
+    /// Hub-driven rebalancing (cluster only): a hub well above the
+    /// cluster's mean of validators per hub sends some of them the
+    /// `reconnect` hint, so the load balancer places them again.
+    pub rebalance: bool,
+    /// How far above the mean a hub may be before it acts, as a fraction
+    /// of the mean (0.2: above mean x 1.2).
+    pub rebalance_tolerance: f64,
+    /// ... and by how many validators at least, so small clusters do not
+    /// churn.
+    pub rebalance_min_excess: usize,
+    /// Most reconnect hints per second a hub sends to rebalance.
+    pub rebalance_max_per_sec: u32,
+    /// Most of its sockets a hub hints in one round (one announcement).
+    pub rebalance_max_share: f64,
     /// Load balancers whose `X-Forwarded-For` is believed, comma-separated
     /// IP addresses and CIDR ranges (`10.0.0.0/8,fd00::/8,127.0.0.1`).
     /// From anyone else the header is ignored (see [`runtime::client_ip`]).
@@ -210,6 +224,11 @@ impl Default for Config {
             redis_prefix: "uptime:".into(),
             announce_interval_ms: 2_000,
             advertise_address: String::new(),
+            rebalance: true,
+            rebalance_tolerance: 0.2,
+            rebalance_min_excess: 10,
+            rebalance_max_per_sec: 20,
+            rebalance_max_share: 0.1,
             trusted_proxies: String::new(),
             leader_lease_ms: 10_000,
             payout_treasury_keypair: String::new(),
@@ -362,6 +381,13 @@ impl Config {
             advertise_address: (!c.advertise_address.is_empty())
                 .then(|| c.advertise_address.clone()),
             leader_lease: ms(c.leader_lease_ms),
+            rebalance: RebalanceSettings {
+                enabled: c.rebalance,
+                tolerance: c.rebalance_tolerance,
+                min_excess: c.rebalance_min_excess,
+                max_per_sec: positive(c.rebalance_max_per_sec),
+                max_share: c.rebalance_max_share,
+            },
         });
         Ok(Settings {
             keyring: c.keyring()?,
@@ -538,6 +564,7 @@ impl Config {
             ));
         }
         self.trusted_proxies()?;
+        self.validate_rebalance()?;
         if !(300..=600_000).contains(&self.leader_lease_ms) {
             return Err(invalid("HUB_LEADER_LEASE_MS", "must be 300..=600000"));
         }
@@ -553,6 +580,32 @@ impl Config {
             if v == 0 {
                 return Err(invalid(var, "must be positive"));
             }
+        }
+        Ok(())
+    }
+
+    /// Checked whether or not rebalancing is on, so switching it on later
+    /// cannot meet a bad value.
+    fn validate_rebalance(&self) -> Result<(), ConfigError> {
+        // Not 0: a hub hinting as soon as it is one validator above the
+        // mean would bounce validators between hubs that round differently.
+        if !(0.05..=10.0).contains(&self.rebalance_tolerance) {
+            return Err(invalid(
+                "HUB_REBALANCE_TOLERANCE",
+                "must be 0.05 to 10 (a fraction of the mean; HUB_REBALANCE=false turns rebalancing off)",
+            ));
+        }
+        if self.rebalance_min_excess == 0 {
+            return Err(invalid("HUB_REBALANCE_MIN_EXCESS", "must be positive"));
+        }
+        if !(1..=10_000).contains(&self.rebalance_max_per_sec) {
+            return Err(invalid("HUB_REBALANCE_MAX_PER_SEC", "must be 1 to 10000"));
+        }
+        if !(self.rebalance_max_share > 0.0 && self.rebalance_max_share <= 1.0) {
+            return Err(invalid(
+                "HUB_REBALANCE_MAX_SHARE",
+                "must be above 0 and at most 1 (a fraction of this hub's sockets)",
+            ));
         }
         Ok(())
     }
@@ -876,6 +929,23 @@ pub struct ClusterSettings {
     /// Address other hubs see; `None`: the listener's.
     pub advertise_address: Option<String>,
     pub leader_lease: Duration,
+    pub rebalance: RebalanceSettings,
+}
+
+/// When a hub sends some of its validators elsewhere
+/// ([`crate::cluster::rebalance`]).
+#[derive(Debug, Clone)]
+pub struct RebalanceSettings {
+    /// Off: the hub never hints (it still reports the cluster's mean).
+    pub enabled: bool,
+    /// Acts only above mean x (1 + tolerance) ...
+    pub tolerance: f64,
+    /// ... and at least this many validators above the mean.
+    pub min_excess: usize,
+    /// Hints per second, at most.
+    pub max_per_sec: NonZeroU32,
+    /// Of this hub's sockets, the most hinted in one round.
+    pub max_share: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -943,6 +1013,12 @@ mod tests {
                 ("payout_priority_fee_micro_lamports", "100000001"),
                 "HUB_PAYOUT_PRIORITY_FEE_MICRO_LAMPORTS",
             ),
+            (("rebalance_tolerance", "0.0"), "HUB_REBALANCE_TOLERANCE"),
+            (("rebalance_tolerance", "nan"), "HUB_REBALANCE_TOLERANCE"),
+            (("rebalance_min_excess", "0"), "HUB_REBALANCE_MIN_EXCESS"),
+            (("rebalance_max_per_sec", "0"), "HUB_REBALANCE_MAX_PER_SEC"),
+            (("rebalance_max_share", "0.0"), "HUB_REBALANCE_MAX_SHARE"),
+            (("rebalance_max_share", "1.5"), "HUB_REBALANCE_MAX_SHARE"),
         ] {
             let e = from_pairs(&[("database_url", DB), ("token_keys", KEY), pair])
                 .unwrap_err()
@@ -953,6 +1029,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn rebalancing_is_on_by_default_and_can_be_turned_off() {
+        let s = from_pairs(&[
+            ("database_url", DB),
+            ("token_keys", KEY),
+            ("redis_url", "'redis://127.0.0.1:6379'"),
+        ])
+        .unwrap();
+        let r = s.cluster.unwrap().rebalance;
+        assert!(r.enabled);
+        assert_eq!(
+            (r.tolerance, r.min_excess, r.max_per_sec.get(), r.max_share),
+            (0.2, 10, 20, 0.1)
+        );
+        let s = from_pairs(&[
+            ("database_url", DB),
+            ("token_keys", KEY),
+            ("redis_url", "'redis://127.0.0.1:6379'"),
+            ("rebalance", "false"),
+        ])
+        .unwrap();
+        assert!(!s.cluster.unwrap().rebalance.enabled);
     }
 
     #[test]

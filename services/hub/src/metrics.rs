@@ -1,8 +1,8 @@
 //! Every metric the hub exports, defined in one place.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -52,6 +52,9 @@ pub struct Metrics {
     pub rounds_closed_by_non_owner: IntCounter,
     pub pubsub_rtt: Histogram,
     pub redis_reconnects: IntCounter,
+    /// Reconnect hints sent to rebalance, and the mean they aim at.
+    pub rebalance_hints: IntCounter,
+    pub cluster_mean_validators: Gauge,
     pub is_leader: IntGauge,
     pub leader_epoch: IntGauge,
     pub leader_changes: IntCounter,
@@ -262,6 +265,18 @@ impl Metrics {
             redis_reconnects: counter(
                 "redis_reconnects_total",
                 "Reconnections of this hub's Redis clients (a subscriber closed for falling behind shows here).",
+            ),
+            rebalance_hints: counter(
+                "rebalance_hints_total",
+                "Reconnect hints this hub sent to validators because it held well above the cluster's mean.",
+            ),
+            cluster_mean_validators: reg(
+                &registry,
+                Gauge::new(
+                    "cluster_mean_validators",
+                    "Validators per live hub (those moving between hubs included), as of this hub's last successful announcement.",
+                )
+                .unwrap(),
             ),
             is_leader: gauge("is_leader", "1 while this hub holds the payout leader lock."),
             leader_epoch: gauge(

@@ -43,6 +43,17 @@ pub struct SessionHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when a newer session with the same key takes over.
     pub replaced: CancellationToken,
+    /// Cancelled when this hub asks the validator to reconnect elsewhere
+    /// (rebalancing): the session sends `reconnect`, takes no new task, and
+    /// closes once its work is handed in, as in a drain.
+    pub rebalanced: CancellationToken,
+}
+
+impl SessionHandle {
+    /// Told to go elsewhere: no new task should be sent here.
+    pub fn is_leaving(&self) -> bool {
+        self.rebalanced.is_cancelled()
+    }
 }
 
 #[derive(Default)]
@@ -134,6 +145,7 @@ mod tests {
             in_flight: AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),
+            rebalanced: CancellationToken::new(),
         })
     }
 

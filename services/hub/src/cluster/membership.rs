@@ -7,6 +7,11 @@
 //! other hub re-reads at once instead of at its next announcement. A hub that
 //! cannot reach Redis keeps its last ring: it goes on scheduling what it last
 //! owned, and the PostgreSQL round guard keeps that safe.
+//!
+//! Each announcement carries the hub's validator count, and the script hands
+//! back every live member's announcement: a successful announcement also
+//! refreshes [`Loads`], which rebalancing acts on. A failed one leaves it
+//! as it was, and it ages: nothing acts on membership older than it may be.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +20,16 @@ use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::{Builder, Config, ReconnectPolicy};
 use fred::types::scripts::Script;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Keys, Ring};
 use crate::metrics::Metrics;
 
-/// Records an announcement and returns the live members.
+/// Records an announcement and returns the live members, each followed by
+/// its announcement (empty if it has none).
 /// KEYS: members zset, info hash. ARGV: hub id, ttl ms, info JSON.
 const ANNOUNCE: &str = r#"
 local t = redis.call('TIME')
@@ -34,7 +41,12 @@ for _, id in ipairs(dead) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+end
+return out
 "#;
 
 /// Returns the live members without announcing. KEYS: members. ARGV: ttl ms.
@@ -60,6 +72,10 @@ pub struct MembershipConfig {
     pub interval: Duration,
 }
 
+/// What a hub writes about itself each announcement. Hubs of different
+/// versions read each other's during a rolling upgrade: a field is only
+/// ever added, a reader ignores fields it does not know, and a field an
+/// older writer lacks reads as `None`.
 #[derive(Serialize)]
 struct Announcement<'a> {
     id: &'a str,
@@ -68,12 +84,47 @@ struct Announcement<'a> {
     validators: usize,
 }
 
+/// The part of another hub's [`Announcement`] this hub uses.
+#[derive(Deserialize)]
+struct Announced {
+    #[serde(default)]
+    validators: Option<usize>,
+}
+
+/// The live members and their validators, as one successful announcement
+/// found them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loads {
+    /// When that announcement's reply came back.
+    pub at: Instant,
+    /// Every live member (this hub too) with the validators it announced
+    /// (`None`: its announcement does not say, or could not be read).
+    pub members: Vec<(String, Option<usize>)>,
+}
+
+/// Members and their announcements from the ANNOUNCE script's flat reply.
+fn parse_loads(reply: Vec<String>, at: Instant) -> Loads {
+    let members = reply
+        .chunks(2)
+        .map(|pair| {
+            let validators = pair
+                .get(1)
+                .and_then(|info| serde_json::from_str::<Announced>(info).ok())
+                .and_then(|a| a.validators);
+            (pair[0].clone(), validators)
+        })
+        .collect();
+    Loads { at, members }
+}
+
 /// A hub's view of the cluster. Cheap to share; `run` drives it.
 pub struct Membership {
     cfg: MembershipConfig,
     client: Client,
     subscriber: SubscriberClient,
     ring: watch::Sender<Arc<Ring>>,
+    /// `None` until the first successful announcement.
+    loads: watch::Sender<Option<Arc<Loads>>>,
     metrics: Arc<Metrics>,
     started_at_ms: i64,
     announce: Script,
@@ -195,12 +246,18 @@ impl Membership {
             client,
             subscriber,
             ring,
+            loads: watch::Sender::new(None),
             metrics,
             started_at_ms: protocol::now_ms(),
             announce: Script::from_lua(ANNOUNCE),
             read: Script::from_lua(READ),
             leave: Script::from_lua(LEAVE),
         }
+    }
+
+    /// Follows [`Loads`]: a new value after every successful announcement.
+    pub fn loads(&self) -> watch::Receiver<Option<Arc<Loads>>> {
+        self.loads.subscribe()
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -229,7 +286,7 @@ impl Membership {
             validators,
         })
         .expect("announcement serializes");
-        let members: Vec<String> = self
+        let reply: Vec<String> = self
             .announce
             .evalsha_with_reload(
                 &self.client,
@@ -237,7 +294,11 @@ impl Membership {
                 vec![self.cfg.hub_id.clone(), self.ttl_ms().to_string(), info],
             )
             .await?;
-        Ok(self.adopt(members))
+        let loads = parse_loads(reply, Instant::now());
+        let members = loads.members.iter().map(|(id, _)| id.clone()).collect();
+        let changed = self.adopt(members);
+        self.loads.send_replace(Some(Arc::new(loads)));
+        Ok(changed)
     }
 
     async fn reread(&self) -> Result<bool, fred::error::Error> {
@@ -324,5 +385,42 @@ impl Membership {
             Ok(_) => self.publish_change().await,
             Err(e) => self.redis_error("leaving the ring", &e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Announcements from older and newer hubs both read: a missing count
+    /// is unknown, an unknown field is ignored, a missing or unreadable
+    /// announcement is unknown.
+    #[test]
+    fn announcements_of_any_version_read() {
+        let ours = serde_json::to_string(&Announcement {
+            id: "hub-a",
+            address: "10.0.0.1:8080",
+            started_at_ms: 1,
+            validators: 36,
+        })
+        .unwrap();
+        let older = r#"{"id":"hub-b","address":"10.0.0.2:8080","started_at_ms":1}"#;
+        let newer = r#"{"id":"hub-c","validators":7,"zone":"eu-west-1a","draining":false}"#;
+        let reply = [
+            "hub-a", &ours, "hub-b", older, "hub-c", newer, "hub-d", "", "hub-e", "{",
+        ];
+        let at = Instant::now();
+        let loads = parse_loads(reply.iter().map(|s| s.to_string()).collect(), at);
+        assert_eq!(
+            loads.members,
+            vec![
+                ("hub-a".to_string(), Some(36)),
+                ("hub-b".to_string(), None),
+                ("hub-c".to_string(), Some(7)),
+                ("hub-d".to_string(), None),
+                ("hub-e".to_string(), None),
+            ]
+        );
+        assert_eq!(loads.at, at);
     }
 }

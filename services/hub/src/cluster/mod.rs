@@ -15,9 +15,11 @@
 //!   keep a `watch` of the current [`Ring`] that the coordinator follows.
 //! - [`router`]: the one place that decides whether a task, a result summary
 //!   or a kick stays on this hub or goes to another hub's inbox.
+//! - [`rebalance`]: a hub well above the cluster's mean of validators asks
+//!   some of them to reconnect (the rule, pure, and the task applying it).
 //! - [`node`]: this hub's Redis clients and cluster tasks (membership,
-//!   publisher, inbox, the presence loop, the election if it stands),
-//!   started and stopped as one.
+//!   publisher, inbox, the presence loop, rebalancing, the election if it
+//!   stands), started and stopped as one.
 //!
 //! Without Redis (`HUB_REDIS_URL` unset) the ring is this hub alone and the
 //! router's mesh is [`router::Mesh::Alone`].
@@ -27,6 +29,7 @@ pub mod leader;
 pub mod membership;
 pub mod node;
 pub mod presence;
+pub mod rebalance;
 pub mod ring;
 pub mod router;
 pub mod routing;

@@ -1,7 +1,7 @@
 //! This hub as a cluster member: the Redis clients, and the tasks that keep
 //! it in the ring (membership), carry hub-to-hub messages (publisher and
-//! inbox), advertise its validators (presence) and, on hubs that hold a
-//! treasury, stand for the payout election.
+//! inbox), advertise its validators (presence), rebalance them and, on hubs
+//! that hold a treasury, stand for the payout election.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +18,11 @@ use store::Store;
 use crate::cluster::leader::{Election, Leadership};
 use crate::cluster::membership::{connect, Clients};
 use crate::cluster::presence::{Local, Presence, Remote};
+use crate::cluster::rebalance;
 use crate::cluster::router::Router;
 use crate::cluster::routing::{self, InboxMessage};
 use crate::cluster::{ClusterLink, Keys, Membership, MembershipConfig, Ring};
-use crate::config::ClusterSettings;
+use crate::config::{ClusterSettings, RebalanceSettings};
 use crate::metrics::Metrics;
 
 /// Hub-to-hub messages queued before new ones are dropped.
@@ -35,6 +36,7 @@ pub struct Node {
     outbox_rx: mpsc::Receiver<(String, InboxMessage)>,
     remotes_tx: watch::Sender<Arc<Vec<Remote>>>,
     interval: Duration,
+    rebalance: RebalanceSettings,
     /// `None`: this hub does not stand (it has no treasury).
     election: Option<Election>,
 }
@@ -121,6 +123,7 @@ impl Node {
                 outbox_rx,
                 remotes_tx,
                 interval,
+                rebalance: s.rebalance.clone(),
                 election,
             },
             link,
@@ -128,10 +131,11 @@ impl Node {
         })
     }
 
-    /// Starts the cluster tasks. Membership, presence and the election stop
-    /// (leaving the ring, stepping down) as soon as `draining` is cancelled,
-    /// so other hubs take over this hub's websites while it drains; routing
-    /// runs until `routing_stop`, to carry the last summaries.
+    /// Starts the cluster tasks. Membership, presence, rebalancing and the
+    /// election stop (leaving the ring, stepping down) as soon as
+    /// `draining` is cancelled, so other hubs take over this hub's websites
+    /// while it drains; routing runs until `routing_stop`, to carry the
+    /// last summaries.
     pub fn spawn(
         self,
         router: Router,
@@ -143,11 +147,19 @@ impl Node {
         watch_reconnects(&metrics, &c.clients.client, "commands");
         watch_reconnects(&metrics, &c.clients.membership, "membership subscriber");
         watch_reconnects(&metrics, &c.clients.inbox, "inbox subscriber");
+        let loads = c.membership.loads();
         let r = router.clone();
         let membership = tokio::spawn(
             c.membership
                 .run(move || r.registry().len(), draining.clone()),
         );
+        let rebalance = tokio::spawn(rebalance::run(
+            router.clone(),
+            loads,
+            c.rebalance,
+            c.interval,
+            draining.clone(),
+        ));
         let publisher = tokio::spawn(routing::run_publisher(
             c.clients.client.clone(),
             c.keys.clone(),
@@ -170,7 +182,7 @@ impl Node {
             c.interval,
             draining.clone(),
         ));
-        let mut tasks = vec![membership, publisher, inbox, presence];
+        let mut tasks = vec![membership, rebalance, publisher, inbox, presence];
         if let Some(e) = c.election {
             tasks.push(tokio::spawn(e.run(draining)));
         }
@@ -241,13 +253,16 @@ async fn run_presence(
             _ = tick.tick() => {}
         }
         let sessions = router.registry().snapshot();
+        // A session told to move (rebalancing) is advertised with no room,
+        // so owners (old hubs too) send it nothing; its claim is still
+        // extended until it closes.
         let locals: Vec<Local> = sessions
             .iter()
             .map(|h| Local {
                 key: h.key.to_base58(),
                 generation: h.generation,
                 region: h.region.clone(),
-                capacity: h.capacity,
+                capacity: if h.is_leaving() { 0 } else { h.capacity },
                 load: h.in_flight.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();

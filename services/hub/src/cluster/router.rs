@@ -99,12 +99,17 @@ impl Router {
 
     /// Every validator a task can go to: this hub's sessions, then those
     /// other hubs advertise (a validator that just moved here and is still
-    /// listed there counts once, as local).
+    /// listed there counts once, as local). A session told to move
+    /// (rebalancing) is not one: it is leaving.
     pub fn reachable(&self) -> Vec<Reachable> {
         let handles = self.0.registry.snapshot();
         let mut out = Vec::with_capacity(handles.len());
         let mut seen = HashSet::with_capacity(handles.len());
         for h in handles {
+            // Its next session may be on another hub already.
+            if h.is_leaving() {
+                continue;
+            }
             seen.insert(h.key);
             out.push(Reachable {
                 key: h.key,
@@ -200,11 +205,14 @@ impl Router {
         let inner = &self.0;
         match msg {
             InboxMessage::Task { task } => {
-                // A draining hub takes no new work for its leaving sessions.
+                // A draining hub takes no new work for its leaving
+                // sessions, nor does a session told to move.
                 let sent = !inner.draining.is_cancelled()
                     && inner.registry.get(&task.validator).is_some_and(|h| {
-                        h.tx.try_send(Outbound::Frame(Box::new(HubMessage::Task(task))))
-                            .is_ok()
+                        !h.is_leaving()
+                            && h.tx
+                                .try_send(Outbound::Frame(Box::new(HubMessage::Task(task))))
+                                .is_ok()
                     });
                 if !sent {
                     // The owner finds out at the deadline and replaces the task.

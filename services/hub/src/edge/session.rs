@@ -1,14 +1,15 @@
 //! One validator's WebSocket session: challenge, hello, then a loop that
 //! reads frames, writes queued frames, watches the heartbeat, and drains on
-//! shutdown. A bad frame costs the sender an error frame, never the hub.
+//! shutdown or when chosen to move (rebalancing). A bad frame costs the
+//! sender an error frame, never the hub.
 //!
 //! What closes a session (each documented in docs/protocol.md): no valid
 //! hello in time, a bad hello, an oversized frame, a flood past the rate
 //! limit, a result or heartbeat before hello, heartbeat silence, a newer
-//! session with the same key, a write that cannot finish in 10 s, and
-//! shutdown once in-flight work is handed in. A full outbound queue does not
-//! close it: new tasks go to other validators, and a dropped ack is
-//! recovered by the validator's resend.
+//! session with the same key, a write that cannot finish in 10 s, and a
+//! drain (shutdown, or rebalancing) once in-flight work is handed in. A full
+//! outbound queue does not close it: new tasks go to other validators, and a
+//! dropped ack is recovered by the validator's resend.
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::future::Future;
@@ -77,6 +78,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// At most this many queued frames go out in one flush.
 const WRITE_BATCH: usize = 64;
+
+/// The `reason` of the `reconnect` hint: on shutdown, and to a session this
+/// hub chose to move elsewhere (`cluster::rebalance`). For humans only: a
+/// validator does the same with either.
+const HINT_SHUTDOWN: &str = "hub is shutting down";
+const HINT_REBALANCE: &str = "rebalancing: this hub holds more than its share of validators";
 
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
@@ -499,6 +506,7 @@ impl Sessions {
             in_flight: std::sync::atomic::AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),
+            rebalanced: CancellationToken::new(),
         });
         if app.registry.register(handle.clone()).is_some() {
             app.metrics.sessions_replaced.inc();
@@ -582,7 +590,8 @@ impl<'a> Conn<'a> {
         let wake = sleep_until(self.last_heard + self.heartbeat_timeout);
         let shutdown = self.app.draining.cancelled();
         let replaced = self.handle.replaced.cancelled();
-        tokio::pin!(wake, shutdown, replaced);
+        let rebalanced = self.handle.rebalanced.cancelled();
+        tokio::pin!(wake, shutdown, replaced, rebalanced);
         // Frames taken from the queue for one write; empty between writes
         // (an idle session never allocates it).
         let mut queued: Vec<Outbound> = Vec::new();
@@ -594,7 +603,10 @@ impl<'a> Conn<'a> {
             let step = tokio::select! {
                 _ = &mut replaced => Err(self.replaced().await),
                 _ = &mut shutdown, if self.drain_until.is_none() => {
-                    self.start_drain(wake.as_mut()).await
+                    self.start_drain(wake.as_mut(), HINT_SHUTDOWN).await
+                }
+                _ = &mut rebalanced, if self.drain_until.is_none() => {
+                    self.start_drain(wake.as_mut(), HINT_REBALANCE).await
                 }
                 incoming = read(stream) => self.on_read(incoming).await,
                 // Everything already queued (up to WRITE_BATCH) goes out in one flush.
@@ -638,16 +650,18 @@ impl<'a> Conn<'a> {
         .await
     }
 
-    /// Shutdown began: tell the validator to go elsewhere, and wait (up to
-    /// the drain timeout) for what it owes and is owed.
-    async fn start_drain(&mut self, wake: Pin<&mut Sleep>) -> Step {
+    /// Shutdown began, or this hub is rebalancing and chose this session:
+    /// tell the validator to go elsewhere, and wait (up to the drain
+    /// timeout) for what it owes and is owed. No `urls`: the load balancer
+    /// places it again.
+    async fn start_drain(&mut self, wake: Pin<&mut Sleep>, reason: &str) -> Step {
         let until = Instant::now() + self.app.settings.drain_timeout;
         self.drain_until = Some(until);
         if until < wake.deadline() {
             wake.reset(until);
         }
         let hint = HubMessage::Reconnect(Reconnect {
-            reason: "hub is shutting down".into(),
+            reason: reason.into(),
             retry_after_ms: 500,
             urls: Vec::new(),
         });
@@ -804,6 +818,15 @@ impl<'a> Conn<'a> {
             let msg = match item {
                 Outbound::Frame(m) => {
                     if let HubMessage::Task(t) = &*m {
+                        if self.drain_until.is_some() {
+                            // Queued before the drain began (the hint is
+                            // out): the validator would drop it unrun. Kept
+                            // from it, it does not hold the session open;
+                            // its owner replaces it when the session closes
+                            // or at its deadline.
+                            tracing::debug!(task_id = %t.task_id, "not sending a task to a draining session");
+                            continue;
+                        }
                         self.open_tasks.insert(t.task_id, t.deadline_ms);
                         self.handle
                             .in_flight

@@ -17,6 +17,7 @@ mod outage;
 mod payout_leaders;
 mod payouts;
 mod prometheus_scrape;
+mod rebalance;
 mod redis_tls;
 mod replacement;
 mod sigterm;

@@ -174,10 +174,10 @@ scrape_configs:
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if !last["data"]["result"]
+        let empty = last["data"]["result"]
             .as_array()
-            .is_some_and(|r| !r.is_empty())
-        {
+            .is_none_or(|r| r.is_empty());
+        if empty {
             missing.push(format!("{title}: {q}"));
         }
     }

@@ -3,6 +3,7 @@
 //! hand (so tests can send exactly the bytes they mean to).
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod payouts;
 
 use std::net::SocketAddr;
