@@ -37,7 +37,7 @@ async fn query(client: &reqwest::Client, base: &str, q: &str) -> Value {
 }
 
 /// The dashboard's queries, with Grafana's `$__rate_interval` as Grafana would fill it for a
-/// 1 s scrape interval.
+/// 1 s scrape interval and the `namespace` variable set to the scrape's.
 fn dashboard_queries() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(root().join("helm/uptime/files/dashboard.json")).unwrap();
     let d: Value = serde_json::from_str(&text).unwrap();
@@ -58,7 +58,8 @@ fn dashboard_queries() -> Vec<(String, String)> {
                         t["expr"]
                             .as_str()
                             .unwrap()
-                            .replace("$__rate_interval", "30s"),
+                            .replace("$__rate_interval", "30s")
+                            .replace("$namespace", "uptime"),
                     )
                 })
                 .collect::<Vec<_>>()
