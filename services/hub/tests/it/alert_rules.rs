@@ -8,6 +8,7 @@
 //! package; scripts/test.sh installs it). YAML is read with the test virtualenv's python
 //! (`UPTIME_TEST_PYTHON`, PyYAML), as services/hub/tests/it/chart.rs does.
 
+use crate::common::root;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,10 +17,6 @@ use serde_json::Value;
 
 const RULES: &str = "alerts.rules.yaml";
 const TESTS: &str = "alerts.test.yaml";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn files() -> PathBuf {
     root().join("helm/uptime/files")

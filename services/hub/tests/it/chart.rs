@@ -14,10 +14,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use test_support::{TestDb, TestRedis};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn python() -> String {
     std::env::var("UPTIME_TEST_PYTHON").expect(
         "UPTIME_TEST_PYTHON is not set: run the tests with scripts/test.sh, which makes the \

@@ -574,36 +574,6 @@ fn tempdir() -> std::path::PathBuf {
     d
 }
 
-/// The owners' API on a loopback port, on the test's database: its base URL
-/// and the token that stops it.
-async fn api_for(db: &TestDb) -> (String, CancellationToken) {
-    api_with(db, |_| {}).await
-}
-
-async fn api_with(
-    db: &TestDb,
-    edit: impl FnOnce(&mut api::config::Config),
-) -> (String, CancellationToken) {
-    let mut config = api::config::Config {
-        database_url: db.url.as_str().into(),
-        key_secret: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
-        cookie_secure: false,
-        allow_private_targets: true,
-        ..Default::default()
-    };
-    edit(&mut config);
-    let settings = config.parse().unwrap();
-    let state = api::app::AppState::with_store(db.store.clone(), settings).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        let _ = api::app::serve(state, listener, async move { s.cancelled().await }).await;
-    });
-    (base, stop)
-}
-
 /// An owner's site flaps: the hub's rounds open an incident and resolve it,
 /// and the owner's webhook (which fails its first two requests) and email
 /// each get every transition once after deduping by idempotency key, in

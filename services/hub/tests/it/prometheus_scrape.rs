@@ -8,16 +8,11 @@
 
 use crate::common::*;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use test_support::{TestDb, TestRedis};
 use tokio_util::sync::CancellationToken;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn prometheus() -> String {
     std::env::var("UPTIME_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into())
@@ -93,21 +88,8 @@ async fn prometheus_gets_data_for_every_dashboard_query_and_evaluates_every_rule
         spawn_validator(&[hub.ws_url()], seed, region, &stop);
     }
     // The api, in process, on the same database.
-    let api_settings = api::config::Config {
-        database_url: db.url.as_str().into(),
-        key_secret: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
-        ..Default::default()
-    }
-    .parse()
-    .unwrap();
-    let api_state = api::app::AppState::with_store(db.store.clone(), api_settings).unwrap();
-    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = api_listener.local_addr().unwrap();
-    let api_stop = CancellationToken::new();
-    let s = api_stop.clone();
-    tokio::spawn(async move {
-        let _ = api::app::serve(api_state, api_listener, async move { s.cancelled().await }).await;
-    });
+    let (api_url, api_stop) = api_for(&db).await;
+    let api_addr = api_url.trim_start_matches("http://").to_string();
 
     // Prometheus, scraping as the chart's ServiceMonitor does, with the chart's rules.
     let dir = std::env::temp_dir().join(format!("prom-{}", uuid::Uuid::new_v4().simple()));

@@ -492,3 +492,38 @@ pub fn sibling_binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// The repository's root (helm/, scripts/, docs/ are read from there).
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The owners' API on a loopback port, on the test's database: its base URL
+/// and the token that stops it.
+pub async fn api_for(db: &test_support::TestDb) -> (String, tokio_util::sync::CancellationToken) {
+    api_with(db, |_| {}).await
+}
+
+pub async fn api_with(
+    db: &test_support::TestDb,
+    edit: impl FnOnce(&mut api::config::Config),
+) -> (String, tokio_util::sync::CancellationToken) {
+    let mut config = api::config::Config {
+        database_url: db.url.as_str().into(),
+        key_secret: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
+        cookie_secure: false,
+        allow_private_targets: true,
+        ..Default::default()
+    };
+    edit(&mut config);
+    let settings = config.parse().unwrap();
+    let state = api::app::AppState::with_store(db.store.clone(), settings).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let _ = api::app::serve(state, listener, async move { s.cancelled().await }).await;
+    });
+    (base, stop)
+}
