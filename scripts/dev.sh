@@ -17,7 +17,8 @@
 #      installed with apt-get if missing and root)
 #   3. demo-sites on 127.0.0.1 (the port is remembered in .dev/demo-sites.port so registered
 #      site URLs stay valid across runs)
-#   3b. local-solana (test-support's litesvm chain behind JSON-RPC, a block every 400 ms) on a
+#   3b. local-solana (test-support's litesvm chain behind JSON-RPC, a block every 400 ms,
+#      blockhashes valid 40 blocks: a payout hub's first payment waits 72 blocks, ~30 s) on a
 #      free port from 18899, with a treasury keypair in .dev/keys/treasury.json (generated
 #      once) funded with 1,000 SOL
 #   4. N hubs (`hub serve`, HUB_ID=hub-1..hub-N), each on its own free port from 18080, all
@@ -263,7 +264,7 @@ fi
 TREASURY_PUBKEY=$("$BIN/validator" pubkey --keypair "$TREASURY")
 SOLANA_PORT=$(free_port 18899)
 spawn local-solana "$BIN/local-solana" --listen "127.0.0.1:$SOLANA_PORT" \
-    --fund "$TREASURY_PUBKEY=1000000000000" --block-ms 400
+    --fund "$TREASURY_PUBKEY=1000000000000" --block-ms 400 --blockhash-validity 40
 SOLANA_URL=$(listening_url local-solana "$SPAWNED")
 log "local Solana chain on $SOLANA_URL; treasury $TREASURY_PUBKEY funded with 1,000 SOL"
 

@@ -78,6 +78,8 @@ on_exit stop_servers
 pg_destroy "$TEST_PG"
 pg_start "$TEST_PG" TEST_PG_PORT --fast
 export UPTIME_TEST_DATABASE_URL=$PG_URL
+# The server's own pg_dump and pg_restore (hub tests/it/restore.rs backs up and restores).
+export UPTIME_TEST_PG_BINDIR=$PG_BINDIR
 # The server also speaks TLS, with a certificate from this CA (store tests/it/tls.rs).
 export UPTIME_TEST_PG_TLS_CA=$PG_TLS_CA
 log "UPTIME_TEST_DATABASE_URL=$UPTIME_TEST_DATABASE_URL"

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub payout_history_gap: IntGauge,
     pub payout_daily_cap_reached: IntGauge,
     pub payout_spent_today_lamports: IntGauge,
+    pub payout_found_transfers: IntCounterVec,
+    pub payout_start_wait_blocks: IntGauge,
     // ---- cheap attacks (issue 10, section 4) ----
     pub preauth_connections: IntGauge,
     pub connections_refused: IntCounterVec,
@@ -340,6 +342,15 @@ impl Metrics {
             payout_spent_today_lamports: gauge(
                 "payout_spent_today_lamports",
                 "Lamports of payout batches signed since 00:00 UTC (transfers and fees; failed: fees only), as of the last cycle.",
+            ),
+            payout_found_transfers: counter_vec(
+                "payout_found_transfers_total",
+                "Treasury transfers found on chain that no batch in the ledger knew (a database restored from an older backup, or the treasury key used elsewhere), by outcome: matched (paid an open payout), added (recorded as a new paid payout), unknown_account (to an account no validator has; not recorded).",
+                "outcome",
+            ),
+            payout_start_wait_blocks: gauge(
+                "payout_start_wait_blocks",
+                "Blocks a payer that just started still waits before claiming or paying, until every blockhash a payer before it could have signed with has expired; 0 once passed.",
             ),
             preauth_connections: gauge(
                 "preauth_connections",

@@ -19,9 +19,23 @@
 //!
 //! Before each step the payer checks that its term is still valid on its
 //! own monotonic clock; a paused leader stops when it wakes.
+//!
+//! A ledger restored from an older backup forgets what was paid after the
+//! backup. Two more rules keep it from paying that again (docs/ARCHITECTURE.md,
+//! "After a restore"):
+//! 4. before claiming anything, every cycle reads the treasury's finalized
+//!    transactions since the reconciliation cursor (kept in the same
+//!    database, so a restore rolls it back with the ledger) and records as
+//!    paid the transfers of any transaction no batch here knows;
+//! 5. a payer that has just started claims and pays nothing until the
+//!    chain's finalized block height is past the last valid height of the
+//!    newest blockhash at its start (plus a margin): by then any
+//!    transaction a payer before it signed has landed, and is listed, or
+//!    can never land.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +44,11 @@ use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_keypair::Keypair;
 use solana_pubkey::Pubkey;
 use solana_rpc_client::api::client_error::ErrorKind as RpcErrorKind;
-use solana_rpc_client::api::config::RpcSendTransactionConfig;
+use solana_rpc_client::api::config::{
+    RpcSendTransactionConfig, RpcTransactionConfig, UiTransactionEncoding,
+};
+use solana_rpc_client::api::request::{RpcError as RpcResponseError, RpcRequest};
+use solana_rpc_client::api::response::RpcConfirmedTransactionStatusWithSignature;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_signer::Signer;
 use solana_transaction::Transaction;
@@ -38,7 +56,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use store::{BatchOutcome, NewBatch, Store, StoreError, UnfinishedBatch};
+use store::{BatchOutcome, FoundBatch, NewBatch, Store, StoreError, UnfinishedBatch};
 
 use crate::cluster::leader::Leadership;
 use crate::metrics::Metrics;
@@ -55,6 +73,20 @@ const RESEND_EVERY: Duration = Duration::from_secs(2);
 /// transfer and a compute-budget instruction use 150 each); the fee is the
 /// unit price times this limit, so it is kept small.
 const UNITS_PER_INSTRUCTION: u32 = 450;
+/// Signatures per `getSignaturesForAddress` page (the RPC's maximum).
+const SIGNATURE_PAGE: usize = 1_000;
+/// Blocks added to the last valid height of the newest blockhash seen at
+/// start before a payer may pay: another RPC node may have been a little
+/// ahead of ours when a payer before us signed.
+const START_FENCE_MARGIN_BLOCKS: u64 = 32;
+/// With no reconciled slot yet: how much older than the cursor's creation a
+/// treasury transaction may be and still be read (clock skew).
+const SINCE_MARGIN_SECS: i64 = 600;
+/// `fence` values: not armed yet (pay nothing), passed (pay).
+const FENCE_NOT_ARMED: u64 = u64::MAX;
+const FENCE_PASSED: u64 = 0;
+/// The JSON-RPC error of a node whose view is below `minContextSlot`.
+const MIN_CONTEXT_SLOT_NOT_REACHED: i64 = -32016;
 
 /// A JSON-RPC URL. Providers put API keys in the path, the query or the
 /// userinfo, so `Debug` and `Display` show `scheme://host[:port]` only
@@ -194,11 +226,14 @@ pub enum PayoutError {
     #[error("crashed at {0:?} (fault injection)")]
     Crashed(CrashPoint),
     #[error(
-        "the history RPC keeps slots from {kept} on, but the oldest unfinished payout batch \
-         was signed at slot {needed}: its status cannot be trusted there; payouts stop until \
-         HUB_PAYOUT_HISTORY_RPC_URL points at a node with that history"
+        "the history RPC keeps slots from {kept} on, but {what} needs slot {needed}: payouts \
+         stop until HUB_PAYOUT_HISTORY_RPC_URL points at a node with that history"
     )]
-    HistoryGap { needed: u64, kept: u64 },
+    HistoryGap {
+        needed: u64,
+        kept: u64,
+        what: &'static str,
+    },
     #[error("database: {0}")]
     Store(StoreError),
     #[error("solana rpc: {0}")]
@@ -259,6 +294,12 @@ pub struct CycleReport {
     pub capped: usize,
     /// Batches still unconfirmed when the cycle ended.
     pub unfinished: usize,
+    /// Treasury transactions found on chain that no batch knew, recorded.
+    pub found_batches: usize,
+    /// Nothing was claimed or paid: reconciliation could not finish (the
+    /// node answering was behind), or a payer that just started waits for
+    /// older blockhashes to expire.
+    pub held_back: bool,
 }
 
 pub struct Payer {
@@ -272,6 +313,9 @@ pub struct Payer {
     cfg: PayoutConfig,
     metrics: Arc<Metrics>,
     leadership: Leadership,
+    /// The finalized block height that must be passed before paying (rule
+    /// 5), or [`FENCE_NOT_ARMED`] / [`FENCE_PASSED`].
+    fence: AtomicU64,
 }
 
 /// What became of a batch when looked up.
@@ -313,6 +357,9 @@ impl Payer {
             cfg,
             metrics,
             leadership,
+            // `run` arms it; a payer driven by `cycle` alone (tests) pays
+            // at once.
+            fence: AtomicU64::new(FENCE_PASSED),
         }
     }
 
@@ -377,10 +424,238 @@ impl Payer {
         let kept = self.history.minimum_ledger_slot().await.map_err(rpc_err)?;
         if kept > needed {
             self.metrics.payout_history_gap.set(1);
-            return Err(PayoutError::HistoryGap { needed, kept });
+            return Err(PayoutError::HistoryGap {
+                needed,
+                kept,
+                what: "the oldest unfinished payout batch (signed there)",
+            });
         }
         self.metrics.payout_history_gap.set(0);
         Ok(())
+    }
+
+    /// Arms rule 5: no claim or payment until the finalized block height is
+    /// past the last valid height of the newest blockhash now, plus a
+    /// margin. `run` calls it at start.
+    pub async fn arm_start_fence(&self) -> Result<u64, PayoutError> {
+        let (_, last_valid) = self
+            .rpc
+            .get_latest_blockhash_with_commitment(CommitmentConfig::processed())
+            .await
+            .map_err(rpc_err)?;
+        let fence = last_valid + START_FENCE_MARGIN_BLOCKS;
+        self.fence.store(fence, Ordering::SeqCst);
+        tracing::info!(
+            until_block_height = fence,
+            "payouts wait until every blockhash a payer before this one could have signed with has expired"
+        );
+        Ok(fence)
+    }
+
+    /// Whether rule 5 lets this payer claim and pay (arming it first if
+    /// `run` could not).
+    async fn fence_passed(&self) -> Result<bool, PayoutError> {
+        let mut fence = self.fence.load(Ordering::SeqCst);
+        if fence == FENCE_PASSED {
+            return Ok(true);
+        }
+        if fence == FENCE_NOT_ARMED {
+            fence = self.arm_start_fence().await?;
+        }
+        let height = self
+            .rpc
+            .get_epoch_info_with_commitment(CommitmentConfig::finalized())
+            .await
+            .map_err(rpc_err)?
+            .block_height;
+        if height > fence {
+            self.fence.store(FENCE_PASSED, Ordering::SeqCst);
+            self.metrics.payout_start_wait_blocks.set(0);
+            tracing::info!(
+                block_height = height,
+                "payouts may start: blockhashes from before this payer started have expired"
+            );
+            return Ok(true);
+        }
+        self.metrics
+            .payout_start_wait_blocks
+            .set((fence + 1 - height) as i64);
+        Ok(false)
+    }
+
+    /// Rule 4: records as paid the transfers of every successful treasury
+    /// transaction finalized since the cursor that no batch here knows,
+    /// then moves the cursor. Returns false when it could not finish (the
+    /// node listing the history was behind the slot read first): nothing
+    /// may be claimed or paid this cycle.
+    async fn reconcile(&self, epoch: i64, report: &mut CycleReport) -> Result<bool, PayoutError> {
+        let cursor = self.store.chain_cursor().await?;
+        let tip = self
+            .history
+            .get_epoch_info_with_commitment(CommitmentConfig::finalized())
+            .await
+            .map_err(rpc_err)?
+            .absolute_slot;
+        if let Some(slot) = cursor.slot {
+            let kept = self.history.minimum_ledger_slot().await.map_err(rpc_err)?;
+            if kept > slot + 1 {
+                self.metrics.payout_history_gap.set(1);
+                return Err(PayoutError::HistoryGap {
+                    needed: slot + 1,
+                    kept,
+                    what: "reconciling the treasury's transactions since the last reconciled slot",
+                });
+            }
+        }
+        let treasury = self.treasury.pubkey().to_string();
+        // Newest first, back to the cursor.
+        let mut listed: Vec<RpcConfirmedTransactionStatusWithSignature> = Vec::new();
+        let mut before: Option<String> = None;
+        'pages: loop {
+            let page: Vec<RpcConfirmedTransactionStatusWithSignature> = match self
+                .history
+                .send(
+                    RpcRequest::GetSignaturesForAddress,
+                    serde_json::json!([treasury, {
+                        "limit": SIGNATURE_PAGE,
+                        "before": before,
+                        "commitment": "finalized",
+                        "minContextSlot": tip,
+                    }]),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if min_context_slot_not_reached(&e) => {
+                    tracing::debug!(slot = tip, "history listed by a node behind the finalized slot read first; reconciling again next cycle");
+                    return Ok(false);
+                }
+                Err(e) => return Err(rpc_err(e)),
+            };
+            let full = page.len() >= SIGNATURE_PAGE;
+            before = page.last().map(|e| e.signature.clone());
+            for e in page {
+                let older = match cursor.slot {
+                    Some(slot) => e.slot <= slot,
+                    None => e
+                        .block_time
+                        .is_some_and(|t| t < cursor.since_unix - SINCE_MARGIN_SECS),
+                };
+                if older {
+                    break 'pages;
+                }
+                // Finalized after the slot read first: the next cycle.
+                if e.slot <= tip {
+                    listed.push(e);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        listed.reverse();
+        // Failed transactions moved nothing but their fee.
+        let landed: Vec<String> = listed
+            .iter()
+            .filter(|e| e.err.is_none())
+            .map(|e| e.signature.clone())
+            .collect();
+        let known = if landed.is_empty() {
+            Default::default()
+        } else {
+            self.store.known_signatures(&landed).await?
+        };
+        for signature in landed.iter().filter(|s| !known.contains(*s)) {
+            if !self.record_found(epoch, signature, report).await? {
+                return Ok(false);
+            }
+        }
+        // The cursor stays one slot back, so the finalized slot read first
+        // is listed once more next cycle: cheap (known signatures are
+        // skipped), and safe with a node that calls the slot it is still
+        // filling finalized.
+        self.guard(epoch)?;
+        self.store
+            .set_chain_cursor(epoch, tip.saturating_sub(1))
+            .await?;
+        Ok(true)
+    }
+
+    /// Fetches one unknown treasury transaction and records its transfers
+    /// out of the treasury. False if the node does not have it (yet).
+    async fn record_found(
+        &self,
+        epoch: i64,
+        signature: &str,
+        report: &mut CycleReport,
+    ) -> Result<bool, PayoutError> {
+        let sig = solana_transaction::Signature::from_str(signature)
+            .map_err(|e| PayoutError::Other(format!("listed signature {signature:?}: {e}")))?;
+        let cfg = RpcTransactionConfig {
+            encoding: Some(UiTransactionEncoding::Base64),
+            commitment: Some(CommitmentConfig::finalized()),
+            max_supported_transaction_version: Some(0),
+        };
+        let fetched = match self.history.get_transaction_with_config(&sig, cfg).await {
+            Ok(t) => t,
+            Err(e) => {
+                let e = rpc_err(e);
+                tracing::warn!(%signature, error = %e, "fetching a treasury transaction the ledger does not know failed; reconciling again next cycle");
+                return Ok(false);
+            }
+        };
+        let Some(tx) = fetched.transaction.transaction.decode() else {
+            return Err(PayoutError::Other(format!(
+                "treasury transaction {signature} could not be decoded"
+            )));
+        };
+        let fee = fetched.transaction.meta.as_ref().map_or(0, |m| m.fee);
+        let treasury = self.treasury.pubkey();
+        let transfers: Vec<(String, i64)> = treasury_transfers(&tx.message, &treasury)
+            .into_iter()
+            .map(|(to, lamports)| (to.to_string(), lamports as i64))
+            .collect();
+        if transfers.is_empty() {
+            // A deposit, or anything else that moved nothing out.
+            return Ok(true);
+        }
+        let found = FoundBatch {
+            signature: signature.to_owned(),
+            transaction: wincode::serialize(&tx)
+                .map_err(|e| PayoutError::Other(format!("serializing a transaction: {e}")))?,
+            blockhash: tx.message.recent_blockhash().to_string(),
+            slot: fetched.slot,
+            fee_lamports: fee as i64,
+            transfers,
+        };
+        self.guard(epoch)?;
+        let out = self.store.record_found_batch(epoch, &found).await?;
+        if out.known {
+            return Ok(true);
+        }
+        let count = |what: &str, n: usize| {
+            self.metrics
+                .payout_found_transfers
+                .with_label_values(&[what])
+                .inc_by(n as u64)
+        };
+        count("matched", out.matched);
+        count("added", out.added);
+        count("unknown_account", out.unknown.len());
+        report.found_batches += 1;
+        tracing::warn!(
+            %signature,
+            slot = fetched.slot,
+            lamports = out.lamports,
+            matched = out.matched,
+            added = out.added,
+            unknown_accounts = out.unknown.len(),
+            "the treasury paid a transaction no payout batch knew (a database restored from an older backup, or the treasury key used elsewhere): its transfers are recorded as paid"
+        );
+        for (to, lamports) in &out.unknown {
+            tracing::warn!(%signature, account = %to, lamports, "a transfer out of the treasury to an account no validator has: not recorded");
+        }
+        Ok(true)
     }
 
     /// Cycles every interval while leader, and at once on becoming leader,
@@ -399,6 +674,10 @@ impl Payer {
                 tracing::error!(error = %e, "payouts cannot run against this history RPC");
             }
             Err(e) => tracing::warn!(error = %e, "checking the history RPC at start failed"),
+        }
+        self.fence.store(FENCE_NOT_ARMED, Ordering::SeqCst);
+        if let Err(e) = self.arm_start_fence().await {
+            tracing::warn!(error = %e, "reading the newest blockhash at start failed; payouts wait until it is read");
         }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -471,8 +750,13 @@ impl Payer {
         self.settle(epoch, &mut report).await?;
         refresh_summary(&self.store, &self.metrics).await;
         self.check_history().await?;
+        let reconciled = self.reconcile(epoch, &mut report).await?;
         self.recover(epoch, &mut report).await?;
         self.guard(epoch)?;
+        if !reconciled || !self.fence_passed().await? {
+            report.held_back = true;
+            return self.backlog(report).await;
+        }
         report.payouts_claimed = self
             .store
             .claim_payouts(epoch, self.cfg.min_lamports, CLAIM_LIMIT)
@@ -483,6 +767,12 @@ impl Payer {
         }
         let sent = self.pay(epoch, &mut report).await?;
         self.confirm(epoch, sent, &mut report).await?;
+        self.backlog(report).await
+    }
+
+    /// Sets the backlog gauges; the cycle's report with its unfinished
+    /// batches.
+    async fn backlog(&self, mut report: CycleReport) -> Result<CycleReport, PayoutError> {
         let (unfinished, insufficient, failed) = self.store.payout_backlog().await?;
         report.unfinished = unfinished as usize;
         self.metrics.payout_batches_unfinished.set(unfinished);
@@ -839,6 +1129,62 @@ impl Payer {
             .with_label_values(&[what])
             .inc();
     }
+}
+
+/// Whether an RPC error is a node's answer that its view is below the
+/// request's `minContextSlot`.
+fn min_context_slot_not_reached(e: &solana_rpc_client::api::client_error::Error) -> bool {
+    matches!(
+        &*e.kind,
+        RpcErrorKind::RpcError(RpcResponseError::RpcResponseError { code, .. })
+            if *code == MIN_CONTEXT_SLOT_NOT_REACHED
+    )
+}
+
+/// The system-program transfers out of `treasury` in `message`, in order:
+/// (to, lamports). Only static account keys are read (payout transactions
+/// use no lookup tables).
+fn treasury_transfers(
+    message: &solana_transaction::VersionedMessage,
+    treasury: &Pubkey,
+) -> Vec<(Pubkey, u64)> {
+    let keys = message.static_account_keys();
+    let key = |i: Option<&u8>| i.and_then(|&i| keys.get(usize::from(i)));
+    message
+        .instructions()
+        .iter()
+        .filter_map(|ix| {
+            let program = keys.get(usize::from(ix.program_id_index))?;
+            if *program != solana_system_interface::program::ID {
+                return None;
+            }
+            let solana_system_interface::instruction::SystemInstruction::Transfer { lamports } =
+                bincode_system_instruction(&ix.data)?
+            else {
+                return None;
+            };
+            let (from, to) = (key(ix.accounts.first())?, key(ix.accounts.get(1))?);
+            (from == treasury).then_some((*to, lamports))
+        })
+        .collect()
+}
+
+/// A system instruction's data: a `u32` variant index then its fields
+/// (bincode); only `Transfer` (2, then the `u64` lamports) is decoded.
+fn bincode_system_instruction(
+    data: &[u8],
+) -> Option<solana_system_interface::instruction::SystemInstruction> {
+    const TRANSFER: u32 = 2;
+    let (variant, rest) = data.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*variant) != TRANSFER {
+        return None;
+    }
+    let lamports: [u8; 8] = rest.try_into().ok()?;
+    Some(
+        solana_system_interface::instruction::SystemInstruction::Transfer {
+            lamports: u64::from_le_bytes(lamports),
+        },
+    )
 }
 
 /// Rewrites the earnings summary (`settling` of every validator). For the

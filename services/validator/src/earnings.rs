@@ -89,6 +89,11 @@ pub fn render(e: &Earnings) -> String {
     ] {
         let _ = writeln!(out, "{label:<10} {v:>16} lamports  ({})", sol(v));
     }
+    if e.prepaid_lamports > 0 {
+        // Only after a restore of the hubs' database: see docs/protocol.md.
+        let v = e.prepaid_lamports;
+        let _ = writeln!(out, "{:<10} {v:>16} lamports  ({})", "prepaid", sol(v));
+    }
     let rate = e
         .agreement
         .rate

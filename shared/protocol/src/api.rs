@@ -18,6 +18,12 @@ pub struct Earnings {
     /// Earned, not yet claimed into a payout (below the minimum payout, or
     /// waiting for the next payout cycle).
     pub unclaimed_lamports: i64,
+    /// Paid on chain beyond what the ledger credits as earned: transfers the
+    /// payout leader found on chain after the database was restored from an
+    /// older backup. The next earnings fill it before anything more is paid.
+    /// Absent (0) from hubs before this field existed.
+    #[serde(default)]
+    pub prepaid_lamports: i64,
     /// Claimed, not yet paid: waiting, short of treasury funds, or in a
     /// transaction not yet confirmed.
     pub pending_lamports: i64,

@@ -21,6 +21,7 @@ mod accounts;
 mod alerts;
 mod owner_sites;
 mod payouts;
+mod reconcile;
 mod retention;
 mod rollups;
 mod simulated;
@@ -40,6 +41,7 @@ pub use crate::owner_sites::{
 pub use crate::payouts::{
     BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
 };
+pub use crate::reconcile::{ChainCursor, FoundBatch, FoundOutcome};
 pub use crate::rollups::{KEEP_1D, KEEP_1H, KEEP_5M, LATENCY_BOUNDS_MS};
 pub use crate::simulated::{SeededWebsites, SIMULATED_URL_PREFIX};
 pub use crate::types::{

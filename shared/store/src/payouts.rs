@@ -99,6 +99,9 @@ pub struct Earnings {
     /// Earned but not yet claimed into a payout (below the minimum payout,
     /// or waiting for the next cycle).
     pub unclaimed_lamports: i64,
+    /// Paid on chain beyond what this ledger credits (transfers found by
+    /// reconciling a restored ledger); the next earnings fill it first.
+    pub prepaid_lamports: i64,
     /// Claimed, not yet paid (waiting, insufficient funds, or in flight).
     pub pending_lamports: i64,
     pub paid_lamports: i64,
@@ -111,7 +114,7 @@ pub struct Earnings {
     pub payouts: Vec<PayoutRow>,
 }
 
-fn fenced(epoch: i64) -> impl Fn(sqlx::Error) -> StoreError {
+pub(crate) fn fenced(epoch: i64) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.code().as_deref() == Some("UP409") => {
             StoreError::StaleEpoch(epoch)
@@ -565,7 +568,8 @@ impl Store {
             public_key: r.get("public_key"),
             earned_lamports: earned,
             settling_lamports: r.get("settling"),
-            unclaimed_lamports: earned - claimed,
+            unclaimed_lamports: (earned - claimed).max(0),
+            prepaid_lamports: (claimed - earned).max(0),
             pending_lamports: r.get("pending"),
             paid_lamports: r.get("paid"),
             failed_lamports: r.get("failed"),

@@ -35,6 +35,16 @@
 //!   forgets it; resends of held or dropped transactions consume a
 //!   behaviour like any send.
 //! - **Outages**: [`SolanaRpc::set_unavailable`] answers HTTP 503 to everything.
+//! - **History of an address**: `getSignaturesForAddress` lists the landed
+//!   transactions (successful or failed) that carry the address among their
+//!   static account keys, newest first, as the answering node knows them
+//!   (landed within its view and its history), with `before`, `until`,
+//!   `limit` (default and maximum 1,000) and `minContextSlot` (a node whose
+//!   view is below it answers `-32016`). `getTransaction` returns one of them
+//!   in the `base64` encoding (or `base58`), with a meta holding `err`,
+//!   `status` and `fee` (balances, logs and inner instructions are empty), or
+//!   null where the node does not know it. `blockTime` is the wall clock at
+//!   landing, in Unix seconds.
 //! - **A lagging node and a pool**: the chain is served by two "nodes".
 //!   [`SolanaRpc::url`] is a node at the tip with all history (minimum
 //!   ledger slot 0). [`SolanaRpc::lagging_url`] is a node [`LaggingNode::lag`]
@@ -60,6 +70,7 @@
 //! answers the tip's balance with its lagging context slot); the
 //! `searchTransactionHistory` flag (statuses are always searched back to the
 //! node's minimum ledger slot); account methods other than `getBalance`;
+//! balances, logs and inner instructions in `getTransaction`'s meta;
 //! websockets. Airdrops go straight into litesvm and
 //! are not part of [`SolanaRpc::landed`].
 //!
@@ -70,8 +81,9 @@
 //! `isBlockhashValid`, `getBlockHeight`, `getSlot`, `getEpochInfo`,
 //! `minimumLedgerSlot`, `getBalance`,
 //! `getMinimumBalanceForRentExemption`, `getFeeForMessage`,
-//! `getSignatureStatuses`, `sendTransaction`, `getVersion`, `getHealth`,
-//! `getGenesisHash`. Anything else is `-32601 Method not found`.
+//! `getSignatureStatuses`, `getSignaturesForAddress`, `getTransaction`,
+//! `sendTransaction`, `getVersion`, `getHealth`, `getGenesisHash`. Anything
+//! else is `-32601 Method not found`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -219,6 +231,7 @@ impl SolanaRpc {
         let shared = Arc::new(Shared {
             chain: Mutex::new(Chain::new(&cfg)),
             unavailable: AtomicBool::new(false),
+            ticking: AtomicBool::new(true),
             pool: Mutex::new(fastrand::Rng::with_seed(cfg.pool_seed)),
         });
         let listener = tokio::net::TcpListener::bind(addr)
@@ -250,7 +263,9 @@ impl SolanaRpc {
                 interval.tick().await; // the first tick is immediate
                 loop {
                     interval.tick().await;
-                    shared.chain().advance(1);
+                    if shared.ticking.load(Ordering::SeqCst) {
+                        shared.chain().advance(1);
+                    }
                 }
             })
         });
@@ -370,6 +385,13 @@ impl SolanaRpc {
         self.shared.chain().send_calls
     }
 
+    /// Pauses (false) or resumes (true) the block ticker of
+    /// [`ChainConfig::block_interval`]; [`advance_blocks`](Self::advance_blocks)
+    /// works either way.
+    pub fn set_ticking(&self, on: bool) {
+        self.shared.ticking.store(on, Ordering::SeqCst);
+    }
+
     /// While true, every request gets HTTP 503 (an RPC outage).
     pub fn set_unavailable(&self, down: bool) {
         self.shared.unavailable.store(down, Ordering::SeqCst);
@@ -390,6 +412,8 @@ impl Drop for SolanaRpc {
 struct Shared {
     chain: Mutex<Chain>,
     unavailable: AtomicBool,
+    /// Whether the block ticker advances blocks (see [`SolanaRpc::set_ticking`]).
+    ticking: AtomicBool,
     /// Picks the node for each pooled request.
     pool: Mutex<fastrand::Rng>,
 }
@@ -412,6 +436,11 @@ struct Held {
 struct Status {
     slot: u64,
     err: Option<TransactionError>,
+    /// The transaction as it landed, for `getTransaction`.
+    tx: VersionedTransaction,
+    fee: u64,
+    /// Unix seconds at landing.
+    block_time: i64,
 }
 
 /// How executing a transaction went.
@@ -526,6 +555,7 @@ impl Chain {
     fn execute(&mut self, signature: &str, tx: VersionedTransaction) -> Executed {
         let sig = tx.signatures[0];
         let transfers = system_transfers(&tx.message);
+        let kept = tx.clone();
         let result = self.svm.send_transaction(tx);
         let (err, fee) = match result {
             Ok(meta) => (None, meta.fee),
@@ -543,9 +573,15 @@ impl Chain {
             }
         };
         tracing::debug!(%signature, slot = self.height, ?err, "transaction landed");
+        let block_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let status = Status {
             slot: self.height,
             err: err.clone(),
+            tx: kept,
+            fee,
+            block_time,
         };
         self.statuses.insert(signature.to_owned(), status);
         self.landed.push(Landed {
@@ -620,6 +656,8 @@ impl Chain {
             }
             "getFeeForMessage" => self.fee_for_message(node, params),
             "getSignatureStatuses" => self.signature_statuses(node, params),
+            "getSignaturesForAddress" => self.signatures_for_address(node, params),
+            "getTransaction" => self.transaction(node, params),
             // Either node forwards it to the leader: the same chain runs it.
             "sendTransaction" => self.send_transaction(params),
             "getVersion" => Ok(json!({"solana-core": "2.2.0", "feature-set": 0})),
@@ -687,6 +725,124 @@ impl Chain {
             })
             .collect::<Result<Vec<_>, RpcError>>()?;
         Ok(self.with_context(node, Value::Array(statuses)))
+    }
+
+    /// Whether `node` knows the landed transaction `st`: within its view
+    /// and its history.
+    fn knows(&self, node: Node, st: &Status) -> bool {
+        st.slot <= self.view(node) && st.slot >= self.minimum_ledger_slot(node)
+    }
+
+    /// `getSignaturesForAddress`: see the module docs.
+    fn signatures_for_address(&self, node: Node, params: &Value) -> Result<Value, RpcError> {
+        let address = Address::new_from_array(base58_32(param_str(params, 0)?)?);
+        let cfg = params.get(1).cloned().unwrap_or(Value::Null);
+        let opt_str = |name: &str| -> Result<Option<String>, RpcError> {
+            match cfg.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(RpcError::invalid_params(format!("{name} must be a string"))),
+            }
+        };
+        let before = opt_str("before")?;
+        let until = opt_str("until")?;
+        let limit = match cfg.get("limit") {
+            None | Some(Value::Null) => 1000,
+            Some(v) => match v.as_u64() {
+                Some(n @ 1..=1000) => n as usize,
+                _ => return Err(RpcError::invalid_params("Invalid limit; max 1000")),
+            },
+        };
+        if let Some(min) = cfg.get("minContextSlot").and_then(Value::as_u64) {
+            if self.view(node) < min {
+                return Err(RpcError {
+                    code: -32016,
+                    message: "Minimum context slot has not been reached".into(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        // Newest first; `before` and `until` are exclusive bounds.
+        let mut started = before.is_none();
+        for l in self.landed.iter().rev() {
+            if !started {
+                started = before.as_deref() == Some(l.signature.as_str());
+                continue;
+            }
+            if until.as_deref() == Some(l.signature.as_str()) || out.len() == limit {
+                break;
+            }
+            let Some(st) = self.statuses.get(&l.signature) else {
+                continue;
+            };
+            if !self.knows(node, st) || !st.tx.message.static_account_keys().contains(&address) {
+                continue;
+            }
+            out.push(json!({
+                "signature": l.signature,
+                "slot": st.slot,
+                "err": st.err,
+                "memo": null,
+                "blockTime": st.block_time,
+                "confirmationStatus": "finalized",
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// `getTransaction`: see the module docs.
+    fn transaction(&self, node: Node, params: &Value) -> Result<Value, RpcError> {
+        let signature = param_str(params, 0)?;
+        let encoding = params
+            .get(1)
+            .and_then(|c| c.get("encoding"))
+            .and_then(Value::as_str)
+            .unwrap_or("json");
+        let Some(st) = self
+            .statuses
+            .get(signature)
+            .filter(|st| self.knows(node, st))
+        else {
+            return Ok(Value::Null);
+        };
+        let bytes = wincode::serialize(&st.tx)
+            .map_err(|e| RpcError::invalid_params(format!("serializing: {e}")))?;
+        let encoded = match encoding {
+            "base64" => json!([BASE64_STANDARD.encode(&bytes), "base64"]),
+            "base58" => json!([bs58::encode(&bytes).into_string(), "base58"]),
+            other => {
+                return Err(RpcError::invalid_params(format!(
+                    "unsupported encoding: {other}"
+                )))
+            }
+        };
+        let version = match st.tx.message {
+            VersionedMessage::Legacy(_) => json!("legacy"),
+            VersionedMessage::V0(_) => json!(0),
+            VersionedMessage::V1(_) => json!(1),
+        };
+        let status = match &st.err {
+            None => json!({"Ok": null}),
+            Some(e) => json!({"Err": e}),
+        };
+        Ok(json!({
+            "slot": st.slot,
+            "blockTime": st.block_time,
+            "transaction": encoded,
+            "version": version,
+            "meta": {
+                "err": st.err,
+                "status": status,
+                "fee": st.fee,
+                "preBalances": [],
+                "postBalances": [],
+                "innerInstructions": [],
+                "logMessages": [],
+                "preTokenBalances": [],
+                "postTokenBalances": [],
+                "rewards": [],
+            },
+        }))
     }
 
     /// `sendTransaction`: see the module docs and [`SendBehaviour`].

@@ -62,6 +62,7 @@ pub async fn earnings(State(read): State<Store>, Path(key): Path<String>) -> Res
         earned_lamports: e.earned_lamports,
         settling_lamports: e.settling_lamports,
         unclaimed_lamports: e.unclaimed_lamports,
+        prepaid_lamports: e.prepaid_lamports,
         pending_lamports: e.pending_lamports,
         paid_lamports: e.paid_lamports,
         failed_lamports: e.failed_lamports,

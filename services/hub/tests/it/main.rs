@@ -20,4 +20,5 @@ mod prometheus_scrape;
 mod rebalance;
 mod redis_tls;
 mod replacement;
+mod restore;
 mod sigterm;

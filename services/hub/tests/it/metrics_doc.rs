@@ -46,6 +46,7 @@ async fn docs_metrics_md_lists_what_the_hub_serves() {
             cross_hub_dropped,
             payout_cycles,
             payout_transactions,
+            payout_found_transfers,
             connections_refused,
             http_refused,
             earnings_summary_refreshes,

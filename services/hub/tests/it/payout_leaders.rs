@@ -13,7 +13,7 @@ use solana_signer::Signer;
 
 use common::payouts::*;
 use common::{eventually, free_port, HubProc};
-use test_support::solana::{SendBehaviour, SolanaRpc};
+use test_support::solana::{ChainConfig, SendBehaviour, SolanaRpc};
 use test_support::{TestDb, TestRedis};
 
 struct World {
@@ -45,7 +45,16 @@ mod tempdir {
 impl World {
     async fn new() -> Self {
         let db = TestDb::new().await.unwrap();
-        let chain = chain().await;
+        // Blocks advance by themselves: a hub's payer pays only once the
+        // blockhashes from before it started have expired (about 50 blocks
+        // here, half a second).
+        let chain = SolanaRpc::start(ChainConfig {
+            blockhash_validity: VALIDITY,
+            block_interval: Some(Duration::from_millis(10)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let key = protocol::keypair::generate();
         let dir = tempdir::Dir::new();
         let keyfile = dir.0.join("treasury.json");
@@ -184,7 +193,11 @@ async fn a_leader_paused_past_its_lease_pays_nothing_more_when_resumed() {
     w.all_paid(15).await;
     let old_epoch = leader.metric("uptime_hub_leader_epoch").await.unwrap() as i64;
 
-    // Paused mid-flight: its transactions are held by the chain.
+    // Paused mid-flight: its transactions are held by the chain (and the
+    // blocks stop, so they can still land late; first past any hub's start
+    // wait).
+    w.chain.advance_blocks(2 * VALIDITY + 40);
+    w.chain.set_ticking(false);
     w.chain.set_default_behaviour(SendBehaviour::Hold);
     let sends = w.chain.send_calls();
     earn(&mut farm, &vals, &mut rng).await;
@@ -203,8 +216,12 @@ async fn a_leader_paused_past_its_lease_pays_nothing_more_when_resumed() {
         (other.metric("uptime_hub_is_leader").await == Some(1.0)).then_some(())
     })
     .await;
-    w.chain.release_held();
+    assert!(
+        w.chain.release_held() > 0,
+        "the held transaction lands late"
+    );
     w.chain.set_default_behaviour(SendBehaviour::Land);
+    w.chain.set_ticking(true);
     earn(&mut farm, &vals, &mut rng).await;
     w.all_paid(15).await;
     // New earnings waiting as the paused leader wakes up.

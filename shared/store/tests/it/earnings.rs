@@ -114,6 +114,7 @@ async fn the_earnings_document_adds_up_ledger_payouts_and_settling() {
             earned_lamports: 3_500,
             settling_lamports: 700,
             unclaimed_lamports: 500,
+            prepaid_lamports: 0,
             pending_lamports: 0,
             paid_lamports: 3_000,
             failed_lamports: 0,

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! local-solana --listen 127.0.0.1:18899 --fund <BASE58 PUBKEY>=<LAMPORTS> [--block-ms 400]
+//!              [--blockhash-validity 150]
 //! ```
 //!
 //! Prints `local-solana listening on http://ADDR` once ready; runs until
@@ -32,6 +33,12 @@ struct Args {
     #[arg(long, default_value_t = 400, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     block_ms: u64,
+    /// Blocks a blockhash stays valid (mainnet: 150). A payout hub waits
+    /// this many blocks and 32 more after it starts before its first
+    /// payment, so the dev stack uses fewer.
+    #[arg(long, default_value_t = 150, value_name = "BLOCKS",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    blockhash_validity: u64,
 }
 
 /// `BASE58_PUBKEY=LAMPORTS`.
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         let cfg = ChainConfig {
             block_interval: Some(Duration::from_millis(args.block_ms)),
+            blockhash_validity: args.blockhash_validity,
             ..ChainConfig::default()
         };
         let chain = match SolanaRpc::start_on(args.listen, cfg).await {

@@ -630,3 +630,128 @@ async fn seen(rpc: &RpcClient, sig: Signature) -> (u64, bool) {
         .unwrap();
     (r.context.slot, r.value[0].is_some())
 }
+
+/// `getSignaturesForAddress` lists an address's landed transactions newest
+/// first (paged with `before`, bounded by `until` and `limit`), as each
+/// node knows them, refusing a `minContextSlot` above the node's view;
+/// `getTransaction` returns one that the production client decodes.
+#[tokio::test]
+async fn an_addresss_history_and_its_transactions() {
+    use solana_rpc_client::api::config::{RpcTransactionConfig, UiTransactionEncoding};
+    use solana_rpc_client::rpc_client::GetConfirmedSignaturesForAddress2Config;
+    use test_support::solana::LaggingNode;
+    let f = fixture(ChainConfig {
+        lagging: LaggingNode { lag: 2, history: 3 },
+        ..ChainConfig::default()
+    })
+    .await;
+    let mut sigs = Vec::new();
+    for i in 0..4u64 {
+        let (tx, _) = f.transfer(PAY + i).await;
+        sigs.push(f.send(&tx).await.unwrap());
+        f.chain.advance_blocks(1);
+    }
+    // A failed one is listed too, with its error (to a sysvar: fails).
+    let bad = Transaction::new_signed_with_payer(
+        &[solana_system_interface::instruction::transfer(
+            &f.payer.pubkey(),
+            &solana_pubkey::Pubkey::from_str_const("SysvarC1ock11111111111111111111111111111111"),
+            PAY,
+        )],
+        Some(&f.payer.pubkey()),
+        &[&f.payer],
+        f.rpc.get_latest_blockhash().await.unwrap(),
+    );
+    let bad_sig = f.send(&bad).await.unwrap();
+    let list = |cfg: GetConfirmedSignaturesForAddress2Config| {
+        let rpc = &f.rpc;
+        let address = f.payer.pubkey();
+        async move {
+            rpc.get_signatures_for_address_with_config(&address, cfg)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.signature, e.slot, e.err.is_some()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = list(Default::default()).await;
+    let want: Vec<(String, u64, bool)> = [(bad_sig, 5, true)]
+        .into_iter()
+        .chain(
+            sigs.iter()
+                .enumerate()
+                .rev()
+                .map(|(i, s)| (*s, i as u64 + 1, false)),
+        )
+        .map(|(s, slot, err)| (s.to_string(), slot, err))
+        .collect();
+    assert_eq!(all, want);
+    // The receiver sees only the transfers to it (the sysvar one is not).
+    let to = f.rpc.get_signatures_for_address(&f.to).await.unwrap().len();
+    assert_eq!(to, 4);
+    let page = list(GetConfirmedSignaturesForAddress2Config {
+        before: Some(sigs[3]),
+        until: Some(sigs[0]),
+        limit: Some(1),
+        commitment: None,
+    })
+    .await;
+    assert_eq!(page, want[2..3]);
+    let page = list(GetConfirmedSignaturesForAddress2Config {
+        before: Some(sigs[3]),
+        until: Some(sigs[0]),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page, want[2..4]);
+
+    // The lagging node (2 behind: view 3) knows what landed up to slot 3.
+    let lagging =
+        RpcClient::new_with_commitment(f.chain.lagging_url(), CommitmentConfig::finalized());
+    let known = lagging
+        .get_signatures_for_address(&f.payer.pubkey())
+        .await
+        .unwrap();
+    assert_eq!(known.len(), 3, "slots 1..=3 only");
+    let behind = lagging
+        .send::<serde_json::Value>(
+            RpcRequest::GetSignaturesForAddress,
+            json!([f.payer.pubkey().to_string(), {"minContextSlot": 5}]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&behind), Some(-32016));
+
+    let cfg = RpcTransactionConfig {
+        encoding: Some(UiTransactionEncoding::Base64),
+        commitment: Some(CommitmentConfig::finalized()),
+        max_supported_transaction_version: Some(0),
+    };
+    let got = f
+        .rpc
+        .get_transaction_with_config(&sigs[2], cfg)
+        .await
+        .unwrap();
+    assert_eq!(got.slot, 3);
+    let tx = got.transaction.transaction.decode().expect("decodes");
+    assert_eq!(tx.signatures[0], sigs[2]);
+    let meta = got.transaction.meta.expect("meta");
+    assert_eq!((meta.fee, meta.err), (FEE, None));
+    let failed = f
+        .rpc
+        .get_transaction_with_config(&bad_sig, cfg)
+        .await
+        .unwrap();
+    assert!(failed.transaction.meta.unwrap().err.is_some());
+    // Unknown: null.
+    let none: serde_json::Value = f
+        .rpc
+        .send(
+            RpcRequest::GetTransaction,
+            json!([Signature::default().to_string(), {"encoding": "base64"}]),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_null());
+}
