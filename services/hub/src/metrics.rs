@@ -295,7 +295,7 @@ impl Metrics {
             ),
             payout_cycles: counter_vec(
                 "payout_cycles_total",
-                "Payout cycles run by this hub as leader, by outcome (ok, not_leader, stale_epoch, history_gap, error).",
+                "Payout cycles run by this hub as leader, by outcome (ok, held_back, not_leader, stale_epoch, history_gap, error).",
                 "outcome",
             ),
             rounds_settled: counter(
@@ -333,7 +333,7 @@ impl Metrics {
             ),
             payout_history_gap: gauge(
                 "payout_history_gap",
-                "1 while payouts are stopped: the history RPC no longer keeps the slot of the oldest unfinished payout batch (minimumLedgerSlot too high).",
+                "1 while payouts are stopped: the history RPC no longer keeps the slot of the oldest unfinished payout batch, or the slot reconciliation with the treasury's history resumes from (minimumLedgerSlot too high).",
             ),
             payout_daily_cap_reached: gauge(
                 "payout_daily_cap_reached",

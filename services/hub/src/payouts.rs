@@ -316,6 +316,8 @@ pub struct Payer {
     /// The finalized block height that must be passed before paying (rule
     /// 5), or [`FENCE_NOT_ARMED`] / [`FENCE_PASSED`].
     fence: AtomicU64,
+    /// Signatures of found transactions already counted and logged.
+    reported: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What became of a batch when looked up.
@@ -360,6 +362,7 @@ impl Payer {
             // `run` arms it; a payer driven by `cycle` alone (tests) pays
             // at once.
             fence: AtomicU64::new(FENCE_PASSED),
+            reported: Default::default(),
         }
     }
 
@@ -452,9 +455,14 @@ impl Payer {
         Ok(fence)
     }
 
-    /// Whether rule 5 lets this payer claim and pay (arming it first if
-    /// `run` could not).
-    async fn fence_passed(&self) -> Result<bool, PayoutError> {
+    /// Whether rule 5 lets this payer claim and pay, given the finalized
+    /// block height its reconciliation read (with the slot it reconciled
+    /// through, from one response): every transaction signed before this
+    /// payer started had a last valid height below the fence, so once the
+    /// reconciled height is past it, each either landed at or before the
+    /// reconciled slot, and was listed, or can never land. Arms the fence
+    /// first if `run` could not.
+    async fn fence_passed(&self, reconciled_height: u64) -> Result<bool, PayoutError> {
         let mut fence = self.fence.load(Ordering::SeqCst);
         if fence == FENCE_PASSED {
             return Ok(true);
@@ -462,40 +470,40 @@ impl Payer {
         if fence == FENCE_NOT_ARMED {
             fence = self.arm_start_fence().await?;
         }
-        let height = self
-            .rpc
-            .get_epoch_info_with_commitment(CommitmentConfig::finalized())
-            .await
-            .map_err(rpc_err)?
-            .block_height;
-        if height > fence {
+        if reconciled_height > fence {
             self.fence.store(FENCE_PASSED, Ordering::SeqCst);
             self.metrics.payout_start_wait_blocks.set(0);
             tracing::info!(
-                block_height = height,
+                block_height = reconciled_height,
                 "payouts may start: blockhashes from before this payer started have expired"
             );
             return Ok(true);
         }
         self.metrics
             .payout_start_wait_blocks
-            .set((fence + 1 - height) as i64);
+            .set((fence + 1 - reconciled_height) as i64);
         Ok(false)
     }
 
     /// Rule 4: records as paid the transfers of every successful treasury
     /// transaction finalized since the cursor that no batch here knows,
-    /// then moves the cursor. Returns false when it could not finish (the
-    /// node listing the history was behind the slot read first): nothing
-    /// may be claimed or paid this cycle.
-    async fn reconcile(&self, epoch: i64, report: &mut CycleReport) -> Result<bool, PayoutError> {
+    /// then moves the cursor. Returns the finalized block height read with
+    /// the slot it reconciled through, or `None` when it could not finish
+    /// (a node behind that slot, a listing that did not reach back to the
+    /// cursor, a transaction the node would not serve, a validator with a
+    /// batch still unresolved): nothing may be claimed or paid this cycle.
+    async fn reconcile(
+        &self,
+        epoch: i64,
+        report: &mut CycleReport,
+    ) -> Result<Option<u64>, PayoutError> {
         let cursor = self.store.chain_cursor().await?;
-        let tip = self
+        let info = self
             .history
             .get_epoch_info_with_commitment(CommitmentConfig::finalized())
             .await
-            .map_err(rpc_err)?
-            .absolute_slot;
+            .map_err(rpc_err)?;
+        let tip = info.absolute_slot;
         if let Some(slot) = cursor.slot {
             let kept = self.history.minimum_ledger_slot().await.map_err(rpc_err)?;
             if kept > slot + 1 {
@@ -508,9 +516,14 @@ impl Payer {
             }
         }
         let treasury = self.treasury.pubkey().to_string();
-        // Newest first, back to the cursor.
+        // Newest first, back to the cursor. Complete only if the listing
+        // reaches an entry at or below the cursor's slot (a node with a
+        // shorter history, or one that does not know a page's `before`,
+        // answers short), or, where the cursor has seen no transaction, if
+        // it ends.
         let mut listed: Vec<RpcConfirmedTransactionStatusWithSignature> = Vec::new();
         let mut before: Option<String> = None;
+        let mut reached = false;
         'pages: loop {
             let page: Vec<RpcConfirmedTransactionStatusWithSignature> = match self
                 .history
@@ -528,7 +541,7 @@ impl Payer {
                 Ok(page) => page,
                 Err(e) if min_context_slot_not_reached(&e) => {
                     tracing::debug!(slot = tip, "history listed by a node behind the finalized slot read first; reconciling again next cycle");
-                    return Ok(false);
+                    return Ok(None);
                 }
                 Err(e) => return Err(rpc_err(e)),
             };
@@ -542,6 +555,7 @@ impl Payer {
                         .is_some_and(|t| t < cursor.since_unix - SINCE_MARGIN_SECS),
                 };
                 if older {
+                    reached = true;
                     break 'pages;
                 }
                 // Finalized after the slot read first: the next cycle.
@@ -553,36 +567,45 @@ impl Payer {
                 break;
             }
         }
-        listed.reverse();
-        // Failed transactions moved nothing but their fee.
-        let landed: Vec<String> = listed
-            .iter()
-            .filter(|e| e.err.is_none())
-            .map(|e| e.signature.clone())
-            .collect();
-        let known = if landed.is_empty() {
-            Default::default()
-        } else {
-            self.store.known_signatures(&landed).await?
-        };
-        for signature in landed.iter().filter(|s| !known.contains(*s)) {
-            if !self.record_found(epoch, signature, report).await? {
-                return Ok(false);
-            }
+        if !reached && cursor.slot.is_some() && cursor.signature.is_some() {
+            tracing::debug!(slot = tip, "the treasury's history was listed short of the reconciled slot; reconciling again next cycle");
+            return Ok(None);
         }
+        listed.reverse();
         // The cursor stays one slot back, so the finalized slot read first
         // is listed once more next cycle: cheap (known signatures are
         // skipped), and safe with a node that calls the slot it is still
         // filling finalized.
+        let new_slot = tip.saturating_sub(1);
+        let newest = listed
+            .iter()
+            .rev()
+            .find(|e| e.slot <= new_slot)
+            .map(|e| e.signature.clone())
+            .or(cursor.signature);
+        // Failed transactions moved nothing but their fee.
+        let landed: Vec<&RpcConfirmedTransactionStatusWithSignature> =
+            listed.iter().filter(|e| e.err.is_none()).collect();
+        let signatures: Vec<String> = landed.iter().map(|e| e.signature.clone()).collect();
+        let known = if signatures.is_empty() {
+            Default::default()
+        } else {
+            self.store.known_signatures(&signatures).await?
+        };
+        for e in landed.iter().filter(|e| !known.contains(&e.signature)) {
+            if !self.record_found(epoch, &e.signature, report).await? {
+                return Ok(None);
+            }
+        }
         self.guard(epoch)?;
         self.store
-            .set_chain_cursor(epoch, tip.saturating_sub(1))
+            .set_chain_cursor(epoch, new_slot, newest.as_deref())
             .await?;
-        Ok(true)
+        Ok(Some(info.block_height))
     }
 
     /// Fetches one unknown treasury transaction and records its transfers
-    /// out of the treasury. False if the node does not have it (yet).
+    /// out of the treasury. False if it could not be recorded yet.
     async fn record_found(
         &self,
         epoch: i64,
@@ -625,12 +648,20 @@ impl Payer {
                 .map_err(|e| PayoutError::Other(format!("serializing a transaction: {e}")))?,
             blockhash: tx.message.recent_blockhash().to_string(),
             slot: fetched.slot,
+            block_time: fetched.block_time,
             fee_lamports: fee as i64,
             transfers,
         };
         self.guard(epoch)?;
-        let out = self.store.record_found_batch(epoch, &found).await?;
-        if out.known {
+        let out = self
+            .store
+            .record_found_batch(epoch, &found, self.cfg.settle_delay)
+            .await?;
+        if out.blocked {
+            tracing::info!(%signature, "a treasury transaction the ledger does not know pays a validator whose payout is in a batch not resolved yet; recorded once that batch is");
+            return Ok(false);
+        }
+        if out.known || !self.first_report(signature) {
             return Ok(true);
         }
         let count = |what: &str, n: usize| {
@@ -656,6 +687,17 @@ impl Payer {
             tracing::warn!(%signature, account = %to, lamports, "a transfer out of the treasury to an account no validator has: not recorded");
         }
         Ok(true)
+    }
+
+    /// Whether `signature` is reported (counted and logged) for the first
+    /// time by this payer: a transaction with transfers only to unknown
+    /// accounts writes no row, and the slot read last is listed again.
+    fn first_report(&self, signature: &str) -> bool {
+        let mut seen = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= 10_000 {
+            seen.clear();
+        }
+        seen.insert(signature.to_owned())
     }
 
     /// Cycles every interval while leader, and at once on becoming leader,
@@ -700,7 +742,14 @@ impl Payer {
             };
             match outcome {
                 Ok(r) => {
-                    self.metrics.payout_cycles.with_label_values(&["ok"]).inc();
+                    // Held back: settled and recovered, but nothing claimed
+                    // or paid (a payer that just started, or reconciliation
+                    // that could not finish); for long, payouts are stuck.
+                    let outcome = if r.held_back { "held_back" } else { "ok" };
+                    self.metrics
+                        .payout_cycles
+                        .with_label_values(&[outcome])
+                        .inc();
                     if r != CycleReport::default() {
                         tracing::info!(?r, "payout cycle");
                     }
@@ -750,10 +799,16 @@ impl Payer {
         self.settle(epoch, &mut report).await?;
         refresh_summary(&self.store, &self.metrics).await;
         self.check_history().await?;
-        let reconciled = self.reconcile(epoch, &mut report).await?;
+        // Recover first: a batch of this ledger that landed explains a
+        // transfer reconciliation would otherwise take for unknown.
         self.recover(epoch, &mut report).await?;
+        let reconciled = self.reconcile(epoch, &mut report).await?;
         self.guard(epoch)?;
-        if !reconciled || !self.fence_passed().await? {
+        let may_pay = match reconciled {
+            Some(height) => self.fence_passed(height).await?,
+            None => false,
+        };
+        if !may_pay {
             report.held_back = true;
             return self.backlog(report).await;
         }

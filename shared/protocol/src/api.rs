@@ -20,7 +20,8 @@ pub struct Earnings {
     pub unclaimed_lamports: i64,
     /// Paid on chain beyond what the ledger credits as earned: transfers the
     /// payout leader found on chain after the database was restored from an
-    /// older backup. The next earnings fill it before anything more is paid.
+    /// older backup, until the rounds those transfers paid for are settled
+    /// again.
     /// Absent (0) from hubs before this field existed.
     #[serde(default)]
     pub prepaid_lamports: i64,

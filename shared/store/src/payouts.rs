@@ -100,7 +100,7 @@ pub struct Earnings {
     /// or waiting for the next cycle).
     pub unclaimed_lamports: i64,
     /// Paid on chain beyond what this ledger credits (transfers found by
-    /// reconciling a restored ledger); the next earnings fill it first.
+    /// reconciling a restored ledger), until the rounds they paid settle again.
     pub prepaid_lamports: i64,
     /// Claimed, not yet paid (waiting, insufficient funds, or in flight).
     pub pending_lamports: i64,

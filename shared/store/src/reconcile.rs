@@ -8,6 +8,7 @@
 //! fencing epoch, as in `payouts`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use sqlx::Row;
 use uuid::Uuid;
@@ -16,11 +17,14 @@ use crate::payouts::fenced;
 use crate::{Result, Store, ValidatorId};
 
 /// Where reconciliation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainCursor {
     /// Every treasury transaction finalized at or before this slot is
     /// reconciled; `None` before the first reconciliation.
     pub slot: Option<u64>,
+    /// The newest of them, if any: a listing of the history that reaches
+    /// neither it nor an older entry is incomplete.
+    pub signature: Option<String>,
     /// Without a slot: transactions older than this (Unix seconds, when the
     /// cursor was made) are not this database's payouts.
     pub since_unix: i64,
@@ -36,6 +40,8 @@ pub struct FoundBatch {
     pub blockhash: String,
     /// The slot it landed in.
     pub slot: u64,
+    /// Its block time (Unix seconds), if the node knows it.
+    pub block_time: Option<i64>,
     pub fee_lamports: i64,
     /// Its system transfers out of the treasury, in order: (to, base58;
     /// lamports).
@@ -48,13 +54,18 @@ pub struct FoundOutcome {
     /// The batch was known already (recorded by an earlier cycle): nothing
     /// was written.
     pub known: bool,
-    /// Transfers that paid a payout this ledger still held open (claimed,
-    /// short of funds, or in a batch that will not land): marked paid.
+    /// Nothing was written: a validator it pays has a payout in a batch
+    /// whose outcome is not known yet; record it once that batch resolves.
+    pub blocked: bool,
+    /// Transfers that paid a payout this ledger still held waiting
+    /// (claimed or short of funds) or had given up (`failed`, since retried
+    /// by an operator): marked paid.
     pub matched: usize,
     /// Transfers this ledger had not claimed: recorded as paid payouts and
     /// added to the validator's `claimed`; where that passes `earned` plus
-    /// the rewards of its results in rounds not settled yet, `earned` is
-    /// raised to match (those lamports paid rounds the restore lost).
+    /// what rounds not settled here but settled before the transfer will
+    /// credit again, `earned` is raised to match (those lamports paid
+    /// rounds the restore lost).
     pub added: usize,
     /// Lamports recorded (matched and added).
     pub lamports: i64,
@@ -76,31 +87,40 @@ impl Store {
     /// is made by the migration) reads as "from now on".
     pub async fn chain_cursor(&self) -> Result<ChainCursor> {
         let row = sqlx::query(
-            "SELECT slot, extract(epoch FROM since)::int8 AS since FROM payout_chain_cursor",
+            "SELECT slot, signature, extract(epoch FROM since)::int8 AS since
+               FROM payout_chain_cursor",
         )
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
             Some(r) => ChainCursor {
                 slot: r.get::<Option<i64>, _>("slot").map(|s| s.max(0) as u64),
+                signature: r.get("signature"),
                 since_unix: r.get("since"),
             },
             None => ChainCursor {
                 slot: None,
+                signature: None,
                 since_unix: protocol_now_secs(),
             },
         })
     }
 
     /// Moves the cursor to `slot`: everything finalized at or before it is
-    /// reconciled.
-    pub async fn set_chain_cursor(&self, epoch: i64, slot: u64) -> Result<()> {
+    /// reconciled, `signature` the newest of it.
+    pub async fn set_chain_cursor(
+        &self,
+        epoch: i64,
+        slot: u64,
+        signature: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO payout_chain_cursor (slot, epoch) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, epoch = EXCLUDED.epoch,
-                                            updated_at = now()",
+            "INSERT INTO payout_chain_cursor (slot, signature, epoch) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, signature = EXCLUDED.signature,
+                                            epoch = EXCLUDED.epoch, updated_at = now()",
         )
         .bind(slot as i64)
+        .bind(signature)
         .bind(epoch)
         .execute(&self.pool)
         .await
@@ -120,19 +140,34 @@ impl Store {
     }
 
     /// Records a treasury transaction found on chain that no batch here
-    /// knows. Each transfer to a validator first pays the validator's open
-    /// payout of exactly that amount, if there is one (a payout claimed
-    /// before the backup and paid after it); otherwise it becomes a new
-    /// `paid` payout and the validator's `claimed` grows by it. `claimed`
-    /// may then pass `earned` by at most the rewards of the validator's
-    /// results in rounds not settled yet (which the payers before the
-    /// restore settled and paid; settling them again fills the
-    /// difference); beyond that, the transfer paid rounds the restore lost
-    /// and `earned` is raised by the excess, so later work is paid in full
-    /// and nothing is paid twice. The
-    /// batch row is `confirmed`, with `found_on_chain_at` set. Idempotent:
-    /// a batch already known is left alone.
-    pub async fn record_found_batch(&self, epoch: i64, b: &FoundBatch) -> Result<FoundOutcome> {
+    /// knows. For each transfer to a validator, in order:
+    /// - if the validator has a payout in a batch whose outcome is not
+    ///   known yet (`batched`), nothing is written (`blocked`): that batch
+    ///   may be what paid it, and is resolved first;
+    /// - else its waiting payout (`claimed`, `insufficient_funds`) of exactly
+    ///   that amount, or else a `failed` one (retried by an operator after the
+    ///   backup), is marked `paid` by it;
+    /// - else it becomes a new `paid` payout and the validator's `claimed`
+    ///   grows by it. The rounds this ledger has not settled but the payers
+    ///   before the restore had settled by the transfer's time (closed, or
+    ///   for a round still open here scheduled, at least `settle_delay`
+    ///   before its block time; their rewards as settlement credits them)
+    ///   will be credited again: `claimed` may pass `earned` by that much.
+    ///   Beyond it the transfer paid rounds the restore lost, and `earned` is
+    ///   raised by the excess, so nothing is paid twice and later work is
+    ///   paid. (A round counted here that the payers had not settled yet makes
+    ///   the validator's later work pay that much less: the error is on the
+    ///   side of paying less, never twice.)
+    ///
+    /// The batch row is `confirmed`, with `found_on_chain_at` set and its
+    /// block time as `created_at`. Idempotent: a batch already known is left
+    /// alone.
+    pub async fn record_found_batch(
+        &self,
+        epoch: i64,
+        b: &FoundBatch,
+        settle_delay: Duration,
+    ) -> Result<FoundOutcome> {
         let mut out = FoundOutcome::default();
         let mut tx = self.pool.begin().await?;
         let known: bool =
@@ -144,6 +179,7 @@ impl Store {
             out.known = true;
             return Ok(out);
         }
+        let block_time = b.block_time.unwrap_or_else(protocol_now_secs);
         let mut resolved = Vec::with_capacity(b.transfers.len());
         let mut taken: HashSet<Uuid> = HashSet::new();
         for (to, lamports) in &b.transfers {
@@ -159,12 +195,26 @@ impl Store {
                 out.unknown.push((to.clone(), *lamports));
                 continue;
             };
+            let in_flight: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM payouts
+                                 WHERE validator_id = $1 AND state = 'batched')",
+            )
+            .bind(validator)
+            .fetch_one(&mut *tx)
+            .await?;
+            if in_flight {
+                out = FoundOutcome {
+                    blocked: true,
+                    ..FoundOutcome::default()
+                };
+                return Ok(out);
+            }
             let open: Option<Uuid> = sqlx::query_scalar(
                 "SELECT id FROM payouts
                   WHERE validator_id = $1 AND lamports = $2
-                    AND state IN ('claimed', 'insufficient_funds', 'batched')
+                    AND state IN ('claimed', 'insufficient_funds', 'failed')
                     AND id <> ALL ($3)
-                  ORDER BY created_at, id LIMIT 1
+                  ORDER BY state = 'failed', created_at, id LIMIT 1
                     FOR UPDATE",
             )
             .bind(validator)
@@ -196,8 +246,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO payout_batches (id, state, signature, transaction, blockhash,
                  last_valid_block_height, lamports, fee_lamports, payout_ids, epoch, slot,
-                 signed_slot, sent_at, finished_at, found_on_chain_at)
-             VALUES ($1, 'confirmed', $2, $3, $4, $5, $6, $7, $8, $9, $5, $5, now(), now(), now())",
+                 signed_slot, created_at, sent_at, finished_at, found_on_chain_at)
+             VALUES ($1, 'confirmed', $2, $3, $4, $5, $6, $7, $8, $9, $5, $5,
+                     to_timestamp($10), to_timestamp($10), now(), now())",
         )
         .bind(batch_id)
         .bind(&b.signature)
@@ -208,6 +259,7 @@ impl Store {
         .bind(b.fee_lamports)
         .bind(&payout_ids)
         .bind(epoch)
+        .bind(block_time as f64)
         .execute(&mut *tx)
         .await
         .map_err(fenced(epoch))?;
@@ -241,22 +293,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(fenced(epoch))?;
-                    // What the restored ledger may still credit this
-                    // validator (its results in rounds not settled yet, an
-                    // upper bound): a transfer beyond its unclaimed
-                    // earnings pays those first, and what is left paid
-                    // rounds the restore lost, which are credited as
-                    // earned so they are not taken back from later work.
-                    let unsettled: i64 = sqlx::query_scalar(
-                        "SELECT COALESCE(sum(t.reward_lamports), 0)::int8
-                           FROM rounds r
-                           JOIN ticks t ON t.round_id = r.id AND t.website_id = r.website_id
-                                       AND t.scheduled_at = r.scheduled_at
-                          WHERE r.settled_at IS NULL AND t.validator_id = $1",
-                    )
-                    .bind(validator)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let again = self
+                        .credited_again(&mut tx, *validator, block_time, settle_delay)
+                        .await?;
                     sqlx::query(
                         "INSERT INTO validator_ledger AS l
                                 (validator_id, earned_lamports, claimed_lamports, epoch)
@@ -270,7 +309,7 @@ impl Store {
                     .bind(validator)
                     .bind(lamports)
                     .bind(epoch)
-                    .bind(unsettled)
+                    .bind(again)
                     .execute(&mut *tx)
                     .await
                     .map_err(fenced(epoch))?;
@@ -280,6 +319,40 @@ impl Store {
         }
         tx.commit().await.map_err(fenced(epoch))?;
         Ok(out)
+    }
+
+    /// What settling this ledger's unsettled rounds will credit `validator`
+    /// again: rounds the payers before the restore had settled by
+    /// `block_time` (closed at least `settle_delay` before it; a round
+    /// still open here, scheduled that long before), each result's reward
+    /// as settlement credits it (nothing for a task replaced before the
+    /// result was received).
+    async fn credited_again(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        validator: ValidatorId,
+        block_time: i64,
+        settle_delay: Duration,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(sum(
+                        CASE WHEN EXISTS (
+                                 SELECT 1 FROM UNNEST(r.replaced_tasks, r.replaced_at_ms) AS x(tid, at)
+                                  WHERE x.tid = t.task_id
+                                    AND t.received_at > to_timestamp(x.at / 1000.0))
+                             THEN 0 ELSE t.reward_lamports END), 0)::int8
+               FROM rounds r
+               JOIN ticks t ON t.round_id = r.id AND t.website_id = r.website_id
+                           AND t.scheduled_at = r.scheduled_at
+              WHERE r.settled_at IS NULL AND t.validator_id = $1
+                AND COALESCE(r.closed_at, r.scheduled_at)
+                    <= to_timestamp($2) - make_interval(secs => $3)",
+        )
+        .bind(validator)
+        .bind(block_time as f64)
+        .bind(settle_delay.as_secs_f64())
+        .fetch_one(&mut **tx)
+        .await?)
     }
 }
 

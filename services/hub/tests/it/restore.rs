@@ -260,3 +260,62 @@ async fn a_ledger_restored_from_an_older_backup_pays_nothing_twice() {
     .unwrap();
     assert_eq!(found, 4, "four transactions found on chain");
 }
+
+/// A batch in flight at the backup that landed after it, then a second
+/// payout of the same amount to the same validator: the restored ledger
+/// must credit the landed batch to its own payout (found by recovering it)
+/// and the unknown transaction to the second one, not the other way round
+/// (which would leave the second claim unrecorded and its rounds paid again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_flight_at_the_backup_and_an_equal_payout_after_it_are_told_apart() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        start,
+        mut farm,
+    } = setup(1_000_000_000_000).await;
+    let dump = std::env::temp_dir().join(format!("uptime-restore-{}.dump", db.name));
+    let v = farm.validator(0).await;
+    let m = MIN;
+    // 2 MIN in a transaction held in flight at the backup, and 2 MIN more
+    // in a closed round not settled yet.
+    chain.set_default_behaviour(SendBehaviour::Hold);
+    farm.round(&[(&v, 2 * m, true)], &[]).await;
+    let (a, _t, _) = leader(&db, &chain, &treasury, None).await;
+    a.cycle().await.unwrap();
+    farm.round(&[(&v, 2 * m, true)], &[]).await;
+    back_up(&db, &dump);
+
+    // The held transaction lands; the old payer confirms it, settles the
+    // round and pays it: an equal amount in a second transaction.
+    assert_eq!(chain.release_held(), 1);
+    chain.set_default_behaviour(SendBehaviour::Land);
+    // (A new blockhash: the same transfer over the same one would be the
+    // same transaction.)
+    chain.advance_blocks(1);
+    let (a, _t, _) = leader(&db, &chain, &treasury, None).await;
+    let r = a.cycle().await.unwrap();
+    assert_eq!((r.batches_confirmed, r.payouts_claimed), (2, 1), "{r:?}");
+    assert_eq!(chain.received(v.bytes()) as i64, 4 * m);
+
+    restore(&db, &dump).await;
+    let _ = std::fs::remove_file(&dump);
+    let (b, _t, _) = leader(&db, &chain, &treasury, None).await;
+    b.arm_start_fence().await.unwrap();
+    let r = b.cycle().await.unwrap();
+    assert!(r.held_back, "{r:?}");
+    assert_eq!((r.batches_confirmed, r.found_batches), (1, 1), "{r:?}");
+    chain.advance_blocks(VALIDITY + 40);
+    let r = b.cycle().await.unwrap();
+    assert!(!r.held_back, "{r:?}");
+    assert_eq!(
+        (r.payouts_claimed, r.batches_sent),
+        (0, 0),
+        "nothing paid twice: {r:?}"
+    );
+    assert_eq!(chain.received(v.bytes()) as i64, 4 * m);
+    assert_eq!(ledger(&db, &v).await, (4 * m, 4 * m));
+    assert_eq!(paid(&db, &v).await, 4 * m);
+    audit(&db, &chain, &treasury, start, &[v]).await;
+}
