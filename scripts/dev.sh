@@ -28,7 +28,7 @@
 #      for each one's /readyz
 #   4b. the owners' REST API (`api serve`) on a free port from 18060, with a key secret kept in
 #      .dev/api-key-secret, cookies without Secure (plain HTTP on loopback) and private targets
-#      allowed; a demo account demo@example.com (password generated once into
+#      allowed; the dashboard at its /app/; a demo account demo@example.com (password generated once into
 #      .dev/api-demo-password) and a write API key for it (.dev/api-demo-key)
 #   5. HAProxy (scripts/lib/haproxy.sh; installed with apt-get if missing and root) on a free
 #      port from 18070: HTTP mode with WebSocket tunnels, X-Forwarded-For, least-connections
@@ -413,6 +413,14 @@ add_site "$DEMO_URL/slow" "{\"url\": \"$DEMO_URL/slow\", \"interval_secs\": 10, 
 add_site "$DEMO_URL/flap" "{\"url\": \"$DEMO_URL/flap\", \"interval_secs\": 10}"
 add_site "$DEMO_URL/keyword" \
     "{\"url\": \"$DEMO_URL/keyword\", \"interval_secs\": 10, \"keyword\": \"uptime-demo-keyword\"}"
+# The demo account's public status page shows every demo site (made once; the owner may change it).
+if ! api_call GET /v1/status-page 2>>"$LOGS/api-cli.log" | grep -q '"slug":"demo"'; then
+    ids=$(api_call GET '/v1/websites?limit=100' 2>>"$LOGS/api-cli.log" |
+        grep -o '"id":[0-9]*' | cut -d: -f2 | paste -sd, -)
+    api_call PUT /v1/status-page \
+        "{\"slug\": \"demo\", \"title\": \"Demo status\", \"enabled\": true, \"website_ids\": [$ids]}" \
+        >>"$LOGS/api-cli.log" 2>&1 || show_log_and_die api-cli "PUT /v1/status-page failed"
+fi
 
 # ---- 8. status until Ctrl-C (or --for) --------------------------------------------------------
 # metric TEXT NAME: the value of a single-series metric in Prometheus text, or "-".
@@ -470,8 +478,9 @@ print_earnings() {
 
 log "up: $HUBS hub(s) behind HAProxy $HAPROXY_URL (validators connect to $HAPROXY_URL/ws)," \
     "demo sites $DEMO_URL, PostgreSQL $DATABASE_URL, Redis $REDIS_URL"
-log "owners' API: $API_URL (docs $API_URL/docs/); sign in as $DEMO_EMAIL with the password in" \
-    "${DEMO_PASSWORD_FILE#"$ROOT"/}; or, as a program:"
+log "dashboard: $API_URL/app/ -- sign in as $DEMO_EMAIL, password $(cat "$DEMO_PASSWORD_FILE")" \
+    "(kept in ${DEMO_PASSWORD_FILE#"$ROOT"/}); public status page: $API_URL/status/demo"
+log "owners' API: $API_URL (docs $API_URL/docs/), the same account; or, as a program:"
 log "  curl -H \"Authorization: Bearer \$(cat ${DEMO_KEY_FILE#"$ROOT"/})\" $API_URL/v1/websites"
 ((HUBS == 1)) || log "pids in ${PIDDIR#"$ROOT"/}/; to watch a failover, stop one hub:" \
     "kill -TERM \$(cat ${PIDDIR#"$ROOT"/}/hub-$HUBS.pid)"

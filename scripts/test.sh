@@ -116,6 +116,14 @@ UPTIME_TEST_PROMETHEUS=$(command -v prometheus)
 export UPTIME_TEST_PROMETHEUS
 log "UPTIME_TEST_PROMETHEUS=$UPTIME_TEST_PROMETHEUS"
 
+# Headless Chromium and its WebDriver (Debian's chromium and chromium-driver, installed with
+# apt-get when missing and this runs as root) drive the dashboard in
+# services/hub/tests/it/browser.rs.
+ensure_cmd chromedriver chromium-driver
+UPTIME_TEST_CHROMEDRIVER=$(command -v chromedriver)
+export UPTIME_TEST_CHROMEDRIVER
+log "UPTIME_TEST_CHROMEDRIVER=$UPTIME_TEST_CHROMEDRIVER"
+
 # The whole workspace unless the caller named packages (cargo ignores -p next to --workspace).
 SCOPE=(--workspace)
 for arg in "${RUNNER_ARGS[@]}"; do

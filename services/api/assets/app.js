@@ -40,10 +40,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-function append(el, children) {
+/** Appends children (nodes, text, nested arrays; null/false skipped). */
+function append(el, ...children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
-    if (Array.isArray(c)) append(el, c);
+    if (Array.isArray(c)) append(el, ...c);
     else if (c instanceof Node) el.appendChild(c);
     else el.appendChild(document.createTextNode(String(c)));
   }
@@ -52,7 +53,7 @@ function append(el, children) {
 
 function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
 
-function setContent(el, ...children) { clear(el); return append(el, children); }
+function setContent(el, ...children) { clear(el); return append(el, ...children); }
 
 const $main = () => document.getElementById('main');
 
@@ -487,6 +488,10 @@ const live = {
       let d;
       try { d = JSON.parse(ev.data); } catch (_) { return; }
       if (d && d.website_id !== undefined) this.apply(d);
+    });
+    // The server dropped changes for this stream (it fell behind): refetch.
+    es.addEventListener('reload', () => {
+      this.subs.forEach((s) => { if (s.onOpen) s.onOpen(); });
     });
     es.addEventListener('error', () => {
       if (es.readyState === 2 /* CLOSED */) {
@@ -937,7 +942,7 @@ async function deleteSite(site) {
 async function viewSites(ctx) {
   const main = ctx.main;
   const tbody = h('tbody');
-  const table = h('table', { class: 'sites' },
+  const table = h('table', { class: 'sites cards-sm' },
     h('caption', { class: 'visually-hidden', text: 'Your sites and their current state' }),
     h('thead', {}, h('tr', {},
       h('th', { scope: 'col', text: 'Site' }),
@@ -1071,7 +1076,19 @@ async function viewSites(ctx) {
       addForm));
   table.hidden = true;
 
-  ctx.onCleanup(live.subscribe({ onOpen: () => refresh() }));
+  ctx.onCleanup(live.subscribe({
+    onOpen: () => refresh(),
+    // A site this page does not show yet (added elsewhere): fetch the list
+    // now. A change of one it shows is already painted; its other columns
+    // (last checks, uptime) follow in one refetch a second later, however
+    // many changes come meanwhile.
+    onSite: (d) => {
+      if (!rows.has(Number(d.website_id))) { refresh(); return; }
+      if (!followUp) followUp = setTimeout(() => { followUp = null; refresh(); }, 1000);
+    },
+  }));
+  let followUp = null;
+  ctx.onCleanup(() => clearTimeout(followUp));
   const timer = setInterval(() => { if (document.visibilityState !== 'hidden') refresh(); }, 60000);
   ctx.onCleanup(() => clearInterval(timer));
   ctx.onCleanup(() => rows.forEach((r) => r.spark.destroy()));
@@ -1101,11 +1118,11 @@ function uptimeClass(p) {
 function dayLabel(d) {
   const day = utcDay(d.day_ms);
   if (d.uptime_pct === null || d.uptime_pct === undefined) {
-    return `${day}: no data` + (d.rounds_unknown ? ` (${fmtInt(d.rounds_unknown)} rounds unknown)` : '');
+    return `${day}: no data` + (d.rounds_unknown ? ` (${d.rounds_unknown} rounds unknown)` : '');
   }
   const down = (d.rounds_decided || 0) - (d.rounds_up || 0);
-  return `${day}: ${fmtPct(d.uptime_pct)} (${fmtInt(down)} of ${fmtInt(d.rounds_decided)} rounds down` +
-    (d.rounds_unknown ? `, ${fmtInt(d.rounds_unknown)} unknown` : '') + ')';
+  return `${day}: ${fmtPct(d.uptime_pct)} (${down} of ${d.rounds_decided || 0} rounds down` +
+    (d.rounds_unknown ? `, ${d.rounds_unknown} unknown` : '') + ')';
 }
 
 function renderDaily(box, daily) {
@@ -1134,7 +1151,7 @@ function resultCell(list) {
   return h('div', { class: 'results' }, list.map((t) => {
     const detail = t.up ? fmtMs(t.latency_ms) : (t.http_status ? 'HTTP ' + t.http_status : 'error');
     return h('div', { title: [t.http_status ? 'HTTP ' + t.http_status : null, t.error, 'validator ' + t.validator].filter(Boolean).join(' · ') },
-      pill(t.up ? 'up' : 'down'), ' ', h('span', { class: 'small', text: detail }),
+      pill(t.up ? 'up' : 'down'), ' ', h('span', { class: 'small nowrap', text: detail }),
       !t.up && t.error ? h('div', { class: 'small muted wrap-anywhere clamp', text: t.error }) : null);
   }));
 }
@@ -1300,7 +1317,7 @@ async function viewSite(ctx, idText) {
         regs.length ? h('ul', { class: 'plain' }, regs.map((r) => {
           const pts = (r.points || []).filter((p) => p[1] !== null && p[1] !== undefined);
           const last = pts[pts.length - 1];
-          return h('li', {}, h('span', { class: 'region-name', text: r.region }), ': ',
+          return h('li', {}, h('strong', { text: r.region }), ': ',
             last ? `latest p50 ${fmtMs(last[1])}, p95 ${fmtMs(last[2])}` : 'no data');
         })) : null);
     } catch (e) {
@@ -1762,16 +1779,16 @@ async function viewValidator(ctx, pk) {
         a.rate === null || a.rate === undefined ? 'no counted results yet' :
           `of results matched their round's majority (${fmtInt(a.agreed)} agreed, ${fmtInt(a.disagreed)} disagreed)`),
       h('p', { class: 'small muted', text: `${fmtInt(e.earning_ticks)} results earned a reward.` })),
-    section('Payouts', 'pay-h', payouts.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'data payouts' },
+    section('Payouts', 'pay-h', payouts.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'data payouts cards-sm' },
       h('thead', {}, h('tr', {}, ['Created', 'Amount', 'State', 'Attempts', 'Paid', 'Signature', 'Last error'].map((t) => h('th', { scope: 'col', text: t })))),
-      h('tbody', {}, payouts.map((p) => h('tr', {},
-        h('td', { class: 'nowrap' }, timeEl(p.created_at_ms)),
-        h('td', { class: 'nowrap' }, fmtSol(p.lamports), h('div', { class: 'small muted mono', text: fmtInt(p.lamports) + ' lamports' })),
-        h('td', {}, pill(p.state, p.state === 'paid' ? 's-up' : p.state === 'failed' ? 's-down' : 's-unknown')),
-        h('td', { text: String(p.attempts) }),
-        h('td', { class: 'nowrap' }, timeEl(p.paid_at_ms)),
-        h('td', { class: 'mono sig', text: p.signature || '—' }),
-        h('td', { class: 'small wrap-anywhere', text: p.last_error || '—' })))))) : h('p', { class: 'muted', text: 'No payouts yet.' })));
+      h('tbody', {}, payouts.map((p) => h('tr', { 'data-payout-id': p.id },
+        h('td', { class: 'nowrap', 'data-label': 'Created' }, timeEl(p.created_at_ms)),
+        h('td', { class: 'nowrap', 'data-label': 'Amount' }, fmtSol(p.lamports), h('div', { class: 'small muted mono', text: fmtInt(p.lamports) + ' lamports' })),
+        h('td', { 'data-label': 'State' }, pill(p.state, p.state === 'paid' ? 's-up' : p.state === 'failed' ? 's-down' : 's-unknown')),
+        h('td', { 'data-label': 'Attempts', text: String(p.attempts) }),
+        h('td', { class: 'nowrap', 'data-label': 'Paid' }, timeEl(p.paid_at_ms)),
+        h('td', { class: 'mono sig', 'data-label': 'Signature', text: p.signature || '—' }),
+        h('td', { class: 'small wrap-anywhere', 'data-label': 'Last error', text: p.last_error || '—' })))))) : h('p', { class: 'muted', text: 'No payouts yet.' })));
 }
 
 // ---------------------------------------------------------------- start

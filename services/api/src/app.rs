@@ -27,7 +27,8 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
-use crate::routes::{accounts, alerts, keys, reads, sites};
+use crate::routes::dashboard::Live;
+use crate::routes::{accounts, alerts, dashboard, keys, public, reads, sites};
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct AppState {
     pub key_use: Arc<KeyUse>,
     /// Sends alerts (the worker's, and the channels' test calls).
     pub alerts: Arc<Deliverer>,
+    /// The dashboard's live feed of site changes.
+    pub live: Arc<Live>,
 }
 
 /// API keys used since the last flush; their `last_used_at` is written once
@@ -96,6 +99,7 @@ impl AppState {
             passwords: Passwords::new(2),
             key_use: Arc::new(KeyUse::default()),
             alerts,
+            live: Arc::new(Live::default()),
         })
     }
 }
@@ -145,11 +149,41 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/alert-channels/{id}/test", post(alerts::test))
         .route("/v1/alert-deliveries", get(alerts::deliveries))
+        .route("/v1/overview", get(dashboard::overview))
+        .route("/v1/events", get(dashboard::events))
+        .route(
+            "/v1/websites/{id}/uptime/daily",
+            get(dashboard::uptime_daily),
+        )
+        .route(
+            "/v1/websites/{id}/latency/series",
+            get(dashboard::latency_series),
+        )
+        .route(
+            "/v1/status-page",
+            get(dashboard::status_page).put(dashboard::save_status_page),
+        )
+        .route(
+            "/v1/websites/{id}/badge",
+            post(dashboard::make_badge).delete(dashboard::delete_badge),
+        )
+        .route(
+            "/v1/validators/{public_key}/earnings",
+            get(dashboard::earnings),
+        )
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(state.clone(), per_ip))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.settings.max_body_bytes,
         ));
+    // Public pages and the dashboard's files: per-IP limits as the API.
+    let pages = Router::new()
+        .route("/", get(public::root))
+        .route("/app/", get(public::app_page))
+        .route("/app/assets/{*path}", get(public::asset))
+        .route("/status/{slug}", get(public::status_page))
+        .route("/badge/{token}/{kind}", get(public::badge))
+        .layer(middleware::from_fn_with_state(state.clone(), per_ip));
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -159,6 +193,7 @@ pub fn router(state: AppState) -> Router {
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi());
     Router::new()
         .merge(v1)
+        .merge(pages)
         .merge(ops)
         .merge(docs)
         .fallback(|| async { ApiError::not_found("route") })
@@ -273,15 +308,25 @@ pub async fn serve(
             done.clone(),
         ))
     });
+    let live = tokio::spawn(state.live.clone().run(state.store.clone(), done.clone()));
     let app = router(state.clone());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(stop)
+    .with_graceful_shutdown({
+        // Live-update streams never end by themselves: end them as the
+        // shutdown starts, or it would wait for them.
+        let closing = state.live.closing.clone();
+        async move {
+            stop.await;
+            closing.cancel();
+        }
+    })
     .await?;
     done.cancel();
     let _ = chores.await;
+    let _ = live.await;
     if let Some(d) = deliveries {
         let _ = d.await;
     }

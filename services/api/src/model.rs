@@ -294,6 +294,8 @@ pub struct SiteView {
     pub latency_alert_rounds: i32,
     /// Paused sites are not checked.
     pub paused: bool,
+    /// Its status and uptime badges, when on (`POST /v1/websites/{id}/badge`).
+    pub badge: Option<BadgeView>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -313,6 +315,7 @@ impl From<&store::OwnedSite> for SiteView {
             latency_threshold_ms: s.latency_threshold_ms,
             latency_alert_rounds: s.latency_alert_rounds,
             paused: s.paused,
+            badge: s.badge_token.as_deref().map(BadgeView::for_token),
             created_at_ms: s.created_at_ms,
             updated_at_ms: s.updated_at_ms,
         }
@@ -605,6 +608,228 @@ mod tests {
         for bad in [r#"120.5"#, r#"1e12"#, r#""120""#] {
             let body = format!(r#"{{"url":"https://x.example","interval_secs":{bad}}}"#);
             assert!(serde_json::from_str::<NewSite>(&body).is_err(), "{bad}");
+        }
+    }
+}
+
+// ---- dashboard ----
+
+/// Every site of the account, with what the dashboard's list shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overview {
+    pub sites: Vec<SiteGlanceView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteGlanceView {
+    pub id: i64,
+    pub name: Option<String>,
+    pub url: String,
+    pub paused: bool,
+    pub interval_secs: i32,
+    /// The latest closed round; null before the first.
+    pub latest: Option<LatestView>,
+    /// The state under the confirmation rule.
+    pub state: StateView,
+    /// Each region's latest result of the last hour.
+    pub regions: Vec<GlanceCheckView>,
+    /// As in the site list: null when no round was decided in 24 hours.
+    pub uptime_24h_pct: Option<f64>,
+    /// Hourly median latency of `up` results over 24 hours, all regions:
+    /// `[bucket start (Unix ms), median ms or null]`, from the rollups.
+    #[schema(value_type = Vec<Vec<f64>>)]
+    pub sparkline: Vec<(i64, Option<f64>)>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestView {
+    /// `up`, `down` or `unknown`.
+    pub status: String,
+    pub scheduled_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateView {
+    /// `up`, `down`, or `unknown` before a streak decided it.
+    pub status: String,
+    pub open_incident: Option<OpenIncidentView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenIncidentView {
+    pub id: i64,
+    pub started_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GlanceCheckView {
+    pub region: String,
+    pub up: bool,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub checked_at_ms: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DaysQuery {
+    /// 1 to 365 (default 90).
+    #[param(minimum = 1, maximum = 365)]
+    pub days: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyUptime {
+    pub website_id: i64,
+    /// Oldest first, one per UTC day, today last.
+    pub days: Vec<DayView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayView {
+    /// The day's start (00:00 UTC), Unix ms.
+    pub day_ms: i64,
+    /// Null when no round was decided that day.
+    pub uptime_pct: Option<f64>,
+    pub rounds_up: i64,
+    pub rounds_decided: i64,
+    pub rounds_unknown: i64,
+}
+
+impl From<store::DayCount> for DayView {
+    fn from(d: store::DayCount) -> Self {
+        let decided = d.up + d.down;
+        Self {
+            day_ms: d.day_ms,
+            uptime_pct: (decided > 0).then(|| d.up as f64 * 100.0 / decided as f64),
+            rounds_up: d.up,
+            rounds_decided: decided,
+            rounds_unknown: d.unknown,
+        }
+    }
+}
+
+/// A latency chart's span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+pub enum SeriesWindow {
+    #[default]
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+}
+
+impl SeriesWindow {
+    pub fn label(self) -> &'static str {
+        match self {
+            SeriesWindow::Day => "24h",
+            SeriesWindow::Week => "7d",
+            SeriesWindow::Month => "30d",
+        }
+    }
+
+    pub fn secs(self) -> i64 {
+        match self {
+            SeriesWindow::Day => 86_400,
+            SeriesWindow::Week => 7 * 86_400,
+            SeriesWindow::Month => 30 * 86_400,
+        }
+    }
+
+    /// 5-minute points over a day, hourly beyond.
+    pub fn bucket_secs(self) -> i32 {
+        match self {
+            SeriesWindow::Day => 300,
+            SeriesWindow::Week | SeriesWindow::Month => 3_600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesQuery {
+    /// `24h` (default, 5-minute points), `7d` or `30d` (hourly points).
+    pub window: Option<SeriesWindow>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencySeries {
+    pub website_id: i64,
+    pub window: String,
+    pub bucket_secs: i32,
+    pub regions: Vec<RegionSeriesView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionSeriesView {
+    pub region: String,
+    /// `[bucket start (Unix ms), p50 ms, p95 ms]`, oldest first, buckets
+    /// with results only (estimated from the rollups' histograms).
+    #[schema(value_type = Vec<Vec<f64>>)]
+    pub points: Vec<(i64, Option<f64>, Option<f64>)>,
+}
+
+/// The account's public status page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusPageView {
+    /// Null until the page is first saved.
+    pub slug: Option<String>,
+    pub title: String,
+    /// Whether `/status/{slug}` is served.
+    pub enabled: bool,
+    /// The sites it shows (by name only: never their URLs).
+    pub website_ids: Vec<i64>,
+    /// Its path when enabled, e.g. `/status/acme`.
+    pub url: Option<String>,
+}
+
+impl StatusPageView {
+    pub fn new(page: Option<store::StatusPage>, ids: Vec<store::WebsiteId>) -> Self {
+        let enabled = page.as_ref().is_some_and(|p| p.enabled);
+        Self {
+            url: page
+                .as_ref()
+                .filter(|p| p.enabled)
+                .map(|p| format!("/status/{}", p.slug)),
+            slug: page.as_ref().map(|p| p.slug.clone()),
+            title: page.map_or_else(|| "Status".to_string(), |p| p.title),
+            enabled,
+            website_ids: ids.into_iter().map(|i| i.0).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusPageInput {
+    /// 3 to 40 of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+    #[schema(example = "acme")]
+    pub slug: Option<String>,
+    /// 1 to 100 characters.
+    pub title: String,
+    pub enabled: bool,
+    /// Exactly the sites to show (the account's own).
+    pub website_ids: Vec<i64>,
+}
+
+/// A site's badge URLs (a token in the path: whoever has the URL sees the
+/// badge; a new token replaces the old).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BadgeView {
+    pub status_svg: String,
+    pub uptime_svg: String,
+}
+
+impl BadgeView {
+    pub fn for_token(token: &str) -> Self {
+        Self {
+            status_svg: format!("/badge/{token}/status.svg"),
+            uptime_svg: format!("/badge/{token}/uptime.svg"),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::routes::alerts::{
     ChannelList, ChannelPatchBody, ChannelView, CreatedChannel, DeliveryPage, DeliveryView, Kind,
     NewChannelBody, TestResult,
 };
-use crate::routes::{accounts, alerts, keys, reads, sites};
+use crate::routes::{accounts, alerts, dashboard, keys, reads, sites};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,9 @@ use crate::routes::{accounts, alerts, keys, reads, sites};
         reads::validators, reads::incidents,
         alerts::list, alerts::create, alerts::get, alerts::update, alerts::delete, alerts::test,
         alerts::deliveries,
+        dashboard::overview, dashboard::uptime_daily, dashboard::latency_series,
+        dashboard::status_page, dashboard::save_status_page, dashboard::make_badge,
+        dashboard::delete_badge, dashboard::earnings,
     ),
     components(schemas(ErrorBody, ErrorDetail, Credentials, AccountView, SessionView, Me,
         Scope, NewKey, KeyView, CreatedKey, KeyList, NewSite, SitePatch, SiteView, SitePage,
@@ -35,7 +38,9 @@ use crate::routes::{accounts, alerts, keys, reads, sites};
         LatencyView, TickView, RoundView, RoundPage, TickPage, SiteValidatorView, SiteValidators,
         IncidentRegion, IncidentView, IncidentPage, DegradedRegion, Kind, NewChannelBody,
         ChannelPatchBody, ChannelView, CreatedChannel, ChannelList, TestResult, DeliveryView,
-        DeliveryPage)),
+        DeliveryPage, Overview, SiteGlanceView, LatestView, StateView, OpenIncidentView,
+        GlanceCheckView, DailyUptime, DayView, SeriesWindow, LatencySeries, RegionSeriesView,
+        StatusPageView, StatusPageInput, BadgeView)),
     modifiers(&Security),
     security(("api_key" = []), ("session" = [])),
     tags(
@@ -44,6 +49,9 @@ use crate::routes::{accounts, alerts, keys, reads, sites};
         (name = "websites", description = "The websites an account monitors"),
         (name = "reads", description = "Status, uptime, latency and history of a website"),
         (name = "alerts", description = "Alert channels and the delivery log"),
+        (name = "dashboard", description = "What the browser dashboard's list shows, in one request"),
+        (name = "status pages", description = "The public status page and site badges"),
+        (name = "validators", description = "A validator's earnings (public)"),
     )
 )]
 pub struct ApiDoc;

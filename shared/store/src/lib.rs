@@ -19,6 +19,7 @@
 
 mod accounts;
 mod alerts;
+mod dashboard;
 mod owner_sites;
 mod payouts;
 mod reconcile;
@@ -32,6 +33,10 @@ pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewK
 pub use crate::alerts::{
     AlertChannel, AlertDelivery, AlertOutcome, ChannelId, ChannelKind, ChannelPatch, ClaimedAlert,
     DeliveryId, NewChannel, NewChannelOutcome, ALERT_EVENTS,
+};
+pub use crate::dashboard::{
+    DayCount, GlanceCheck, PublicSite, RegionSeries, SiteChange, SiteGlance, StatusPage,
+    StatusPageRefused,
 };
 pub use crate::owner_sites::{
     IncidentRecord, IncidentState, LatestRound, OwnedSite, QuotaReached, RegionCheck,

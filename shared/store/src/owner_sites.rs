@@ -30,6 +30,8 @@ pub struct OwnedSite {
     pub latency_threshold_ms: Option<i32>,
     pub latency_alert_rounds: i32,
     pub paused: bool,
+    /// Its badges' token, when they are on.
+    pub badge_token: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -60,7 +62,7 @@ macro_rules! site_columns {
     () => {
         "id, name, url, interval_secs, timeout_ms, expected_status_min, \
      expected_status_max, keyword, follow_redirects, latency_threshold_ms, \
-     latency_alert_rounds, NOT enabled AS paused, \
+     latency_alert_rounds, NOT enabled AS paused, badge_token, \
      (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
      (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms"
     };
@@ -80,6 +82,7 @@ fn site_from_row(r: &sqlx::postgres::PgRow) -> OwnedSite {
         latency_threshold_ms: r.get("latency_threshold_ms"),
         latency_alert_rounds: r.get("latency_alert_rounds"),
         paused: r.get("paused"),
+        badge_token: r.get("badge_token"),
         created_at_ms: r.get("created_ms"),
         updated_at_ms: r.get("updated_ms"),
     }

@@ -5,6 +5,7 @@ mod accounts;
 mod alerts;
 mod common;
 mod conventions;
+mod dashboard;
 mod metrics_doc;
 mod reads;
 mod schemathesis;

@@ -302,6 +302,23 @@ fn the_production_values_render_what_an_operator_expects() {
         ing["spec"]["tls"][0]["hosts"],
         json!(["hubs.uptime.example.com", "api.uptime.example.com"])
     );
+    // The api's host serves the dashboard, its live updates (Server-Sent
+    // Events under /v1: unbuffered, long timeouts as above), the status
+    // pages and the badges, and not /metrics.
+    let api_paths: Vec<&str> = ing["spec"]["rules"][1]["http"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for p in ["/", "/app", "/status", "/badge", "/v1"] {
+        assert!(api_paths.contains(&p), "{p} in {api_paths:?}");
+    }
+    assert!(!api_paths.contains(&"/metrics"));
+    assert_eq!(
+        ann["nginx.ingress.kubernetes.io/proxy-send-timeout"],
+        "3600"
+    );
     // No Secret is made when an existing one is named.
     assert!(!o.iter().any(|x| x["kind"] == "Secret"));
     // The api may reach public addresses only (webhooks, SMTP).

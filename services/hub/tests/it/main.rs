@@ -3,6 +3,7 @@
 mod alert_rules;
 mod attacks;
 mod bad_input;
+mod browser;
 mod chart;
 mod cli;
 mod cluster;

@@ -1,0 +1,411 @@
+//! Pages anyone may read: an account's status page (`/status/{slug}`,
+//! server-rendered HTML that needs no JavaScript) and a site's SVG badges
+//! (`/badge/{token}/status.svg`, `/badge/{token}/uptime.svg`), plus the
+//! dashboard's static files (`/app/`). Not in the OpenAPI document (not
+//! JSON); described in docs/api.md. Nothing here names an account, an
+//! email or a site's URL.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use store::{PublicSite, WebsiteId};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
+
+/// How long browsers and shared caches may keep a status page or a badge.
+const PUBLIC_MAX_AGE_SECS: u32 = 30;
+/// Incidents a status page lists.
+const STATUS_PAGE_INCIDENTS: i64 = 50;
+/// The dashboard and the status pages load nothing from elsewhere.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; \
+                   frame-ancestors 'none'";
+
+#[derive(rust_embed::Embed)]
+#[folder = "assets/"]
+struct Assets;
+
+/// `/`: the dashboard.
+pub async fn root() -> Redirect {
+    Redirect::to("/app/")
+}
+
+/// `/app/`: the dashboard's page (one page; it routes by the URL's `#`).
+pub async fn app_page() -> Response {
+    asset_response("index.html")
+}
+
+/// `/app/assets/{*path}`: the dashboard's scripts, styles and vendored
+/// libraries, compiled into the binary.
+pub async fn asset(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    asset_response(&path)
+}
+
+fn asset_response(path: &str) -> Response {
+    let Some(file) = Assets::get(path) else {
+        return ApiError::not_found("file").into_response();
+    };
+    let mime = file.metadata.mimetype().to_string();
+    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..12]));
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            // Revalidated on every load (a new binary has new files).
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (header::ETAG, etag),
+            (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::REFERRER_POLICY, "same-origin".to_string()),
+        ],
+        file.data.into_owned(),
+    )
+        .into_response()
+}
+
+struct DayBar {
+    class: &'static str,
+    label: String,
+}
+
+struct ServiceView {
+    name: String,
+    state_class: &'static str,
+    state_label: &'static str,
+    incident_since: Option<String>,
+    days: Vec<DayBar>,
+    uptime_90d: String,
+}
+
+struct IncidentLine {
+    site: String,
+    started: String,
+    resolved: Option<String>,
+    duration: String,
+}
+
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPageHtml {
+    title: String,
+    overall: &'static str,
+    overall_class: &'static str,
+    updated: String,
+    sites: Vec<ServiceView>,
+    incidents: Vec<IncidentLine>,
+}
+
+#[derive(Template)]
+#[template(path = "badge.svg")]
+struct BadgeSvg {
+    label: &'static str,
+    value: String,
+    color: &'static str,
+    width: u32,
+    left: u32,
+    right: u32,
+    left_mid: u32,
+    right_mid: u32,
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of Unix ms.
+fn when(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// `YYYY-MM-DD` of Unix ms.
+fn day(ms: i64) -> String {
+    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn duration(ms: i64) -> String {
+    let mins = (ms / 60_000).max(1);
+    match mins {
+        m if m < 60 => format!("{m} min"),
+        m if m < 48 * 60 => format!("{} h {} min", m / 60, m % 60),
+        m => format!("{} days", m / (24 * 60)),
+    }
+}
+
+/// A day's bar colour class: by its uptime, grey without data.
+fn bar_class(pct: Option<f64>) -> &'static str {
+    match pct {
+        None => "none",
+        Some(p) if p >= 99.9 => "ok",
+        Some(p) if p >= 99.0 => "minor",
+        Some(p) if p >= 95.0 => "major",
+        Some(_) => "bad",
+    }
+}
+
+fn state_of(s: &PublicSite) -> (&'static str, &'static str) {
+    match (s.paused, s.state.as_str()) {
+        (true, _) => ("paused", "Paused"),
+        (false, "up") => ("up", "Operational"),
+        (false, "down") => ("down", "Down"),
+        _ => ("unknown", "No data yet"),
+    }
+}
+
+/// `GET /status/{slug}`: the account's public status page, when enabled.
+pub async fn status_page(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
+    let slug = slug.to_ascii_lowercase();
+    let Some((account, title)) = state.store.status_page_by_slug(&slug).await? else {
+        return Err(ApiError::not_found("status page"));
+    };
+    let sites = state.store.public_sites(account).await?;
+    let mut services = Vec::with_capacity(sites.len());
+    let mut incidents = Vec::new();
+    for s in &sites {
+        let days = state.store.daily_uptime(s.id, 90).await?;
+        let (up, decided) = days
+            .iter()
+            .fold((0, 0), |(u, d), c| (u + c.up, d + c.up + c.down));
+        let bars = days
+            .iter()
+            .map(|c| {
+                let decided = c.up + c.down;
+                let pct = (decided > 0).then(|| c.up as f64 * 100.0 / decided as f64);
+                let label = match pct {
+                    Some(p) => format!(
+                        "{}: {p:.2}% up ({} of {decided} rounds down)",
+                        day(c.day_ms),
+                        c.down
+                    ),
+                    None => format!("{}: no data", day(c.day_ms)),
+                };
+                DayBar {
+                    class: bar_class(pct),
+                    label,
+                }
+            })
+            .collect();
+        let (state_class, state_label) = state_of(s);
+        services.push(ServiceView {
+            name: s.name.clone(),
+            state_class,
+            state_label,
+            incident_since: s.incident_since_ms.map(when),
+            days: bars,
+            uptime_90d: if decided > 0 {
+                format!("{:.2}% uptime", up as f64 * 100.0 / decided as f64)
+            } else {
+                "no data".to_string()
+            },
+        });
+        let ninety_days_ago = now_ms() - 90 * 86_400_000;
+        for i in state
+            .store
+            .incident_page(s.id, None, STATUS_PAGE_INCIDENTS)
+            .await?
+            .into_iter()
+            .filter(|i| i.resolved_at_ms.is_none_or(|r| r >= ninety_days_ago))
+        {
+            incidents.push((
+                i.started_at_ms,
+                IncidentLine {
+                    site: s.name.clone(),
+                    started: when(i.started_at_ms),
+                    resolved: i.resolved_at_ms.map(when),
+                    duration: i
+                        .resolved_at_ms
+                        .map(|r| duration(r - i.started_at_ms))
+                        .unwrap_or_default(),
+                },
+            ));
+        }
+    }
+    incidents.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    incidents.truncate(STATUS_PAGE_INCIDENTS as usize);
+    let live: Vec<&PublicSite> = sites.iter().filter(|s| !s.paused).collect();
+    let down = live.iter().filter(|s| s.state == "down").count();
+    let (overall, overall_class) = match down {
+        0 => ("All systems operational", "up"),
+        n if n == live.len() => ("Major outage", "down"),
+        _ => ("Partial outage", "partial"),
+    };
+    let html = StatusPageHtml {
+        title,
+        overall,
+        overall_class,
+        updated: when(now_ms()),
+        sites: services,
+        incidents: incidents.into_iter().map(|(_, i)| i).collect(),
+    }
+    .render()
+    .map_err(|e| {
+        tracing::error!(error = %e, "rendering a status page failed");
+        ApiError::internal()
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (
+                header::CACHE_CONTROL,
+                format!("public, max-age={PUBLIC_MAX_AGE_SECS}"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::REFERRER_POLICY, "no-referrer".to_string()),
+        ],
+        html,
+    )
+        .into_response())
+}
+
+fn now_ms() -> i64 {
+    protocol::now_ms()
+}
+
+/// `GET /badge/{token}/{kind}`: `status.svg` (the state under the
+/// confirmation rule) or `uptime.svg` (30 days).
+pub async fn badge(
+    State(state): State<AppState>,
+    Path((token, kind)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    if token.len() > 100 {
+        return Err(ApiError::not_found("badge"));
+    }
+    let Some((id, site_state, paused)) = state.store.site_by_badge(&token).await? else {
+        return Err(ApiError::not_found("badge"));
+    };
+    let svg = match kind.as_str() {
+        "status.svg" => {
+            let (value, color) = match (paused, site_state.as_str()) {
+                (true, _) => ("paused", "#9f9f9f"),
+                (false, "up") => ("up", "#4c1"),
+                (false, "down") => ("down", "#e05d44"),
+                _ => ("unknown", "#9f9f9f"),
+            };
+            badge_svg("status", value.to_string(), color)
+        }
+        "uptime.svg" => {
+            let c = state
+                .store
+                .uptime_counts(
+                    WebsiteId(id.0),
+                    [86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400],
+                )
+                .await?[2];
+            let (value, color) = if c.decided == 0 {
+                ("no data".to_string(), "#9f9f9f")
+            } else {
+                let p = c.up as f64 * 100.0 / c.decided as f64;
+                let color = match bar_class(Some(p)) {
+                    "ok" => "#4c1",
+                    "minor" => "#a4a61d",
+                    "major" => "#fe7d37",
+                    _ => "#e05d44",
+                };
+                (format!("{p:.2}%"), color)
+            };
+            badge_svg("uptime 30d", value, color)
+        }
+        _ => return Err(ApiError::not_found("badge")),
+    }
+    .map_err(|e| {
+        tracing::error!(error = %e, "rendering a badge failed");
+        ApiError::internal()
+    })?;
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&format!("public, max-age={PUBLIC_MAX_AGE_SECS}"))
+                    .expect("ASCII"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// A flat badge, sized by a fixed per-character width (Verdana 11 px
+/// averages about 7 px).
+fn badge_svg(label: &'static str, value: String, color: &'static str) -> askama::Result<String> {
+    let w = |s: &str| s.chars().count() as u32 * 7 + 10;
+    let (left, right) = (w(label), w(&value));
+    BadgeSvg {
+        label,
+        color,
+        width: left + right,
+        left,
+        right,
+        left_mid: left / 2,
+        right_mid: left + right / 2,
+        value,
+    }
+    .render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(when(0), "1970-01-01 00:00");
+        assert_eq!(when(1_796_083_200_000 + 3_661_000), "2026-12-01 01:01");
+        assert_eq!(day(951_782_400_000), "2000-02-29");
+    }
+
+    #[test]
+    fn durations_and_bars() {
+        assert_eq!(duration(30_000), "1 min");
+        assert_eq!(duration(3_600_000 + 120_000), "1 h 2 min");
+        assert_eq!(duration(3 * 86_400_000), "3 days");
+        assert_eq!(bar_class(None), "none");
+        assert_eq!(bar_class(Some(100.0)), "ok");
+        assert_eq!(bar_class(Some(99.5)), "minor");
+        assert_eq!(bar_class(Some(96.0)), "major");
+        assert_eq!(bar_class(Some(50.0)), "bad");
+    }
+
+    #[test]
+    fn badges_escape_and_size() {
+        let svg = badge_svg("status", "<up>".into(), "#4c1").unwrap();
+        assert!(svg.contains("&#60;up&#62;") && !svg.contains("<up>"));
+        assert!(svg.starts_with("<svg"));
+    }
+}
