@@ -43,6 +43,8 @@ pub struct AppState {
     pub alerts: Arc<Deliverer>,
     /// The dashboard's live feed of site changes.
     pub live: Arc<Live>,
+    /// Status pages and badges rendered lately.
+    pub public: Arc<public::PublicCache>,
 }
 
 /// API keys used since the last flush; their `last_used_at` is written once
@@ -100,6 +102,7 @@ impl AppState {
             key_use: Arc::new(KeyUse::default()),
             alerts,
             live: Arc::new(Live::default()),
+            public: Arc::new(public::PublicCache::default()),
         })
     }
 }
@@ -179,6 +182,7 @@ pub fn router(state: AppState) -> Router {
     // Public pages and the dashboard's files: per-IP limits as the API.
     let pages = Router::new()
         .route("/", get(public::root))
+        .route("/app", get(public::app_slash))
         .route("/app/", get(public::app_page))
         .route("/app/assets/{*path}", get(public::asset))
         .route("/status/{slug}", get(public::status_page))

@@ -3,7 +3,7 @@
 //! from the rollups, the status page settings and badge tokens, and the live
 //! feed of site state changes (`migrations/*_dashboard.sql`).
 
-use futures_util::stream::{Stream, StreamExt};
+use futures_util::stream::Stream;
 use serde::Deserialize;
 use sqlx::Row;
 
@@ -21,16 +21,18 @@ pub struct SiteGlance {
     pub url: String,
     pub paused: bool,
     pub interval_secs: i32,
-    /// The latest closed round: (status, scheduled at, Unix ms).
+    /// The latest round decided up or down (as the live feed's `latest`:
+    /// `unknown` rounds change nothing): (status, scheduled at, Unix ms).
     pub latest: Option<(String, i64)>,
     /// The status under the confirmation rule (`unknown` before a streak).
     pub state: String,
     /// The open incident: (id, started at, Unix ms).
     pub open_incident: Option<(i64, i64)>,
-    /// Each region's latest result of the last hour.
+    /// Each region's latest result of the last five intervals (at least
+    /// five minutes).
     pub regions: Vec<GlanceCheck>,
-    /// Hourly median latency of `up` results over the last 24 hours, all
-    /// regions together: (bucket start, Unix ms; median ms).
+    /// Hourly median latency of `up` results over the last 24 hours, the
+    /// regions of `regions` together: (bucket start, Unix ms; median ms).
     pub sparkline: Vec<(i64, Option<f64>)>,
 }
 
@@ -153,7 +155,7 @@ impl Store {
                LEFT JOIN incidents i ON i.id = s.open_incident_id
                LEFT JOIN LATERAL (
                    SELECT status, scheduled_at FROM rounds
-                    WHERE website_id = w.id AND status <> 'open'
+                    WHERE website_id = w.id AND status IN ('up', 'down')
                     ORDER BY scheduled_at DESC LIMIT 1) l ON true
               WHERE w.account_id = $1 AND w.deleted_at IS NULL
               ORDER BY w.id LIMIT $2",
@@ -186,30 +188,41 @@ impl Store {
         }
         let ids: Vec<WebsiteId> = out.iter().map(|s| s.id).collect();
         let checks = sqlx::query(
-            "SELECT w.id, c.* FROM unnest($1::int8[]) AS w(id)
+            "SELECT w.id, c.* FROM unnest($1::int8[], $2::int4[]) AS w(id, every)
                CROSS JOIN LATERAL (
                    SELECT DISTINCT ON (v.region) v.region, t.status = 'up' AS up,
                           t.http_status, t.latency_ms, t.error,
                           (extract(epoch FROM t.checked_at) * 1000)::int8 AS checked_ms
                      FROM ticks t JOIN validators v ON v.id = t.validator_id
-                    WHERE t.website_id = w.id AND t.scheduled_at >= now() - interval '1 hour'
+                    WHERE t.website_id = w.id
+                      AND t.scheduled_at >= now() - make_interval(secs => greatest(w.every * 5, 300))
                     ORDER BY v.region, t.scheduled_at DESC, t.checked_at DESC) c
               ORDER BY w.id, c.region",
         )
         .bind(&ids)
+        .bind(out.iter().map(|s| s.interval_secs).collect::<Vec<_>>())
         .fetch_all(self.pool())
         .await?;
+        // Each region's hourly rows by the primary key's prefix (site,
+        // bucket size, region, bucket start): the regions are those seen
+        // in the last checks.
+        let (pair_site, pair_region): (Vec<WebsiteId>, Vec<String>) = checks
+            .iter()
+            .map(|r| (r.get::<WebsiteId, _>("id"), r.get::<String, _>("region")))
+            .unzip();
         let lines = sqlx::query(
-            "SELECT website_id AS id, (extract(epoch FROM bucket_start) * 1000)::int8 AS at,
-                    rollup_sum(latency_counts) AS counts, min(latency_min_ms) AS lo,
-                    max(latency_max_ms) AS hi
-               FROM rollups
-              WHERE website_id = ANY($1) AND bucket_secs = 3600 AND region > ''
-                AND bucket_start >= date_bin('1 hour', now() - interval '24 hours',
-                                             'epoch'::timestamptz)
+            "SELECT k.id, (extract(epoch FROM r.bucket_start) * 1000)::int8 AS at,
+                    rollup_sum(r.latency_counts) AS counts, min(r.latency_min_ms) AS lo,
+                    max(r.latency_max_ms) AS hi
+               FROM unnest($1::int8[], $2::text[]) AS k(id, region)
+               JOIN rollups r
+                 ON r.website_id = k.id AND r.bucket_secs = 3600 AND r.region = k.region
+                AND r.bucket_start >= date_bin('1 hour', now() - interval '24 hours',
+                                               'epoch'::timestamptz)
               GROUP BY 1, 2 ORDER BY 1, 2",
         )
-        .bind(&ids)
+        .bind(&pair_site)
+        .bind(&pair_region)
         .fetch_all(self.pool())
         .await?;
         for s in &mut out {
@@ -408,7 +421,7 @@ impl Store {
     /// The sites an account shows on its status page, by id.
     pub async fn public_sites(&self, account: AccountId) -> Result<Vec<PublicSite>> {
         let rows = sqlx::query(
-            "SELECT w.id, COALESCE(w.name, 'Site ' || w.id) AS name, NOT w.enabled AS paused,
+            "SELECT w.id, w.name, NOT w.enabled AS paused,
                     COALESCE(s.status, 'unknown') AS state,
                     (extract(epoch FROM i.started_at) * 1000)::int8 AS since
                FROM websites w
@@ -422,9 +435,13 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| PublicSite {
+            .enumerate()
+            .map(|(i, r)| PublicSite {
                 id: r.get("id"),
-                name: r.get("name"),
+                // Unnamed: by position, never by the global id.
+                name: r
+                    .get::<Option<String>, _>("name")
+                    .unwrap_or_else(|| format!("Service {}", i + 1)),
                 state: r.get("state"),
                 paused: r.get("paused"),
                 incident_since_ms: r.get("since"),
@@ -453,17 +470,6 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// A site's badge token, if it has one.
-    pub async fn badge_token(&self, id: WebsiteId) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT badge_token FROM websites WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?
-                .flatten(),
-        )
-    }
-
     /// The site a badge token is for (not deleted): its id, its state under
     /// the confirmation rule, and whether it is paused.
     pub async fn site_by_badge(&self, token: &str) -> Result<Option<(WebsiteId, String, bool)>> {
@@ -478,21 +484,31 @@ impl Store {
         Ok(row.map(|r| (r.get("id"), r.get("state"), r.get("paused"))))
     }
 
-    /// Changes of what the sites list shows, as they commit. The stream
-    /// ends when the connection fails (reconnect by calling again); a
-    /// malformed notification is skipped.
-    pub async fn site_changes(&self) -> Result<impl Stream<Item = SiteChange> + Send + 'static> {
+    /// Changes of what the sites list shows, as they commit: `Some(change)`,
+    /// or `None` when the connection was lost and changes may have been
+    /// missed (the listener reconnects on the next poll; the caller tells its
+    /// clients to reload). Ends only on an error reconnecting. A malformed
+    /// notification is skipped. The listener holds one connection of the pool.
+    pub async fn site_changes(
+        &self,
+    ) -> Result<impl Stream<Item = Option<SiteChange>> + Send + 'static> {
         let mut l = sqlx::postgres::PgListener::connect_with(self.pool()).await?;
         l.listen(WEBSITE_STATE).await?;
-        Ok(l.into_stream()
-            .take_while(|n| futures_util::future::ready(n.is_ok()))
-            .filter_map(|n| {
-                let change = n.ok().and_then(|n| {
-                    serde_json::from_str::<RawChange>(n.payload())
-                        .ok()
-                        .map(SiteChange::from)
-                });
-                futures_util::future::ready(change)
-            }))
+        Ok(futures_util::stream::unfold(l, |mut l| async move {
+            loop {
+                match l.try_recv().await {
+                    Ok(Some(n)) => {
+                        if let Ok(raw) = serde_json::from_str::<RawChange>(n.payload()) {
+                            return Some((Some(SiteChange::from(raw)), l));
+                        }
+                    }
+                    Ok(None) => return Some((None, l)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the site-change listener failed");
+                        return None;
+                    }
+                }
+            }
+        }))
     }
 }

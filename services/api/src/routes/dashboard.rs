@@ -29,14 +29,29 @@ use crate::routes::sites::owned;
 const OVERVIEW_LIMIT: i64 = 1_000;
 /// Live-update streams one account may hold open on one replica.
 const STREAMS_PER_ACCOUNT: usize = 20;
+/// Live-update streams one replica holds open at most.
+const STREAMS_PER_REPLICA: usize = 10_000;
+/// A stream ends after this long; the browser reconnects, and its session
+/// or key is checked again (a stream must not outlive a sign-out or a
+/// revoked key).
+const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// Changes buffered for a slow browser before it misses some (it then
 /// reloads the list).
 const FEED_BUFFER: usize = 1_024;
 
 /// The live feed: one LISTEN per replica, fanned out to every open stream,
 /// each keeping its account's changes.
+/// What the fan-out carries: a change, or word that changes may have been
+/// missed (the database connection was lost): every stream then tells its
+/// browser to reload.
+#[derive(Clone)]
+enum Feed {
+    Change(SiteChange),
+    Resync,
+}
+
 pub struct Live {
-    tx: broadcast::Sender<SiteChange>,
+    tx: broadcast::Sender<Feed>,
     open: Mutex<HashMap<AccountId, usize>>,
     /// Cancelled when the server starts shutting down: every open stream
     /// ends then (a graceful shutdown waits for open responses).
@@ -68,7 +83,9 @@ impl Live {
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             c = changes.next() => match c {
-                                Some(c) => { let _ = self.tx.send(c); }
+                                Some(Some(c)) => { let _ = self.tx.send(Feed::Change(c)); }
+                                // Reconnecting: some changes may be lost.
+                                Some(None) => { let _ = self.tx.send(Feed::Resync); }
                                 None => break,
                             },
                         }
@@ -77,6 +94,7 @@ impl Live {
                 }
                 Err(e) => tracing::warn!(error = %e, "listening for site changes failed"),
             }
+            let _ = self.tx.send(Feed::Resync);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -87,6 +105,9 @@ impl Live {
 
     fn enter(self: &Arc<Self>, account: AccountId) -> Option<StreamSlot> {
         let mut open = self.open.lock().expect("not poisoned");
+        if open.values().sum::<usize>() >= STREAMS_PER_REPLICA {
+            return None;
+        }
         let n = open.entry(account).or_default();
         if *n >= STREAMS_PER_ACCOUNT {
             return None;
@@ -186,7 +207,8 @@ pub async fn events(State(state): State<AppState>, Reader(caller): Reader) -> Re
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_streams",
             format!(
-                "at most {STREAMS_PER_ACCOUNT} live-update streams per account at once; close one"
+                "at most {STREAMS_PER_ACCOUNT} live-update streams per account at once (and \
+                 {STREAMS_PER_REPLICA} per server); close one or retry later"
             ),
         )
         .into_response();
@@ -197,20 +219,21 @@ pub async fn events(State(state): State<AppState>, Reader(caller): Reader) -> Re
         Ok::<_, Infallible>(Event::default().event("hello").data("{}"))
     });
     let closing = state.live.closing.clone().cancelled_owned();
-    Sse::new(hello.chain(stream).take_until(closing))
+    let expired = tokio::time::sleep(STREAM_LIFETIME);
+    Sse::new(hello.chain(stream).take_until(closing).take_until(expired))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
 fn feed(
-    rx: broadcast::Receiver<SiteChange>,
+    rx: broadcast::Receiver<Feed>,
     account: AccountId,
     slot: StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold((rx, slot), move |(mut rx, slot)| async move {
         loop {
             match rx.recv().await {
-                Ok(c) if c.account == account => {
+                Ok(Feed::Change(c)) if c.account == account => {
                     let data = serde_json::json!({
                         "website_id": c.website.0,
                         "latest_status": c.latest,
@@ -221,9 +244,10 @@ fn feed(
                     let ev = Event::default().event("site").data(data.to_string());
                     return Some((Ok(ev), (rx, slot)));
                 }
-                Ok(_) => continue,
-                // Fell behind: tell the browser to reload the list.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(Feed::Change(_)) => continue,
+                // Changes may have been missed (the database connection was
+                // lost, or this stream fell behind): the browser reloads.
+                Ok(Feed::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     let ev = Event::default().event("reload").data("{}");
                     return Some((Ok(ev), (rx, slot)));
                 }
@@ -348,6 +372,7 @@ pub async fn save_status_page(
         return Err(ApiError::invalid("website_ids", "too many sites"));
     }
     let ids: Vec<WebsiteId> = input.website_ids.iter().map(|i| WebsiteId(*i)).collect();
+    let (before, _) = state.store.status_page(caller.account.id).await?;
     let page = store::StatusPage {
         slug,
         title,
@@ -372,6 +397,9 @@ pub async fn save_status_page(
                 format!("no website {id} in this account"),
             ))
         }
+    }
+    for p in before.iter().chain([&page]) {
+        state.public.forget_page(&p.slug);
     }
     let (page, ids) = state.store.status_page(caller.account.id).await?;
     Ok(axum::Json(StatusPageView::new(page, ids)))
@@ -403,13 +431,17 @@ pub async fn make_badge(
     Writer(caller): Writer,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<BadgeView>> {
+    let site = owned(&state, &caller.account, id).await?;
     let token = random_token();
     if !state
         .store
-        .set_badge_token(caller.account.id, WebsiteId(id), Some(&token))
+        .set_badge_token(caller.account.id, site.id, Some(&token))
         .await?
     {
         return Err(ApiError::not_found("website"));
+    }
+    if let Some(old) = &site.badge_token {
+        state.public.forget_badges(old);
     }
     Ok(axum::Json(BadgeView::for_token(&token)))
 }
@@ -428,12 +460,16 @@ pub async fn delete_badge(
     Writer(caller): Writer,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
+    let site = owned(&state, &caller.account, id).await?;
     if !state
         .store
-        .set_badge_token(caller.account.id, WebsiteId(id), None)
+        .set_badge_token(caller.account.id, site.id, None)
         .await?
     {
         return Err(ApiError::not_found("website"));
+    }
+    if let Some(old) = &site.badge_token {
+        state.public.forget_badges(old);
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,13 @@
 //! JSON); described in docs/api.md. Nothing here names an account, an
 //! email or a site's URL.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use askama::Template;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use store::{PublicSite, WebsiteId};
 
@@ -28,28 +32,104 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 #[folder = "assets/"]
 struct Assets;
 
+/// Rendered public pages and badges, kept for as long as clients may cache
+/// them: anyone may ask for them at any rate, so each is built from the
+/// database at most once per `PUBLIC_MAX_AGE_SECS` per replica.
+#[derive(Default)]
+pub struct PublicCache {
+    entries: Mutex<HashMap<String, (Instant, Arc<String>)>>,
+}
+
+/// Pages and badges kept at most (past it, expired ones go, then all).
+const CACHE_ENTRIES: usize = 10_000;
+
+impl PublicCache {
+    fn get(&self, key: &str) -> Option<Arc<String>> {
+        let entries = self.entries.lock().expect("not poisoned");
+        let (at, body) = entries.get(key)?;
+        (at.elapsed() < Duration::from_secs(u64::from(PUBLIC_MAX_AGE_SECS))).then(|| body.clone())
+    }
+
+    /// Drops what this replica keeps of a status page (by slug) or of a
+    /// site's badges (by token), after its owner changed it; other replicas
+    /// serve theirs until it expires.
+    pub fn forget_page(&self, slug: &str) {
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .remove(&format!("status:{slug}"));
+    }
+
+    pub fn forget_badges(&self, token: &str) {
+        let mut entries = self.entries.lock().expect("not poisoned");
+        for kind in ["status.svg", "uptime.svg"] {
+            entries.remove(&format!("badge:{token}:{kind}"));
+        }
+    }
+
+    fn put(&self, key: String, body: String) -> Arc<String> {
+        let body = Arc::new(body);
+        let mut entries = self.entries.lock().expect("not poisoned");
+        if entries.len() >= CACHE_ENTRIES {
+            let max_age = Duration::from_secs(u64::from(PUBLIC_MAX_AGE_SECS));
+            entries.retain(|_, (at, _)| at.elapsed() < max_age);
+            if entries.len() >= CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now(), body.clone()));
+        body
+    }
+}
+
 /// `/`: the dashboard.
 pub async fn root() -> Redirect {
     Redirect::to("/app/")
 }
 
+/// `/app`: the dashboard's page is `/app/`.
+pub async fn app_slash() -> Redirect {
+    Redirect::permanent("/app/")
+}
+
 /// `/app/`: the dashboard's page (one page; it routes by the URL's `#`).
-pub async fn app_page() -> Response {
-    asset_response("index.html")
+pub async fn app_page(headers: HeaderMap) -> Response {
+    asset_response("index.html", &headers)
 }
 
 /// `/app/assets/{*path}`: the dashboard's scripts, styles and vendored
 /// libraries, compiled into the binary.
-pub async fn asset(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
-    asset_response(&path)
+pub async fn asset(
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    asset_response(&path, &headers)
 }
 
-fn asset_response(path: &str) -> Response {
+/// A compiled-in file, or `304 Not Modified` when the browser's copy (its
+/// `If-None-Match`) is current.
+fn asset_response(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Assets::get(path) else {
         return ApiError::not_found("file").into_response();
     };
     let mime = file.metadata.mimetype().to_string();
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..12]));
+    let current = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == etag);
+    if current {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (header::CACHE_CONTROL, "no-cache".to_string()),
+            ],
+        )
+            .into_response();
+    }
     (
         [
             (header::CONTENT_TYPE, mime),
@@ -178,7 +258,32 @@ pub async fn status_page(
     Path(slug): Path<String>,
 ) -> ApiResult<Response> {
     let slug = slug.to_ascii_lowercase();
-    let Some((account, title)) = state.store.status_page_by_slug(&slug).await? else {
+    let key = format!("status:{slug}");
+    let html = match state.public.get(&key) {
+        Some(html) => html,
+        None => {
+            let html = render_status_page(&state, &slug).await?;
+            state.public.put(key, html)
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (
+                header::CACHE_CONTROL,
+                format!("public, max-age={PUBLIC_MAX_AGE_SECS}"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::REFERRER_POLICY, "no-referrer".to_string()),
+        ],
+        html.as_str().to_owned(),
+    )
+        .into_response())
+}
+
+async fn render_status_page(state: &AppState, slug: &str) -> ApiResult<String> {
+    let Some((account, title)) = state.store.status_page_by_slug(slug).await? else {
         return Err(ApiError::not_found("status page"));
     };
     let sites = state.store.public_sites(account).await?;
@@ -245,14 +350,8 @@ pub async fn status_page(
     }
     incidents.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     incidents.truncate(STATUS_PAGE_INCIDENTS as usize);
-    let live: Vec<&PublicSite> = sites.iter().filter(|s| !s.paused).collect();
-    let down = live.iter().filter(|s| s.state == "down").count();
-    let (overall, overall_class) = match down {
-        0 => ("All systems operational", "up"),
-        n if n == live.len() => ("Major outage", "down"),
-        _ => ("Partial outage", "partial"),
-    };
-    let html = StatusPageHtml {
+    let (overall, overall_class) = overall(&sites);
+    StatusPageHtml {
         title,
         overall,
         overall_class,
@@ -264,21 +363,24 @@ pub async fn status_page(
     .map_err(|e| {
         tracing::error!(error = %e, "rendering a status page failed");
         ApiError::internal()
-    })?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
-            (
-                header::CACHE_CONTROL,
-                format!("public, max-age={PUBLIC_MAX_AGE_SECS}"),
-            ),
-            (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-            (header::REFERRER_POLICY, "no-referrer".to_string()),
-        ],
-        html,
-    )
-        .into_response())
+    })
+}
+
+/// The page's headline: paused sites aside, any down is an outage
+/// (partial, or major when all are down); all without a decided state yet is
+/// "no data", and nothing to show says so.
+fn overall(sites: &[PublicSite]) -> (&'static str, &'static str) {
+    let live: Vec<&PublicSite> = sites.iter().filter(|s| !s.paused).collect();
+    let down = live.iter().filter(|s| s.state == "down").count();
+    let up = live.iter().filter(|s| s.state == "up").count();
+    match (sites.is_empty(), live.is_empty(), down, up) {
+        (true, _, _, _) => ("No services are listed yet", "unknown"),
+        (false, true, _, _) => ("Monitoring is paused", "unknown"),
+        (_, _, 0, 0) => ("No data yet", "unknown"),
+        (_, _, 0, _) => ("All systems operational", "up"),
+        (_, _, d, _) if d == live.len() => ("Major outage", "down"),
+        _ => ("Partial outage", "partial"),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -291,13 +393,48 @@ pub async fn badge(
     State(state): State<AppState>,
     Path((token, kind)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    if token.len() > 100 {
+    if token.len() > 100 || !matches!(kind.as_str(), "status.svg" | "uptime.svg") {
         return Err(ApiError::not_found("badge"));
     }
-    let Some((id, site_state, paused)) = state.store.site_by_badge(&token).await? else {
+    let key = format!("badge:{token}:{kind}");
+    let svg = match state.public.get(&key) {
+        Some(svg) => svg,
+        None => {
+            let svg = render_badge(&state, &token, &kind).await?;
+            state.public.put(key, svg)
+        }
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&format!("public, max-age={PUBLIC_MAX_AGE_SECS}"))
+                    .expect("ASCII"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        svg.as_str().to_owned(),
+    )
+        .into_response())
+}
+
+async fn render_badge(state: &AppState, token: &str, kind: &str) -> ApiResult<String> {
+    let Some((id, site_state, paused)) = state.store.site_by_badge(token).await? else {
         return Err(ApiError::not_found("badge"));
     };
-    let svg = match kind.as_str() {
+    let svg = match kind {
         "status.svg" => {
             let (value, color) = match (paused, site_state.as_str()) {
                 (true, _) => ("paused", "#9f9f9f"),
@@ -335,30 +472,7 @@ pub async fn badge(
         tracing::error!(error = %e, "rendering a badge failed");
         ApiError::internal()
     })?;
-    Ok((
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("image/svg+xml"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_str(&format!("public, max-age={PUBLIC_MAX_AGE_SECS}"))
-                    .expect("ASCII"),
-            ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        svg,
-    )
-        .into_response())
+    Ok(svg)
 }
 
 /// A flat badge, sized by a fixed per-character width (Verdana 11 px
@@ -400,6 +514,29 @@ mod tests {
         assert_eq!(bar_class(Some(99.5)), "minor");
         assert_eq!(bar_class(Some(96.0)), "major");
         assert_eq!(bar_class(Some(50.0)), "bad");
+    }
+
+    #[test]
+    fn the_headline_says_what_is_known() {
+        let site = |state: &str, paused: bool| PublicSite {
+            id: WebsiteId(1),
+            name: "s".into(),
+            state: state.into(),
+            paused,
+            incident_since_ms: None,
+        };
+        assert_eq!(overall(&[]).0, "No services are listed yet");
+        assert_eq!(overall(&[site("up", true)]).0, "Monitoring is paused");
+        assert_eq!(overall(&[site("unknown", false)]).0, "No data yet");
+        assert_eq!(
+            overall(&[site("up", false), site("down", true)]).0,
+            "All systems operational"
+        );
+        assert_eq!(
+            overall(&[site("up", false), site("down", false)]).0,
+            "Partial outage"
+        );
+        assert_eq!(overall(&[site("down", false)]).0, "Major outage");
     }
 
     #[test]

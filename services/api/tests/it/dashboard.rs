@@ -235,6 +235,63 @@ async fn the_live_feed_sends_each_change_to_its_account_only() {
     api.stop().await;
 }
 
+/// The dashboard's files come from the binary, revalidated by ETag.
+#[tokio::test]
+async fn the_dashboard_is_served_with_a_strict_csp_and_etags() {
+    let api = Api::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, to) in [("/", "/app/"), ("/app", "/app/")] {
+        let r = http.get(api.url(path)).send().await.unwrap();
+        assert!(r.status().is_redirection(), "{path}");
+        assert_eq!(r.headers()["location"], to);
+    }
+    let r = http
+        .get(api.url("/app/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let etag = r.headers()["etag"].clone();
+    let again = http
+        .get(api.url("/app/assets/app.js"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let html = http
+        .get(api.url("/app/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("/app/assets/app.js")
+            && !html.contains("http://")
+            && !html.contains("https://")
+    );
+    let missing = http
+        .get(api.url("/app/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn a_validators_earnings_are_public_and_keys_are_checked() {
     let api = Api::start().await;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -377,6 +378,54 @@ async fn an_owner_watches_a_site_go_down_and_up_live_and_shares_a_status_page() 
         text(&nojs, "[data-field=\"state\"]").await.as_deref(),
         Some("Operational")
     );
+
+    // Keyboard: from the page's content (where a route puts the focus),
+    // Shift+Tab reaches the navigation's links.
+    c.execute(
+        "document.activeElement && document.activeElement.blur()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let mut reached = false;
+    for _ in 0..15 {
+        let tab = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: '\u{E008}' })
+            .then(KeyAction::Down { value: '\u{E004}' })
+            .then(KeyAction::Up { value: '\u{E004}' })
+            .then(KeyAction::Up { value: '\u{E008}' });
+        c.perform_actions(tab).await.unwrap();
+        let href: Value = c
+            .execute(
+                "return document.activeElement && document.activeElement.getAttribute('href')",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if href == json!("#/alerts") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the Alerts link is reachable with the keyboard");
+
+    // At a phone's width nothing is wider than the screen.
+    c.set_window_size(390, 844).await.unwrap();
+    for (route, shot) in [
+        ("#/sites".to_string(), "phone-sites.png"),
+        (format!("#/sites/{site}"), "phone-site.png"),
+    ] {
+        open(&c, &base, &route).await;
+        let wide: Value = c
+            .execute(
+                "return document.documentElement.scrollWidth > document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(wide, json!(false), "{route} scrolls sideways at 390 px");
+        screenshot(&c, shot).await;
+    }
 
     // A second account sees none of the first one's sites or settings.
     let other = driver.browser(true).await;
