@@ -87,6 +87,7 @@ impl AppState {
             settings.allow_private_targets,
         )?);
         let metrics = Arc::new(Metrics::new());
+        let public = Arc::new(public::PublicCache::new(settings.public_cache));
         let limits = Arc::new(Limits::new(
             settings.rate_per_ip,
             settings.rate_per_caller,
@@ -102,7 +103,7 @@ impl AppState {
             key_use: Arc::new(KeyUse::default()),
             alerts,
             live: Arc::new(Live::default()),
-            public: Arc::new(public::PublicCache::default()),
+            public,
         })
     }
 }

@@ -53,6 +53,10 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// How long status pages and badges may be cached, seconds: by clients
+    /// (`Cache-Control: max-age`) and by each replica (rendered at most once
+    /// per this long).
+    pub public_cache_secs: u32,
     /// Load balancers whose `X-Forwarded-For` is believed, comma-separated
     /// IP addresses and CIDR ranges (`10.0.0.0/8,fd00::/8,127.0.0.1`); see
     /// [`runtime::client_ip`].
@@ -104,6 +108,7 @@ impl Default for Config {
             auth_attempts_per_minute: 10,
             request_timeout_ms: 10_000,
             max_body_bytes: 64 * 1024,
+            public_cache_secs: 30,
             trusted_proxies: String::new(),
             alert_workers: 8,
             alert_lease_secs: 60,
@@ -153,6 +158,7 @@ pub struct Settings {
     pub auth_attempts_per_minute: u32,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    pub public_cache: Duration,
     pub trusted_proxies: TrustedProxies,
     pub alerts: AlertSettings,
 }
@@ -262,6 +268,9 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(invalid("API_MAX_BODY_BYTES", "must be 1024 to 16777216"));
         }
+        if !(1..=3600).contains(&self.public_cache_secs) {
+            return Err(invalid("API_PUBLIC_CACHE_SECS", "must be 1 to 3600"));
+        }
         let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|e| invalid("API_TRUSTED_PROXIES", e.to_string()))?;
         let alerts = self.alert_settings()?;
@@ -282,6 +291,7 @@ impl Config {
             auth_attempts_per_minute: self.auth_attempts_per_minute,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_body_bytes: self.max_body_bytes,
+            public_cache: Duration::from_secs(u64::from(self.public_cache_secs)),
             trusted_proxies,
             alerts,
         })

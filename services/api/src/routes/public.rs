@@ -19,8 +19,6 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 
-/// How long browsers and shared caches may keep a status page or a badge.
-const PUBLIC_MAX_AGE_SECS: u32 = 30;
 /// Incidents a status page lists.
 const STATUS_PAGE_INCIDENTS: i64 = 50;
 /// The dashboard and the status pages load nothing from elsewhere.
@@ -33,10 +31,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 struct Assets;
 
 /// Rendered public pages and badges, kept for as long as clients may cache
-/// them: anyone may ask for them at any rate, so each is built from the
-/// database at most once per `PUBLIC_MAX_AGE_SECS` per replica.
-#[derive(Default)]
+/// them (`API_PUBLIC_CACHE_SECS`): anyone may ask for them at any rate, so
+/// each is built from the database at most once per that long per replica.
 pub struct PublicCache {
+    ttl: Duration,
     entries: Mutex<HashMap<String, (Instant, Arc<String>)>>,
 }
 
@@ -44,10 +42,22 @@ pub struct PublicCache {
 const CACHE_ENTRIES: usize = 10_000;
 
 impl PublicCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Cache-Control` for what it keeps.
+    fn cache_control(&self) -> String {
+        format!("public, max-age={}", self.ttl.as_secs())
+    }
+
     fn get(&self, key: &str) -> Option<Arc<String>> {
         let entries = self.entries.lock().expect("not poisoned");
         let (at, body) = entries.get(key)?;
-        (at.elapsed() < Duration::from_secs(u64::from(PUBLIC_MAX_AGE_SECS))).then(|| body.clone())
+        (at.elapsed() < self.ttl).then(|| body.clone())
     }
 
     /// Drops what this replica keeps of a status page (by slug) or of a
@@ -71,8 +81,8 @@ impl PublicCache {
         let body = Arc::new(body);
         let mut entries = self.entries.lock().expect("not poisoned");
         if entries.len() >= CACHE_ENTRIES {
-            let max_age = Duration::from_secs(u64::from(PUBLIC_MAX_AGE_SECS));
-            entries.retain(|_, (at, _)| at.elapsed() < max_age);
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
             if entries.len() >= CACHE_ENTRIES {
                 entries.clear();
             }
@@ -269,10 +279,7 @@ pub async fn status_page(
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
-            (
-                header::CACHE_CONTROL,
-                format!("public, max-age={PUBLIC_MAX_AGE_SECS}"),
-            ),
+            (header::CACHE_CONTROL, state.public.cache_control()),
             (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
             (header::REFERRER_POLICY, "no-referrer".to_string()),
@@ -413,8 +420,7 @@ pub async fn badge(
             ),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_str(&format!("public, max-age={PUBLIC_MAX_AGE_SECS}"))
-                    .expect("ASCII"),
+                HeaderValue::from_str(&state.public.cache_control()).expect("ASCII"),
             ),
             (
                 header::CONTENT_SECURITY_POLICY,
