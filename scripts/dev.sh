@@ -407,12 +407,13 @@ add_site() {
     api_call POST /v1/websites "$body" >>"$LOGS/api-cli.log" 2>&1 ||
         show_log_and_die api-cli "POST /v1/websites ($url) failed"
 }
-add_site "$DEMO_URL/up" "{\"url\": \"$DEMO_URL/up\", \"interval_secs\": 10}"
-add_site "$DEMO_URL/down" "{\"url\": \"$DEMO_URL/down\", \"interval_secs\": 10}"
-add_site "$DEMO_URL/slow" "{\"url\": \"$DEMO_URL/slow\", \"interval_secs\": 10, \"timeout_ms\": 2000}"
-add_site "$DEMO_URL/flap" "{\"url\": \"$DEMO_URL/flap\", \"interval_secs\": 10}"
+add_site "$DEMO_URL/up" "{\"name\": \"Up\", \"url\": \"$DEMO_URL/up\", \"interval_secs\": 10}"
+add_site "$DEMO_URL/down" "{\"name\": \"Down\", \"url\": \"$DEMO_URL/down\", \"interval_secs\": 10}"
+add_site "$DEMO_URL/slow" \
+    "{\"name\": \"Slow\", \"url\": \"$DEMO_URL/slow\", \"interval_secs\": 10, \"timeout_ms\": 2000}"
+add_site "$DEMO_URL/flap" "{\"name\": \"Flap\", \"url\": \"$DEMO_URL/flap\", \"interval_secs\": 10}"
 add_site "$DEMO_URL/keyword" \
-    "{\"url\": \"$DEMO_URL/keyword\", \"interval_secs\": 10, \"keyword\": \"uptime-demo-keyword\"}"
+    "{\"name\": \"Keyword\", \"url\": \"$DEMO_URL/keyword\", \"interval_secs\": 10, \"keyword\": \"uptime-demo-keyword\"}"
 # The demo account's public status page shows every demo site (made once; the owner may change it).
 if ! api_call GET /v1/status-page 2>>"$LOGS/api-cli.log" | grep -q '"slug":"demo"'; then
     ids=$(api_call GET '/v1/websites?limit=100' 2>>"$LOGS/api-cli.log" |
