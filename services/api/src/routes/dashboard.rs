@@ -494,37 +494,7 @@ pub async fn earnings(
         .earnings_summary(&key.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("validator"))?;
-    let counted = e.agreed + e.disagreed;
-    Ok(axum::Json(protocol::api::Earnings {
-        public_key: e.public_key,
-        earned_lamports: e.earned_lamports,
-        settling_lamports: e.settling_lamports,
-        unclaimed_lamports: e.unclaimed_lamports,
-        prepaid_lamports: e.prepaid_lamports,
-        pending_lamports: e.pending_lamports,
-        paid_lamports: e.paid_lamports,
-        failed_lamports: e.failed_lamports,
-        earning_ticks: e.earning_ticks,
-        agreement: protocol::api::Agreement {
-            agreed: e.agreed,
-            disagreed: e.disagreed,
-            rate: (counted > 0).then(|| e.agreed as f64 / counted as f64),
-        },
-        payouts: e
-            .payouts
-            .into_iter()
-            .map(|p| protocol::api::Payout {
-                id: p.id,
-                lamports: p.lamports,
-                state: p.state,
-                attempts: p.attempts,
-                signature: p.signature,
-                last_error: p.last_error,
-                created_at_ms: p.created_at_ms,
-                paid_at_ms: p.paid_at_ms,
-            })
-            .collect(),
-    }))
+    Ok(axum::Json(e.into()))
 }
 
 #[cfg(test)]

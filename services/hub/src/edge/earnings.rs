@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use protocol::api::{Agreement, ApiError, Earnings, Payout};
+use protocol::api::{ApiError, Earnings};
 use protocol::PublicKey;
 
 use store::Store;
@@ -56,36 +56,5 @@ pub async fn earnings(State(read): State<Store>, Path(key): Path<String>) -> Res
             );
         }
     };
-    let counted = e.agreed + e.disagreed;
-    Json(Earnings {
-        public_key: e.public_key,
-        earned_lamports: e.earned_lamports,
-        settling_lamports: e.settling_lamports,
-        unclaimed_lamports: e.unclaimed_lamports,
-        prepaid_lamports: e.prepaid_lamports,
-        pending_lamports: e.pending_lamports,
-        paid_lamports: e.paid_lamports,
-        failed_lamports: e.failed_lamports,
-        earning_ticks: e.earning_ticks,
-        agreement: Agreement {
-            agreed: e.agreed,
-            disagreed: e.disagreed,
-            rate: (counted > 0).then(|| e.agreed as f64 / counted as f64),
-        },
-        payouts: e
-            .payouts
-            .into_iter()
-            .map(|p| Payout {
-                id: p.id,
-                lamports: p.lamports,
-                state: p.state,
-                attempts: p.attempts,
-                signature: p.signature,
-                last_error: p.last_error,
-                created_at_ms: p.created_at_ms,
-                paid_at_ms: p.paid_at_ms,
-            })
-            .collect(),
-    })
-    .into_response()
+    Json(Earnings::from(e)).into_response()
 }
