@@ -33,8 +33,16 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+-- The WHEN clause is evaluated without calling the function, so the rounds
+-- that change nothing shown (nearly all) cost no PL/pgSQL call; the
+-- function checks exactly (both streaks may move without `latest` changing).
 CREATE TRIGGER website_state_notify AFTER UPDATE ON website_state
-FOR EACH ROW EXECUTE FUNCTION website_state_notify();
+FOR EACH ROW
+WHEN (OLD.status IS DISTINCT FROM NEW.status
+      OR OLD.open_incident_id IS DISTINCT FROM NEW.open_incident_id
+      OR (OLD.consecutive_down > 0) IS DISTINCT FROM (NEW.consecutive_down > 0)
+      OR (OLD.consecutive_up > 0) IS DISTINCT FROM (NEW.consecutive_up > 0))
+EXECUTE FUNCTION website_state_notify();
 
 -- One public status page per account, at /status/{slug}.
 CREATE TABLE status_pages (

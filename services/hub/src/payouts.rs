@@ -1213,33 +1213,20 @@ fn treasury_transfers(
             if *program != solana_system_interface::program::ID {
                 return None;
             }
-            let solana_system_interface::instruction::SystemInstruction::Transfer { lamports } =
-                bincode_system_instruction(&ix.data)?
-            else {
-                return None;
-            };
+            let lamports = transfer_lamports(&ix.data)?;
             let (from, to) = (key(ix.accounts.first())?, key(ix.accounts.get(1))?);
             (from == treasury).then_some((*to, lamports))
         })
         .collect()
 }
 
-/// A system instruction's data: a `u32` variant index then its fields
-/// (bincode); only `Transfer` (2, then the `u64` lamports) is decoded.
-fn bincode_system_instruction(
-    data: &[u8],
-) -> Option<solana_system_interface::instruction::SystemInstruction> {
+/// The lamports of a system `Transfer` instruction's data (bincode: the
+/// `u32` variant index 2, then the `u64` lamports); `None` for any other.
+fn transfer_lamports(data: &[u8]) -> Option<u64> {
     const TRANSFER: u32 = 2;
     let (variant, rest) = data.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*variant) != TRANSFER {
-        return None;
-    }
-    let lamports: [u8; 8] = rest.try_into().ok()?;
-    Some(
-        solana_system_interface::instruction::SystemInstruction::Transfer {
-            lamports: u64::from_le_bytes(lamports),
-        },
-    )
+    (u32::from_le_bytes(*variant) == TRANSFER).then_some(())?;
+    Some(u64::from_le_bytes(rest.try_into().ok()?))
 }
 
 /// Rewrites the earnings summary (`settling` of every validator). For the

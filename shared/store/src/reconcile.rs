@@ -101,7 +101,7 @@ impl Store {
             None => ChainCursor {
                 slot: None,
                 signature: None,
-                since_unix: protocol_now_secs(),
+                since_unix: protocol::now_ms() / 1000,
             },
         })
     }
@@ -179,7 +179,7 @@ impl Store {
             out.known = true;
             return Ok(out);
         }
-        let block_time = b.block_time.unwrap_or_else(protocol_now_secs);
+        let block_time = b.block_time.unwrap_or_else(|| protocol::now_ms() / 1000);
         let mut resolved = Vec::with_capacity(b.transfers.len());
         let mut taken: HashSet<Uuid> = HashSet::new();
         for (to, lamports) in &b.transfers {
@@ -354,10 +354,4 @@ impl Store {
         .fetch_one(&mut **tx)
         .await?)
     }
-}
-
-fn protocol_now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

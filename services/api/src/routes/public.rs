@@ -6,10 +6,11 @@
 //! email or a site's URL.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use askama::Template;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -35,7 +36,7 @@ struct Assets;
 /// each is built from the database at most once per that long per replica.
 pub struct PublicCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<String>)>>,
+    entries: Mutex<HashMap<String, (Instant, Bytes)>>,
 }
 
 /// Pages and badges kept at most (past it, expired ones go, then all).
@@ -54,7 +55,7 @@ impl PublicCache {
         format!("public, max-age={}", self.ttl.as_secs())
     }
 
-    fn get(&self, key: &str) -> Option<Arc<String>> {
+    fn get(&self, key: &str) -> Option<Bytes> {
         let entries = self.entries.lock().expect("not poisoned");
         let (at, body) = entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| body.clone())
@@ -77,8 +78,8 @@ impl PublicCache {
         }
     }
 
-    fn put(&self, key: String, body: String) -> Arc<String> {
-        let body = Arc::new(body);
+    fn put(&self, key: String, body: String) -> Bytes {
+        let body = Bytes::from(body);
         let mut entries = self.entries.lock().expect("not poisoned");
         if entries.len() >= CACHE_ENTRIES {
             let ttl = self.ttl;
@@ -202,35 +203,18 @@ struct BadgeSvg {
 
 /// `YYYY-MM-DD HH:MM` (UTC) of Unix ms.
 fn when(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    rfc3339(ms)[..16].replace('T', " ")
 }
 
-/// `YYYY-MM-DD` of Unix ms.
+/// `YYYY-MM-DD` (UTC) of Unix ms.
 fn day(ms: i64) -> String {
-    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-    format!("{y:04}-{m:02}-{d:02}")
+    rfc3339(ms)[..10].to_string()
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// `YYYY-MM-DDTHH:MM:SSZ` of Unix ms (before 1970: 1970).
+fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn duration(ms: i64) -> String {
@@ -284,7 +268,7 @@ pub async fn status_page(
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
             (header::REFERRER_POLICY, "no-referrer".to_string()),
         ],
-        html.as_str().to_owned(),
+        html,
     )
         .into_response())
 }
@@ -333,7 +317,7 @@ async fn render_status_page(state: &AppState, slug: &str) -> ApiResult<String> {
                 "no data".to_string()
             },
         });
-        let ninety_days_ago = now_ms() - 90 * 86_400_000;
+        let ninety_days_ago = protocol::now_ms() - 90 * 86_400_000;
         for i in state
             .store
             .incident_page(s.id, None, STATUS_PAGE_INCIDENTS)
@@ -362,7 +346,7 @@ async fn render_status_page(state: &AppState, slug: &str) -> ApiResult<String> {
         title,
         overall,
         overall_class,
-        updated: when(now_ms()),
+        updated: when(protocol::now_ms()),
         sites: services,
         incidents: incidents.into_iter().map(|(_, i)| i).collect(),
     }
@@ -388,10 +372,6 @@ fn overall(sites: &[PublicSite]) -> (&'static str, &'static str) {
         (_, _, d, _) if d == live.len() => ("Major outage", "down"),
         _ => ("Partial outage", "partial"),
     }
-}
-
-fn now_ms() -> i64 {
-    protocol::now_ms()
 }
 
 /// `GET /badge/{token}/{kind}`: `status.svg` (the state under the
@@ -431,7 +411,7 @@ pub async fn badge(
                 HeaderValue::from_static("nosniff"),
             ),
         ],
-        svg.as_str().to_owned(),
+        svg,
     )
         .into_response())
 }
