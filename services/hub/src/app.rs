@@ -21,6 +21,7 @@ use crate::cluster::node::{Joined, Node};
 use crate::cluster::router::{Mesh, Router};
 use crate::cluster::Ring;
 use crate::config::Settings;
+use crate::edge::access::AccessPolicy;
 use crate::edge::http::{self, Routes};
 use crate::edge::preauth::PreAuth;
 use crate::edge::session::Sessions;
@@ -45,6 +46,7 @@ pub struct Application {
     read_store: Store,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    access: Arc<AccessPolicy>,
     router: Router,
     ring: watch::Receiver<Arc<Ring>>,
     backlog: Arc<Backlog>,
@@ -165,6 +167,11 @@ impl Application {
                 Some(payer)
             }
         };
+        let access = Arc::new(AccessPolicy::new(settings.validator_access));
+        access
+            .reload(&store)
+            .await
+            .context("reading the validator access rules")?;
         let registry = Arc::new(Registry::default());
         let draining = CancellationToken::new();
         let router = Router::new(
@@ -185,6 +192,7 @@ impl Application {
             registry,
             router,
             ring,
+            access,
             backlog: Arc::default(),
             ingest,
             ingest_rx,
@@ -223,6 +231,7 @@ impl Application {
             registry,
             router,
             ring,
+            access,
             backlog,
             ingest,
             ingest_rx,
@@ -261,6 +270,13 @@ impl Application {
             )
         });
 
+        let access_rules = tokio::spawn(crate::edge::access::follow(
+            store.clone(),
+            access.clone(),
+            registry.clone(),
+            metrics.clone(),
+            draining.clone(),
+        ));
         let notifications = tokio::spawn(coordinator::follow_website_changes(
             store.clone(),
             router.clone(),
@@ -317,6 +333,7 @@ impl Application {
             registry,
             router,
             hello_limiter,
+            access,
             draining: draining.clone(),
         });
         let tracker = TaskTracker::new();
@@ -358,6 +375,7 @@ impl Application {
         }
         tracing::info!("tick writers flushed");
         notifications.abort();
+        access_rules.abort();
         housekeeping.abort();
         routing_stop.cancel();
         if let Some(c) = cluster {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use store::{NewWebsite, SiteStatus, Store, WebsiteId, WebsiteUrl};
+use store::{AccessKind, AccessSubject, NewWebsite, SiteStatus, Store, WebsiteId, WebsiteUrl};
 
 use crate::{Application, Settings};
 
@@ -33,6 +33,14 @@ pub enum Command {
         #[command(subcommand)]
         command: SitesCommand,
     },
+    /// List validators; ban, unban and allow keys and networks
+    /// (applied by every hub within 5 s).
+    Validators {
+        #[command(flatten)]
+        db: Db,
+        #[command(subcommand)]
+        command: ValidatorsCommand,
+    },
     /// Inspect and repair payouts.
     Payouts {
         #[command(flatten)]
@@ -40,6 +48,85 @@ pub enum Command {
         #[command(subcommand)]
         command: PayoutsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ValidatorsCommand {
+    /// Validators seen lately, with their results and agreement.
+    List {
+        /// Only validators seen within this many hours.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8_760))]
+        seen_within_hours: u32,
+        /// Results and agreement over this many hours.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
+        window_hours: u32,
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+    },
+    /// Every allow and deny rule.
+    Rules,
+    /// Refuse a key, or every address in a network (`203.0.113.0/24`,
+    /// `2001:db8::/48`, or one address), at hello; live sessions close.
+    Ban {
+        #[arg(value_parser = parse_subject)]
+        subject: AccessSubject,
+        /// Shown to the validator in the `access_denied` error.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Remove a ban.
+    Unban {
+        #[arg(value_parser = parse_subject)]
+        subject: AccessSubject,
+    },
+    /// Put a key on the allow-list (needed with HUB_VALIDATOR_ACCESS=allowlist).
+    Allow {
+        #[arg(value_parser = parse_key)]
+        key: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Take a key off the allow-list; with HUB_VALIDATOR_ACCESS=allowlist its
+    /// live sessions close.
+    Disallow {
+        #[arg(value_parser = parse_key)]
+        key: String,
+    },
+}
+
+fn parse_key(s: &str) -> Result<String, String> {
+    protocol::PublicKey::from_base58(s.trim())
+        .map(|k| k.to_base58())
+        .ok_or_else(|| format!("{:?} is not a base58 ed25519 public key", terminal_safe(s)))
+}
+
+/// A key, a network prefix, or one address (its /32 or /128).
+fn parse_subject(s: &str) -> Result<AccessSubject, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(AccessSubject::Network(ipnet::IpNet::from(ip).to_string()));
+    }
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        if net.trunc() != net {
+            return Err(format!(
+                "{s:?} has host bits set; the network is {}",
+                net.trunc()
+            ));
+        }
+        return Ok(AccessSubject::Network(net.to_string()));
+    }
+    parse_key(s).map(AccessSubject::Key).map_err(|_| {
+        format!(
+            "{:?} is neither a public key nor a network prefix",
+            terminal_safe(s)
+        )
+    })
+}
+
+fn subject_text(s: &AccessSubject) -> &str {
+    match s {
+        AccessSubject::Key(k) | AccessSubject::Network(k) => k,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sites { db, command } => sites(connect(&db).await?, command).await,
+        Command::Validators { db, command } => validators(connect(&db).await?, command).await,
         Command::Payouts { db, command } => {
             let store = connect(&db).await?;
             match command {
@@ -234,6 +322,123 @@ async fn sites(store: Store, command: SitesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn validators(store: Store, command: ValidatorsCommand) -> anyhow::Result<()> {
+    const HOUR_MS: i64 = 3_600_000;
+    match command {
+        ValidatorsCommand::List {
+            seen_within_hours,
+            window_hours,
+            limit,
+        } => {
+            let rules = store.access_rules().await?;
+            let listed = |kind: AccessKind, key: &str| {
+                rules.iter().any(|r| {
+                    r.kind == kind && matches!(&r.subject, AccessSubject::Key(k) if k == key)
+                })
+            };
+            let rows = store
+                .validator_summaries(
+                    i64::from(seen_within_hours) * HOUR_MS,
+                    i64::from(window_hours) * HOUR_MS,
+                    i64::from(limit),
+                )
+                .await?;
+            print!("{}", validators_table(&rows, protocol::now_ms(), listed));
+        }
+        ValidatorsCommand::Rules => {
+            println!(
+                "{:<5}  {:<44}  {:<10}  REASON",
+                "KIND", "KEY OR NETWORK", "ADDED"
+            );
+            let now = protocol::now_ms();
+            for r in store.access_rules().await? {
+                println!(
+                    "{:<5}  {:<44}  {:<10}  {}",
+                    r.kind.as_str(),
+                    terminal_safe(subject_text(&r.subject)),
+                    ago(now - r.created_at_ms),
+                    terminal_safe(&r.reason)
+                );
+            }
+        }
+        ValidatorsCommand::Ban { subject, reason } => {
+            store
+                .add_access_rule(AccessKind::Deny, &subject, reason.trim())
+                .await?;
+            println!("banned {}", subject_text(&subject));
+        }
+        ValidatorsCommand::Unban { subject } => {
+            if !store.remove_access_rule(AccessKind::Deny, &subject).await? {
+                anyhow::bail!("{} is not banned", subject_text(&subject));
+            }
+            println!("unbanned {}", subject_text(&subject));
+        }
+        ValidatorsCommand::Allow { key, reason } => {
+            store
+                .add_access_rule(
+                    AccessKind::Allow,
+                    &AccessSubject::Key(key.clone()),
+                    reason.trim(),
+                )
+                .await?;
+            println!("allowed {key}");
+        }
+        ValidatorsCommand::Disallow { key } => {
+            if !store
+                .remove_access_rule(AccessKind::Allow, &AccessSubject::Key(key.clone()))
+                .await?
+            {
+                anyhow::bail!("{key} is not on the allow-list");
+            }
+            println!("disallowed {key}");
+        }
+    }
+    Ok(())
+}
+
+/// The `validators list` table.
+pub fn validators_table(
+    rows: &[store::ValidatorSummary],
+    now_ms: i64,
+    listed: impl Fn(AccessKind, &str) -> bool,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<44}  {:<12}  {:<10}  {:>8}  {:>8}  {:<8}  VERSION",
+        "KEY", "REGION", "LAST SEEN", "RESULTS", "AGREED", "ACCESS"
+    );
+    for v in rows {
+        let agreed = if v.decided == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * v.agreed as f64 / v.decided as f64)
+        };
+        let access = if listed(AccessKind::Deny, &v.public_key) {
+            "banned"
+        } else if listed(AccessKind::Allow, &v.public_key) {
+            "allowed"
+        } else {
+            "-"
+        };
+        let region: String = v.region.chars().take(12).collect();
+        let version: String = v.client_version.chars().take(40).collect();
+        let _ = writeln!(
+            out,
+            "{:<44}  {:<12}  {:<10}  {:>8}  {:>8}  {:<8}  {}",
+            terminal_safe(&v.public_key),
+            terminal_safe(&region),
+            ago(now_ms - v.last_seen_ms),
+            v.results,
+            agreed,
+            access,
+            terminal_safe(&version)
+        );
+    }
+    out
 }
 
 fn ago(ms: i64) -> String {

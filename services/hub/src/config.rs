@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use protocol::limits;
 use protocol::Keyring;
 
+use crate::edge::access::AccessMode;
 use crate::payouts::{CrashAction, PayoutConfig, RpcUrl};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +157,9 @@ pub struct Config {
     /// A validator row whose key never had a result stored is deleted once
     /// it has not been seen for this long, seconds.
     pub unused_validator_ttl_secs: u64,
+    /// `open` (any key unless denied) or `allowlist` (only keys added with
+    /// `hub validators allow`): see docs/ARCHITECTURE.md, "Validator trust".
+    pub validator_access: String,
     /// Raw ticks and rounds are kept this many days (rounds also until
     /// settled and rolled up); rollups are kept by their own settings.
     pub retention_days: u32,
@@ -250,6 +254,7 @@ impl Default for Config {
             hello_rate_per_ip: 5,
             hello_burst_per_ip: 20,
             unused_validator_ttl_secs: 86_400,
+            validator_access: "open".into(),
             retention_days: 30,
             tick_partitions_ahead_days: 7,
             retention_interval_secs: 3_600,
@@ -435,6 +440,8 @@ impl Config {
                 trusted_proxies: c.trusted_proxies()?,
             },
             unused_validator_ttl: Duration::from_secs(c.unused_validator_ttl_secs),
+            validator_access: AccessMode::parse(&c.validator_access)
+                .expect("validated: HUB_VALIDATOR_ACCESS"),
             maintenance: MaintenanceSettings {
                 retention_days: c.retention_days as i32,
                 partitions_ahead_days: c.tick_partitions_ahead_days as i32,
@@ -695,6 +702,12 @@ impl Config {
         }
         // Well above any database outage: a connected validator's last_seen
         // is refreshed every 30 s only while the database answers.
+        if AccessMode::parse(&self.validator_access).is_none() {
+            return Err(invalid(
+                "HUB_VALIDATOR_ACCESS",
+                "must be `open` or `allowlist`",
+            ));
+        }
         if self.unused_validator_ttl_secs < 3_600 {
             return Err(invalid(
                 "HUB_UNUSED_VALIDATOR_TTL_SECS",
@@ -786,6 +799,8 @@ pub struct Settings {
     pub payouts: Option<PayoutSettings>,
     /// Validator rows never used are deleted once unseen this long.
     pub unused_validator_ttl: Duration,
+    /// `HUB_VALIDATOR_ACCESS`.
+    pub validator_access: AccessMode,
     pub maintenance: MaintenanceSettings,
 }
 

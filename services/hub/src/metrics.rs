@@ -9,6 +9,7 @@ pub struct Metrics {
     registry: Registry,
     pub validators_connected: IntGauge,
     pub sessions_replaced: IntCounter,
+    pub sessions_refused: IntCounter,
     pub protocol_errors: IntCounterVec,
     pub tasks_sent: IntCounter,
     pub tasks_replaced: IntCounter,
@@ -109,6 +110,10 @@ impl Metrics {
             sessions_replaced: counter(
                 "sessions_replaced_total",
                 "Sessions closed because the same key connected again.",
+            ),
+            sessions_refused: counter(
+                "sessions_refused_total",
+                "Live sessions closed because the access rules stopped admitting their key or address.",
             ),
             protocol_errors: counter_vec(
                 "protocol_errors_total",

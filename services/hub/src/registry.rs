@@ -6,8 +6,9 @@
 //! the entry of the newer session that replaced it.
 
 use foldhash::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -31,6 +32,13 @@ pub enum Outbound {
     Refused(Box<HubMessage>),
 }
 
+/// Why a session is told to end other than by a newer session of its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kick {
+    /// The access rules refuse its key or address now (`access_denied`).
+    Refused(String),
+}
+
 #[derive(Debug)]
 pub struct SessionHandle {
     pub generation: u64,
@@ -38,11 +46,15 @@ pub struct SessionHandle {
     pub key: PublicKey,
     pub region: String,
     pub capacity: u32,
+    /// The client's address (after trusted proxies).
+    pub client: IpAddr,
     /// Tasks sent on this socket and not yet answered (kept by the session).
     pub in_flight: AtomicU32,
     pub tx: mpsc::Sender<Outbound>,
-    /// Cancelled when a newer session with the same key takes over.
+    /// Cancelled when a newer session with the same key takes over, or
+    /// when [`Self::kick`] ends it (then `kicked` says why).
     pub replaced: CancellationToken,
+    pub kicked: OnceLock<Kick>,
     /// Cancelled when this hub asks the validator to reconnect elsewhere
     /// (rebalancing): the session sends `reconnect`, takes no new task, and
     /// closes once its work is handed in, as in a drain.
@@ -53,6 +65,13 @@ impl SessionHandle {
     /// Told to go elsewhere: no new task should be sent here.
     pub fn is_leaving(&self) -> bool {
         self.rebalanced.is_cancelled()
+    }
+
+    /// Ends the session for `why`; true the first time.
+    pub fn kick(&self, why: Kick) -> bool {
+        let first = self.kicked.set(why).is_ok();
+        self.replaced.cancel();
+        first
     }
 }
 
@@ -142,6 +161,8 @@ mod tests {
             key: PublicKey([key; 32]),
             region: "eu".into(),
             capacity: 1,
+            client: IpAddr::from([127, 0, 0, 1]),
+            kicked: OnceLock::new(),
             in_flight: AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),

@@ -341,6 +341,9 @@ pub enum ErrorCode {
     SlowConsumer,
     ShuttingDown,
     Internal,
+    /// The operator's access rules refuse the key or the client's address
+    /// (a ban, or an allow-list network the key is not on).
+    AccessDenied,
     /// What a peer built against an older protocol crate decodes a code it
     /// does not know as. Never sent.
     #[serde(other)]
@@ -369,6 +372,7 @@ impl ErrorCode {
         Self::SlowConsumer,
         Self::ShuttingDown,
         Self::Internal,
+        Self::AccessDenied,
         Self::Unknown,
     ];
 
@@ -395,6 +399,7 @@ impl ErrorCode {
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::AccessDenied => "access_denied",
             Self::Unknown => "unknown",
         }
     }

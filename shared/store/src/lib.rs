@@ -11,12 +11,14 @@
 //! - `simulated`: the load tool's statements (simulated websites).
 //! - `accounts`, `owner_sites`: the owners' API (services/api): accounts,
 //!   sessions, API keys, and websites scoped to their account.
+//! - `access`: the operator's allow and deny rules for validators.
 //! - `retention`: how long ticks (daily partitions, detached concurrently)
 //!   and rounds are kept.
 //!
 //! Times cross this boundary as Unix milliseconds (`i64`), like the wire
 //! protocol; conversion to `timestamptz` happens in SQL.
 
+mod access;
 mod accounts;
 mod alerts;
 mod dashboard;
@@ -29,6 +31,7 @@ mod simulated;
 mod types;
 mod website_url;
 
+pub use crate::access::{AccessKind, AccessRule, AccessSubject, ValidatorSummary};
 pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewKey};
 pub use crate::alerts::{
     AlertChannel, AlertDelivery, AlertOutcome, ChannelId, ChannelKind, ChannelPatch, ClaimedAlert,

@@ -568,6 +568,8 @@ mod tests {
             key: PublicKey([key; 32]),
             region: "eu".into(),
             capacity: 1,
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            kicked: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicU32::new(in_flight),
             tx,
             replaced: CancellationToken::new(),

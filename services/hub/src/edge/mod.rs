@@ -1,7 +1,8 @@
 //! The validator-facing edge: the HTTP server and its routes ([`http`]),
-//! the caps on sockets that have not said hello yet ([`preauth`]), one
+//! the operator's access rules ([`access`]), the caps on sockets that have not said hello yet ([`preauth`]), one
 //! validator's session ([`session`]), and the earnings endpoint.
 
+pub mod access;
 pub(crate) mod earnings;
 pub(crate) mod http;
 pub(crate) mod preauth;

@@ -6,7 +6,7 @@
 //! What closes a session (each documented in docs/protocol.md): no valid
 //! hello in time, a bad hello, an oversized frame, a flood past the rate
 //! limit, a result or heartbeat before hello, heartbeat silence, a newer
-//! session with the same key, a write that cannot finish in 10 s, and a
+//! session with the same key, the access rules refusing the key or address, a write that cannot finish in 10 s, and a
 //! drain (shutdown, or rebalancing) once in-flight work is handed in. A full
 //! outbound queue does not close it: new tasks go to other validators, and a
 //! dropped ack is recovered by the validator's resend.
@@ -39,11 +39,12 @@ use store::Store;
 
 use crate::cluster::router::Router;
 use crate::config::SessionSettings;
+use crate::edge::access::{AccessPolicy, Refusal};
 use crate::edge::preauth::{client_key, PreAuthGuard};
 use crate::edge::HelloLimiter;
 use crate::ingest::{Backlog, IngestItem, Verifier, MAX_REFUSED_ROWS};
 use crate::metrics::Metrics;
-use crate::registry::{Outbound, Registry, SessionHandle};
+use crate::registry::{Kick, Outbound, Registry, SessionHandle};
 
 /// What every session of this hub shares: exactly what a session uses.
 pub struct Sessions {
@@ -63,6 +64,8 @@ pub struct Sessions {
     /// Presence claims, and the coordinator's "session closed".
     pub router: Router,
     pub hello_limiter: Arc<HelloLimiter>,
+    /// The operator's allow and deny rules.
+    pub access: Arc<AccessPolicy>,
     /// Cancelled on shutdown: sessions drain.
     pub draining: CancellationToken,
 }
@@ -216,6 +219,7 @@ async fn authenticate(
     stream: &mut Stream,
     limiter: &Limiter,
     client: std::net::IpAddr,
+    addr: std::net::IpAddr,
 ) -> Result<Peer, End> {
     let nonce = Nonce::random();
     let challenge = HubMessage::Challenge(Challenge {
@@ -269,6 +273,10 @@ async fn authenticate(
                         fail(app, sink, ErrorCode::InvalidHello, problem, CLOSE_POLICY).await,
                     );
                 }
+                // A banned network costs no signature check.
+                if let Err(why) = app.access.check_address(addr) {
+                    return Err(access_denied(app, sink, &why).await);
+                }
                 let Some(version) = negotiate_version(&hello.protocol_versions) else {
                     return Err(fail(
                         app,
@@ -280,7 +288,10 @@ async fn authenticate(
                     .await);
                 };
                 return match verify_hello(&nonce, &hello) {
-                    Ok(vk) => Ok(Peer { hello, vk, version }),
+                    Ok(vk) => match app.access.check_key(&hello.public_key) {
+                        Ok(()) => Ok(Peer { hello, vk, version }),
+                        Err(why) => Err(access_denied(app, sink, &why).await),
+                    },
                     Err(e) => Err(fail(
                         app,
                         sink,
@@ -303,6 +314,17 @@ async fn authenticate(
             }
         }
     }
+}
+
+async fn access_denied(app: &Sessions, sink: &mut Sink, why: &Refusal) -> End {
+    fail(
+        app,
+        sink,
+        ErrorCode::AccessDenied,
+        why.to_string(),
+        CLOSE_POLICY,
+    )
+    .await
 }
 
 async fn too_big(app: &Sessions, sink: &mut Sink) -> End {
@@ -459,7 +481,15 @@ impl Sessions {
         let (mut sink, mut stream) = socket.split();
         let limiter = limiter(app);
         let client = client_key(peer_addr.ip());
-        let authenticated = authenticate(app, &mut sink, &mut stream, &limiter, client).await;
+        let authenticated = authenticate(
+            app,
+            &mut sink,
+            &mut stream,
+            &limiter,
+            client,
+            peer_addr.ip(),
+        )
+        .await;
         // A valid hello (or the end): no longer a pre-auth socket.
         drop(preauth);
         let peer = match authenticated {
@@ -503,13 +533,20 @@ impl Sessions {
             key,
             region: peer.hello.region.clone(),
             capacity: peer.hello.capacity,
+            client: peer_addr.ip(),
             in_flight: std::sync::atomic::AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),
+            kicked: std::sync::OnceLock::new(),
             rebalanced: CancellationToken::new(),
         });
         if app.registry.register(handle.clone()).is_some() {
             app.metrics.sessions_replaced.inc();
+        }
+        // A rule loaded since the hello was judged: the reload's sweep may
+        // have missed this session, which was not registered yet.
+        if let Err(why) = app.access.check(&key, peer_addr.ip()) {
+            handle.kick(Kick::Refused(why.to_string()));
         }
         app.metrics.validators_connected.inc();
         app.router.claim(&handle);
@@ -640,6 +677,16 @@ impl<'a> Conn<'a> {
     }
 
     async fn replaced(&mut self) -> End {
+        if let Some(Kick::Refused(why)) = self.handle.kicked.get() {
+            return fail(
+                self.app,
+                self.sink,
+                ErrorCode::AccessDenied,
+                why.clone(),
+                CLOSE_POLICY,
+            )
+            .await;
+        }
         fail(
             self.app,
             self.sink,

@@ -1,5 +1,6 @@
 //! The hub's integration tests, one binary (linking the hub, Solana, sqlx, fred and axum once, not once per file). Each module is one area; `common` is shared.
 
+mod access;
 mod alert_rules;
 mod attacks;
 mod bad_input;

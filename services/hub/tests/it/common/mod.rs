@@ -138,6 +138,40 @@ impl RawClient {
         Self { ws, key, nonce }
     }
 
+    /// As [`Self::connect`], from the loopback address `src`
+    /// (`127.x.y.z`), so a test can play validators on distinct networks.
+    pub async fn connect_from(url: &str, key: SigningKey, src: std::net::IpAddr) -> Self {
+        let addr: SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("a ws://ip:port/ URL");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(src, 0)).expect("bind source");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (mut ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+        let nonce = match next_msg(&mut ws).await {
+            Some(HubMessage::Challenge(c)) => c.nonce,
+            other => panic!("expected challenge, got {other:?}"),
+        };
+        Self { ws, key, nonce }
+    }
+
+    /// Sends hello; the welcome, or the error frame that refused it.
+    pub async fn try_hello(&mut self, region: &str) -> Result<Welcome, protocol::ErrorFrame> {
+        let h = hello(&self.key, &self.nonce, region);
+        self.send(&ValidatorMessage::Hello(h)).await;
+        match self.recv().await {
+            Some(HubMessage::Welcome(w)) => Ok(w),
+            Some(HubMessage::Error(e)) => Err(e),
+            other => panic!("expected welcome or error, got {other:?}"),
+        }
+    }
+
     /// Connects and completes the handshake.
     pub async fn login(url: &str, key: SigningKey, region: &str) -> (Self, Welcome) {
         let mut c = Self::connect(url, key).await;

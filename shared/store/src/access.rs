@@ -1,0 +1,209 @@
+//! Which validators may connect: the operator's allow and deny rules
+//! (`validator_access`, see migrations/20261202000001_validator_access.sql).
+
+use sqlx::Row;
+
+use crate::{Result, Store};
+
+/// Channel the rules' trigger notifies on.
+const ACCESS_CHANGED: &str = "validator_access_changed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    Allow,
+    Deny,
+}
+
+impl AccessKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// What a rule names: a key (base58) or a network prefix (`cidr` text, as
+/// PostgreSQL prints it: `10.1.2.0/24`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessSubject {
+    Key(String),
+    Network(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRule {
+    pub kind: AccessKind,
+    pub subject: AccessSubject,
+    pub reason: String,
+    pub created_at_ms: i64,
+}
+
+/// One validator as the hub CLI lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorSummary {
+    pub public_key: String,
+    pub region: String,
+    pub client_version: String,
+    pub last_seen_ms: i64,
+    /// Results stored in the window, and of those, how many agree with
+    /// their round's decision (rounds closed `unknown` or still open count
+    /// in neither).
+    pub results: i64,
+    pub decided: i64,
+    pub agreed: i64,
+}
+
+impl Store {
+    /// Every rule, oldest first.
+    pub async fn access_rules(&self) -> Result<Vec<AccessRule>> {
+        let rows = sqlx::query(
+            "SELECT kind, public_key, network::text AS network, reason, \
+                    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms \
+             FROM validator_access ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let kind = if r.get::<&str, _>("kind") == "allow" {
+                    AccessKind::Allow
+                } else {
+                    AccessKind::Deny
+                };
+                let subject = match r.get::<Option<String>, _>("public_key") {
+                    Some(k) => AccessSubject::Key(k),
+                    None => AccessSubject::Network(r.get("network")),
+                };
+                AccessRule {
+                    kind,
+                    subject,
+                    reason: r.get("reason"),
+                    created_at_ms: r.get("created_ms"),
+                }
+            })
+            .collect())
+    }
+
+    /// Moves whenever a rule is added, changed or removed.
+    pub async fn access_generation(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT generation FROM validator_access_state")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// Adds a rule, or updates the reason of the same rule. A network is
+    /// normalised by PostgreSQL (`cidr` refuses host bits set:
+    /// `10.1.2.3/24` is an error, say `10.1.2.0/24`).
+    pub async fn add_access_rule(
+        &self,
+        kind: AccessKind,
+        subject: &AccessSubject,
+        reason: &str,
+    ) -> Result<()> {
+        let (key, net) = match subject {
+            AccessSubject::Key(k) => (Some(k.as_str()), None),
+            AccessSubject::Network(n) => (None, Some(n.as_str())),
+        };
+        let sql = if key.is_some() {
+            "INSERT INTO validator_access (kind, public_key, network, reason) \
+             VALUES ($1, $2, $3::cidr, $4) \
+             ON CONFLICT (kind, public_key) WHERE public_key IS NOT NULL \
+             DO UPDATE SET reason = EXCLUDED.reason"
+        } else {
+            "INSERT INTO validator_access (kind, public_key, network, reason) \
+             VALUES ($1, $2, $3::cidr, $4) \
+             ON CONFLICT (kind, network) WHERE network IS NOT NULL \
+             DO UPDATE SET reason = EXCLUDED.reason"
+        };
+        sqlx::query(sql)
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(net)
+            .bind(reason)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a rule; false if there was none.
+    pub async fn remove_access_rule(
+        &self,
+        kind: AccessKind,
+        subject: &AccessSubject,
+    ) -> Result<bool> {
+        let r = match subject {
+            AccessSubject::Key(k) => {
+                sqlx::query("DELETE FROM validator_access WHERE kind = $1 AND public_key = $2")
+                    .bind(kind.as_str())
+                    .bind(k)
+                    .execute(self.pool())
+                    .await?
+            }
+            AccessSubject::Network(n) => {
+                sqlx::query("DELETE FROM validator_access WHERE kind = $1 AND network = $2::cidr")
+                    .bind(kind.as_str())
+                    .bind(n)
+                    .execute(self.pool())
+                    .await?
+            }
+        };
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A listener for rule changes (one notification per statement).
+    pub async fn listen_access_changes(&self) -> Result<sqlx::postgres::PgListener> {
+        let mut l = sqlx::postgres::PgListener::connect_with(self.pool()).await?;
+        l.listen(ACCESS_CHANGED).await?;
+        Ok(l)
+    }
+
+    /// Validators seen within `seen_within_ms`, newest first, with their
+    /// results over the last `window_ms` and how many agreed with their
+    /// round's decision.
+    pub async fn validator_summaries(
+        &self,
+        seen_within_ms: i64,
+        window_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ValidatorSummary>> {
+        let rows = sqlx::query(
+            "SELECT v.public_key, v.region, v.client_version, \
+                    (extract(epoch FROM v.last_seen) * 1000)::bigint AS last_seen_ms, \
+                    coalesce(s.results, 0) AS results, coalesce(s.decided, 0) AS decided, \
+                    coalesce(s.agreed, 0) AS agreed \
+             FROM validators v \
+             LEFT JOIN LATERAL ( \
+                 SELECT count(*) AS results, \
+                        count(*) FILTER (WHERE r.status IN ('up', 'down')) AS decided, \
+                        count(*) FILTER (WHERE r.status = t.status) AS agreed \
+                 FROM ticks t JOIN rounds r ON r.id = t.round_id \
+                 WHERE t.validator_id = v.id \
+                   AND t.scheduled_at > now() - make_interval(secs => $2::double precision / 1000) \
+             ) s ON true \
+             WHERE v.last_seen > now() - make_interval(secs => $1::double precision / 1000) \
+             ORDER BY v.last_seen DESC, v.id \
+             LIMIT $3",
+        )
+        .bind(seen_within_ms)
+        .bind(window_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ValidatorSummary {
+                public_key: r.get("public_key"),
+                region: r.get("region"),
+                client_version: r.get("client_version"),
+                last_seen_ms: r.get("last_seen_ms"),
+                results: r.get("results"),
+                decided: r.get("decided"),
+                agreed: r.get("agreed"),
+            })
+            .collect())
+    }
+}
