@@ -22,8 +22,9 @@
 #      free port from 18899, with a treasury keypair in .dev/keys/treasury.json (generated
 #      once) funded with 1,000 SOL
 #   4. N hubs (`hub serve`, HUB_ID=hub-1..hub-N), each on its own free port from 18080, all
-#      with the same token keys, database and Redis, and HUB_TRUSTED_PROXIES=127.0.0.1, and
-#      payouts on (the elected leader pays every 10 s; reward 100,000 lamports per result, so
+#      with the same token keys, database and Redis, and HUB_TRUSTED_PROXIES=127.0.0.1,
+#      HUB_PREFIX_DIVERSITY=false (every local validator connects from 127.0.0.1, one /24;
+#      the rule would give each round one validator), and payouts on (the elected leader pays every 10 s; reward 100,000 lamports per result, so
 #      a validator passes the 890,880-lamport minimum payout in well under a minute); waits
 #      for each one's /readyz
 #   4b. the owners' REST API (`api serve`) on a free port from 18060, with a key secret kept in
@@ -284,6 +285,7 @@ for ((n = 1; n <= HUBS; n++)); do
         HUB_TOKEN_KEYS="dev:$TOKEN_KEY" \
         HUB_MIN_INTERVAL_SECS=5 \
         HUB_TRUSTED_PROXIES=127.0.0.1 \
+        HUB_PREFIX_DIVERSITY=false \
         HUB_MAX_PREAUTH_PER_IP=256 \
         HUB_HELLO_RATE_PER_IP=100 \
         HUB_HELLO_BURST_PER_IP=200 \

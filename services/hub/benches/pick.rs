@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use foldhash::{HashSet, HashSetExt};
 
-use hub::rounds::scheduler::{pick, Candidate};
+use hub::rounds::scheduler::{pick, Candidate, Used};
 use protocol::PublicKey;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -24,6 +24,8 @@ fn pool(n: usize, load: impl Fn(usize) -> u32, local: impl Fn(usize) -> bool) ->
                 load: load(i),
                 capacity: 16,
                 local: local(i),
+                prefix: Some(hub::NetPrefix(i as u64)),
+                crowded: false,
             }
         })
         .collect()
@@ -46,11 +48,16 @@ fn bench(c: &mut Criterion) {
             pool(900, |i| (i % 3) as u32, |i| i % 2 == 0),
         ),
     ];
-    let (no_keys, no_regions) = (HashSet::new(), HashSet::new());
+    let no_keys = HashSet::new();
+    // One validator per network in a round, as production runs.
+    let rule = Used {
+        one_per_prefix: true,
+        ..Used::default()
+    };
     let mut g = c.benchmark_group("pick 3 of");
     for (name, cands) in &cases {
         g.bench_function(*name, |b| {
-            b.iter(|| black_box(pick(black_box(cands), 3, &no_keys, &no_regions, &mut rng)))
+            b.iter(|| black_box(pick(black_box(cands), 3, &no_keys, &rule, &mut rng)))
         });
     }
     g.finish();

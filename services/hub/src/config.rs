@@ -20,6 +20,7 @@ use protocol::Keyring;
 
 use crate::edge::access::AccessMode;
 use crate::payouts::{CrashAction, PayoutConfig, RpcUrl};
+use crate::rounds::machine::Diversity;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,6 +37,12 @@ pub struct Config {
     pub token_keys: Secret,
     /// Validators per round (K).
     pub validators_per_round: usize,
+    /// At most one validator per network (/24 IPv4, /48 IPv6, after trusted
+    /// proxies) in a round.
+    pub prefix_diversity: bool,
+    /// A network that supplied more than this share of a hub's recent
+    /// tasks is picked only after every other (1 turns it off).
+    pub prefix_max_task_share: f64,
     /// Floor for a website's interval, seconds.
     pub min_interval_secs: u32,
     /// Time a validator has to answer a task, ms (capped at the interval).
@@ -204,6 +211,8 @@ impl Default for Config {
             hub_id: String::new(),
             token_keys: Secret::default(),
             validators_per_round: 3,
+            prefix_diversity: true,
+            prefix_max_task_share: 0.2,
             min_interval_secs: 10,
             task_deadline_ms: 30_000,
             scheduler_tick_ms: 200,
@@ -410,6 +419,10 @@ impl Config {
                 reload_interval: ms(c.reload_interval_ms),
                 incident_open_after: c.incident_open_after as i32,
                 incident_resolve_after: c.incident_resolve_after as i32,
+                diversity: Diversity {
+                    one_per_prefix: c.prefix_diversity,
+                    max_task_share: c.prefix_max_task_share,
+                },
             },
             sessions: SessionSettings {
                 hub_id: c.hub_id.clone(),
@@ -521,6 +534,12 @@ impl Config {
             if !(1..=100).contains(&v) {
                 return Err(invalid(var, "must be 1 to 100 rounds"));
             }
+        }
+        if !(self.prefix_max_task_share > 0.0 && self.prefix_max_task_share <= 1.0) {
+            return Err(invalid(
+                "HUB_PREFIX_MAX_TASK_SHARE",
+                "must be above 0 and at most 1",
+            ));
         }
         if !(1..=16).contains(&self.validators_per_round) {
             return Err(invalid("HUB_VALIDATORS_PER_ROUND", "must be 1..=16"));
@@ -864,6 +883,8 @@ pub struct RoundSettings {
     /// resolve it (1 to 100 each).
     pub incident_open_after: i32,
     pub incident_resolve_after: i32,
+    /// `HUB_PREFIX_DIVERSITY`, `HUB_PREFIX_MAX_TASK_SHARE`.
+    pub diversity: Diversity,
 }
 
 /// Each validator session's.

@@ -39,3 +39,4 @@ pub mod rounds;
 
 pub use app::{Application, Handle};
 pub use config::{Config, Settings};
+pub use registry::NetPrefix;

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     pub tasks_sent: IntCounter,
     pub tasks_replaced: IntCounter,
+    pub rounds_prefix_repeated: IntCounter,
     pub results_accepted: IntCounter,
     pub results_rejected: IntCounterVec,
     pub ticks_written: IntCounter,
@@ -121,6 +122,10 @@ impl Metrics {
                 "code",
             ),
             tasks_sent: counter("tasks_sent_total", "Tasks sent to validators."),
+            rounds_prefix_repeated: counter(
+                "rounds_prefix_repeated_total",
+                "Rounds given two or more validators from one network (/24, /48); 0 while HUB_PREFIX_DIVERSITY is on.",
+            ),
             tasks_replaced: counter(
                 "tasks_replaced_total",
                 "Tasks re-sent to another validator after a disconnect or missed deadline.",

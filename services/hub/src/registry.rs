@@ -32,6 +32,47 @@ pub enum Outbound {
     Refused(Box<HubMessage>),
 }
 
+/// A client's network as the diversity rule counts it: its /24 (IPv4,
+/// IPv4-mapped IPv6 included) or /48 (IPv6). Packed in a `u64`: the family
+/// in the top byte, the prefix's bits below. One operator renting a few
+/// addresses usually gets them from one such block, whatever keys and
+/// regions it claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetPrefix(pub u64);
+
+impl NetPrefix {
+    pub fn of(ip: IpAddr) -> Self {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(v4) => Self((4 << 56) | u64::from(u32::from(v4) >> 8)),
+            IpAddr::V6(v6) => Self((6 << 56) | (u128::from(v6) >> 80) as u64),
+        }
+    }
+
+    /// As a network, e.g. `10.1.2.0/24` or `2001:db8:1::/48`.
+    pub fn network(self) -> String {
+        if self.0 >> 56 == 4 {
+            let a = ((self.0 & 0xff_ffff) as u32) << 8;
+            format!("{}/24", std::net::Ipv4Addr::from(a))
+        } else {
+            let a = u128::from(self.0 & 0xffff_ffff_ffff) << 80;
+            format!("{}/48", std::net::Ipv6Addr::from(a))
+        }
+    }
+
+    /// The announcement's text form (presence), and back.
+    pub fn to_hex(self) -> String {
+        format!("{:x}", self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        u64::from_str_radix(s, 16).ok().map(Self)
+    }
+}
+
 /// Why a session is told to end other than by a newer session of its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kick {
@@ -48,6 +89,8 @@ pub struct SessionHandle {
     pub capacity: u32,
     /// The client's address (after trusted proxies).
     pub client: IpAddr,
+    /// `NetPrefix::of(client)`.
+    pub prefix: NetPrefix,
     /// Tasks sent on this socket and not yet answered (kept by the session).
     pub in_flight: AtomicU32,
     pub tx: mpsc::Sender<Outbound>,
@@ -162,12 +205,27 @@ mod tests {
             region: "eu".into(),
             capacity: 1,
             client: IpAddr::from([127, 0, 0, 1]),
+            prefix: NetPrefix::of(IpAddr::from([127, 0, 0, 1])),
             kicked: OnceLock::new(),
             in_flight: AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),
             rebalanced: CancellationToken::new(),
         })
+    }
+
+    #[test]
+    fn prefixes_are_the_slash_24_or_slash_48() {
+        let p = |s: &str| NetPrefix::of(s.parse().unwrap());
+        assert_eq!(p("10.1.2.3"), p("10.1.2.250"));
+        assert_ne!(p("10.1.2.3"), p("10.1.3.3"));
+        assert_eq!(p("::ffff:10.1.2.3"), p("10.1.2.9"));
+        assert_eq!(p("2001:db8:1:2::1"), p("2001:db8:1:ffff::9"));
+        assert_ne!(p("2001:db8:1::1"), p("2001:db8:2::1"));
+        assert_eq!(p("10.1.2.3").network(), "10.1.2.0/24");
+        assert_eq!(p("2001:db8:1:2::1").network(), "2001:db8:1::/48");
+        let x = p("2001:db8:1:2::1");
+        assert_eq!(NetPrefix::from_hex(&x.to_hex()), Some(x));
     }
 
     #[test]

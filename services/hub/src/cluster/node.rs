@@ -264,6 +264,7 @@ async fn run_presence(
                 region: h.region.clone(),
                 capacity: if h.is_leaving() { 0 } else { h.capacity },
                 load: h.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                prefix: h.prefix,
             })
             .collect();
         link.outbox.send(

@@ -20,6 +20,7 @@ use fred::types::scripts::Script;
 use protocol::PublicKey;
 
 use crate::cluster::Keys;
+use crate::registry::NetPrefix;
 
 /// KEYS: session. ARGV: new holder ("hub|generation"), ttl ms, generation.
 /// Generations are hello times, so an older session never displaces a newer
@@ -111,6 +112,8 @@ pub struct Remote {
     pub region: String,
     pub capacity: u32,
     pub load: u32,
+    /// Absent in an older hub's announcement.
+    pub prefix: Option<NetPrefix>,
 }
 
 /// A local session as this hub advertises it.
@@ -121,6 +124,7 @@ pub struct Local {
     pub region: String,
     pub capacity: u32,
     pub load: u32,
+    pub prefix: NetPrefix,
 }
 
 #[derive(Clone)]
@@ -202,7 +206,13 @@ impl Presence {
         args.push(ttl_ms.to_string());
         for l in locals {
             args.push(l.key.clone());
-            args.push(format!("{}|{}|{}", l.region, l.capacity, l.load));
+            args.push(format!(
+                "{}|{}|{}|{}",
+                l.region,
+                l.capacity,
+                l.load,
+                l.prefix.to_hex()
+            ));
         }
         let _: i64 = self
             .publish
@@ -274,6 +284,7 @@ impl Presence {
                     region: region.to_string(),
                     capacity: cap.parse().unwrap_or(0),
                     load: load.parse().unwrap_or(0),
+                    prefix: parts.next().and_then(NetPrefix::from_hex),
                 });
             }
         }

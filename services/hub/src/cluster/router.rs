@@ -20,7 +20,7 @@ use crate::cluster::presence::Claim;
 use crate::cluster::routing::InboxMessage;
 use crate::cluster::{ClusterLink, Ring};
 use crate::metrics::Metrics;
-use crate::registry::{Outbound, Registry, SessionHandle};
+use crate::registry::{NetPrefix, Outbound, Registry, SessionHandle};
 use crate::rounds::Event;
 
 /// How this hub reaches the others.
@@ -47,6 +47,8 @@ pub struct Reachable {
     /// Tasks its session has in flight (all owners' tasks), as its holder
     /// counts them.
     pub load: u32,
+    /// Its client's network; `None` when announced by an older hub.
+    pub prefix: Option<NetPrefix>,
     pub target: Target,
 }
 
@@ -116,6 +118,7 @@ impl Router {
                 region: h.region.clone(),
                 capacity: h.capacity,
                 load: h.in_flight.load(Relaxed),
+                prefix: Some(h.prefix),
                 target: Target::Local(h),
             });
         }
@@ -129,6 +132,7 @@ impl Router {
                     region: r.region.clone(),
                     capacity: r.capacity,
                     load: r.load,
+                    prefix: r.prefix,
                     target: Target::Remote(r.hub_id.clone()),
                 });
             }

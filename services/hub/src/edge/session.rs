@@ -534,6 +534,7 @@ impl Sessions {
             region: peer.hello.region.clone(),
             capacity: peer.hello.capacity,
             client: peer_addr.ip(),
+            prefix: crate::registry::NetPrefix::of(peer_addr.ip()),
             in_flight: std::sync::atomic::AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),

@@ -99,6 +99,8 @@ fn snapshot(app: &Parts) -> Snapshot<'_> {
             region: r.region,
             load: r.load,
             capacity: r.capacity,
+            prefix: r.prefix,
+            crowded: false,
         });
         targets.push(r.target);
     }
@@ -139,7 +141,8 @@ impl Coordinator {
             s.validators_per_round,
             task_deadline_ms,
             fastrand::Rng::new(),
-        );
+        )
+        .with_diversity(s.diversity);
         Self {
             app,
             rx,
@@ -273,6 +276,10 @@ impl Coordinator {
         }
         self.forget_uncertain(now).await;
         self.close_done(now).await;
+        let repeats = self.rounds.take_prefix_repeats();
+        if repeats > 0 {
+            self.app.metrics.rounds_prefix_repeated.inc_by(repeats);
+        }
     }
 
     /// Deletes the rounds failed inserts may have created (see `open_due`)

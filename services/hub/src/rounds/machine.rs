@@ -31,7 +31,8 @@ use uuid::Uuid;
 use protocol::{CheckSpec, PublicKey, Task, TaskToken, TokenFields};
 use store::{RoundId, WebsiteId};
 
-use super::scheduler::{pick, Candidate};
+use super::scheduler::{pick, Candidate, Used};
+use crate::registry::NetPrefix;
 
 /// How long after a round's deadline its owner still waits before closing
 /// it by time: a result accepted just before the deadline may still be in
@@ -165,6 +166,7 @@ struct TaskSlot {
     task_id: Uuid,
     validator: PublicKey,
     region: String,
+    prefix: Option<NetPrefix>,
     deadline_ms: i64,
     state: TaskState,
     /// Set on the task that replaced another: it is not replaced again.
@@ -206,6 +208,62 @@ impl OpenRound {
     }
 }
 
+/// The network diversity rules (`HUB_PREFIX_DIVERSITY`,
+/// `HUB_PREFIX_MAX_TASK_SHARE`); both off by default here (the settings
+/// turn them on).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Diversity {
+    /// At most one validator per network (/24, /48) in a round.
+    pub one_per_prefix: bool,
+    /// A network that supplied more than this share of this hub's recent
+    /// tasks is picked only after every other (1.0: never).
+    pub max_task_share: f64,
+}
+
+impl Default for Diversity {
+    fn default() -> Self {
+        Self {
+            one_per_prefix: false,
+            max_task_share: 1.0,
+        }
+    }
+}
+
+/// Tasks per network over this hub's last [`SHARE_WINDOW`] to
+/// 2 x [`SHARE_WINDOW`] tasks (two buckets: the current one, and the one
+/// before it), counted by task, not by clock.
+#[derive(Debug, Default)]
+struct PrefixShare {
+    cur: HashMap<NetPrefix, u32>,
+    prev: HashMap<NetPrefix, u32>,
+    cur_total: u32,
+    prev_total: u32,
+}
+
+const SHARE_WINDOW: u32 = 2_000;
+/// Below this many tasks in the window no network counts as crowded.
+const SHARE_MIN: u32 = 100;
+
+impl PrefixShare {
+    fn note(&mut self, p: NetPrefix) {
+        *self.cur.entry(p).or_default() += 1;
+        self.cur_total += 1;
+        if self.cur_total >= SHARE_WINDOW {
+            self.prev = std::mem::take(&mut self.cur);
+            self.prev_total = std::mem::take(&mut self.cur_total);
+        }
+    }
+
+    fn over(&self, p: NetPrefix, max: f64) -> bool {
+        let total = self.cur_total + self.prev_total;
+        if total < SHARE_MIN {
+            return false;
+        }
+        let n = self.cur.get(&p).copied().unwrap_or(0) + self.prev.get(&p).copied().unwrap_or(0);
+        f64::from(n) > max * f64::from(total)
+    }
+}
+
 /// The open rounds of the websites this hub owns, and the load their tasks
 /// put on each validator.
 pub struct Rounds {
@@ -223,6 +281,11 @@ pub struct Rounds {
     /// Set when the hub drains: every session is leaving, nothing is
     /// replaced.
     draining: bool,
+    diversity: Diversity,
+    share: PrefixShare,
+    /// Rounds given two validators of one network (only possible with
+    /// `one_per_prefix` off), not yet taken by [`Rounds::take_prefix_repeats`].
+    prefix_repeats: u64,
 }
 
 impl Rounds {
@@ -236,7 +299,20 @@ impl Rounds {
             notes_since_prune: 0,
             rng,
             draining: false,
+            diversity: Diversity::default(),
+            share: PrefixShare::default(),
+            prefix_repeats: 0,
         }
+    }
+
+    pub fn with_diversity(mut self, d: Diversity) -> Self {
+        self.diversity = d;
+        self
+    }
+
+    /// Rounds given two validators of one network since the last call.
+    pub fn take_prefix_repeats(&mut self) -> u64 {
+        std::mem::take(&mut self.prefix_repeats)
     }
 
     /// Tasks this hub sent `key` that are still pending.
@@ -249,8 +325,10 @@ impl Rounds {
     /// count may not include tasks still in its queue, another hub's is as
     /// old as its last announcement).
     pub fn pool<D: Dispatch>(&self, mut dispatch: D) -> Pool<D> {
+        let max = self.diversity.max_task_share;
         for c in dispatch.candidates() {
             c.load = c.load.max(self.load(&c.key));
+            c.crowded = max < 1.0 && c.prefix.is_some_and(|p| self.share.over(p, max));
         }
         Pool(dispatch)
     }
@@ -477,12 +555,16 @@ impl Rounds {
         let mut exclude: HashSet<PublicKey> = round.tasks.iter().map(|t| t.validator).collect();
         let mut sent = 0;
         while sent < want {
-            let regions: HashSet<&str> = round.tasks.iter().map(|t| t.region.as_str()).collect();
+            let used = Used {
+                regions: round.tasks.iter().map(|t| t.region.as_str()).collect(),
+                prefixes: round.tasks.iter().filter_map(|t| t.prefix).collect(),
+                one_per_prefix: self.diversity.one_per_prefix,
+            };
             let picked = pick(
                 pool.candidates(),
                 want - sent,
                 &exclude,
-                &regions,
+                &used,
                 &mut self.rng,
             );
             if picked.is_empty() {
@@ -511,12 +593,24 @@ impl Rounds {
                 let c = &mut pool.candidates()[i];
                 c.load += 1;
                 let region = c.region.clone();
+                let prefix = c.prefix;
+                if let Some(p) = prefix {
+                    self.share.note(p);
+                    let seen = |t: &TaskSlot| t.prefix == Some(p);
+                    let repeated_before = round.tasks.iter().enumerate().any(|(i, t)| {
+                        t.prefix.is_some() && round.tasks[..i].iter().any(|u| u.prefix == t.prefix)
+                    });
+                    if !repeated_before && round.tasks.iter().any(seen) {
+                        self.prefix_repeats += 1;
+                    }
+                }
                 *self.load.entry(key).or_default() += 1;
                 self.note_task(key, round_id, task_id);
                 round.tasks.push(TaskSlot {
                     task_id,
                     validator: key,
                     region,
+                    prefix,
                     deadline_ms,
                     state: TaskState::Pending,
                     is_replacement,

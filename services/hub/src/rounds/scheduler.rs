@@ -6,6 +6,8 @@ use foldhash::HashSet;
 use protocol::PublicKey;
 use store::WebsiteId;
 
+use crate::registry::NetPrefix;
+
 /// A website's schedule: slots of `interval_ms`, offset by a phase derived
 /// from the website id so that sites added together do not fire together.
 /// Every hub computes the same slots for the same website.
@@ -54,6 +56,22 @@ pub struct Candidate {
     pub capacity: u32,
     /// Held by this hub: a task to it needs no message through Redis.
     pub local: bool,
+    /// Its client's network; `None` if unknown (announced by an older hub):
+    /// then it counts as a network of its own.
+    pub prefix: Option<NetPrefix>,
+    /// Its network supplied more than its share of this hub's recent tasks
+    /// (`HUB_PREFIX_MAX_TASK_SHARE`): picked only after everyone else.
+    pub crowded: bool,
+}
+
+/// What a round already has, for [`pick`].
+#[derive(Debug, Default)]
+pub struct Used<'a> {
+    pub regions: HashSet<&'a str>,
+    pub prefixes: Vec<NetPrefix>,
+    /// At most one validator per network in the round
+    /// (`HUB_PREFIX_DIVERSITY`).
+    pub one_per_prefix: bool,
 }
 
 impl Candidate {
@@ -67,9 +85,13 @@ impl Candidate {
 /// are none).
 const DRAWS: usize = 32;
 
-/// Picks up to `k` candidates for a round. Regions not yet in
-/// `used_regions` come first; among those, this hub's own validators while
-/// they have room, then anyone's; then the same order in any region.
+/// Picks up to `k` candidates for a round. With `used.one_per_prefix`, a
+/// candidate whose network is in the round (or picked now) is never
+/// picked: one operator's many keys in one /24 fill one place at most.
+/// Then: networks within their share first (`crowded` last); among those,
+/// regions not yet in `used.regions` (a claimed region is a preference, not
+/// a rule: any key can claim one); among those, this hub's own validators
+/// while they have room, then anyone's.
 /// Within a tier, weighted power-of-two choices (two at random, the one
 /// with the lower load/capacity wins) spread work without every hub
 /// herding onto the same least-loaded validator. Candidates in `exclude` or
@@ -78,11 +100,12 @@ pub fn pick(
     cands: &[Candidate],
     k: usize,
     exclude: &HashSet<PublicKey>,
-    used_regions: &HashSet<&str>,
+    used: &Used<'_>,
     rng: &mut fastrand::Rng,
 ) -> Vec<usize> {
     // A handful of regions at most: a list compares faster than a hash.
-    let mut regions: Vec<&str> = used_regions.iter().copied().collect();
+    let mut regions: Vec<&str> = used.regions.iter().copied().collect();
+    let mut prefixes: Vec<NetPrefix> = used.prefixes.clone();
     let mut chosen: Vec<usize> = Vec::with_capacity(k);
     let mut scratch: Vec<usize> = Vec::new();
     while chosen.len() < k {
@@ -95,6 +118,9 @@ pub fn pick(
             {
                 return None;
             }
+            if used.one_per_prefix && c.prefix.is_some_and(|p| prefixes.contains(&p)) {
+                return None;
+            }
             // A validator held by another hub costs a message there and a
             // summary back: ours go first while they have room. (Preferring
             // them only while half idle sent half the tasks across hubs as
@@ -102,12 +128,15 @@ pub fn pick(
             // collapsed at 15k ticks/s and hold it with this rule;
             // docs/performance.md.)
             let used_region = regions.iter().any(|r| *r == c.region);
-            Some(2 * u8::from(used_region) + u8::from(!c.local))
+            Some(4 * u8::from(c.crowded) + 2 * u8::from(used_region) + u8::from(!c.local))
         };
         let Some(best) = choose(cands, &tier, rng, &mut scratch) else {
             break;
         };
         regions.push(cands[best].region.as_str());
+        if let Some(p) = cands[best].prefix {
+            prefixes.push(p);
+        }
         chosen.push(best);
     }
     chosen
@@ -190,6 +219,61 @@ mod tests {
             load,
             capacity,
             local: true,
+            prefix: Some(NetPrefix(u64::from(n))),
+            crowded: false,
+        }
+    }
+
+    fn regions<'a>(r: &[&'a str]) -> Used<'a> {
+        Used {
+            regions: r.iter().copied().collect(),
+            ..Used::default()
+        }
+    }
+
+    #[test]
+    fn one_network_fills_one_place_and_crowded_networks_come_last() {
+        // Keys 1-4 share a network and each claims a region of its own.
+        let mut cands: Vec<_> = (1..=4)
+            .map(|i| Candidate {
+                prefix: Some(NetPrefix(99)),
+                ..cand(i, ["eu", "us", "ap", "sa"][usize::from(i) - 1], 0, 10)
+            })
+            .collect();
+        cands.push(cand(5, "eu", 5, 10));
+        cands.push(cand(6, "eu", 5, 10));
+        let mut rng = fastrand::Rng::with_seed(9);
+        let rule = Used {
+            one_per_prefix: true,
+            ..Used::default()
+        };
+        for _ in 0..200 {
+            let got = pick(&cands, 3, &HashSet::new(), &rule, &mut rng);
+            assert_eq!(got.len(), 3, "{got:?}");
+            let shared = got.iter().filter(|i| **i < 4).count();
+            assert_eq!(shared, 1, "one of the shared network's keys: {got:?}");
+        }
+        // The network already in the round: none of its keys.
+        let in_round = Used {
+            prefixes: vec![NetPrefix(99)],
+            one_per_prefix: true,
+            ..Used::default()
+        };
+        let mut got = pick(&cands, 3, &HashSet::new(), &in_round, &mut rng);
+        got.sort_unstable();
+        assert_eq!(got, vec![4, 5]);
+        // Without the rule, regions decide: the shared network's four
+        // regions win over two validators in one region.
+        let got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
+        assert!(got.iter().all(|i| *i < 4), "{got:?}");
+        // A crowded network comes after the others, whatever its regions.
+        for c in &mut cands[..4] {
+            c.crowded = true;
+        }
+        for _ in 0..50 {
+            let mut got = pick(&cands, 2, &HashSet::new(), &Used::default(), &mut rng);
+            got.sort_unstable();
+            assert_eq!(got, vec![4, 5]);
         }
     }
 
@@ -228,7 +312,7 @@ mod tests {
         ];
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..100 {
-            let got = pick(&cands, 3, &HashSet::new(), &HashSet::new(), &mut rng);
+            let got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
             let regions: HashSet<&str> = got.iter().map(|i| cands[*i].region.as_str()).collect();
             assert_eq!(regions.len(), 3, "{got:?}");
         }
@@ -243,9 +327,9 @@ mod tests {
         ];
         let mut rng = fastrand::Rng::with_seed(2);
         let exclude: HashSet<PublicKey> = [PublicKey([1; 32])].into_iter().collect();
-        let got = pick(&cands, 3, &exclude, &HashSet::new(), &mut rng);
+        let got = pick(&cands, 3, &exclude, &Used::default(), &mut rng);
         assert_eq!(got, vec![1], "excluded and full validators are skipped");
-        let got = pick(&cands, 3, &HashSet::new(), &HashSet::new(), &mut rng);
+        let got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
         assert_eq!(got.len(), 2);
     }
 
@@ -253,7 +337,7 @@ mod tests {
     fn replacement_prefers_a_region_the_round_lacks() {
         let cands = vec![cand(1, "eu", 0, 10), cand(2, "us", 3, 10)];
         let mut rng = fastrand::Rng::with_seed(3);
-        let used: HashSet<&str> = ["eu"].into_iter().collect();
+        let used = regions(&["eu"]);
         for _ in 0..20 {
             assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
         }
@@ -267,7 +351,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(4);
         let mut wins = [0u32; 10];
         for _ in 0..10_000 {
-            wins[pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng)[0]] += 1;
+            wins[pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng)[0]] += 1;
         }
         assert!(wins[0] > wins[5] && wins[5] > wins[9], "{wins:?}");
         assert!(wins[0] < 5_000, "no herding onto one validator: {wins:?}");
@@ -283,7 +367,7 @@ mod tests {
         cands[417] = cand(251, "us", 0, 10);
         let mut rng = fastrand::Rng::with_seed(5);
         assert_eq!(
-            pick(&cands, 2, &HashSet::new(), &HashSet::new(), &mut rng),
+            pick(&cands, 2, &HashSet::new(), &Used::default(), &mut rng),
             vec![417]
         );
     }
@@ -299,12 +383,12 @@ mod tests {
         ];
         for _ in 0..200 {
             assert_eq!(
-                pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
+                pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng),
                 vec![1]
             );
         }
         // A region the round lacks beats a local validator in a used one.
-        let used: HashSet<&str> = ["eu"].into_iter().collect();
+        let used = regions(&["eu"]);
         let cands = vec![cand(1, "eu", 0, 16), remote(2, "us", 0, 16)];
         assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
         // A busy local validator with room still beats an idle remote one;
@@ -312,13 +396,13 @@ mod tests {
         let cands = vec![cand(1, "eu", 15, 16), remote(2, "eu", 0, 16)];
         for _ in 0..50 {
             assert_eq!(
-                pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
+                pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng),
                 vec![0]
             );
         }
         let cands = vec![cand(1, "eu", 16, 16), remote(2, "eu", 0, 16)];
         assert_eq!(
-            pick(&cands, 1, &HashSet::new(), &HashSet::new(), &mut rng),
+            pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng),
             vec![1]
         );
         // Three picks, three regions, locals first in each.
@@ -330,7 +414,7 @@ mod tests {
             remote(5, "ap", 0, 16),
         ];
         for _ in 0..50 {
-            let mut got = pick(&cands, 3, &HashSet::new(), &HashSet::new(), &mut rng);
+            let mut got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
             got.sort_unstable();
             assert_eq!(got, vec![0, 3, 4]);
         }

@@ -229,6 +229,7 @@ async fn presence_keeps_the_newest_session_whichever_claim_reaches_redis_first()
         region: "eu-west".into(),
         capacity: 1,
         load: 0,
+        prefix: hub::NetPrefix(0),
     };
     let holder = |key: &str| {
         let (client, k) = (client.clone(), keys.validator_session(key));

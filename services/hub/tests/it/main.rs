@@ -9,6 +9,7 @@ mod chart;
 mod cli;
 mod cluster;
 mod common;
+mod diversity;
 mod e2e;
 mod failover;
 mod layering;

@@ -52,6 +52,8 @@ impl Fake {
                     load: 0,
                     capacity,
                     local: true,
+                    prefix: None,
+                    crowded: false,
                 })
                 .collect(),
             refuse: HashSet::new(),
@@ -558,6 +560,7 @@ fn a_round_is_decided_only_when_no_result_can_be_on_its_way() {
                     task_id: Uuid::now_v7(),
                     validator: key(i as u8),
                     region: "eu-west".into(),
+                    prefix: None,
                     deadline_ms,
                     state,
                     is_replacement: false,
@@ -709,4 +712,28 @@ fn load_is_released_exactly_once_per_task_whatever_happens() {
         r.closed(&close.map(|c| c.round_ids).unwrap_or_default());
         assert!(r.rounds.is_empty() && r.load.is_empty(), "seed {seed}");
     }
+}
+
+#[test]
+fn a_network_over_its_share_of_recent_tasks_is_crowded() {
+    let (a, b) = (NetPrefix(1), NetPrefix(2));
+    let mut s = PrefixShare::default();
+    for _ in 0..60 {
+        s.note(a);
+    }
+    assert!(
+        !s.over(a, 0.2),
+        "fewer than SHARE_MIN tasks: nobody is crowded"
+    );
+    for i in 0..240 {
+        s.note(if i % 6 == 0 { a } else { NetPrefix(100 + i) });
+    }
+    // a: 100 of 300.
+    assert!(s.over(a, 0.2) && !s.over(a, 0.5));
+    assert!(!s.over(b, 0.2));
+    // Two windows later a's old tasks are forgotten.
+    for i in 0..2 * SHARE_WINDOW {
+        s.note(NetPrefix(1_000 + u64::from(i % 50)));
+    }
+    assert!(!s.over(a, 0.2));
 }

@@ -47,6 +47,9 @@ pub fn settings(db: &TestDb) -> Config {
         scheduler_tick_ms: 50,
         reload_interval_ms: 200,
         drain_timeout_ms: 3_000,
+        // Every test validator connects from 127.0.0.1 (one /24); tests of
+        // the rule turn it on (tests/it/diversity.rs).
+        prefix_diversity: false,
         ..Config::default()
     }
 }
@@ -381,6 +384,7 @@ impl HubProc {
             .env("HUB_TASK_DEADLINE_MS", "20000")
             .env("HUB_SCHEDULER_TICK_MS", "50")
             .env("HUB_RELOAD_INTERVAL_MS", "1000")
+            .env("HUB_PREFIX_DIVERSITY", "false")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
