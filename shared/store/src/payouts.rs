@@ -177,20 +177,9 @@ WITH due AS (
 ), marked AS (
     UPDATE rounds r SET settled_at = now() FROM due WHERE r.id = due.id RETURNING r.id
 ), per_tick AS (
-    SELECT t.validator_id,
-           CASE WHEN EXISTS (SELECT 1 FROM UNNEST(d.replaced_tasks, d.replaced_at_ms) AS x(tid, at)
-                              WHERE x.tid = t.task_id
-                                AND t.received_at > to_timestamp(x.at / 1000.0))
-                THEN 0 ELSE t.reward_lamports END AS earned,
-           d.status IN ('up', 'down') AND t.status = d.status AS agrees,
-           d.status IN ('up', 'down') AND t.status <> d.status AS disagrees
-      FROM due d
-      JOIN ticks t
-        ON t.round_id = d.id AND t.website_id = d.website_id AND t.scheduled_at = d.scheduled_at
-      -- A tick whose validator row was forgotten (cleanup raced its first
-      -- tick) earns nothing rather than fail the ledger's foreign key, and
-      -- with it every validator's settlement.
-      JOIN validators v ON v.id = t.validator_id
+    -- The reward rule (migrations/20261202000002_rewards_follow_agreement.sql).
+    SELECT validator_id, earned, agrees, disagrees
+      FROM tick_rewards(ARRAY(SELECT id FROM due))
 ), credited AS (
     INSERT INTO validator_ledger AS l
            (validator_id, earned_lamports, earning_ticks, agreed, disagreed, epoch)

@@ -325,8 +325,8 @@ impl Store {
     /// again: rounds the payers before the restore had settled by
     /// `block_time` (closed at least `settle_delay` before it; a round
     /// still open here, scheduled that long before), each result's reward
-    /// as settlement credits it (nothing for a task replaced before the
-    /// result was received).
+    /// as settlement credits it (`tick_rewards`: agreement, and nothing for
+    /// a task replaced before the result was received).
     async fn credited_again(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -334,19 +334,36 @@ impl Store {
         block_time: i64,
         settle_delay: Duration,
     ) -> Result<i64> {
+        // Closed rounds: exactly what settlement will credit (the same
+        // rule, `tick_rewards`). Rounds still open here: their decision is
+        // not known yet, so each result counts in full; overcounting can
+        // only leave the validator short, never pay it twice.
         Ok(sqlx::query_scalar(
-            "SELECT COALESCE(sum(
-                        CASE WHEN EXISTS (
-                                 SELECT 1 FROM UNNEST(r.replaced_tasks, r.replaced_at_ms) AS x(tid, at)
-                                  WHERE x.tid = t.task_id
-                                    AND t.received_at > to_timestamp(x.at / 1000.0))
-                             THEN 0 ELSE t.reward_lamports END), 0)::int8
-               FROM rounds r
-               JOIN ticks t ON t.round_id = r.id AND t.website_id = r.website_id
-                           AND t.scheduled_at = r.scheduled_at
-              WHERE r.settled_at IS NULL AND t.validator_id = $1
-                AND COALESCE(r.closed_at, r.scheduled_at)
-                    <= to_timestamp($2) - make_interval(secs => $3)",
+            "WITH due AS (
+                 SELECT r.id, r.status
+                   FROM rounds r
+                  WHERE r.settled_at IS NULL
+                    AND COALESCE(r.closed_at, r.scheduled_at)
+                        <= to_timestamp($2) - make_interval(secs => $3)
+                    AND EXISTS (SELECT 1 FROM ticks t
+                                 WHERE t.round_id = r.id AND t.website_id = r.website_id
+                                   AND t.scheduled_at = r.scheduled_at AND t.validator_id = $1)
+             )
+             SELECT ((SELECT COALESCE(sum(x.earned), 0)
+                       FROM tick_rewards(ARRAY(SELECT id FROM due WHERE status <> 'open')) x
+                      WHERE x.validator_id = $1)
+                  + (SELECT COALESCE(sum(
+                                CASE WHEN EXISTS (
+                                         SELECT 1 FROM UNNEST(r.replaced_tasks, r.replaced_at_ms)
+                                                  AS x(tid, at)
+                                          WHERE x.tid = t.task_id
+                                            AND t.received_at > to_timestamp(x.at / 1000.0))
+                                     THEN 0 ELSE t.reward_lamports END), 0)
+                       FROM due d
+                       JOIN rounds r ON r.id = d.id
+                       JOIN ticks t ON t.round_id = r.id AND t.website_id = r.website_id
+                                   AND t.scheduled_at = r.scheduled_at
+                      WHERE d.status = 'open' AND t.validator_id = $1))::int8",
         )
         .bind(validator)
         .bind(block_time as f64)

@@ -101,8 +101,31 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
     // c's task replaced only after its result was received: it still earns.
     farm.round(&[(&c, 1_000, true), (&b, 1_000, true)], &[(&c, 25)])
         .await;
-    // No majority (one result): counts for neither, still earns.
-    farm.round(&[(&b, 1_000, false)], &[]).await;
+    // No majority (one result): counts for neither, earns nothing.
+    farm.round_alone(&[(&b, 1_000, false)], &[]).await;
+    // A regional majority pays against the round: d and e (region
+    // `ap-south`) see the site down, a and b (`eu`) and f up.
+    let d = farm.validator(4).await;
+    let e = farm.validator(5).await;
+    let f = farm.validator(6).await;
+    for v in [&d, &e] {
+        sqlx::query("UPDATE validators SET region = 'ap-south' WHERE id = $1")
+            .bind(v.id)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    farm.round(
+        &[
+            (&d, 1_000, false),
+            (&e, 1_000, false),
+            (&f, 1_000, true),
+            (&a, 1_000, true),
+            (&b, 1_000, true),
+        ],
+        &[],
+    )
+    .await;
     let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
     payer.cycle().await.unwrap();
     let row = |v: &Val| {
@@ -121,15 +144,29 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
     };
     assert_eq!(
         row(&a).await,
-        (0, 0, 1, 0),
-        "replaced: agreed, earned nothing"
+        (1_000, 1, 2, 0),
+        "replaced: agreed, earned nothing; then agreed and earned"
     );
-    assert_eq!(row(&b).await, (3_000, 3, 2, 0));
-    assert_eq!(row(&c).await, (2_000, 2, 1, 1));
+    assert_eq!(
+        row(&b).await,
+        (3_000, 3, 3, 0),
+        "the lone result of an unknown round earned nothing"
+    );
+    assert_eq!(
+        row(&c).await,
+        (1_000, 1, 1, 1),
+        "disagreeing with the round (and its region) earned nothing"
+    );
+    assert_eq!(
+        row(&d).await,
+        (1_000, 1, 0, 1),
+        "disagreed with the round, agreed with its region of two: earned"
+    );
+    assert_eq!(row(&f).await, (1_000, 1, 1, 0));
     // Settled once only.
     let r = payer.cycle().await.unwrap();
     assert_eq!(r.rounds_settled, 0);
-    assert_eq!(row(&b).await, (3_000, 3, 2, 0));
+    assert_eq!(row(&b).await, (3_000, 3, 3, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

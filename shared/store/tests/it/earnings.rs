@@ -76,7 +76,8 @@ async fn the_earnings_document_adds_up_ledger_payouts_and_settling() {
     let s = &db.store;
     let epoch = s.next_epoch("payouts").await.unwrap();
     let (a, b) = (validator(s, "a", "eu").await, validator(s, "b", "us").await);
-    // Three settled rounds, a agreeing twice, then paid out.
+    // Three settled rounds, a agreeing twice (its disagreeing result in
+    // round 2 earns nothing), then paid out.
     closed_round(s, 1, &[(a, true, 1_000), (b, true, 1_000)]).await;
     closed_round(s, 2, &[(a, false, 1_000), (b, true, 1_000), (b, true, 0)]).await;
     closed_round(s, 3, &[(a, true, 1_000), (b, true, 1_000)]).await;
@@ -93,7 +94,7 @@ async fn the_earnings_document_adds_up_ledger_payouts_and_settling() {
     s.save_batch(epoch, &paid).await.unwrap();
     s.confirm_batch(epoch, paid.id, 9).await.unwrap();
     // Then: 500 more settled (unclaimed), 700 in an open round (settling).
-    closed_round(s, 4, &[(a, true, 500)]).await;
+    closed_round(s, 4, &[(a, true, 500), (b, true, 0)]).await;
     settle(s, epoch).await;
     let w = website(s, 5).await;
     let open = open_round(s, w.id, crate::past_ms()).await;
@@ -111,19 +112,19 @@ async fn the_earnings_document_adds_up_ledger_payouts_and_settling() {
         Earnings {
             validator_id: a,
             public_key: "a".into(),
-            earned_lamports: 3_500,
+            earned_lamports: 2_500,
             settling_lamports: 700,
             unclaimed_lamports: 500,
             prepaid_lamports: 0,
             pending_lamports: 0,
-            paid_lamports: 3_000,
+            paid_lamports: 2_000,
             failed_lamports: 0,
-            earning_ticks: 4,
-            agreed: 2,
+            earning_ticks: 3,
+            agreed: 3,
             disagreed: 1,
             payouts: vec![PayoutRow {
                 id: waiting[0].id,
-                lamports: 3_000,
+                lamports: 2_000,
                 state: "paid".into(),
                 attempts: 0,
                 signature: Some(paid.signature.clone()),

@@ -147,7 +147,8 @@ async fn settlement_credits_each_closed_round_once() {
         .await
         .unwrap();
     assert_eq!(closed[0].status, "up");
-    // Round 2: a alone, closed unknown: earns, agrees with nothing.
+    // Round 2: a alone, closed unknown: agrees with nothing, and with no
+    // decision and no regional majority, earns nothing.
     let r2 = closed_round(s, 2, &[(a, true, 1_000)]).await;
     // Round 3 stays open: not settled.
     let w3 = website(s, 3).await;
@@ -164,7 +165,7 @@ async fn settlement_credits_each_closed_round_once() {
     assert_eq!(s.settle_rounds(epoch, Duration::ZERO, 1).await.unwrap(), 1);
     assert_eq!(settle(s, epoch).await, 1, "the rest");
     assert_eq!(settle(s, epoch).await, 0, "nothing twice");
-    assert_eq!(ledger(s, a).await, Some((2_000, 0, 2, 1, 0)));
+    assert_eq!(ledger(s, a).await, Some((1_000, 0, 1, 1, 0)));
     assert_eq!(ledger(s, b).await, Some((1_000, 0, 1, 1, 0)));
     assert_eq!(ledger(s, c).await, Some((0, 0, 0, 0, 1)));
     let settled: Vec<(RoundId, bool)> =

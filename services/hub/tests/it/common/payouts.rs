@@ -95,8 +95,25 @@ impl Farm {
     /// One closed round in which each `(validator, lamports, up)` has a
     /// tick with that reward, received 20 ms after the scheduled time;
     /// `replaced` lists validators whose task was replaced, and when (ms
-    /// after the scheduled time).
+    /// after the scheduled time). A lone tick gets a witness beside it (a
+    /// validator of its own that earns nothing and agrees), so the round is
+    /// decided and the tick earns: a round with one result is `unknown`,
+    /// and pays nothing (migrations/20261202000002).
     pub async fn round(
+        &mut self,
+        ticks: &[(&Val, i64, bool)],
+        replaced: &[(&Val, i64)],
+    ) -> RoundId {
+        if let [(_, _, up)] = ticks {
+            let witness = self.validator(0xffff_ffff).await;
+            let with: Vec<(&Val, i64, bool)> = vec![ticks[0], (&witness, 0, *up)];
+            return self.round_alone(&with, replaced).await;
+        }
+        self.round_alone(ticks, replaced).await
+    }
+
+    /// As [`Self::round`], without a witness.
+    pub async fn round_alone(
         &mut self,
         ticks: &[(&Val, i64, bool)],
         replaced: &[(&Val, i64)],
