@@ -6,19 +6,32 @@
 -- A result of a closed round earns its `reward_lamports` when
 --   1. its task was not replaced before the result was received, and
 --   2. it agrees with the round's decision (`up` or `down`), or its region
---      (the validator's region) has at least two results in the round and
+--      (the validator's region, claimed since before the result) has at
+--      least two results in the round and
 --      it agrees with their strict majority, so an honest region that sees a
 --      regional outage is not punished for disagreeing with the rest.
 -- A round closed `unknown` decides nothing: only rule 2's regional majority
 -- pays there, so a round with a single result pays nothing (a lone lazy
 -- answer earns nothing). `agrees` / `disagrees` compare with the round's
 -- decision only (both false for `unknown`).
+-- A result counts in its region's majority only if its validator has
+-- claimed that region since before the result was received: regions are
+-- what a hello says, so keys that move into one region after the fact
+-- cannot form a majority for results they already sent (each such result
+-- stands alone). Validators known before this migration count as settled
+-- in their region.
+ALTER TABLE validators ADD COLUMN region_since timestamptz NOT NULL DEFAULT '-infinity';
+
 CREATE FUNCTION tick_rewards(round_ids bigint[])
 RETURNS TABLE (validator_id bigint, round_id bigint, earned bigint, agrees boolean,
                disagrees boolean)
 LANGUAGE sql STABLE AS $$
     WITH t AS (
-        SELECT t.validator_id, r.id AS round_id, r.status AS decided, t.status, v.region,
+        SELECT t.validator_id, r.id AS round_id, r.status AS decided, t.status,
+               -- Regions are [a-z0-9-]: a result whose validator changed its
+               -- region since is a group of its own.
+               CASE WHEN v.region_since <= t.received_at THEN v.region
+                    ELSE 'moved ' || t.task_id::text END AS region,
                CASE WHEN EXISTS (SELECT 1 FROM UNNEST(r.replaced_tasks, r.replaced_at_ms)
                                             AS x(tid, at)
                                   WHERE x.tid = t.task_id

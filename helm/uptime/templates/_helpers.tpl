@@ -110,6 +110,12 @@ advertise addresses. (dict "ctx" $)
 - name: HUB_TRUSTED_PROXIES
   value: {{ . | quote }}
 {{- end }}
+{{- $diversity := $.Values.hub.prefixDiversity | toString }}
+{{- if eq $diversity "auto" }}
+{{- $diversity = ternary "true" "false" (or (ne $.Values.hub.trustedProxies "") (eq $.Values.hub.service.type "LoadBalancer")) }}
+{{- end }}
+- name: HUB_PREFIX_DIVERSITY
+  value: {{ $diversity | quote }}
 {{- if and $.Values.tls.caSecret $.Values.tls.redisCAKey }}
 - name: HUB_REDIS_TLS_CA
   value: /var/run/uptime/ca/{{ $.Values.tls.redisCAKey }}

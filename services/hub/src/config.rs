@@ -719,14 +719,14 @@ impl Config {
                 "rate and burst (HUB_HELLO_BURST_PER_IP) must be positive",
             ));
         }
-        // Well above any database outage: a connected validator's last_seen
-        // is refreshed every 30 s only while the database answers.
         if AccessMode::parse(&self.validator_access).is_none() {
             return Err(invalid(
                 "HUB_VALIDATOR_ACCESS",
                 "must be `open` or `allowlist`",
             ));
         }
+        // Well above any database outage: a connected validator's last_seen
+        // is refreshed every 30 s only while the database answers.
         if self.unused_validator_ttl_secs < 3_600 {
             return Err(invalid(
                 "HUB_UNUSED_VALIDATOR_TTL_SECS",

@@ -515,6 +515,8 @@ impl Store {
             "INSERT INTO validators (public_key, region, tags, client_version) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (public_key) DO UPDATE SET region = EXCLUDED.region, \
+               region_since = CASE WHEN validators.region IS DISTINCT FROM EXCLUDED.region \
+                                   THEN now() ELSE validators.region_since END, \
                tags = EXCLUDED.tags, client_version = EXCLUDED.client_version, last_seen = now() \
              RETURNING id",
         )

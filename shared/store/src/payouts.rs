@@ -162,9 +162,10 @@ pub(crate) fn fenced(epoch: i64) -> impl Fn(sqlx::Error) -> StoreError {
 }
 
 /// Credits ticks of closed, unsettled rounds to the ledger, and marks the
-/// rounds settled, in one statement. A tick earns its reward unless its task
-/// was replaced before the hub received it; it agrees when its status equals the round's up/down
-/// majority (rounds closed `unknown` count for neither).
+/// rounds settled, in one statement. What a tick earns, and whether it
+/// agrees, is `tick_rewards` (migrations/20261202000002): agreement with the
+/// round's decision or its region's majority, and not replaced before the
+/// hub received it.
 const SETTLE_SQL: &str = "
 WITH due AS (
     SELECT id, website_id, scheduled_at, status, replaced_tasks, replaced_at_ms

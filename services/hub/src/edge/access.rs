@@ -106,6 +106,7 @@ impl AccessPolicy {
 
     /// The address check, made before the hello's signature is verified.
     pub fn check_address(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let ip = ip.to_canonical();
         let rules = self.rules();
         match rules.denied_nets.iter().find(|(n, _)| n.contains(&ip)) {
             Some((net, reason)) => Err(Refusal::NetworkDenied(*net, reason.clone())),
@@ -254,6 +255,10 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let open = policy(AccessMode::Open, rules);
         assert_eq!(open.check(&key(3), ip("10.9.9.1")), Ok(()));
+        assert!(
+            open.check(&key(3), ip("::ffff:10.9.8.7")).is_err(),
+            "an IPv4-mapped address is judged as its IPv4 address"
+        );
         assert_eq!(
             open.check(&key(2), ip("10.9.9.1")),
             Err(Refusal::KeyDenied("spam".into()))

@@ -480,6 +480,9 @@ impl Sessions {
         let app = self;
         let (mut sink, mut stream) = socket.split();
         let limiter = limiter(app);
+        // IPv4 clients of a dual-stack listener (or proxy) arrive as
+        // `::ffff:a.b.c.d`; rules and prefixes name the IPv4 address.
+        let peer_addr = SocketAddr::new(peer_addr.ip().to_canonical(), peer_addr.port());
         let client = client_key(peer_addr.ip());
         let authenticated = authenticate(
             app,
@@ -547,7 +550,9 @@ impl Sessions {
         // A rule loaded since the hello was judged: the reload's sweep may
         // have missed this session, which was not registered yet.
         if let Err(why) = app.access.check(&key, peer_addr.ip()) {
-            handle.kick(Kick::Refused(why.to_string()));
+            if handle.kick(Kick::Refused(why.to_string())) {
+                app.metrics.sessions_refused.inc();
+            }
         }
         app.metrics.validators_connected.inc();
         app.router.claim(&handle);

@@ -596,11 +596,19 @@ impl Rounds {
                 let prefix = c.prefix;
                 if let Some(p) = prefix {
                     self.share.note(p);
-                    let seen = |t: &TaskSlot| t.prefix == Some(p);
-                    let repeated_before = round.tasks.iter().enumerate().any(|(i, t)| {
-                        t.prefix.is_some() && round.tasks[..i].iter().any(|u| u.prefix == t.prefix)
-                    });
-                    if !repeated_before && round.tasks.iter().any(seen) {
+                    // A failed task's validator will not answer: a
+                    // replacement from its network is not a repeat.
+                    let live: Vec<Option<NetPrefix>> = round
+                        .tasks
+                        .iter()
+                        .filter(|t| t.state != TaskState::Failed)
+                        .map(|t| t.prefix)
+                        .collect();
+                    let repeated_before = live
+                        .iter()
+                        .enumerate()
+                        .any(|(i, q)| q.is_some() && live[..i].contains(q));
+                    if !repeated_before && live.contains(&Some(p)) {
                         self.prefix_repeats += 1;
                     }
                 }

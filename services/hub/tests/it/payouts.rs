@@ -126,6 +126,37 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
         &[],
     )
     .await;
+    // g and h (regions of their own) both say down in a round decided up,
+    // then reconnect claiming one region: a majority formed after the fact
+    // pays nothing.
+    let g = farm.validator(7).await;
+    let h = farm.validator(8).await;
+    for (v, region) in [(&g, "g-1"), (&h, "h-1")] {
+        sqlx::query("UPDATE validators SET region = $2 WHERE id = $1")
+            .bind(v.id)
+            .bind(region)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    farm.round(
+        &[
+            (&g, 1_000, false),
+            (&h, 1_000, false),
+            (&a, 1_000, true),
+            (&b, 1_000, true),
+            (&f, 1_000, true),
+        ],
+        &[],
+    )
+    .await;
+    for v in [&g, &h] {
+        let key = protocol::PublicKey::from(&v.key).to_string();
+        db.store
+            .upsert_validator(&key, "ap-south", &[], "test")
+            .await
+            .unwrap();
+    }
     let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
     payer.cycle().await.unwrap();
     let row = |v: &Val| {
@@ -144,12 +175,12 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
     };
     assert_eq!(
         row(&a).await,
-        (1_000, 1, 2, 0),
-        "replaced: agreed, earned nothing; then agreed and earned"
+        (2_000, 2, 3, 0),
+        "replaced: agreed, earned nothing; then agreed and earned twice"
     );
     assert_eq!(
         row(&b).await,
-        (3_000, 3, 3, 0),
+        (4_000, 4, 4, 0),
         "the lone result of an unknown round earned nothing"
     );
     assert_eq!(
@@ -162,11 +193,16 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
         (1_000, 1, 0, 1),
         "disagreed with the round, agreed with its region of two: earned"
     );
-    assert_eq!(row(&f).await, (1_000, 1, 1, 0));
+    assert_eq!(row(&f).await, (2_000, 2, 2, 0));
+    assert_eq!(
+        row(&g).await,
+        (0, 0, 0, 1),
+        "a regional majority formed by moving after the result earns nothing"
+    );
     // Settled once only.
     let r = payer.cycle().await.unwrap();
     assert_eq!(r.rounds_settled, 0);
-    assert_eq!(row(&b).await, (3_000, 3, 3, 0));
+    assert_eq!(row(&b).await, (4_000, 4, 4, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
