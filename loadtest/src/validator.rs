@@ -247,6 +247,7 @@ async fn handshake(
         capacity,
         client_version: concat!("loadtest/", env!("CARGO_PKG_VERSION")).into(),
         protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+        payout_address: None,
         signature: Signature([0; 64]),
     };
     sign_hello(key, &challenge.nonce, &mut hello);
@@ -405,7 +406,13 @@ async fn serve(
                                 stats.tasks_dropped.fetch_add(1, Relaxed);
                             } else {
                                 checking += 1;
-                                start_check(task, key.clone(), cfg, tx.clone());
+                                start_check(
+                                    task,
+                                    key.clone(),
+                                    cfg,
+                                    tx.clone(),
+                                    welcome.protocol_version,
+                                );
                             }
                         }
                         Ok(HubMessage::ResultAck(ack)) => {
@@ -529,7 +536,15 @@ pub fn simulated_down(website_id: i64, slot: i64, rate: f64) -> bool {
 
 /// "Checks" the task on its own tokio task: sleeps the check latency, then
 /// builds and signs the result and hands it to the session.
-fn start_check(task: Task, key: Arc<SigningKey>, cfg: &SimConfig, tx: mpsc::Sender<Finished>) {
+/// On a protocol 2 session the result carries evidence: the simulated
+/// page's digest (it fetches nothing) and no address.
+fn start_check(
+    task: Task,
+    key: Arc<SigningKey>,
+    cfg: &SimConfig,
+    tx: mpsc::Sender<Finished>,
+    version: u16,
+) {
     let jitter = if cfg.check_jitter.is_zero() {
         Duration::ZERO
     } else {
@@ -560,11 +575,23 @@ fn start_check(task: Task, key: Arc<SigningKey>, cfg: &SimConfig, tx: mpsc::Send
             error,
             protocol::now_ms(),
         );
+        if version >= 2 {
+            r.evidence = Some(protocol::Evidence {
+                body_sha256: Some(protocol::Digest(*SIMULATED_BODY_SHA256)),
+                body_bytes: SIMULATED_BODY.len() as u32,
+                remote_ip: None,
+            });
+        }
         sign_result(&key, &mut r);
         // A closed channel: the session ended; it counted this one.
         let _ = tx.send(Finished { result: r }).await;
     });
 }
+
+/// The page a simulated check "saw", and its digest (computed once).
+const SIMULATED_BODY: &[u8] = b"loadtest: simulated page";
+static SIMULATED_BODY_SHA256: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| protocol::Digest::of(SIMULATED_BODY).0);
 
 #[cfg(test)]
 mod tests {

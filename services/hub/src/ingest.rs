@@ -93,6 +93,7 @@ impl Verifier {
             checked_at_ms: r.checked_at_ms,
             received_at_ms: now_ms,
             reward_lamports: self.reward_lamports,
+            evidence: r.evidence,
         })
     }
 }
@@ -903,6 +904,7 @@ mod tests {
             checked_at_ms: 0,
             received_at_ms: 0,
             reward_lamports: 0,
+            evidence: None,
         };
         // Dispatched at ...000.250 s, committed at ...001.000 s, 300 ms checking.
         let s = dispatch_to_commit(&tick, 1_700_000_001_000).unwrap();

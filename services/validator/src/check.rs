@@ -5,8 +5,8 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::limits::{MAX_ERROR_TEXT, MAX_KEYWORD_LEN};
-use protocol::{CheckSpec, CheckStatus};
+use protocol::limits::{EVIDENCE_BODY_BYTES, MAX_ERROR_TEXT, MAX_KEYWORD_LEN};
+use protocol::{CheckSpec, CheckStatus, Digest, Evidence};
 use reqwest::redirect;
 
 use crate::guard::{GuardedResolver, Refused, ResolveFailed, TargetPolicy};
@@ -25,7 +25,17 @@ pub struct Outcome {
     pub latency_ms: u32,
     /// Why it is down; at most `MAX_ERROR_TEXT` bytes.
     pub error: Option<String>,
+    /// What the check saw (protocol 2): a digest of the first
+    /// `EVIDENCE_BODY_BYTES` of the final body and the address it came from.
+    pub evidence: Evidence,
 }
+
+/// No response, no connection.
+const NO_EVIDENCE: Evidence = Evidence {
+    body_sha256: None,
+    body_bytes: 0,
+    remote_ip: None,
+};
 
 /// Runs checks. Cheap to share: the two clients are reference-counted.
 #[derive(Debug, Clone)]
@@ -111,15 +121,20 @@ impl Checker {
                     "keyword is {} bytes; at most {MAX_KEYWORD_LEN} are checked",
                     k.len()
                 )),
+                evidence: NO_EVIDENCE,
             };
         }
         let started = Instant::now();
         let timeout = Duration::from_millis(u64::from(spec.timeout_ms));
-        let (http_status, result) = match tokio::time::timeout(timeout, self.fetch(url, spec)).await
-        {
-            Ok(r) => r,
-            Err(_) => (None, Err(format!("timeout after {} ms", spec.timeout_ms))),
-        };
+        let (http_status, result, evidence) =
+            match tokio::time::timeout(timeout, self.fetch(url, spec)).await {
+                Ok(r) => r,
+                Err(_) => (
+                    None,
+                    Err(format!("timeout after {} ms", spec.timeout_ms)),
+                    NO_EVIDENCE,
+                ),
+            };
         let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         match result {
             Ok(()) => Outcome {
@@ -127,30 +142,38 @@ impl Checker {
                 http_status,
                 latency_ms,
                 error: None,
+                evidence,
             },
             Err(e) => Outcome {
                 status: CheckStatus::Down,
                 http_status,
                 latency_ms,
                 error: Some(truncate(e, MAX_ERROR_TEXT)),
+                evidence,
             },
         }
     }
 
-    /// The HTTP status if one arrived, and why the check failed if it did.
-    async fn fetch(&self, url: &str, spec: &CheckSpec) -> (Option<u16>, Result<(), String>) {
+    /// The HTTP status if one arrived, why the check failed if it did, and
+    /// what it saw.
+    async fn fetch(
+        &self,
+        url: &str,
+        spec: &CheckSpec,
+    ) -> (Option<u16>, Result<(), String>, Evidence) {
         let parsed = match url::Url::parse(url) {
             Ok(u) => u,
-            Err(e) => return (None, Err(format!("invalid url: {e}"))),
+            Err(e) => return (None, Err(format!("invalid url: {e}")), NO_EVIDENCE),
         };
         if !matches!(parsed.scheme(), "http" | "https") {
             return (
                 None,
                 Err(format!("unsupported scheme {:?}", parsed.scheme())),
+                NO_EVIDENCE,
             );
         }
         if let Err(refused) = self.policy.check_url(&parsed) {
-            return (None, Err(refused.to_string()));
+            return (None, Err(refused.to_string()), NO_EVIDENCE);
         }
         let client = if spec.follow_redirects {
             &self.follow
@@ -159,9 +182,12 @@ impl Checker {
         };
         let mut resp = match client.get(parsed).send().await {
             Ok(r) => r,
-            Err(e) => return (None, Err(describe(&e))),
+            Err(e) => return (None, Err(describe(&e)), NO_EVIDENCE),
         };
         let code = resp.status().as_u16();
+        let remote_ip = resp.remote_addr().map(|a| a.ip().to_canonical());
+        let mut hashed = sha2::Sha256::default();
+        let mut hashed_len = 0usize;
         // An empty keyword is trivially present; treat it as none.
         let keyword = spec.keyword.as_deref().filter(|k| !k.is_empty());
         let mut body = Vec::new();
@@ -171,15 +197,32 @@ impl Checker {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     let take = chunk.len().min(MAX_BODY_BYTES - read);
+                    let hash = chunk.len().min(EVIDENCE_BODY_BYTES - hashed_len);
+                    if hash > 0 {
+                        sha2::Digest::update(&mut hashed, &chunk[..hash]);
+                        hashed_len += hash;
+                    }
                     read += take;
                     if keyword.is_some() {
                         body.extend_from_slice(&chunk[..take]);
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return (Some(code), Err(describe(&e))),
+                Err(e) => {
+                    let evidence = Evidence {
+                        body_sha256: None,
+                        body_bytes: 0,
+                        remote_ip,
+                    };
+                    return (Some(code), Err(describe(&e)), evidence);
+                }
             }
         }
+        let evidence = Evidence {
+            body_sha256: Some(Digest(sha2::Digest::finalize(hashed).into())),
+            body_bytes: hashed_len as u32,
+            remote_ip,
+        };
         let expected = spec.expected_status;
         if !expected.contains(code) {
             return (
@@ -188,14 +231,19 @@ impl Checker {
                     "status {code} not in {}-{}",
                     expected.min, expected.max
                 )),
+                evidence,
             );
         }
         if let Some(k) = keyword {
             if memchr::memmem::find(&body, k.as_bytes()).is_none() {
-                return (Some(code), Err(format!("keyword {k:?} not found")));
+                return (
+                    Some(code),
+                    Err(format!("keyword {k:?} not found")),
+                    evidence,
+                );
             }
         }
-        (Some(code), Ok(()))
+        (Some(code), Ok(()), evidence)
     }
 }
 

@@ -38,6 +38,9 @@ pub struct RunConfig {
     /// aim the validator at its own network or a cloud metadata endpoint.
     pub allow_private_targets: bool,
     pub user_agent: String,
+    /// The account earnings are paid to, when not the signing key
+    /// (`hello.payout_address`, protocol 2).
+    pub payout_address: Option<protocol::PublicKey>,
 }
 
 impl RunConfig {
@@ -51,6 +54,7 @@ impl RunConfig {
             concurrency: DEFAULT_CONCURRENCY,
             allow_private_targets: false,
             user_agent: default_user_agent(),
+            payout_address: None,
         }
     }
 
@@ -69,7 +73,15 @@ impl RunConfig {
             .trim()
             .parse::<u32>()
             .map_err(|_| ConfigError::Concurrency(raw.concurrency.clone()))?;
+        let payout_address = match raw.payout_address.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) => Some(
+                protocol::PublicKey::from_base58(a)
+                    .ok_or_else(|| ConfigError::PayoutAddress(a.to_string()))?,
+            ),
+        };
         let config = Self {
+            payout_address,
             hub_urls,
             keypair: raw.keypair,
             region: raw.region,
@@ -123,6 +135,7 @@ pub struct RawConfig {
     pub concurrency: String,
     pub allow_private_targets: bool,
     pub user_agent: Option<String>,
+    pub payout_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,6 +154,8 @@ pub enum ConfigError {
     Concurrency(String),
     #[error("--user-agent {0:?}: not a valid header value")]
     UserAgent(String),
+    #[error("--payout-address {0:?}: not a base58 ed25519 public key")]
+    PayoutAddress(String),
 }
 
 /// Parses one hub URL, accepting only `ws://` and `wss://`.
@@ -177,6 +192,7 @@ mod tests {
             concurrency: "32".into(),
             allow_private_targets: false,
             user_agent: None,
+            payout_address: None,
         }
     }
 

@@ -99,6 +99,11 @@ struct RunArgs {
     /// User-Agent for checks.
     #[arg(long, env = "VALIDATOR_USER_AGENT")]
     user_agent: Option<String>,
+    /// Where earnings are paid, when not to this validator's key (a wallet
+    /// whose secret is not on this server). Sent to hubs that speak
+    /// protocol 2; one validator's alone.
+    #[arg(long, env = "VALIDATOR_PAYOUT_ADDRESS")]
+    payout_address: Option<String>,
 }
 
 /// An error with the exit code it earns.
@@ -203,6 +208,7 @@ fn run(args: RunArgs, allow_insecure_keypair: bool) -> Result<(), Fail> {
         concurrency: args.concurrency,
         allow_private_targets: args.allow_private_targets,
         user_agent: args.user_agent,
+        payout_address: args.payout_address,
     })
     .map_err(usage)?;
     let key = read_keypair(&config.keypair, allow_insecure_keypair)?;

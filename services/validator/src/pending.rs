@@ -168,6 +168,7 @@ mod tests {
             latency_ms: 1,
             error: None,
             checked_at_ms: 0,
+            evidence: None,
             signature: Signature([0; 64]),
         }
     }

@@ -144,9 +144,16 @@ async fn handshake(ctx: &Ctx, url: &Url) -> Result<(Ws, Welcome), HandshakeError
         HubMessage::Challenge(c) => c,
         other => return Err(unexpected(other, "challenge")),
     };
-    if protocol::negotiate_version(&challenge.protocol_versions).is_none() {
+    let Some(version) = protocol::negotiate_version(&challenge.protocol_versions) else {
         return Err(HandshakeError::Version(challenge.protocol_versions));
-    }
+    };
+    let payout_address = match ctx.config.payout_address {
+        Some(a) if version < 2 => {
+            warn!(payout_address = %a, "this hub speaks protocol {version}: the payout address is not sent, and earnings go to the signing key");
+            None
+        }
+        other => other,
+    };
     let mut hello = Hello {
         public_key: ctx.shared.public_key,
         region: ctx.config.region.clone(),
@@ -154,6 +161,7 @@ async fn handshake(ctx: &Ctx, url: &Url) -> Result<(Ws, Welcome), HandshakeError
         capacity: ctx.config.concurrency,
         client_version: env!("CARGO_PKG_VERSION").to_string(),
         protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+        payout_address,
         signature: Signature([0; 64]),
     };
     protocol::crypto::sign_hello(&ctx.key, &challenge.nonce, &mut hello);
@@ -304,6 +312,9 @@ impl<'a> Session<'a> {
             frames_rx,
             Pacer::for_limits(&welcome.limits),
             ctx.shared.clone(),
+            // Results are signed with their evidence (protocol 2); a
+            // protocol 1 hub gets them without it, signed again.
+            (welcome.protocol_version < 2).then(|| ctx.key.clone()),
         ));
         let outbox = Outbox {
             generation,
@@ -678,6 +689,7 @@ fn start_check(ctx: &Ctx, task: Task) {
                     o.error,
                     protocol::now_ms(),
                 );
+                r.evidence = Some(o.evidence);
                 sign_result(&key, &mut r);
                 r
             };

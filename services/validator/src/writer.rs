@@ -24,6 +24,9 @@ pub(crate) async fn write_loop<S>(
     mut frames: mpsc::Receiver<Out>,
     mut pacer: Option<Pacer>,
     shared: Arc<Shared>,
+    // Protocol 1 session: results go without their evidence, signed again
+    // with this key.
+    downgrade: Option<Arc<ed25519_dalek::SigningKey>>,
 ) -> Result<(), WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -44,9 +47,14 @@ where
                 return sink.send(Message::Close(Some(frame))).await;
             }
             Out::Ping => sink.send(Message::Ping(Default::default())).await?,
-            Out::Msg(m) => {
+            Out::Msg(mut m) => {
                 if let Some(p) = pacer.as_mut() {
                     p.take().await;
+                }
+                if let (Some(key), ValidatorMessage::Result(r)) = (&downgrade, m.as_mut()) {
+                    if r.evidence.take().is_some() {
+                        protocol::crypto::sign_result(key, r);
+                    }
                 }
                 sink.send(Message::text(m.encode())).await?;
                 match *m {

@@ -20,7 +20,11 @@ use uuid::Uuid;
 use crate::messages::{CheckResult, CheckStatus, Hello};
 
 const HELLO_DOMAIN: &[u8] = b"uptime/hello/v1\0";
+/// A hello that names a payout address (protocol 2).
+const HELLO_DOMAIN_V2: &[u8] = b"uptime/hello/v2\0";
 const RESULT_DOMAIN: &[u8] = b"uptime/result/v1\0";
+/// A result that carries evidence (protocol 2).
+const RESULT_DOMAIN_V2: &[u8] = b"uptime/result/v2\0";
 const TOKEN_DOMAIN: &[u8] = b"uptime/task-token/v1\0";
 
 /// Why a signature or key did not verify.
@@ -236,6 +240,44 @@ impl JsonSchema for Nonce {
     }
 }
 
+/// A SHA-256 digest, hex on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", hex::encode(self.0))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ser_hex32(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_hex32(d).map(Self)
+    }
+}
+
+impl JsonSchema for Digest {
+    fn schema_name() -> Cow<'static, str> {
+        "Digest".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        hex32_schema("SHA-256, lowercase hex")
+    }
+}
+
 /// Appends canonical fields. Private so every signed layout lives here.
 struct Canon(Vec<u8>);
 
@@ -279,8 +321,17 @@ impl Canon {
 
 /// The bytes a validator signs in `hello`: the hub's nonce and every field
 /// of the hello, so neither can be replayed nor altered in flight.
+///
+/// A hello with a `payout_address` (protocol 2) is signed under its own
+/// domain, with the address's 32 bytes last; one without it, exactly as in
+/// protocol 1.
 pub fn hello_signing_bytes(nonce: &Nonce, h: &Hello) -> Vec<u8> {
-    let mut c = Canon::new(HELLO_DOMAIN);
+    let domain = if h.payout_address.is_some() {
+        HELLO_DOMAIN_V2
+    } else {
+        HELLO_DOMAIN
+    };
+    let mut c = Canon::new(domain);
     c.raw(&nonce.0)
         .raw(&h.public_key.0)
         .str(&h.region)
@@ -292,6 +343,9 @@ pub fn hello_signing_bytes(nonce: &Nonce, h: &Hello) -> Vec<u8> {
     c.u32(h.protocol_versions.len() as u32);
     for v in &h.protocol_versions {
         c.u16(*v);
+    }
+    if let Some(p) = &h.payout_address {
+        c.raw(&p.0);
     }
     c.0
 }
@@ -311,9 +365,16 @@ pub fn verify_hello(nonce: &Nonce, h: &Hello) -> Result<VerifyingKey, VerifyErro
 }
 
 /// The bytes a validator signs in `result`: everything the hub stores, the
-/// round it belongs to, and the hub's token for the task.
+/// round it belongs to, and the hub's token for the task. A result with
+/// `evidence` (protocol 2) is signed under its own domain, with the
+/// evidence last; one without it, exactly as in protocol 1.
 pub fn result_signing_bytes(r: &CheckResult) -> Vec<u8> {
-    let mut c = Canon::new(RESULT_DOMAIN);
+    let domain = if r.evidence.is_some() {
+        RESULT_DOMAIN_V2
+    } else {
+        RESULT_DOMAIN
+    };
+    let mut c = Canon::new(domain);
     c.raw(r.task_id.as_bytes())
         .i64(r.website_id)
         .i64(r.round_id)
@@ -335,6 +396,20 @@ pub fn result_signing_bytes(r: &CheckResult) -> Vec<u8> {
             c.str(e);
         })
         .i64(r.checked_at_ms);
+    if let Some(e) = &r.evidence {
+        c.opt(e.body_sha256.as_ref(), |c, d| {
+            c.raw(&d.0);
+        })
+        .u32(e.body_bytes)
+        .opt(e.remote_ip, |c, ip| match ip {
+            std::net::IpAddr::V4(v4) => {
+                c.raw(&[4]).raw(&v4.octets());
+            }
+            std::net::IpAddr::V6(v6) => {
+                c.raw(&[6]).raw(&v6.octets());
+            }
+        });
+    }
     c.0
 }
 

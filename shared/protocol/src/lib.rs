@@ -1,4 +1,4 @@
-//! Wire protocol v1 between validators and hubs.
+//! Wire protocol (versions 1 and 2) between validators and hubs.
 //!
 //! # Layout
 //! - [`messages`]: every frame on the wire, as serde types with JSON Schemas
@@ -23,13 +23,13 @@ pub mod messages;
 pub mod target;
 
 pub use crypto::{
-    Keyring, Nonce, PublicKey, Signature, TaskToken, TokenError, TokenFields, VerifyError,
+    Digest, Keyring, Nonce, PublicKey, Signature, TaskToken, TokenError, TokenFields, VerifyError,
 };
 pub use limits::WireError;
 pub use messages::*;
 
 /// Protocol versions this build speaks, newest last.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
 
 /// Picks the newest version both sides speak.
 pub fn negotiate_version(theirs: &[u16]) -> Option<u16> {

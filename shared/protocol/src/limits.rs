@@ -47,6 +47,8 @@ pub const MAX_CLIENT_VERSION_LEN: usize = 64;
 pub const HTTP_STATUS_RANGE: RangeInclusive<u16> = 100..=599;
 /// Longest `result.latency_ms` (ten minutes, [`check_latency`]).
 pub const MAX_LATENCY_MS: u32 = 600_000;
+/// Most body bytes a result's evidence hashes (`evidence.body_sha256`).
+pub const EVIDENCE_BODY_BYTES: usize = 64 * 1024;
 /// Longest `check.keyword`, in bytes. Refused at registration; a validator
 /// answers a task with a longer one as a failed check without fetching.
 pub const MAX_KEYWORD_LEN: usize = 256;
@@ -99,6 +101,14 @@ pub enum WireError {
     HttpStatus(u16),
     #[error("latency_ms must be at most {MAX_LATENCY_MS}, got {0}")]
     Latency(u32),
+    #[error("evidence.body_bytes must be at most {EVIDENCE_BODY_BYTES}, and 0 without body_sha256, got {0}")]
+    EvidenceBytes(u32),
+    #[error("protocol {0} results must carry evidence")]
+    EvidenceMissing(u16),
+    #[error("protocol {0} results carry no evidence (it came with protocol 2)")]
+    EvidenceUnexpected(u16),
+    #[error("payout_address needs protocol 2 (this session speaks {0})")]
+    PayoutAddressVersion(u16),
 }
 
 /// `hello.region`: 1 to [`MAX_REGION_LEN`] bytes of [`REGION_CHARS`].
@@ -149,6 +159,24 @@ pub fn check_client_version(version: &str) -> Result<(), WireError> {
 
 /// Every field rule of a hello (not its signature or versions), in the
 /// order the hub judges them: region, tags, capacity, client version.
+/// What a session of protocol `version` requires of a result: evidence
+/// from protocol 2 on, none before.
+pub fn check_result_version(result: &CheckResult, version: u16) -> Result<(), WireError> {
+    match (version >= 2, result.evidence.is_some()) {
+        (true, false) => Err(WireError::EvidenceMissing(version)),
+        (false, true) => Err(WireError::EvidenceUnexpected(version)),
+        _ => Ok(()),
+    }
+}
+
+/// What protocol `version` allows in a hello: a payout address from 2 on.
+pub fn check_hello_version(hello: &Hello, version: u16) -> Result<(), WireError> {
+    if version < 2 && hello.payout_address.is_some() {
+        return Err(WireError::PayoutAddressVersion(version));
+    }
+    Ok(())
+}
+
 pub fn check_hello(hello: &Hello) -> Result<(), WireError> {
     check_region(&hello.region)?;
     check_tags(&hello.tags)?;
@@ -193,6 +221,12 @@ pub fn check_latency(latency_ms: u32) -> Result<(), WireError> {
 pub fn check_result(result: &CheckResult) -> Result<(), WireError> {
     if let Some(e) = &result.error {
         check_error_text(e)?;
+    }
+    if let Some(ev) = &result.evidence {
+        let max = EVIDENCE_BODY_BYTES as u32;
+        if ev.body_bytes > max || (ev.body_sha256.is_none() && ev.body_bytes > 0) {
+            return Err(WireError::EvidenceBytes(ev.body_bytes));
+        }
     }
     if let Some(s) = result.http_status {
         check_http_status(s)?;
@@ -361,6 +395,7 @@ mod tests {
             capacity: 8,
             client_version: "validator/0.1.0".into(),
             protocol_versions: vec![1],
+            payout_address: None,
             signature: crate::Signature([0; 64]),
         }
     }

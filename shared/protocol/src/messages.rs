@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::crypto::{Nonce, PublicKey, Signature, TaskToken, TokenFields};
+use crate::crypto::{Digest, Nonce, PublicKey, Signature, TaskToken, TokenFields};
 
 /// Hub -> validator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -60,6 +60,12 @@ pub struct Hello {
     pub client_version: String,
     /// Versions this validator speaks.
     pub protocol_versions: Vec<u16>,
+    /// Protocol 2: the account its earnings are paid to, when not
+    /// `public_key` (so the key on the server does not hold the earnings).
+    /// One validator's alone: a hub refuses an address another validator
+    /// uses. Absent: paid to `public_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_address: Option<PublicKey>,
     /// Over `hello_signing_bytes(nonce, hello)`.
     pub signature: Signature,
 }
@@ -185,8 +191,29 @@ pub struct CheckResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub checked_at_ms: i64,
+    /// Protocol 2: what the check saw, under the signature. Required on a
+    /// protocol 2 session, refused on a protocol 1 one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
     /// Over `result_signing_bytes(result)`.
     pub signature: Signature,
+}
+
+/// Evidence that a check was made (protocol 2): hubs compare it across the
+/// validators of a round and with what they know a page serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// SHA-256 of the first `body_bytes` bytes of the final response's body
+    /// (after redirects): at most `EVIDENCE_BODY_BYTES` (65,536), fewer
+    /// only when the body is shorter. `null` when no response arrived.
+    pub body_sha256: Option<Digest>,
+    /// How many bytes were hashed; 0 when `body_sha256` is `null`.
+    pub body_bytes: u32,
+    /// The address the final request was sent to (after DNS), e.g.
+    /// `93.184.216.34` or `2606:2800::1`; `null` when no connection was made.
+    #[schemars(with = "Option<String>")]
+    pub remote_ip: Option<std::net::IpAddr>,
 }
 
 impl Task {
@@ -241,6 +268,7 @@ impl CheckResult {
             latency_ms,
             error: error.map(|e| clean_error_text(&e)),
             checked_at_ms,
+            evidence: None,
             signature: Signature([0; 64]),
         }
     }

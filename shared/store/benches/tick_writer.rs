@@ -31,6 +31,7 @@ fn ticks(n: usize, now_ms: i64) -> Vec<NewTick> {
             checked_at_ms: now_ms,
             received_at_ms: now_ms,
             reward_lamports: 1000,
+            evidence: None,
         })
         .collect()
 }

@@ -263,6 +263,17 @@ pub struct NewTick {
     /// When the hub received and verified it (its clock).
     pub received_at_ms: i64,
     pub reward_lamports: i64,
+    /// A protocol 2 result's evidence, as signed; `None` for protocol 1.
+    pub evidence: Option<protocol::Evidence>,
+}
+
+/// Why a hello's payout address cannot be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PayoutAddressTaken {
+    #[error("this payout address belongs to another validator (its key, or its payout address)")]
+    Address,
+    #[error("this key is another validator's payout address")]
+    KeyIsAnAddress,
 }
 
 /// A website's latest closed round and what each validator saw.
@@ -503,7 +514,7 @@ impl Store {
 
     // ---- validators ----
 
-    /// Records a validator's hello; returns its id.
+    /// Records a validator's hello (paid to its own key); returns its id.
     pub async fn upsert_validator(
         &self,
         public_key: &str,
@@ -511,22 +522,93 @@ impl Store {
         tags: &[String],
         client_version: &str,
     ) -> Result<ValidatorId> {
-        let id = sqlx::query_scalar(
-            "INSERT INTO validators (public_key, region, tags, client_version) \
-             VALUES ($1, $2, $3, $4) \
+        match self
+            .record_hello(public_key, region, tags, client_version, None)
+            .await?
+        {
+            Ok(id) => Ok(id),
+            Err(taken) => Err(StoreError::Conflict(taken.to_string())),
+        }
+    }
+
+    /// Records a validator's hello with the account it is paid to (`None`:
+    /// its own key); returns its id, or why the payout address cannot be
+    /// its. An address belongs to one validator only and is never another
+    /// validator's key, and a key that is another validator's payout
+    /// address cannot be a validator: so every transfer found on chain
+    /// names one validator (see `reconcile`). Every address a validator
+    /// names is kept.
+    pub async fn record_hello(
+        &self,
+        public_key: &str,
+        region: &str,
+        tags: &[String],
+        client_version: &str,
+        payout_address: Option<&str>,
+    ) -> Result<Result<ValidatorId, PayoutAddressTaken>> {
+        let payout = payout_address.filter(|a| *a != public_key);
+        let mut tx = self.pool.begin().await?;
+        let key_is_paid_to: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM validator_payout_addresses a \
+                              JOIN validators v ON v.id = a.validator_id \
+                             WHERE a.address = $1 AND v.public_key <> $1)",
+        )
+        .bind(public_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if key_is_paid_to {
+            return Ok(Err(PayoutAddressTaken::KeyIsAnAddress));
+        }
+        if let Some(addr) = payout {
+            let taken: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM validators WHERE public_key = $1) \
+                     OR EXISTS (SELECT 1 FROM validator_payout_addresses a \
+                                  JOIN validators v ON v.id = a.validator_id \
+                                 WHERE a.address = $1 AND v.public_key <> $2)",
+            )
+            .bind(addr)
+            .bind(public_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if taken {
+                return Ok(Err(PayoutAddressTaken::Address));
+            }
+        }
+        let id: ValidatorId = sqlx::query_scalar(
+            "INSERT INTO validators (public_key, region, tags, client_version, payout_address) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (public_key) DO UPDATE SET region = EXCLUDED.region, \
                region_since = CASE WHEN validators.region IS DISTINCT FROM EXCLUDED.region \
                                    THEN now() ELSE validators.region_since END, \
-               tags = EXCLUDED.tags, client_version = EXCLUDED.client_version, last_seen = now() \
+               tags = EXCLUDED.tags, client_version = EXCLUDED.client_version, \
+               payout_address = EXCLUDED.payout_address, last_seen = now() \
              RETURNING id",
         )
         .bind(public_key)
         .bind(region)
         .bind(tags)
         .bind(client_version)
-        .fetch_one(&self.pool)
+        .bind(payout)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(id)
+        if let Some(addr) = payout {
+            // Two validators naming one new address at once: the key
+            // decides, and the second is refused.
+            let owner: ValidatorId = sqlx::query_scalar(
+                "INSERT INTO validator_payout_addresses (address, validator_id) VALUES ($1, $2) \
+                 ON CONFLICT (address) DO UPDATE SET address = EXCLUDED.address \
+                 RETURNING validator_id",
+            )
+            .bind(addr)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if owner != id {
+                return Ok(Err(PayoutAddressTaken::Address));
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(id))
     }
 
     /// Bumps `last_seen` for many validators in one statement.
@@ -733,7 +815,14 @@ impl Store {
         let mut checked = Vec::with_capacity(n);
         let mut reward = Vec::with_capacity(n);
         let mut received = Vec::with_capacity(n);
+        let mut digest: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+        let mut hashed: Vec<Option<i32>> = Vec::with_capacity(n);
+        let mut remote: Vec<Option<String>> = Vec::with_capacity(n);
         for t in ticks {
+            let e = t.evidence.as_ref();
+            digest.push(e.and_then(|e| e.body_sha256.as_ref()).map(|d| &d.0[..]));
+            hashed.push(e.map(|e| e.body_bytes as i32));
+            remote.push(e.and_then(|e| e.remote_ip).map(|ip| ip.to_string()));
             website.push(t.website_id);
             round.push(t.round_id);
             validator.push(t.validator_id);
@@ -749,12 +838,14 @@ impl Store {
         }
         let rows = sqlx::query(
             "INSERT INTO ticks (website_id, round_id, validator_id, task_id, scheduled_at, status, \
-               http_status, latency_ms, error, checked_at, reward_lamports, hub_id, received_at) \
+               http_status, latency_ms, error, checked_at, reward_lamports, hub_id, received_at, \
+               evidence_sha256, evidence_bytes, remote_ip) \
              SELECT w, r, v, t, to_timestamp(s / 1000.0), st, h, l, e, to_timestamp(c / 1000.0), \
-                    rw, $12, to_timestamp(ra / 1000.0) \
+                    rw, $12, to_timestamp(ra / 1000.0), ed, eb, ei::inet \
                FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::uuid[], $5::int8[], \
                            $6::text[], $7::int2[], $8::int4[], $9::text[], $10::int8[], \
-                           $11::int8[], $13::int8[]) AS u(w, r, v, t, s, st, h, l, e, c, rw, ra) \
+                           $11::int8[], $13::int8[], $14::bytea[], $15::int4[], $16::text[]) \
+                    AS u(w, r, v, t, s, st, h, l, e, c, rw, ra, ed, eb, ei) \
              ON CONFLICT DO NOTHING \
              RETURNING task_id, validator_id",
         )
@@ -771,6 +862,9 @@ impl Store {
         .bind(&reward)
         .bind(hub_id)
         .bind(&received)
+        .bind(&digest)
+        .bind(&hashed)
+        .bind(&remote)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

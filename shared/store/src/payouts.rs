@@ -25,6 +25,8 @@ use crate::{Result, Store, StoreError, ValidatorId};
 pub struct WaitingPayout {
     pub id: Uuid,
     pub validator_id: ValidatorId,
+    /// Where it is paid: the validator's payout address (protocol 2
+    /// hello), else its key.
     pub public_key: String,
     pub lamports: i64,
     /// Its batch failed on chain with others in it: pay it alone.
@@ -251,7 +253,8 @@ impl Store {
     /// Payouts waiting for a transaction, oldest first.
     pub async fn waiting_payouts(&self, limit: i64) -> Result<Vec<WaitingPayout>> {
         let rows = sqlx::query(
-            "SELECT p.id, p.validator_id, v.public_key, p.lamports, p.solo
+            "SELECT p.id, p.validator_id,
+                    COALESCE(v.payout_address, v.public_key) AS public_key, p.lamports, p.solo
                FROM payouts p JOIN validators v ON v.id = p.validator_id
               WHERE p.state IN ('claimed', 'insufficient_funds')
               ORDER BY p.created_at, p.id

@@ -186,14 +186,30 @@ impl Store {
             if *lamports <= 0 {
                 continue;
             }
-            let validator: Option<ValidatorId> =
-                sqlx::query_scalar("SELECT id FROM validators WHERE public_key = $1")
-                    .bind(to)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(validator) = validator else {
-                out.unknown.push((to.clone(), *lamports));
-                continue;
+            // A validator's key or any payout address it ever named; an
+            // address is one validator's only (`Store::record_hello`), and
+            // should two ever match, nothing is recorded until an operator
+            // looks (the cycle is held back).
+            let owners: Vec<ValidatorId> = sqlx::query_scalar(
+                "SELECT id FROM validators WHERE public_key = $1
+                 UNION SELECT validator_id FROM validator_payout_addresses WHERE address = $1",
+            )
+            .bind(to)
+            .fetch_all(&mut *tx)
+            .await?;
+            let validator = match owners[..] {
+                [] => {
+                    out.unknown.push((to.clone(), *lamports));
+                    continue;
+                }
+                [one] => one,
+                _ => {
+                    tracing::error!(account = %to, "a treasury transfer's account names more than one validator; payouts are held back");
+                    return Ok(FoundOutcome {
+                        blocked: true,
+                        ..FoundOutcome::default()
+                    });
+                }
             };
             let in_flight: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM payouts

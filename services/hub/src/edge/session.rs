@@ -287,6 +287,16 @@ async fn authenticate(
                     )
                     .await);
                 };
+                if let Err(e) = protocol::limits::check_hello_version(&hello, version) {
+                    return Err(fail(
+                        app,
+                        sink,
+                        ErrorCode::InvalidHello,
+                        e.to_string(),
+                        CLOSE_POLICY,
+                    )
+                    .await);
+                }
                 return match verify_hello(&nonce, &hello) {
                     Ok(vk) => match app.access.check_key(&hello.public_key) {
                         Ok(()) => Ok(Peer { hello, vk, version }),
@@ -504,17 +514,31 @@ impl Sessions {
             }
         };
         let key = peer.hello.public_key;
+        let payout = peer.hello.payout_address.map(|a| a.to_base58());
         let validator_id = match app
             .store
-            .upsert_validator(
+            .record_hello(
                 &key.to_base58(),
                 &peer.hello.region,
                 &peer.hello.tags,
                 &peer.hello.client_version,
+                payout.as_deref(),
             )
             .await
         {
-            Ok(id) => id,
+            Ok(Ok(id)) => id,
+            Ok(Err(taken)) => {
+                let end = fail(
+                    app,
+                    &mut sink,
+                    ErrorCode::InvalidHello,
+                    taken.to_string(),
+                    CLOSE_POLICY,
+                )
+                .await;
+                finish(&mut sink, &mut stream, &end).await;
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "recording validator failed");
                 let end = fail(
@@ -802,11 +826,15 @@ impl<'a> Conn<'a> {
                 .store(self.open_tasks.len() as u32, Relaxed);
         }
         let h = self.handle;
-        match self
-            .app
-            .verifier
-            .check_unsigned(&h.key, h.validator_id, &r, now_ms())
-        {
+        // Evidence from protocol 2 on, none before: part of check 1.
+        let checked = match protocol::limits::check_result_version(&r, self.peer.version) {
+            Ok(()) => self
+                .app
+                .verifier
+                .check_unsigned(&h.key, h.validator_id, &r, now_ms()),
+            Err(_) => Err(ErrorCode::InvalidResult),
+        };
+        match checked {
             Ok(tick) => {
                 let item = IngestItem {
                     tick,

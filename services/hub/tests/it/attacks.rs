@@ -222,6 +222,7 @@ async fn validators_that_never_returned_a_result_are_forgotten() {
                 checked_at_ms: at,
                 received_at_ms: at,
                 reward_lamports: 1,
+                evidence: None,
             }],
         )
         .await
@@ -280,6 +281,7 @@ async fn the_earnings_summary_follows_settlement() {
             checked_at_ms: at,
             received_at_ms: at,
             reward_lamports: 1_000,
+            evidence: None,
         })
         .collect();
     db.store.insert_ticks("hub-test", &ticks).await.unwrap();

@@ -20,6 +20,7 @@ mod outage;
 mod payout_leaders;
 mod payouts;
 mod prometheus_scrape;
+mod protocol_v2;
 mod rebalance;
 mod redis_tls;
 mod replacement;

@@ -80,6 +80,35 @@ async fn payouts_land_with_the_right_amounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earnings_go_to_the_payout_address_a_hello_named() {
+    let Setup {
+        db,
+        chain,
+        treasury,
+        mut farm,
+        ..
+    } = setup(10_000_000_000).await;
+    let v = farm.validator(1).await;
+    let w = farm.validator(2).await;
+    let wallet = solana_keypair::Keypair::new().pubkey();
+    let key = PublicKey::from(&v.key).to_string();
+    db.store
+        .record_hello(&key, "eu", &[], "test", Some(&wallet.to_string()))
+        .await
+        .unwrap()
+        .expect("the address is free");
+    farm.round(&[(&v, 2 * MIN, true), (&w, 2 * MIN, true)], &[])
+        .await;
+    let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
+    payer.cycle().await.unwrap();
+    assert_eq!(chain.received(wallet.to_bytes()), 2 * MIN as u64);
+    assert_eq!(chain.received(v.bytes()), 0, "not to the signing key");
+    assert_eq!(chain.received(w.bytes()), 2 * MIN as u64);
+    let e = db.store.earnings(&key).await.unwrap().unwrap();
+    assert_eq!(e.paid_lamports, 2 * MIN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_results_earn_nothing_and_agreement_is_counted() {
     let Setup {
         db,

@@ -347,6 +347,7 @@ impl World {
             capacity: 32,
             client_version: "validator/0.1.0".into(),
             protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+            payout_address: None,
             signature: Signature([0; 64]),
         };
         sign_hello(&self.key, &self.nonce, &mut h);

@@ -32,6 +32,12 @@ const KEYRING: &str = "k1:424242424242424242424242424242424242424242424242424242
 const TOKEN_BYTES: &str = "757074696d652f7461736b2d746f6b656e2f7631000b5e8f8a2c1d4f3e9a7b6c5d4e3f2a1b000000000000002a000000000000000700000000037c333e00000198628c0400ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c00000198628c7930";
 const TOKEN_MAC: &str = "923b076b6c3dad7d0445cd4aa25c47d47ab5957647fc186db14b51c5312a0ff5";
 const RESULT_BYTES: &str = "757074696d652f726573756c742f7631000b5e8f8a2c1d4f3e9a7b6c5d4e3f2a1b000000000000002a000000000000000700000000037c333e00000198628c040000000198628c7930ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c000000026b31923b076b6c3dad7d0445cd4aa25c47d47ab5957647fc186db14b51c5312a0ff5010100c8000000570000000198628c04fa";
+const HELLO_V2_BYTES: &str = "757074696d652f68656c6c6f2f763200000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c0000000765752d77657374000000010000000b6973703a6865747a6e6572000000080000000f76616c696461746f722f302e312e300000000200010002fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618";
+const HELLO_V2_SIGNATURE: &str =
+    "5woTDrUk1exuPULe8DdyajQe3oQMfiio5qVsvZbdzCXVwCizTiTdreqE6yhTic76pHhHCJMNXWWYhXmhdyF588qD";
+const RESULT_V2_BYTES: &str = "757074696d652f726573756c742f7632000b5e8f8a2c1d4f3e9a7b6c5d4e3f2a1b000000000000002a000000000000000700000000037c333e00000198628c040000000198628c7930ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c000000026b31923b076b6c3dad7d0445cd4aa25c47d47ab5957647fc186db14b51c5312a0ff5010100c8000000570000000198628c04fa01b6c951ed9485262465aa9b940f7e9b7df577e3a299a33f8c86fdda98f66a9fdc0000000f01045db8d822";
+const RESULT_V2_SIGNATURE: &str =
+    "65YF5WCX4seoQNhz8w98xD93aVXiDoLodRoppFQc5zNXEsQ8CSgib9Yet6BoZMyxDiiqew1rsEQCGZvZaseExpJF";
 const RESULT_SIGNATURE: &str =
     "265DZNx7QyaRkTEic4rF9LE8FvB8RG2LjKjjbpUwZwZN2D7EcA2MzGrWrPut4bdzfnDRrRuGTQtgHSLQAAbK7VY4";
 
@@ -49,10 +55,34 @@ fn hello() -> (Nonce, Hello) {
         capacity: 8,
         client_version: "validator/0.1.0".into(),
         protocol_versions: vec![1],
+        payout_address: None,
         signature: Signature([0; 64]),
     };
     sign_hello(&key(), &Nonce(nonce), &mut h);
     (Nonce(nonce), h)
+}
+
+/// The protocol 2 hello: versions [1, 2] and a payout address (the public
+/// key of 32 bytes of 0x09).
+fn hello_v2() -> (Nonce, Hello) {
+    let (nonce, mut h) = hello();
+    h.protocol_versions = vec![1, 2];
+    h.payout_address = Some(PublicKey::from(&SigningKey::from_bytes(&[9; 32])));
+    sign_hello(&key(), &nonce, &mut h);
+    (nonce, h)
+}
+
+/// The protocol 2 result: the vector result with evidence of a 15-byte
+/// body `<html>ok</html>` fetched from 93.184.216.34.
+fn result_v2(token: TaskToken) -> CheckResult {
+    let mut r = result(token);
+    r.evidence = Some(protocol::Evidence {
+        body_sha256: Some(protocol::Digest::of(b"<html>ok</html>")),
+        body_bytes: 15,
+        remote_ip: Some("93.184.216.34".parse().unwrap()),
+    });
+    sign_result(&key(), &mut r);
+    r
 }
 
 fn token_fields(validator: &PublicKey) -> TokenFields<'_> {
@@ -84,6 +114,7 @@ fn result(token: TaskToken) -> CheckResult {
         latency_ms: 87,
         error: None,
         checked_at_ms: 1_754_000_000_250,
+        evidence: None,
         signature: Signature([0; 64]),
     };
     sign_result(&key(), &mut r);
@@ -99,7 +130,11 @@ mod spec {
     }
 
     pub fn hello(nonce: &[u8; 32], h: &protocol::Hello) -> Vec<u8> {
-        let mut b = b"uptime/hello/v1\0".to_vec();
+        let mut b = if h.payout_address.is_some() {
+            b"uptime/hello/v2\0".to_vec()
+        } else {
+            b"uptime/hello/v1\0".to_vec()
+        };
         b.extend(nonce);
         b.extend(h.public_key.0);
         str(&mut b, &h.region);
@@ -112,6 +147,9 @@ mod spec {
         b.extend((h.protocol_versions.len() as u32).to_be_bytes());
         for v in &h.protocol_versions {
             b.extend(v.to_be_bytes());
+        }
+        if let Some(p) = &h.payout_address {
+            b.extend(p.0);
         }
         b
     }
@@ -128,7 +166,11 @@ mod spec {
     }
 
     pub fn result(r: &protocol::CheckResult) -> Vec<u8> {
-        let mut b = b"uptime/result/v1\0".to_vec();
+        let mut b = if r.evidence.is_some() {
+            b"uptime/result/v2\0".to_vec()
+        } else {
+            b"uptime/result/v1\0".to_vec()
+        };
         b.extend(r.task_id.as_bytes());
         for v in [
             r.website_id,
@@ -162,6 +204,27 @@ mod spec {
             }
         }
         b.extend(r.checked_at_ms.to_be_bytes());
+        if let Some(e) = &r.evidence {
+            match &e.body_sha256 {
+                None => b.push(0),
+                Some(d) => {
+                    b.push(1);
+                    b.extend(d.0);
+                }
+            }
+            b.extend(e.body_bytes.to_be_bytes());
+            match e.remote_ip {
+                None => b.push(0),
+                Some(std::net::IpAddr::V4(ip)) => {
+                    b.extend([1, 4]);
+                    b.extend(ip.octets());
+                }
+                Some(std::net::IpAddr::V6(ip)) => {
+                    b.extend([1, 6]);
+                    b.extend(ip.octets());
+                }
+            }
+        }
         b
     }
 }
@@ -224,6 +287,53 @@ fn token_and_result_vector() {
     );
     verify_result(&key().verifying_key(), &r).unwrap();
     keyring.verify(&r.token, &token_fields(&pk)).unwrap();
+}
+
+#[test]
+fn protocol_2_vectors() {
+    let (nonce, h) = hello_v2();
+    let bytes = hello_signing_bytes(&nonce, &h);
+    assert_eq!(bytes, spec::hello(&nonce.0, &h), "the documented layout");
+    check(
+        "v2 hello signing bytes",
+        &hex::encode(&bytes),
+        HELLO_V2_BYTES,
+    );
+    check(
+        "v2 hello signature",
+        &bs58::encode(h.signature.0).into_string(),
+        HELLO_V2_SIGNATURE,
+    );
+    verify_hello(&nonce, &h).unwrap();
+    let mut stripped = h.clone();
+    stripped.payout_address = None;
+    assert!(
+        verify_hello(&nonce, &stripped).is_err(),
+        "the payout address is under the signature"
+    );
+
+    let pk = PublicKey::from(&key());
+    let token = Keyring::parse(KEYRING).unwrap().issue(&token_fields(&pk));
+    let r = result_v2(token);
+    let bytes = result_signing_bytes(&r);
+    assert_eq!(bytes, spec::result(&r), "the documented layout");
+    check(
+        "v2 result signing bytes",
+        &hex::encode(&bytes),
+        RESULT_V2_BYTES,
+    );
+    check(
+        "v2 result signature",
+        &bs58::encode(r.signature.0).into_string(),
+        RESULT_V2_SIGNATURE,
+    );
+    verify_result(&key().verifying_key(), &r).unwrap();
+    let mut other = r.clone();
+    other.evidence.as_mut().unwrap().remote_ip = Some("10.0.0.1".parse().unwrap());
+    assert!(
+        verify_result(&key().verifying_key(), &other).is_err(),
+        "the evidence is under the signature"
+    );
 }
 
 /// The signed examples in docs/protocol.md verify: the hellos over the

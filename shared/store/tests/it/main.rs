@@ -99,6 +99,7 @@ fn tick(round: &OpenedRound, validator_id: ValidatorId, up: bool) -> NewTick {
         checked_at_ms: round.scheduled_at_ms + 500,
         received_at_ms: round.scheduled_at_ms + 1_000,
         reward_lamports: 1_000,
+        evidence: None,
     }
 }
 

@@ -122,6 +122,7 @@ pub fn hello(key: &SigningKey, nonce: &Nonce, region: &str) -> protocol::Hello {
         capacity: 10,
         client_version: "raw-test".into(),
         protocol_versions: vec![1],
+        payout_address: None,
         signature: Signature([0; 64]),
     };
     sign_hello(key, nonce, &mut h);

@@ -153,6 +153,7 @@ impl Farm {
                     checked_at_ms: sched + 10,
                     received_at_ms: sched + 20,
                     reward_lamports: *lamports,
+                    evidence: None,
                 }
             })
             .collect();
