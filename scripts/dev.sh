@@ -35,7 +35,8 @@
 #      port from 18070: HTTP mode with WebSocket tunnels, X-Forwarded-For, least-connections
 #      balancing, and a GET /readyz check of every hub each second, so a draining hub is
 #      taken out; stats at /haproxy-stats
-#   6. three validator keypairs in .dev/keys/ (generated once) and three validators in regions
+#   6. three validator keypairs in .dev/keys/ (generated once, before the hubs, which list them in
+#      HUB_TRUSTED_VALIDATORS so they count from the start) and three validators in regions
 #      eu-west, us-east, ap-south, all with --allow-private-targets (the demo sites are on
 #      loopback); each gets the HAProxy URL first, then every hub's own URL to rotate to when
 #      HAProxy is down
@@ -269,6 +270,23 @@ spawn local-solana "$BIN/local-solana" --listen "127.0.0.1:$SOLANA_PORT" \
 SOLANA_URL=$(listening_url local-solana "$SPAWNED")
 log "local Solana chain on $SOLANA_URL; treasury $TREASURY_PUBKEY funded with 1,000 SOL"
 
+# The demo validators' keys, made before the hubs: the hubs trust them from the start
+# (HUB_TRUSTED_VALIDATORS), so rounds have quorum in the first minute; other keys start on
+# probation.
+for region in "${REGIONS[@]}"; do
+    key=$KEYS/validator-$region.json
+    if [[ ! -s $key ]]; then
+        log "generating a keypair for the $region validator: ${key#"$ROOT"/}"
+        (umask 077 && "$BIN/validator" keygen --out "$key") >>"$LOGS/validator-keygen.log" 2>&1 ||
+            show_log_and_die validator-keygen "validator keygen failed"
+    fi
+done
+TRUSTED=()
+for region in "${REGIONS[@]}"; do
+    TRUSTED+=("$("$BIN/validator" pubkey --keypair "$KEYS/validator-$region.json")")
+done
+TRUSTED_VALIDATORS=$(IFS=,; echo "${TRUSTED[*]}")
+
 # ---- 4. hubs ----------------------------------------------------------------------------------
 # A fresh token-signing key per run, the same on every hub (a token one signs, all verify);
 # dev validators re-authenticate on every start anyway.
@@ -286,6 +304,7 @@ for ((n = 1; n <= HUBS; n++)); do
         HUB_MIN_INTERVAL_SECS=5 \
         HUB_TRUSTED_PROXIES=127.0.0.1 \
         HUB_PREFIX_DIVERSITY=false \
+        HUB_TRUSTED_VALIDATORS="$TRUSTED_VALIDATORS" \
         HUB_MAX_PREAUTH_PER_IP=256 \
         HUB_HELLO_RATE_PER_IP=100 \
         HUB_HELLO_BURST_PER_IP=200 \
@@ -371,14 +390,6 @@ wait_for_http "$HAPROXY_URL/readyz" 15 "$HAPROXY_PID" ||
 log "HAProxy ready on $HAPROXY_URL (pid $HAPROXY_PID, stats $HAPROXY_STATS)"
 
 # ---- 6. validators ----------------------------------------------------------------------------
-for region in "${REGIONS[@]}"; do
-    key=$KEYS/validator-$region.json
-    if [[ ! -s $key ]]; then
-        log "generating a keypair for the $region validator: ${key#"$ROOT"/}"
-        (umask 077 && "$BIN/validator" keygen --out "$key") >>"$LOGS/validator-keygen.log" 2>&1 ||
-            show_log_and_die validator-keygen "validator keygen failed"
-    fi
-done
 # HAProxy first; the hubs themselves are there to rotate to when HAProxy does not answer. A
 # validator takes the next URL of its list on every reconnect, so each one gets the hubs in a
 # different order: they do not all land on hub-1 when HAProxy is gone.

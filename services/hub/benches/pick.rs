@@ -26,6 +26,7 @@ fn pool(n: usize, load: impl Fn(usize) -> u32, local: impl Fn(usize) -> bool) ->
                 local: local(i),
                 prefix: Some(hub::NetPrefix(i as u64)),
                 crowded: false,
+                counts: true,
             }
         })
         .collect()

@@ -408,8 +408,16 @@ pub fn validators_table(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<44}  {:<12}  {:<10}  {:>8}  {:>8}  {:<8}  VERSION",
-        "KEY", "REGION", "LAST SEEN", "RESULTS", "AGREED", "ACCESS"
+        "{:<44}  {:<12}  {:<10}  {:>8}  {:>8}  {:>5}  {:>11}  {:<9}  {:<8}  VERSION",
+        "KEY",
+        "REGION",
+        "LAST SEEN",
+        "RESULTS",
+        "AGREED",
+        "TRUST",
+        "SHADOW +/-",
+        "STANDING",
+        "ACCESS"
     );
     for v in rows {
         let agreed = if v.decided == 0 {
@@ -426,14 +434,24 @@ pub fn validators_table(
         };
         let region: String = v.region.chars().take(12).collect();
         let version: String = v.client_version.chars().take(40).collect();
+        let standing = if v.probation {
+            "probation"
+        } else if v.trust < store::MIN_TRUST {
+            "low trust"
+        } else {
+            "good"
+        };
         let _ = writeln!(
             out,
-            "{:<44}  {:<12}  {:<10}  {:>8}  {:>8}  {:<8}  {}",
+            "{:<44}  {:<12}  {:<10}  {:>8}  {:>8}  {:>5.2}  {:>11}  {:<9}  {:<8}  {}",
             terminal_safe(&v.public_key),
             terminal_safe(&region),
             ago(now_ms - v.last_seen_ms),
             v.results,
             agreed,
+            v.trust,
+            format!("{}/{}", v.shadow_passed, v.shadow_failed),
+            standing,
             access,
             terminal_safe(&version)
         );

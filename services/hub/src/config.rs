@@ -164,6 +164,17 @@ pub struct Config {
     /// A validator row whose key never had a result stored is deleted once
     /// it has not been seen for this long, seconds.
     pub unused_validator_ttl_secs: u64,
+    /// Keys never on probation, comma-separated base58: the operator's own
+    /// validators, so a new network has quorum at once.
+    pub trusted_validators: String,
+    /// Results agreeing with a decided round a new key needs to leave
+    /// probation (0: no probation).
+    pub probation_results: u32,
+    /// Shadow checks passed a new key needs to leave probation.
+    pub probation_challenges: u32,
+    /// Share of rounds given one extra (shadow) task for a key on probation
+    /// or below the trust threshold.
+    pub shadow_share: f64,
     /// `open` (any key unless denied) or `allowlist` (only keys added with
     /// `hub validators allow`): see docs/ARCHITECTURE.md, "Validator trust".
     pub validator_access: String,
@@ -264,6 +275,10 @@ impl Default for Config {
             hello_burst_per_ip: 20,
             unused_validator_ttl_secs: 86_400,
             validator_access: "open".into(),
+            trusted_validators: String::new(),
+            probation_results: 20,
+            probation_challenges: 2,
+            shadow_share: 0.1,
             retention_days: 30,
             tick_partitions_ahead_days: 7,
             retention_interval_secs: 3_600,
@@ -338,6 +353,28 @@ fn without_excerpt(msg: &str) -> String {
 impl From<Box<figment::Error>> for ConfigError {
     fn from(e: Box<figment::Error>) -> Self {
         Self::Figment(e)
+    }
+}
+
+impl Config {
+    /// `HUB_TRUSTED_VALIDATORS` as keys.
+    fn trusted_keys(&self) -> Result<foldhash::HashSet<protocol::PublicKey>, ConfigError> {
+        self.trusted_validators
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                protocol::PublicKey::from_base58(k).ok_or_else(|| {
+                    invalid(
+                        "HUB_TRUSTED_VALIDATORS",
+                        format!(
+                            "{:?} is not a base58 public key",
+                            protocol::terminal_safe(k)
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -422,6 +459,7 @@ impl Config {
                 diversity: Diversity {
                     one_per_prefix: c.prefix_diversity,
                     max_task_share: c.prefix_max_task_share,
+                    shadow_share: c.shadow_share,
                 },
             },
             sessions: SessionSettings {
@@ -440,6 +478,8 @@ impl Config {
                 hello_rate_per_ip: positive(c.hello_rate_per_ip),
                 hello_burst_per_ip: positive(c.hello_burst_per_ip),
                 reward_lamports: c.reward_lamports,
+                trusted: std::sync::Arc::new(c.trusted_keys()?),
+                probation: c.probation_results > 0,
             },
             ingest: IngestSettings {
                 queue: c.ingest_queue,
@@ -719,6 +759,16 @@ impl Config {
                 "rate and burst (HUB_HELLO_BURST_PER_IP) must be positive",
             ));
         }
+        self.trusted_keys()?;
+        if self.probation_results > 100_000 || self.probation_challenges > 100_000 {
+            return Err(invalid(
+                "HUB_PROBATION_RESULTS",
+                "probation counts (and HUB_PROBATION_CHALLENGES) must be at most 100000",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.shadow_share) {
+            return Err(invalid("HUB_SHADOW_SHARE", "must be from 0 to 1"));
+        }
         if AccessMode::parse(&self.validator_access).is_none() {
             return Err(invalid(
                 "HUB_VALIDATOR_ACCESS",
@@ -766,6 +816,10 @@ impl Config {
                 .then(|| self.payout_history_rpc_url.clone()),
             priority_fee_micro_lamports: self.payout_priority_fee_micro_lamports,
             daily_cap_lamports: self.payout_daily_cap_lamports,
+            probation: store::Probation {
+                results: self.probation_results as i32,
+                challenges: self.probation_challenges as i32,
+            },
             crash: self.payout_crash_at()?.map(|p| (p, CrashAction::Abort)),
         })
     }
@@ -909,6 +963,10 @@ pub struct SessionSettings {
     pub hello_burst_per_ip: NonZeroU32,
     /// Lamports an accepted tick earns (stamped on it at the door).
     pub reward_lamports: i64,
+    /// `HUB_TRUSTED_VALIDATORS`.
+    pub trusted: std::sync::Arc<foldhash::HashSet<protocol::PublicKey>>,
+    /// New keys start on probation (`HUB_PROBATION_RESULTS` above 0).
+    pub probation: bool,
 }
 
 impl SessionSettings {

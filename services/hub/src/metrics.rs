@@ -2,7 +2,7 @@
 
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -14,6 +14,8 @@ pub struct Metrics {
     pub tasks_sent: IntCounter,
     pub tasks_replaced: IntCounter,
     pub rounds_prefix_repeated: IntCounter,
+    pub results_judged: IntCounterVec,
+    pub validators_by_standing: IntGaugeVec,
     pub results_accepted: IntCounter,
     pub results_rejected: IntCounterVec,
     pub ticks_written: IntCounter,
@@ -103,6 +105,12 @@ impl Metrics {
             )
         };
         let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).unwrap());
+        let gauge_vec = |name: &str, help: &str, label: &str| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &[label]).unwrap(),
+            )
+        };
         Self {
             validators_connected: gauge(
                 "validators_connected",
@@ -122,6 +130,16 @@ impl Metrics {
                 "code",
             ),
             tasks_sent: counter("tasks_sent_total", "Tasks sent to validators."),
+            results_judged: counter_vec(
+                "results_judged_total",
+                "Results settled, by how they were judged: agreed or disagreed with their round's decision, shadow check passed or failed (payout leader).",
+                "outcome",
+            ),
+            validators_by_standing: gauge_vec(
+                "validators_by_standing",
+                "Validators seen in the last day, by standing: good, low_trust (below 0.5), probation (payout leader, refreshed every cycle).",
+                "standing",
+            ),
             rounds_prefix_repeated: counter(
                 "rounds_prefix_repeated_total",
                 "Rounds given two or more validators from one network (/24, /48); 0 while HUB_PREFIX_DIVERSITY is on.",

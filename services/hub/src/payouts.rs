@@ -277,8 +277,12 @@ pub struct PayoutConfig {
     pub priority_fee_micro_lamports: u64,
     /// Lamports batches may spend per UTC day; 0: no cap.
     pub daily_cap_lamports: u64,
+    /// When settlement ends a new key's probation.
+    pub probation: store::Probation,
     pub crash: Option<(CrashPoint, CrashAction)>,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 /// What one cycle did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -833,6 +837,11 @@ impl Payer {
         self.metrics.payout_batches_unfinished.set(unfinished);
         self.metrics.payouts_insufficient_funds.set(insufficient);
         self.metrics.payouts_failed.set(failed);
+        let (good, low, probation) = self.store.standings_seen(DAY_MS).await?;
+        let by = &self.metrics.validators_by_standing;
+        by.with_label_values(&["good"]).set(good);
+        by.with_label_values(&["low_trust"]).set(low);
+        by.with_label_values(&["probation"]).set(probation);
         Ok(report)
     }
 
@@ -840,10 +849,25 @@ impl Payer {
     async fn settle(&self, epoch: i64, report: &mut CycleReport) -> Result<(), PayoutError> {
         loop {
             self.guard(epoch)?;
-            let rounds = self
+            let settled = self
                 .store
-                .settle_rounds(epoch, self.cfg.settle_delay, SETTLE_LIMIT)
+                .settle_rounds_with(
+                    epoch,
+                    self.cfg.settle_delay,
+                    SETTLE_LIMIT,
+                    self.cfg.probation,
+                )
                 .await?;
+            let rounds = settled.rounds;
+            let judged = &self.metrics.results_judged;
+            for (outcome, n) in [
+                ("agreed", settled.agreed),
+                ("disagreed", settled.disagreed),
+                ("shadow_passed", settled.passed),
+                ("shadow_failed", settled.failed),
+            ] {
+                judged.with_label_values(&[outcome]).inc_by(n as u64);
+            }
             report.rounds_settled += rounds;
             self.metrics.rounds_settled.inc_by(rounds as u64);
             if rounds < SETTLE_LIMIT {

@@ -91,6 +91,9 @@ pub struct SessionHandle {
     pub client: IpAddr,
     /// `NetPrefix::of(client)`.
     pub prefix: NetPrefix,
+    /// Its results count toward decisions (not on probation, trust at
+    /// least `store::MIN_TRUST`): read at hello, refreshed every 30 s.
+    pub counts: std::sync::atomic::AtomicBool,
     /// Tasks sent on this socket and not yet answered (kept by the session).
     pub in_flight: AtomicU32,
     pub tx: mpsc::Sender<Outbound>,
@@ -206,6 +209,7 @@ mod tests {
             capacity: 1,
             client: IpAddr::from([127, 0, 0, 1]),
             prefix: NetPrefix::of(IpAddr::from([127, 0, 0, 1])),
+            counts: true.into(),
             kicked: OnceLock::new(),
             in_flight: AtomicU32::new(0),
             tx,

@@ -52,6 +52,11 @@ pub struct ValidatorSummary {
     pub results: i64,
     pub decided: i64,
     pub agreed: i64,
+    pub probation: bool,
+    pub trust: f32,
+    /// Shadow checks passed and failed, all time (settled).
+    pub shadow_passed: i64,
+    pub shadow_failed: i64,
 }
 
 impl Store {
@@ -161,6 +166,21 @@ impl Store {
         Ok(l)
     }
 
+    /// Validators seen within `seen_within_ms`: how many are in good
+    /// standing, below the trust threshold, and on probation.
+    pub async fn standings_seen(&self, seen_within_ms: i64) -> Result<(i64, i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE NOT probation AND trust >= 0.5), \
+                    count(*) FILTER (WHERE NOT probation AND trust < 0.5), \
+                    count(*) FILTER (WHERE probation) \
+               FROM validators \
+              WHERE last_seen > now() - make_interval(secs => $1::double precision / 1000)",
+        )
+        .bind(seen_within_ms)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Validators seen within `seen_within_ms`, newest first, with their
     /// results over the last `window_ms` and how many agreed with their
     /// round's decision.
@@ -174,8 +194,11 @@ impl Store {
             "SELECT v.public_key, v.region, v.client_version, \
                     (extract(epoch FROM v.last_seen) * 1000)::bigint AS last_seen_ms, \
                     coalesce(s.results, 0) AS results, coalesce(s.decided, 0) AS decided, \
-                    coalesce(s.agreed, 0) AS agreed \
+                    coalesce(s.agreed, 0) AS agreed, v.probation, v.trust, \
+                    coalesce(l.challenges_passed, 0) AS shadow_passed, \
+                    coalesce(l.challenges_failed, 0) AS shadow_failed \
              FROM validators v \
+             LEFT JOIN validator_ledger l ON l.validator_id = v.id \
              LEFT JOIN LATERAL ( \
                  SELECT count(*) AS results, \
                         count(*) FILTER (WHERE r.status IN ('up', 'down')) AS decided, \
@@ -203,6 +226,10 @@ impl Store {
                 results: r.get("results"),
                 decided: r.get("decided"),
                 agreed: r.get("agreed"),
+                probation: r.get("probation"),
+                trust: r.get("trust"),
+                shadow_passed: r.get("shadow_passed"),
+                shadow_failed: r.get("shadow_failed"),
             })
             .collect())
     }

@@ -47,7 +47,7 @@ pub use crate::owner_sites::{
     MAX_CURSOR_MS,
 };
 pub use crate::payouts::{
-    BatchOutcome, Earnings, NewBatch, PayoutRow, UnfinishedBatch, WaitingPayout,
+    BatchOutcome, Earnings, NewBatch, PayoutRow, Probation, Settled, UnfinishedBatch, WaitingPayout,
 };
 pub use crate::reconcile::{ChainCursor, FoundBatch, FoundOutcome};
 pub use crate::rollups::{KEEP_1D, KEEP_1H, KEEP_5M, LATENCY_BOUNDS_MS};
@@ -267,6 +267,42 @@ pub struct NewTick {
     pub evidence: Option<protocol::Evidence>,
 }
 
+/// A hello as [`Store::record_hello`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct HelloRecord<'a> {
+    pub public_key: &'a str,
+    pub region: &'a str,
+    pub tags: &'a [String],
+    pub client_version: &'a str,
+    /// `None`: paid to `public_key`.
+    pub payout_address: Option<&'a str>,
+    /// On `HUB_TRUSTED_VALIDATORS`: never on probation.
+    pub trusted: bool,
+    /// New keys start on probation (`HUB_PROBATION_RESULTS` above 0); with
+    /// it off, a key on probation leaves it at its next hello.
+    pub probation: bool,
+}
+
+/// A validator's standing as its hello left it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    pub id: ValidatorId,
+    pub probation: bool,
+    pub trust: f32,
+}
+
+impl Standing {
+    /// Its results count toward a round's decision (not on probation, trust
+    /// at least [`MIN_TRUST`]).
+    pub fn counts(&self) -> bool {
+        !self.probation && self.trust >= MIN_TRUST
+    }
+}
+
+/// Below this trust a validator's results decide nothing and it is picked
+/// for extra (shadow) places only (migrations/20261202000004_trust.sql).
+pub const MIN_TRUST: f32 = 0.5;
+
 /// Why a hello's payout address cannot be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PayoutAddressTaken {
@@ -324,14 +360,19 @@ fn website_from_row(r: &sqlx::postgres::PgRow) -> Website {
 }
 
 /// Majority of at least two results, else unknown. Shared by every close.
+/// Only results of validators in good standing count (not on probation,
+/// trust at least 0.5: migrations/20261202000004_trust.sql); the others are
+/// stored and judged, and decide nothing.
 const CLOSE_ROUNDS_SQL: &str = "
 WITH counts AS (
     SELECT r.id,
-           count(t.task_id) FILTER (WHERE t.status = 'up')   AS up,
-           count(t.task_id) FILTER (WHERE t.status = 'down') AS down
+           count(t.task_id) FILTER (WHERE t.status = 'up' AND v.counts)   AS up,
+           count(t.task_id) FILTER (WHERE t.status = 'down' AND v.counts) AS down
       FROM rounds r
       LEFT JOIN ticks t
         ON t.round_id = r.id AND t.website_id = r.website_id AND t.scheduled_at = r.scheduled_at
+      LEFT JOIN LATERAL (SELECT NOT probation AND trust >= 0.5 AS counts
+                           FROM validators WHERE id = t.validator_id) v ON true
      WHERE r.id = ANY($1) AND r.status = 'open'
      GROUP BY r.id
 ), replaced AS (
@@ -522,11 +563,17 @@ impl Store {
         tags: &[String],
         client_version: &str,
     ) -> Result<ValidatorId> {
-        match self
-            .record_hello(public_key, region, tags, client_version, None)
-            .await?
-        {
-            Ok(id) => Ok(id),
+        let hello = HelloRecord {
+            public_key,
+            region,
+            tags,
+            client_version,
+            payout_address: None,
+            trusted: false,
+            probation: false,
+        };
+        match self.record_hello(&hello).await? {
+            Ok(s) => Ok(s.id),
             Err(taken) => Err(StoreError::Conflict(taken.to_string())),
         }
     }
@@ -540,13 +587,11 @@ impl Store {
     /// names is kept.
     pub async fn record_hello(
         &self,
-        public_key: &str,
-        region: &str,
-        tags: &[String],
-        client_version: &str,
-        payout_address: Option<&str>,
-    ) -> Result<Result<ValidatorId, PayoutAddressTaken>> {
-        let payout = payout_address.filter(|a| *a != public_key);
+        h: &HelloRecord<'_>,
+    ) -> Result<Result<Standing, PayoutAddressTaken>> {
+        let (public_key, region, tags, client_version) =
+            (h.public_key, h.region, h.tags, h.client_version);
+        let payout = h.payout_address.filter(|a| *a != public_key);
         let mut tx = self.pool.begin().await?;
         let key_is_paid_to: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM validator_payout_addresses a \
@@ -574,23 +619,33 @@ impl Store {
                 return Ok(Err(PayoutAddressTaken::Address));
             }
         }
-        let id: ValidatorId = sqlx::query_scalar(
-            "INSERT INTO validators (public_key, region, tags, client_version, payout_address) \
-             VALUES ($1, $2, $3, $4, $5) \
+        let row = sqlx::query(
+            "INSERT INTO validators (public_key, region, tags, client_version, payout_address, \
+                                     trusted, probation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7 AND NOT $6) \
              ON CONFLICT (public_key) DO UPDATE SET region = EXCLUDED.region, \
                region_since = CASE WHEN validators.region IS DISTINCT FROM EXCLUDED.region \
                                    THEN now() ELSE validators.region_since END, \
                tags = EXCLUDED.tags, client_version = EXCLUDED.client_version, \
-               payout_address = EXCLUDED.payout_address, last_seen = now() \
-             RETURNING id",
+               payout_address = EXCLUDED.payout_address, trusted = EXCLUDED.trusted, \
+               probation = validators.probation AND $7 AND NOT $6, last_seen = now() \
+             RETURNING id, probation, trust",
         )
         .bind(public_key)
         .bind(region)
         .bind(tags)
         .bind(client_version)
         .bind(payout)
+        .bind(h.trusted)
+        .bind(h.probation)
         .fetch_one(&mut *tx)
         .await?;
+        let standing = Standing {
+            id: row.get("id"),
+            probation: row.get("probation"),
+            trust: row.get("trust"),
+        };
+        let id = standing.id;
         if let Some(addr) = payout {
             // Two validators naming one new address at once: the key
             // decides, and the second is refused.
@@ -608,19 +663,30 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(Ok(id))
+        Ok(Ok(standing))
     }
 
     /// Bumps `last_seen` for many validators in one statement.
-    pub async fn touch_validators(&self, ids: &[ValidatorId]) -> Result<()> {
+    /// Returns their standing (settlement moves it).
+    pub async fn touch_validators(&self, ids: &[ValidatorId]) -> Result<Vec<Standing>> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        sqlx::query("UPDATE validators SET last_seen = now() WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let rows = sqlx::query(
+            "UPDATE validators SET last_seen = now() WHERE id = ANY($1) \
+             RETURNING id, probation, trust",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Standing {
+                id: r.get("id"),
+                probation: r.get("probation"),
+                trust: r.get("trust"),
+            })
+            .collect())
     }
 
     // ---- rounds ----

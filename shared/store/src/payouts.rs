@@ -163,11 +163,47 @@ pub(crate) fn fenced(epoch: i64) -> impl Fn(sqlx::Error) -> StoreError {
     }
 }
 
+/// What one settlement statement did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub rounds: i64,
+    /// Results that agreed / disagreed with their round's decision.
+    pub agreed: i64,
+    pub disagreed: i64,
+    /// Shadow checks passed / failed.
+    pub passed: i64,
+    pub failed: i64,
+}
+
+/// When a new key's probation ends (`HUB_PROBATION_RESULTS`,
+/// `HUB_PROBATION_CHALLENGES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probation {
+    /// Results that agreed with a decided round.
+    pub results: i32,
+    /// Shadow checks passed.
+    pub challenges: i32,
+}
+
+impl Default for Probation {
+    fn default() -> Self {
+        Self {
+            results: 20,
+            challenges: 2,
+        }
+    }
+}
+
 /// Credits ticks of closed, unsettled rounds to the ledger, and marks the
-/// rounds settled, in one statement. What a tick earns, and whether it
-/// agrees, is `tick_rewards` (migrations/20261202000002): agreement with the
-/// round's decision or its region's majority, and not replaced before the
-/// hub received it.
+/// rounds settled, in one statement. What a tick earns, whether it agrees
+/// and how its shadow check went is `tick_rewards`
+/// (migrations/20261202000004_trust.sql): agreement with the round's
+/// decision or its region's majority, not replaced before the hub received
+/// it, no failed shadow check, not on probation. The same statement moves
+/// each validator's trust (an exponentially weighted average, weight 0.05 a
+/// result, of agreements and passed checks over agreements, disagreements
+/// and checks) and ends probation after `$4` agreeing results and `$5`
+/// passed checks with trust at least 0.5.
 const SETTLE_SQL: &str = "
 WITH due AS (
     SELECT id, website_id, scheduled_at, status, replaced_tasks, replaced_at_ms
@@ -181,37 +217,90 @@ WITH due AS (
     UPDATE rounds r SET settled_at = now() FROM due WHERE r.id = due.id RETURNING r.id
 ), per_tick AS (
     -- The reward rule (migrations/20261202000002_rewards_follow_agreement.sql).
-    SELECT validator_id, earned, agrees, disagrees
+    SELECT validator_id, earned, agrees, disagrees, challenge
       FROM tick_rewards(ARRAY(SELECT id FROM due))
-), credited AS (
-    INSERT INTO validator_ledger AS l
-           (validator_id, earned_lamports, earning_ticks, agreed, disagreed, epoch)
-    SELECT validator_id, sum(earned), count(*) FILTER (WHERE earned > 0),
-           count(*) FILTER (WHERE agrees), count(*) FILTER (WHERE disagrees), $1
+), per_validator AS (
+    SELECT validator_id, sum(earned) AS earned, count(*) FILTER (WHERE earned > 0) AS earning,
+           count(*) FILTER (WHERE agrees) AS a, count(*) FILTER (WHERE disagrees) AS d,
+           count(*) FILTER (WHERE challenge > 0) AS cp,
+           count(*) FILTER (WHERE challenge < 0) AS cf
       FROM per_tick
      GROUP BY validator_id
+), credited AS (
+    INSERT INTO validator_ledger AS l
+           (validator_id, earned_lamports, earning_ticks, agreed, disagreed,
+            challenges_passed, challenges_failed, epoch)
+    SELECT validator_id, earned, earning, a, d, cp, cf, $1
+      FROM per_validator
     ON CONFLICT (validator_id) DO UPDATE
        SET earned_lamports = l.earned_lamports + EXCLUDED.earned_lamports,
            earning_ticks = l.earning_ticks + EXCLUDED.earning_ticks,
            agreed = l.agreed + EXCLUDED.agreed,
            disagreed = l.disagreed + EXCLUDED.disagreed,
+           challenges_passed = l.challenges_passed + EXCLUDED.challenges_passed,
+           challenges_failed = l.challenges_failed + EXCLUDED.challenges_failed,
            epoch = EXCLUDED.epoch, updated_at = now()
     RETURNING 1
+), judged AS (
+    SELECT v.id, v.probation, v.trusted,
+           v.probation_agreed + p.a AS agreed, v.probation_passed + p.cp AS passed,
+           CASE WHEN p.a + p.d + p.cp + p.cf = 0 THEN v.trust
+                ELSE (v.trust * power(0.95, p.a + p.d + p.cp + p.cf)
+                      + (1 - power(0.95, p.a + p.d + p.cp + p.cf))
+                        * (p.a + p.cp)::float8 / (p.a + p.d + p.cp + p.cf))::real
+           END AS trust
+      FROM per_validator p JOIN validators v ON v.id = p.validator_id
+), standing AS (
+    UPDATE validators v
+       SET trust = j.trust,
+           probation_agreed = CASE WHEN j.probation THEN j.agreed ELSE v.probation_agreed END,
+           probation_passed = CASE WHEN j.probation THEN j.passed ELSE v.probation_passed END,
+           probation = j.probation AND NOT j.trusted
+                       AND NOT (j.agreed >= $4 AND j.passed >= $5 AND j.trust >= 0.5)
+      FROM judged j WHERE v.id = j.id
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM marked) AS rounds, (SELECT count(*) FROM credited) AS validators";
+SELECT (SELECT count(*) FROM marked) AS rounds, (SELECT count(*) FROM credited) AS validators,
+       (SELECT count(*) FROM standing) AS judged,
+       (SELECT COALESCE(sum(a), 0)::int8 FROM per_validator) AS agreed,
+       (SELECT COALESCE(sum(d), 0)::int8 FROM per_validator) AS disagreed,
+       (SELECT COALESCE(sum(cp), 0)::int8 FROM per_validator) AS passed,
+       (SELECT COALESCE(sum(cf), 0)::int8 FROM per_validator) AS failed";
 
 impl Store {
     /// Settles up to `limit` rounds closed more than `delay` ago; returns
     /// how many. Call until it returns fewer than `limit`.
     pub async fn settle_rounds(&self, epoch: i64, delay: Duration, limit: i64) -> Result<i64> {
+        Ok(self
+            .settle_rounds_with(epoch, delay, limit, Probation::default())
+            .await?
+            .rounds)
+    }
+
+    /// [`Self::settle_rounds`] with the probation rule's figures.
+    pub async fn settle_rounds_with(
+        &self,
+        epoch: i64,
+        delay: Duration,
+        limit: i64,
+        probation: Probation,
+    ) -> Result<Settled> {
         let row = sqlx::query(SETTLE_SQL)
             .bind(epoch)
             .bind(delay.as_secs_f64())
             .bind(limit)
+            .bind(probation.results)
+            .bind(probation.challenges)
             .fetch_one(&self.pool)
             .await
             .map_err(fenced(epoch))?;
-        Ok(row.get("rounds"))
+        Ok(Settled {
+            rounds: row.get("rounds"),
+            agreed: row.get("agreed"),
+            disagreed: row.get("disagreed"),
+            passed: row.get("passed"),
+            failed: row.get("failed"),
+        })
     }
 
     /// Claims every validator's unclaimed earnings of at least

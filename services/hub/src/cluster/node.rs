@@ -265,6 +265,7 @@ async fn run_presence(
                 capacity: if h.is_leaving() { 0 } else { h.capacity },
                 load: h.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 prefix: h.prefix,
+                counts: h.counts.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
         link.outbox.send(

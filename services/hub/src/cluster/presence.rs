@@ -114,6 +114,9 @@ pub struct Remote {
     pub load: u32,
     /// Absent in an older hub's announcement.
     pub prefix: Option<NetPrefix>,
+    /// Its results count toward decisions; `true` when an older hub does
+    /// not say.
+    pub counts: bool,
 }
 
 /// A local session as this hub advertises it.
@@ -125,6 +128,7 @@ pub struct Local {
     pub capacity: u32,
     pub load: u32,
     pub prefix: NetPrefix,
+    pub counts: bool,
 }
 
 #[derive(Clone)]
@@ -207,11 +211,12 @@ impl Presence {
         for l in locals {
             args.push(l.key.clone());
             args.push(format!(
-                "{}|{}|{}|{}",
+                "{}|{}|{}|{}|{}",
                 l.region,
                 l.capacity,
                 l.load,
-                l.prefix.to_hex()
+                l.prefix.to_hex(),
+                u8::from(l.counts)
             ));
         }
         let _: i64 = self
@@ -285,6 +290,7 @@ impl Presence {
                     capacity: cap.parse().unwrap_or(0),
                     load: load.parse().unwrap_or(0),
                     prefix: parts.next().and_then(NetPrefix::from_hex),
+                    counts: parts.next() != Some("0"),
                 });
             }
         }

@@ -570,6 +570,7 @@ mod tests {
             capacity: 1,
             client: std::net::IpAddr::from([127, 0, 0, 1]),
             prefix: crate::registry::NetPrefix(0),
+            counts: true.into(),
             kicked: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicU32::new(in_flight),
             tx,

@@ -49,6 +49,9 @@ pub struct Reachable {
     pub load: u32,
     /// Its client's network; `None` when announced by an older hub.
     pub prefix: Option<NetPrefix>,
+    /// Its results count toward decisions (not on probation, trusted
+    /// enough); an older hub's validators count.
+    pub counts: bool,
     pub target: Target,
 }
 
@@ -119,6 +122,7 @@ impl Router {
                 capacity: h.capacity,
                 load: h.in_flight.load(Relaxed),
                 prefix: Some(h.prefix),
+                counts: h.counts.load(Relaxed),
                 target: Target::Local(h),
             });
         }
@@ -133,11 +137,23 @@ impl Router {
                     capacity: r.capacity,
                     load: r.load,
                     prefix: r.prefix,
+                    counts: r.counts,
                     target: Target::Remote(r.hub_id.clone()),
                 });
             }
         }
         out
+    }
+
+    /// Records whether each local validator's results count now.
+    pub fn note_standings(&self, standings: &[store::Standing]) {
+        let counts: foldhash::HashMap<ValidatorId, bool> =
+            standings.iter().map(|s| (s.id, s.counts())).collect();
+        for h in self.0.registry.snapshot() {
+            if let Some(c) = counts.get(&h.validator_id) {
+                h.counts.store(*c, Relaxed);
+            }
+        }
     }
 
     /// Whether `key` has a session on this hub.

@@ -515,18 +515,18 @@ impl Sessions {
         };
         let key = peer.hello.public_key;
         let payout = peer.hello.payout_address.map(|a| a.to_base58());
-        let validator_id = match app
-            .store
-            .record_hello(
-                &key.to_base58(),
-                &peer.hello.region,
-                &peer.hello.tags,
-                &peer.hello.client_version,
-                payout.as_deref(),
-            )
-            .await
-        {
-            Ok(Ok(id)) => id,
+        let public_key = key.to_base58();
+        let record = store::HelloRecord {
+            public_key: &public_key,
+            region: &peer.hello.region,
+            tags: &peer.hello.tags,
+            client_version: &peer.hello.client_version,
+            payout_address: payout.as_deref(),
+            trusted: app.settings.trusted.contains(&key),
+            probation: app.settings.probation,
+        };
+        let standing = match app.store.record_hello(&record).await {
+            Ok(Ok(s)) => s,
             Ok(Err(taken)) => {
                 let end = fail(
                     app,
@@ -553,6 +553,7 @@ impl Sessions {
                 return;
             }
         };
+        let validator_id = standing.id;
         let (tx, rx) = mpsc::channel(app.settings.queue);
         let handle = Arc::new(SessionHandle {
             generation: app.registry.next_generation(),
@@ -562,6 +563,7 @@ impl Sessions {
             capacity: peer.hello.capacity,
             client: peer_addr.ip(),
             prefix: crate::registry::NetPrefix::of(peer_addr.ip()),
+            counts: standing.counts().into(),
             in_flight: std::sync::atomic::AtomicU32::new(0),
             tx,
             replaced: CancellationToken::new(),

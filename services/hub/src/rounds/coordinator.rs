@@ -101,6 +101,7 @@ fn snapshot(app: &Parts) -> Snapshot<'_> {
             capacity: r.capacity,
             prefix: r.prefix,
             crowded: false,
+            counts: r.counts,
         });
         targets.push(r.target);
     }
@@ -490,10 +491,13 @@ impl Coordinator {
         }
     }
 
+    /// Bumps `last_seen` of this hub's validators and reads back their
+    /// standing (settlement, on the payout leader, moves it).
     async fn touch_validators(&self) {
         let ids = self.app.router.local_validator_ids();
-        if let Err(e) = self.app.store.touch_validators(&ids).await {
-            tracing::warn!(error = %e, "updating validators' last_seen failed");
+        match self.app.store.touch_validators(&ids).await {
+            Ok(standings) => self.app.router.note_standings(&standings),
+            Err(e) => tracing::warn!(error = %e, "updating validators' last_seen failed"),
         }
     }
 }

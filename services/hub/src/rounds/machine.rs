@@ -169,7 +169,8 @@ struct TaskSlot {
     prefix: Option<NetPrefix>,
     deadline_ms: i64,
     state: TaskState,
-    /// Set on the task that replaced another: it is not replaced again.
+    /// Set on a task that replaced another, and on a shadow task: it is not
+    /// replaced.
     is_replacement: bool,
     /// When (Unix ms) another validator got a replacement for this task.
     replaced_at: Option<i64>,
@@ -208,6 +209,17 @@ impl OpenRound {
     }
 }
 
+/// What a task [`Rounds::assign`] sends is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// One of the K that decide.
+    Regular,
+    /// Instead of a task that failed; not replaced again.
+    Replacement,
+    /// An extra place for a key whose results do not count.
+    Shadow,
+}
+
 /// The network diversity rules (`HUB_PREFIX_DIVERSITY`,
 /// `HUB_PREFIX_MAX_TASK_SHARE`); both off by default here (the settings
 /// turn them on).
@@ -218,6 +230,9 @@ pub struct Diversity {
     /// A network that supplied more than this share of this hub's recent
     /// tasks is picked only after every other (1.0: never).
     pub max_task_share: f64,
+    /// Share of rounds given one extra task for a key whose results do not
+    /// count (probation, low trust): its shadow check.
+    pub shadow_share: f64,
 }
 
 impl Default for Diversity {
@@ -225,6 +240,7 @@ impl Default for Diversity {
         Self {
             one_per_prefix: false,
             max_task_share: 1.0,
+            shadow_share: 0.0,
         }
     }
 }
@@ -371,14 +387,27 @@ impl Rounds {
             tasks: Vec::with_capacity(self.validators_per_round),
         };
         let want = self.validators_per_round;
-        let sent = self.assign(
+        let mut sent = self.assign(
             &mut pool.0,
             spec.round_id,
             &mut round,
             want,
             spec.task_deadline_ms,
-            false,
+            Place::Regular,
         );
+        // A shadow place for a key whose results do not count (probation,
+        // low trust): how it earns its way in, judged against this round.
+        let share = self.diversity.shadow_share;
+        if sent > 0 && share > 0.0 && self.rng.f64() < share {
+            sent += self.assign(
+                &mut pool.0,
+                spec.round_id,
+                &mut round,
+                1,
+                spec.task_deadline_ms,
+                Place::Shadow,
+            );
+        }
         if sent > 0 {
             self.rounds.insert(spec.round_id, round);
         }
@@ -532,7 +561,7 @@ impl Rounds {
                 let is_replacement = t.is_replacement;
                 let deadline = (now + self.task_deadline_ms).min(round.deadline_ms);
                 if !is_replacement && deadline > now && !self.draining {
-                    sent = self.assign(pool, round_id, &mut round, 1, deadline, true);
+                    sent = self.assign(pool, round_id, &mut round, 1, deadline, Place::Replacement);
                     // A result for it received from now on earns nothing.
                     round.tasks[i].replaced_at = (sent > 0).then_some(now);
                 }
@@ -550,8 +579,10 @@ impl Rounds {
         round: &mut OpenRound,
         want: usize,
         deadline_ms: i64,
-        is_replacement: bool,
+        place: Place,
     ) -> usize {
+        // Neither a replacement nor a shadow task is replaced in its turn.
+        let is_replacement = place != Place::Regular;
         let mut exclude: HashSet<PublicKey> = round.tasks.iter().map(|t| t.validator).collect();
         let mut sent = 0;
         while sent < want {
@@ -559,6 +590,7 @@ impl Rounds {
                 regions: round.tasks.iter().map(|t| t.region.as_str()).collect(),
                 prefixes: round.tasks.iter().filter_map(|t| t.prefix).collect(),
                 one_per_prefix: self.diversity.one_per_prefix,
+                shadow_only: place == Place::Shadow,
             };
             let picked = pick(
                 pool.candidates(),

@@ -62,6 +62,9 @@ pub struct Candidate {
     /// Its network supplied more than its share of this hub's recent tasks
     /// (`HUB_PREFIX_MAX_TASK_SHARE`): picked only after everyone else.
     pub crowded: bool,
+    /// Its results count toward decisions (not on probation, trusted
+    /// enough). Those that do not are picked last, and for shadow places.
+    pub counts: bool,
 }
 
 /// What a round already has, for [`pick`].
@@ -72,6 +75,8 @@ pub struct Used<'a> {
     /// At most one validator per network in the round
     /// (`HUB_PREFIX_DIVERSITY`).
     pub one_per_prefix: bool,
+    /// A shadow place: only validators whose results do not count.
+    pub shadow_only: bool,
 }
 
 impl Candidate {
@@ -88,7 +93,8 @@ const DRAWS: usize = 32;
 /// Picks up to `k` candidates for a round. With `used.one_per_prefix`, a
 /// candidate whose network is in the round (or picked now) is never
 /// picked: one operator's many keys in one /24 fill one place at most.
-/// Then: networks within their share first (`crowded` last); among those,
+/// Then: validators whose results count (not on probation, trusted enough)
+/// before the others; networks within their share first (`crowded` last); among those,
 /// regions not yet in `used.regions` (a claimed region is a preference, not
 /// a rule: any key can claim one); among those, this hub's own validators
 /// while they have room, then anyone's.
@@ -121,6 +127,9 @@ pub fn pick(
             if used.one_per_prefix && c.prefix.is_some_and(|p| prefixes.contains(&p)) {
                 return None;
             }
+            if used.shadow_only && c.counts {
+                return None;
+            }
             // A validator held by another hub costs a message there and a
             // summary back: ours go first while they have room. (Preferring
             // them only while half idle sent half the tasks across hubs as
@@ -128,7 +137,12 @@ pub fn pick(
             // collapsed at 15k ticks/s and hold it with this rule;
             // docs/performance.md.)
             let used_region = regions.iter().any(|r| *r == c.region);
-            Some(4 * u8::from(c.crowded) + 2 * u8::from(used_region) + u8::from(!c.local))
+            Some(
+                8 * u8::from(!c.counts)
+                    + 4 * u8::from(c.crowded)
+                    + 2 * u8::from(used_region)
+                    + u8::from(!c.local),
+            )
         };
         let Some(best) = choose(cands, &tier, rng, &mut scratch) else {
             break;
@@ -221,6 +235,7 @@ mod tests {
             local: true,
             prefix: Some(NetPrefix(u64::from(n))),
             crowded: false,
+            counts: true,
         }
     }
 

@@ -230,6 +230,7 @@ async fn presence_keeps_the_newest_session_whichever_claim_reaches_redis_first()
         capacity: 1,
         load: 0,
         prefix: hub::NetPrefix(0),
+        counts: true,
     };
     let holder = |key: &str| {
         let (client, k) = (client.clone(), keys.validator_session(key));

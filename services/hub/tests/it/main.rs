@@ -26,3 +26,4 @@ mod redis_tls;
 mod replacement;
 mod restore;
 mod sigterm;
+mod trust;

@@ -92,8 +92,17 @@ async fn earnings_go_to_the_payout_address_a_hello_named() {
     let w = farm.validator(2).await;
     let wallet = solana_keypair::Keypair::new().pubkey();
     let key = PublicKey::from(&v.key).to_string();
+    let wallet_text = wallet.to_string();
     db.store
-        .record_hello(&key, "eu", &[], "test", Some(&wallet.to_string()))
+        .record_hello(&store::HelloRecord {
+            public_key: &key,
+            region: "eu",
+            tags: &[],
+            client_version: "test",
+            payout_address: Some(&wallet_text),
+            trusted: false,
+            probation: false,
+        })
         .await
         .unwrap()
         .expect("the address is free");

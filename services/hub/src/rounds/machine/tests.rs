@@ -54,6 +54,7 @@ impl Fake {
                     local: true,
                     prefix: None,
                     crowded: false,
+                    counts: true,
                 })
                 .collect(),
             refuse: HashSet::new(),

@@ -50,6 +50,9 @@ pub fn settings(db: &TestDb) -> Config {
         // Every test validator connects from 127.0.0.1 (one /24); tests of
         // the rule turn it on (tests/it/diversity.rs).
         prefix_diversity: false,
+        // New test keys count at once; tests of probation turn it on
+        // (tests/it/trust.rs).
+        probation_results: 0,
         ..Config::default()
     }
 }
@@ -386,6 +389,7 @@ impl HubProc {
             .env("HUB_SCHEDULER_TICK_MS", "50")
             .env("HUB_RELOAD_INTERVAL_MS", "1000")
             .env("HUB_PREFIX_DIVERSITY", "false")
+            .env("HUB_PROBATION_RESULTS", "0")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);

@@ -189,6 +189,7 @@ pub fn config(crash: Option<CrashPoint>) -> PayoutConfig {
         history_rpc_url: None,
         priority_fee_micro_lamports: 0,
         daily_cap_lamports: 0,
+        probation: store::Probation::default(),
         crash: crash.map(|p| (p, CrashAction::Stop)),
     }
 }
