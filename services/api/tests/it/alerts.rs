@@ -331,7 +331,16 @@ async fn an_incident_reaches_each_channel_once_per_transition_in_order_after_fai
     assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
 
     // The log: six deliveries, all delivered; the failed attempts counted.
-    let log = c.all_pages("/v1/alert-deliveries?limit=4", 4).await;
+    // A receiver answers before the worker records the delivery: wait for
+    // the records.
+    let mut log = c.all_pages("/v1/alert-deliveries?limit=4", 4).await;
+    for _ in 0..100 {
+        if log.len() == 6 && log.iter().all(|d| d["state"] == "delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = c.all_pages("/v1/alert-deliveries?limit=4", 4).await;
+    }
     assert_eq!(log.len(), 6, "{log:#?}");
     assert!(log.iter().all(|d| d["state"] == "delivered"), "{log:#?}");
     let attempts: i64 = log.iter().map(|d| d["attempts"].as_i64().unwrap()).sum();
