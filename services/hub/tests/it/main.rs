@@ -26,4 +26,5 @@ mod redis_tls;
 mod replacement;
 mod restore;
 mod sigterm;
+mod simulation;
 mod trust;

@@ -50,6 +50,8 @@ async fn docs_metrics_md_lists_what_the_hub_serves() {
             connections_refused,
             http_refused,
             earnings_summary_refreshes,
+            results_judged,
+            validators_by_standing,
         ]
     );
     let page = scrape(&format!("http://{}/metrics", hub.addr))
