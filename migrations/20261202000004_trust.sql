@@ -10,7 +10,9 @@
 -- network (and the local stack) has quorum at once.
 --
 -- `trust` is an exponentially weighted average (weight 0.05 per result) of
--- agreement with decided rounds and shadow checks passed, updated by
+-- results backed (agreeing with the round's decision, or with the majority
+-- of two or more results of their region: an honest region seeing a
+-- regional outage keeps its trust) and shadow checks passed, updated by
 -- settlement; 0.5 for a new key. Hubs pick keys below `HUB_MIN_TRUST` only
 -- when nobody else has room.
 ALTER TABLE validators ADD COLUMN trusted boolean NOT NULL DEFAULT false,
@@ -36,7 +38,7 @@ ALTER TABLE validator_ledger ADD COLUMN challenges_passed bigint NOT NULL DEFAUL
 DROP FUNCTION tick_rewards(bigint[]);
 CREATE FUNCTION tick_rewards(round_ids bigint[])
 RETURNS TABLE (validator_id bigint, round_id bigint, earned bigint, agrees boolean,
-               disagrees boolean, challenge smallint)
+               disagrees boolean, backed boolean, challenge smallint)
 LANGUAGE sql STABLE AS $$
     WITH t AS (
         SELECT t.validator_id, r.id AS round_id, r.status AS decided, t.status,
@@ -78,13 +80,14 @@ LANGUAGE sql STABLE AS $$
           LEFT JOIN ref ON ref.round_id = t.round_id
     )
     SELECT validator_id, round_id,
-           CASE WHEN challenge < 0 THEN 0
-                WHEN (decided IN ('up', 'down') AND status = decided)
-                  OR (n >= 2 AND CASE WHEN status = 'up' THEN 2 * ups > n
-                                      ELSE 2 * (n - ups) > n END)
-                THEN reward ELSE 0 END,
+           CASE WHEN challenge < 0 THEN 0 WHEN backed THEN reward ELSE 0 END,
            decided IN ('up', 'down') AND status = decided,
            decided IN ('up', 'down') AND status <> decided,
+           backed,
            challenge
-      FROM judged
+      FROM (SELECT j.*,
+                   (decided IN ('up', 'down') AND status = decided)
+                   OR COALESCE(n >= 2 AND CASE WHEN status = 'up' THEN 2 * ups > n
+                                               ELSE 2 * (n - ups) > n END, false) AS backed
+              FROM judged j) b
 $$;

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub rounds_prefix_repeated: IntCounter,
     pub results_judged: IntCounterVec,
     pub validators_by_standing: IntGaugeVec,
+    pub validators_by_trust: IntGaugeVec,
     pub results_accepted: IntCounter,
     pub results_rejected: IntCounterVec,
     pub ticks_written: IntCounter,
@@ -139,6 +140,11 @@ impl Metrics {
                 "validators_by_standing",
                 "Validators seen in the last day, by standing: good, low_trust (below 0.5), probation (payout leader, refreshed every cycle).",
                 "standing",
+            ),
+            validators_by_trust: gauge_vec(
+                "validators_by_trust",
+                "Validators seen in the last day, by trust band: 0-0.25, 0.25-0.5, 0.5-0.75, 0.75-1 (payout leader, every cycle).",
+                "band",
             ),
             rounds_prefix_repeated: counter(
                 "rounds_prefix_repeated_total",

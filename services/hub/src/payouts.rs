@@ -837,11 +837,17 @@ impl Payer {
         self.metrics.payout_batches_unfinished.set(unfinished);
         self.metrics.payouts_insufficient_funds.set(insufficient);
         self.metrics.payouts_failed.set(failed);
-        let (good, low, probation) = self.store.standings_seen(DAY_MS).await?;
+        let c = self.store.standings_seen(DAY_MS).await?;
         let by = &self.metrics.validators_by_standing;
-        by.with_label_values(&["good"]).set(good);
-        by.with_label_values(&["low_trust"]).set(low);
-        by.with_label_values(&["probation"]).set(probation);
+        by.with_label_values(&["good"]).set(c.good);
+        by.with_label_values(&["low_trust"]).set(c.low_trust);
+        by.with_label_values(&["probation"]).set(c.probation);
+        for (band, n) in store::TRUST_BANDS.iter().zip(c.trust_bands) {
+            self.metrics
+                .validators_by_trust
+                .with_label_values(&[band])
+                .set(n);
+        }
         Ok(report)
     }
 

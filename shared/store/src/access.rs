@@ -39,6 +39,19 @@ pub struct AccessRule {
     pub created_at_ms: i64,
 }
 
+/// Validators by standing and by trust band ([`Store::standings_seen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandingCounts {
+    pub good: i64,
+    pub low_trust: i64,
+    pub probation: i64,
+    /// Trust in [0, 0.25), [0.25, 0.5), [0.5, 0.75), [0.75, 1].
+    pub trust_bands: [i64; 4],
+}
+
+/// The labels of [`StandingCounts::trust_bands`].
+pub const TRUST_BANDS: [&str; 4] = ["0-0.25", "0.25-0.5", "0.5-0.75", "0.75-1"];
+
 /// One validator as the hub CLI lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatorSummary {
@@ -167,18 +180,29 @@ impl Store {
     }
 
     /// Validators seen within `seen_within_ms`: how many are in good
-    /// standing, below the trust threshold, and on probation.
-    pub async fn standings_seen(&self, seen_within_ms: i64) -> Result<(i64, i64, i64)> {
-        Ok(sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE NOT probation AND trust >= 0.5), \
-                    count(*) FILTER (WHERE NOT probation AND trust < 0.5), \
-                    count(*) FILTER (WHERE probation) \
+    /// standing, below the trust threshold, and on probation; and how many
+    /// have trust in [0, 0.25), [0.25, 0.5), [0.5, 0.75), [0.75, 1].
+    pub async fn standings_seen(&self, seen_within_ms: i64) -> Result<StandingCounts> {
+        let r = sqlx::query(
+            "SELECT count(*) FILTER (WHERE NOT probation AND trust >= 0.5) AS good, \
+                    count(*) FILTER (WHERE NOT probation AND trust < 0.5) AS low, \
+                    count(*) FILTER (WHERE probation) AS probation, \
+                    count(*) FILTER (WHERE trust < 0.25) AS t0, \
+                    count(*) FILTER (WHERE trust >= 0.25 AND trust < 0.5) AS t1, \
+                    count(*) FILTER (WHERE trust >= 0.5 AND trust < 0.75) AS t2, \
+                    count(*) FILTER (WHERE trust >= 0.75) AS t3 \
                FROM validators \
               WHERE last_seen > now() - make_interval(secs => $1::double precision / 1000)",
         )
         .bind(seen_within_ms)
         .fetch_one(self.pool())
-        .await?)
+        .await?;
+        Ok(StandingCounts {
+            good: r.get("good"),
+            low_trust: r.get("low"),
+            probation: r.get("probation"),
+            trust_bands: [r.get("t0"), r.get("t1"), r.get("t2"), r.get("t3")],
+        })
     }
 
     /// Validators seen within `seen_within_ms`, newest first, with their

@@ -31,7 +31,9 @@ mod simulated;
 mod types;
 mod website_url;
 
-pub use crate::access::{AccessKind, AccessRule, AccessSubject, ValidatorSummary};
+pub use crate::access::{
+    AccessKind, AccessRule, AccessSubject, StandingCounts, ValidatorSummary, TRUST_BANDS,
+};
 pub use crate::accounts::{Account, ApiKey, KeyLookup, KeyScope, NewAccount, NewKey};
 pub use crate::alerts::{
     AlertChannel, AlertDelivery, AlertOutcome, ChannelId, ChannelKind, ChannelPatch, ClaimedAlert,

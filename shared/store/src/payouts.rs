@@ -203,7 +203,8 @@ impl Default for Probation {
 /// each validator's trust (an exponentially weighted average, weight 0.05 a
 /// result, of agreements and passed checks over agreements, disagreements
 /// and checks) and ends probation after `$4` agreeing results and `$5`
-/// passed checks with trust at least 0.5.
+/// passed checks with trust at least 0.5. Trust counts a result backed by
+/// its region's majority as agreeing.
 const SETTLE_SQL: &str = "
 WITH due AS (
     SELECT id, website_id, scheduled_at, status, replaced_tasks, replaced_at_ms
@@ -217,11 +218,14 @@ WITH due AS (
     UPDATE rounds r SET settled_at = now() FROM due WHERE r.id = due.id RETURNING r.id
 ), per_tick AS (
     -- The reward rule (migrations/20261202000002_rewards_follow_agreement.sql).
-    SELECT validator_id, earned, agrees, disagrees, challenge
+    SELECT validator_id, earned, agrees, disagrees, backed, challenge
       FROM tick_rewards(ARRAY(SELECT id FROM due))
 ), per_validator AS (
     SELECT validator_id, sum(earned) AS earned, count(*) FILTER (WHERE earned > 0) AS earning,
            count(*) FILTER (WHERE agrees) AS a, count(*) FILTER (WHERE disagrees) AS d,
+           -- Trust counts regional agreement as agreement.
+           count(*) FILTER (WHERE backed) AS b,
+           count(*) FILTER (WHERE disagrees AND NOT backed) AS nb,
            count(*) FILTER (WHERE challenge > 0) AS cp,
            count(*) FILTER (WHERE challenge < 0) AS cf
       FROM per_tick
@@ -244,10 +248,10 @@ WITH due AS (
 ), judged AS (
     SELECT v.id, v.probation, v.trusted,
            v.probation_agreed + p.a AS agreed, v.probation_passed + p.cp AS passed,
-           CASE WHEN p.a + p.d + p.cp + p.cf = 0 THEN v.trust
-                ELSE (v.trust * power(0.95, p.a + p.d + p.cp + p.cf)
-                      + (1 - power(0.95, p.a + p.d + p.cp + p.cf))
-                        * (p.a + p.cp)::float8 / (p.a + p.d + p.cp + p.cf))::real
+           CASE WHEN p.b + p.nb + p.cp + p.cf = 0 THEN v.trust
+                ELSE (v.trust * power(0.95, p.b + p.nb + p.cp + p.cf)
+                      + (1 - power(0.95, p.b + p.nb + p.cp + p.cf))
+                        * (p.b + p.cp)::float8 / (p.b + p.nb + p.cp + p.cf))::real
            END AS trust
       FROM per_validator p JOIN validators v ON v.id = p.validator_id
 ), standing AS (

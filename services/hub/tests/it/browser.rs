@@ -35,29 +35,45 @@ struct Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver on a free port and waits for it to answer. The
+    /// port is free when chosen, but another test may take it before
+    /// chromedriver binds it (then chromedriver exits): it is tried again
+    /// on another port.
     async fn start() -> Self {
-        let port = free_port();
-        let child = tokio::process::Command::new(chromedriver())
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {}: {e} (install Debian's chromium-driver, or run scripts/test.sh)",
-                    chromedriver().display()
-                )
-            });
-        let url = format!("http://127.0.0.1:{port}");
         let probe = reqwest::Client::new();
-        eventually(20, "chromedriver to answer", || async {
-            let r = probe.get(format!("{url}/status")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
-        Self { url, _child: child }
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = tokio::process::Command::new(chromedriver())
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "starting {}: {e} (install Debian's chromium-driver, or run scripts/test.sh)",
+                        chromedriver().display()
+                    )
+                });
+            let url = format!("http://127.0.0.1:{port}");
+            let until = tokio::time::Instant::now() + Duration::from_secs(60);
+            while tokio::time::Instant::now() < until {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                let answered = probe
+                    .get(format!("{url}/status"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if answered {
+                    return Self { url, _child: child };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("chromedriver did not answer on any of 3 ports within 60 s each");
     }
 
     /// A new headless browser session; `javascript: false` turns scripts off.

@@ -52,6 +52,7 @@ async fn docs_metrics_md_lists_what_the_hub_serves() {
             earnings_summary_refreshes,
             results_judged,
             validators_by_standing,
+            validators_by_trust,
         ]
     );
     let page = scrape(&format!("http://{}/metrics", hub.addr))

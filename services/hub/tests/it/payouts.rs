@@ -195,8 +195,26 @@ async fn replaced_results_earn_nothing_and_agreement_is_counted() {
             .await
             .unwrap();
     }
-    let (payer, _term, _) = leader(&db, &chain, &treasury, None).await;
+    let metrics = std::sync::Arc::new(hub::metrics::Metrics::new("test"));
+    let (payer, _term, _) =
+        leader_full(&db, &chain.url(), &treasury, config(None), metrics.clone()).await;
     payer.cycle().await.unwrap();
+    let judged = |o: &str| metrics.results_judged.with_label_values(&[o]).get();
+    // Agreed: a, b in round 1; c, b in 2; a, b, f in 4; a, b, f in 5.
+    // Disagreed: c in 1; d, e in 4; g, h in 5. No evidence: no shadow checks.
+    assert_eq!(
+        (
+            judged("agreed"),
+            judged("disagreed"),
+            judged("shadow_failed")
+        ),
+        (10, 5, 0)
+    );
+    // g and h disagreed, unbacked: below 0.5; d and e were backed by
+    // their region: not.
+    let standing = |s: &str| metrics.validators_by_standing.with_label_values(&[s]).get();
+    assert_eq!(standing("low_trust"), 2, "g and h");
+    assert_eq!(standing("good") + standing("low_trust"), 8);
     let row = |v: &Val| {
         let v = v.id;
         let db = &db;
