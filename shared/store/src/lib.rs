@@ -594,37 +594,20 @@ impl Store {
         let (public_key, region, tags, client_version) =
             (h.public_key, h.region, h.tags, h.client_version);
         let payout = h.payout_address.filter(|a| *a != public_key);
-        let mut tx = self.pool.begin().await?;
-        let key_is_paid_to: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM validator_payout_addresses a \
-                              JOIN validators v ON v.id = a.validator_id \
-                             WHERE a.address = $1 AND v.public_key <> $1)",
-        )
-        .bind(public_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        if key_is_paid_to {
-            return Ok(Err(PayoutAddressTaken::KeyIsAnAddress));
-        }
-        if let Some(addr) = payout {
-            let taken: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM validators WHERE public_key = $1) \
-                     OR EXISTS (SELECT 1 FROM validator_payout_addresses a \
-                                  JOIN validators v ON v.id = a.validator_id \
-                                 WHERE a.address = $1 AND v.public_key <> $2)",
-            )
-            .bind(addr)
-            .bind(public_key)
-            .fetch_one(&mut *tx)
-            .await?;
-            if taken {
-                return Ok(Err(PayoutAddressTaken::Address));
-            }
-        }
-        let row = sqlx::query(
+        // One statement, guarded; with a payout address, a second one in
+        // the same transaction records the address.
+        let upsert = sqlx::query(
             "INSERT INTO validators (public_key, region, tags, client_version, payout_address, \
                                      trusted, probation) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7 AND NOT $6) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 AND NOT $6 \
+              WHERE NOT EXISTS (SELECT 1 FROM validator_payout_addresses a \
+                                  JOIN validators v ON v.id = a.validator_id \
+                                 WHERE a.address = $1 AND v.public_key <> $1) \
+                AND ($5::text IS NULL \
+                     OR NOT (EXISTS (SELECT 1 FROM validators WHERE public_key = $5) \
+                             OR EXISTS (SELECT 1 FROM validator_payout_addresses a \
+                                          JOIN validators v ON v.id = a.validator_id \
+                                         WHERE a.address = $5 AND v.public_key <> $1))) \
              ON CONFLICT (public_key) DO UPDATE SET region = EXCLUDED.region, \
                region_since = CASE WHEN validators.region IS DISTINCT FROM EXCLUDED.region \
                                    THEN now() ELSE validators.region_since END, \
@@ -639,30 +622,54 @@ impl Store {
         .bind(client_version)
         .bind(payout)
         .bind(h.trusted)
-        .bind(h.probation)
-        .fetch_one(&mut *tx)
-        .await?;
+        .bind(h.probation);
+        let Some(addr) = payout else {
+            // No address: one round trip, as every hello before protocol 2.
+            return match upsert.fetch_optional(&self.pool).await? {
+                Some(row) => Ok(Ok(Standing {
+                    id: row.get("id"),
+                    probation: row.get("probation"),
+                    trust: row.get("trust"),
+                })),
+                None => Ok(Err(PayoutAddressTaken::KeyIsAnAddress)),
+            };
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = upsert.fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            let key_is_paid_to: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM validator_payout_addresses a \
+                                  JOIN validators v ON v.id = a.validator_id \
+                                 WHERE a.address = $1 AND v.public_key <> $1)",
+            )
+            .bind(public_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            return Ok(Err(if key_is_paid_to {
+                PayoutAddressTaken::KeyIsAnAddress
+            } else {
+                PayoutAddressTaken::Address
+            }));
+        };
         let standing = Standing {
             id: row.get("id"),
             probation: row.get("probation"),
             trust: row.get("trust"),
         };
         let id = standing.id;
-        if let Some(addr) = payout {
-            // Two validators naming one new address at once: the key
-            // decides, and the second is refused.
-            let owner: ValidatorId = sqlx::query_scalar(
-                "INSERT INTO validator_payout_addresses (address, validator_id) VALUES ($1, $2) \
-                 ON CONFLICT (address) DO UPDATE SET address = EXCLUDED.address \
-                 RETURNING validator_id",
-            )
-            .bind(addr)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if owner != id {
-                return Ok(Err(PayoutAddressTaken::Address));
-            }
+        // Two validators naming one new address at once: the first to
+        // commit keeps it, and the second is refused.
+        let owner: ValidatorId = sqlx::query_scalar(
+            "INSERT INTO validator_payout_addresses (address, validator_id) VALUES ($1, $2) \
+             ON CONFLICT (address) DO UPDATE SET address = EXCLUDED.address \
+             RETURNING validator_id",
+        )
+        .bind(addr)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if owner != id {
+            return Ok(Err(PayoutAddressTaken::Address));
         }
         tx.commit().await?;
         Ok(Ok(standing))

@@ -183,9 +183,33 @@ async fn ten_honest_keys_outvote_twenty_hostile_ones_on_one_network() {
         .await
         .unwrap();
 
-    // 1. No round of the flapping sites was decided against what the page
-    //    served (rounds within 300 ms of a flip are left out: either answer
-    //    is honest there).
+    // 1. No round was decided against what the honest keys in it saw, and
+    //    the flapping sites' rounds follow the page: every round more than
+    //    a second from a flip has the page's status then (under load a
+    //    task can go out late, and an honest key then honestly sees the
+    //    next phase), so a site going down is reported down in the first
+    //    round after it does.
+    let honest_keys: Vec<String> = (1..=HONEST)
+        .map(|n| protocol::PublicKey::from(&key(n)).to_base58())
+        .collect();
+    let (decided, against_honest): (i64, i64) = sqlx::query_as(
+        "WITH h AS ( \
+             SELECT t.round_id, count(*) FILTER (WHERE t.status = 'up') AS ups, \
+                    count(*) FILTER (WHERE t.status = 'down') AS downs \
+               FROM ticks t JOIN validators v ON v.id = t.validator_id \
+              WHERE v.public_key = ANY($1) GROUP BY t.round_id) \
+         SELECT count(*), count(*) FILTER (WHERE \
+                  (r.status = 'up' AND h.downs > h.ups) OR (r.status = 'down' AND h.ups > h.downs) \
+                  OR (r.status = 'unknown' AND h.ups + h.downs >= 2 AND h.ups <> h.downs)) \
+           FROM rounds r JOIN h ON h.round_id = r.id WHERE r.status <> 'open'",
+    )
+    .bind(&honest_keys)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    eprintln!("rounds decided {decided}, against their honest keys {against_honest}");
+    assert!(decided >= 100, "{decided} rounds");
+    assert_eq!(against_honest, 0, "hostile keys decided a round");
     let rounds: Vec<(i64, String)> = sqlx::query_as(
         "SELECT (extract(epoch FROM scheduled_at) * 1000)::int8, status FROM rounds \
           WHERE website_id = ANY($1) AND status <> 'open'",
@@ -195,10 +219,10 @@ async fn ten_honest_keys_outvote_twenty_hostile_ones_on_one_network() {
     .await
     .unwrap();
     let period = FLAP.as_millis() as i64;
-    let (mut judged, mut wrong, mut unknown) = (0, 0, 0);
+    let (mut judged, mut wrong) = (0, 0);
     for (at, status) in &rounds {
         let into = at.rem_euclid(period);
-        if into < 300 || period - into < 300 {
+        if into < 1_000 || period - into < 1_000 {
             continue;
         }
         judged += 1;
@@ -208,16 +232,13 @@ async fn ten_honest_keys_outvote_twenty_hostile_ones_on_one_network() {
         } else {
             "down"
         };
-        match status.as_str() {
-            "unknown" => unknown += 1,
-            s if s != truth => wrong += 1,
-            _ => {}
+        if status != truth {
+            wrong += 1;
         }
     }
-    eprintln!("flap rounds judged {judged}, wrong {wrong}, unknown {unknown}");
-    assert!(judged >= 40, "{judged} flap rounds");
-    assert_eq!(wrong, 0, "hostile keys decided a round");
-    assert!(unknown * 20 <= judged, "{unknown} of {judged} unknown");
+    eprintln!("flap rounds judged {judged}, not the page's status {wrong}");
+    assert!(judged >= 25, "{judged} flap rounds");
+    assert_eq!(wrong, 0, "a flapping round missed the page's status");
 
     // 2. Hostile keys earned nothing; honest keys earned for what they did.
     let ledger: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
