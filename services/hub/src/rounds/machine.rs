@@ -140,8 +140,9 @@ impl<D: Dispatch + ?Sized> Dispatch for &mut D {
 
 /// A [`Dispatch`] whose candidates carry this hub's own load (see
 /// [`Rounds::pool`]); good for one step (a tick, an event): it is a
-/// snapshot.
-pub struct Pool<D>(D);
+/// snapshot. The flag: some candidate with room is one whose results do
+/// not count (a shadow place can be filled).
+pub struct Pool<D>(D, bool);
 
 /// Rounds that may be closed now: the coordinator writes the close and, once
 /// it is committed, confirms it with [`Rounds::closed`].
@@ -342,11 +343,25 @@ impl Rounds {
     /// old as its last announcement).
     pub fn pool<D: Dispatch>(&self, mut dispatch: D) -> Pool<D> {
         let max = self.diversity.max_task_share;
+        let (mut roomy, mut shadows) = (false, false);
         for c in dispatch.candidates() {
             c.load = c.load.max(self.load(&c.key));
             c.crowded = max < 1.0 && c.prefix.is_some_and(|p| self.share.over(p, max));
+            if c.load < c.capacity {
+                roomy |= !c.crowded;
+                shadows |= !c.counts;
+            }
         }
-        Pool(dispatch)
+        // Crowded only means something beside a network that is not (one
+        // network alone, say): with every network crowded, none is, and the
+        // picker's quick draws find their best tier again instead of
+        // scanning every candidate for every place.
+        if !roomy {
+            for c in dispatch.candidates() {
+                c.crowded = false;
+            }
+        }
+        Pool(dispatch, shadows)
     }
 
     /// How many rounds may open now: each needs at least one free validator
@@ -398,7 +413,7 @@ impl Rounds {
         // A shadow place for a key whose results do not count (probation,
         // low trust): how it earns its way in, judged against this round.
         let share = self.diversity.shadow_share;
-        if sent > 0 && share > 0.0 && self.rng.f64() < share {
+        if sent > 0 && pool.1 && share > 0.0 && self.rng.f64() < share {
             sent += self.assign(
                 &mut pool.0,
                 spec.round_id,

@@ -738,3 +738,36 @@ fn a_network_over_its_share_of_recent_tasks_is_crowded() {
     }
     assert!(!s.over(a, 0.2));
 }
+
+#[test]
+fn crowding_and_shadow_places_are_relative_to_the_pool() {
+    let mut r = machine().with_diversity(Diversity {
+        one_per_prefix: false,
+        max_task_share: 0.2,
+        shadow_share: 1.0,
+    });
+    for _ in 0..200 {
+        r.share.note(NetPrefix(1));
+    }
+    // Everyone in the one crowded network: nobody is crowded.
+    let mut one = Fake::new(&["eu", "us", "ap"]);
+    for c in &mut one.cands {
+        c.prefix = Some(NetPrefix(1));
+    }
+    let mut pool = r.pool(one);
+    assert!(pool.0.cands.iter().all(|c| !c.crowded));
+    assert!(
+        !pool.1,
+        "no key whose results do not count: no shadow place"
+    );
+    // Beside another network, the crowded one is crowded; a key on
+    // probation makes a shadow place possible.
+    let mut two = Fake::new(&["eu", "us", "ap"]);
+    two.cands[0].prefix = Some(NetPrefix(1));
+    two.cands[1].prefix = Some(NetPrefix(2));
+    two.cands[2].counts = false;
+    pool = r.pool(two);
+    let crowded: Vec<bool> = pool.0.cands.iter().map(|c| c.crowded).collect();
+    assert_eq!(crowded, [true, false, false]);
+    assert!(pool.1);
+}
