@@ -116,6 +116,10 @@ advertise addresses. (dict "ctx" $)
 {{- end }}
 - name: HUB_PREFIX_DIVERSITY
   value: {{ $diversity | quote }}
+{{- with $.Values.hub.trustedValidators }}
+- name: HUB_TRUSTED_VALIDATORS
+  value: {{ . | quote }}
+{{- end }}
 {{- if and $.Values.tls.caSecret $.Values.tls.redisCAKey }}
 - name: HUB_REDIS_TLS_CA
   value: /var/run/uptime/ca/{{ $.Values.tls.redisCAKey }}

@@ -254,6 +254,22 @@ fn the_production_values_render_what_an_operator_expects() {
         .unwrap()
         .parse()
         .unwrap();
+    // The operator's validators count from the start; with trusted proxies
+    // set, the hubs see validators' own networks.
+    let env_value = |name: &str| {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        env_value("HUB_TRUSTED_VALIDATORS").as_deref(),
+        Some("GmaDrppBC7P5ARKV8g3djiwP89vz1jLK23V2GBjuAEGB,J2xccRtuG43drESLYznHhLhQkLTdfepcKYbiQ9BsJVaf")
+    );
+    assert_eq!(env_value("HUB_PREFIX_DIVERSITY").as_deref(), Some("true"));
     let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
         pause > 0 && grace > pause + drain_ms / 1000,
