@@ -13,8 +13,8 @@
 -- results backed (agreeing with the round's decision, or with the majority
 -- of two or more results of their region: an honest region seeing a
 -- regional outage keeps its trust) and shadow checks passed, updated by
--- settlement; 0.5 for a new key. Hubs pick keys below `HUB_MIN_TRUST` only
--- when nobody else has room.
+-- settlement; 0.5 for a new key. Keys below 0.5 decide nothing, and hubs pick
+-- them only for shadow places or when nobody else has room.
 ALTER TABLE validators ADD COLUMN trusted boolean NOT NULL DEFAULT false,
                        ADD COLUMN probation boolean NOT NULL DEFAULT true,
                        ADD COLUMN probation_agreed integer NOT NULL DEFAULT 0,
@@ -35,7 +35,9 @@ ALTER TABLE validator_ledger ADD COLUMN challenges_passed bigint NOT NULL DEFAUL
 -- answers without fetching cannot know it), 0 when the round has no such
 -- reference or the result carries no evidence (protocol 1) or says down.
 -- A failed check earns nothing. Results of probation keys earn nothing.
-DROP FUNCTION tick_rewards(bigint[]);
+-- Otherwise a result earns as 20261202000002_rewards_follow_agreement.sql
+-- says: `backed` (agreeing with the decision, or with a regional majority
+-- of validators that claimed the region before the result).
 CREATE FUNCTION tick_rewards(round_ids bigint[])
 RETURNS TABLE (validator_id bigint, round_id bigint, earned bigint, agrees boolean,
                disagrees boolean, backed boolean, challenge smallint)

@@ -180,9 +180,48 @@ impl JsonSchema for Signature {
     }
 }
 
-/// 32 random bytes, hex on the wire.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Nonce(pub [u8; 32]);
+/// A 32-byte value that is lowercase hex on the wire: its Debug, serde and
+/// JSON Schema, once for every such type.
+macro_rules! hex32 {
+    ($(#[$doc:meta])* $name:ident, $schema:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub [u8; 32]);
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), hex::encode(self.0))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                ser_hex32(&self.0, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                de_hex32(d).map(Self)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                hex32_schema($schema)
+            }
+        }
+    };
+}
+
+hex32!(
+    /// 32 random bytes, hex on the wire.
+    Nonce,
+    "32 random bytes, lowercase hex"
+);
 
 impl Nonce {
     /// A fresh nonce from the operating system's CSPRNG.
@@ -193,9 +232,16 @@ impl Nonce {
     }
 }
 
-impl fmt::Debug for Nonce {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Nonce({})", hex::encode(self.0))
+hex32!(
+    /// A SHA-256 digest, hex on the wire.
+    Digest,
+    "SHA-256, lowercase hex"
+);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
     }
 }
 
@@ -217,65 +263,6 @@ fn hex32_schema(description: &str) -> Schema {
         "type": "string",
         "pattern": "^[0-9a-f]{64}$"
     })
-}
-
-impl Serialize for Nonce {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ser_hex32(&self.0, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Nonce {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de_hex32(d).map(Self)
-    }
-}
-
-impl JsonSchema for Nonce {
-    fn schema_name() -> Cow<'static, str> {
-        "Nonce".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        hex32_schema("32 random bytes, lowercase hex")
-    }
-}
-
-/// A SHA-256 digest, hex on the wire.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    pub fn of(bytes: &[u8]) -> Self {
-        use sha2::Digest as _;
-        Self(sha2::Sha256::digest(bytes).into())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({})", hex::encode(self.0))
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ser_hex32(&self.0, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de_hex32(d).map(Self)
-    }
-}
-
-impl JsonSchema for Digest {
-    fn schema_name() -> Cow<'static, str> {
-        "Digest".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        hex32_schema("SHA-256, lowercase hex")
-    }
 }
 
 /// Appends canonical fields. Private so every signed layout lives here.

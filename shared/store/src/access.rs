@@ -31,6 +31,16 @@ pub enum AccessSubject {
     Network(String),
 }
 
+impl AccessSubject {
+    /// `(public_key, network)` as the table holds them: one of the two.
+    fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::Key(k) => (Some(k), None),
+            Self::Network(n) => (None, Some(n)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessRule {
     pub kind: AccessKind,
@@ -122,10 +132,7 @@ impl Store {
         subject: &AccessSubject,
         reason: &str,
     ) -> Result<()> {
-        let (key, net) = match subject {
-            AccessSubject::Key(k) => (Some(k.as_str()), None),
-            AccessSubject::Network(n) => (None, Some(n.as_str())),
-        };
+        let (key, net) = subject.columns();
         let sql = if key.is_some() {
             "INSERT INTO validator_access (kind, public_key, network, reason) \
              VALUES ($1, $2, $3::cidr, $4) \
@@ -153,22 +160,16 @@ impl Store {
         kind: AccessKind,
         subject: &AccessSubject,
     ) -> Result<bool> {
-        let r = match subject {
-            AccessSubject::Key(k) => {
-                sqlx::query("DELETE FROM validator_access WHERE kind = $1 AND public_key = $2")
-                    .bind(kind.as_str())
-                    .bind(k)
-                    .execute(self.pool())
-                    .await?
-            }
-            AccessSubject::Network(n) => {
-                sqlx::query("DELETE FROM validator_access WHERE kind = $1 AND network = $2::cidr")
-                    .bind(kind.as_str())
-                    .bind(n)
-                    .execute(self.pool())
-                    .await?
-            }
-        };
+        let (key, net) = subject.columns();
+        let r = sqlx::query(
+            "DELETE FROM validator_access WHERE kind = $1 \
+               AND public_key IS NOT DISTINCT FROM $2 AND network IS NOT DISTINCT FROM $3::cidr",
+        )
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(net)
+        .execute(self.pool())
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 

@@ -217,7 +217,7 @@ WITH due AS (
 ), marked AS (
     UPDATE rounds r SET settled_at = now() FROM due WHERE r.id = due.id RETURNING r.id
 ), per_tick AS (
-    -- The reward rule (migrations/20261202000002_rewards_follow_agreement.sql).
+    -- The reward rule (migrations/20261202000004_trust.sql).
     SELECT validator_id, earned, agrees, disagrees, backed, challenge
       FROM tick_rewards(ARRAY(SELECT id FROM due))
 ), per_validator AS (

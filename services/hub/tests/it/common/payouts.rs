@@ -98,7 +98,7 @@ impl Farm {
     /// after the scheduled time). A lone tick gets a witness beside it (a
     /// validator of its own that earns nothing and agrees), so the round is
     /// decided and the tick earns: a round with one result is `unknown`,
-    /// and pays nothing (migrations/20261202000002).
+    /// and pays nothing (`tick_rewards`, migrations/20261202000004).
     pub async fn round(
         &mut self,
         ticks: &[(&Val, i64, bool)],
