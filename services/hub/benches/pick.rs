@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick 3 of");
     for (name, cands) in &cases {
         g.bench_function(*name, |b| {
-            b.iter(|| black_box(pick(black_box(cands), 3, &no_keys, &rule, &mut rng)))
+            b.iter(|| black_box(pick(black_box(cands), 3, &no_keys, rule.clone(), &mut rng)))
         });
     }
     g.finish();

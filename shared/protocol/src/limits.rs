@@ -157,8 +157,6 @@ pub fn check_client_version(version: &str) -> Result<(), WireError> {
     }
 }
 
-/// Every field rule of a hello (not its signature or versions), in the
-/// order the hub judges them: region, tags, capacity, client version.
 /// What a session of protocol `version` requires of a result: evidence
 /// from protocol 2 on, none before.
 pub fn check_result_version(result: &CheckResult, version: u16) -> Result<(), WireError> {
@@ -177,6 +175,8 @@ pub fn check_hello_version(hello: &Hello, version: u16) -> Result<(), WireError>
     Ok(())
 }
 
+/// Every field rule of a hello (not its signature or versions), in the
+/// order the hub judges them: region, tags, capacity, client version.
 pub fn check_hello(hello: &Hello) -> Result<(), WireError> {
     check_region(&hello.region)?;
     check_tags(&hello.tags)?;

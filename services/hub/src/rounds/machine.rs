@@ -140,9 +140,13 @@ impl<D: Dispatch + ?Sized> Dispatch for &mut D {
 
 /// A [`Dispatch`] whose candidates carry this hub's own load (see
 /// [`Rounds::pool`]); good for one step (a tick, an event): it is a
-/// snapshot. The flag: some candidate with room is one whose results do
-/// not count (a shadow place can be filled).
-pub struct Pool<D>(D, bool);
+/// snapshot.
+pub struct Pool<D> {
+    dispatch: D,
+    /// Some candidate with room is one whose results do not count: a
+    /// shadow place can be filled.
+    has_shadow_candidates: bool,
+}
 
 /// Rounds that may be closed now: the coordinator writes the close and, once
 /// it is committed, confirms it with [`Rounds::closed`].
@@ -186,6 +190,8 @@ struct OpenRound {
     url: String,
     check: CheckSpec,
     tasks: Vec<TaskSlot>,
+    /// Counted in `prefix_repeats` already.
+    prefix_repeated: bool,
 }
 
 impl OpenRound {
@@ -361,7 +367,10 @@ impl Rounds {
                 c.crowded = false;
             }
         }
-        Pool(dispatch, shadows)
+        Pool {
+            dispatch,
+            has_shadow_candidates: shadows,
+        }
     }
 
     /// How many rounds may open now: each needs at least one free validator
@@ -369,7 +378,7 @@ impl Rounds {
     /// burn its slot as `unknown`).
     pub fn room<D: Dispatch>(&self, pool: &mut Pool<D>) -> usize {
         let free: u64 = pool
-            .0
+            .dispatch
             .candidates()
             .iter()
             .map(|c| u64::from(c.capacity.saturating_sub(c.load)))
@@ -400,10 +409,11 @@ impl Rounds {
             url: spec.url,
             check: spec.check,
             tasks: Vec::with_capacity(self.validators_per_round),
+            prefix_repeated: false,
         };
         let want = self.validators_per_round;
         let mut sent = self.assign(
-            &mut pool.0,
+            &mut pool.dispatch,
             spec.round_id,
             &mut round,
             want,
@@ -413,9 +423,9 @@ impl Rounds {
         // A shadow place for a key whose results do not count (probation,
         // low trust): how it earns its way in, judged against this round.
         let share = self.diversity.shadow_share;
-        if sent > 0 && pool.1 && share > 0.0 && self.rng.f64() < share {
+        if sent > 0 && pool.has_shadow_candidates && share > 0.0 && self.rng.f64() < share {
             sent += self.assign(
-                &mut pool.0,
+                &mut pool.dispatch,
                 spec.round_id,
                 &mut round,
                 1,
@@ -548,7 +558,7 @@ impl Rounds {
         let mut pool = self.pool(dispatch());
         tasks
             .iter()
-            .map(|(round_id, task_id)| self.fail_task(&mut pool.0, *round_id, *task_id, now))
+            .map(|(round_id, task_id)| self.fail_task(&mut pool.dispatch, *round_id, *task_id, now))
             .sum()
     }
 
@@ -611,7 +621,7 @@ impl Rounds {
                 pool.candidates(),
                 want - sent,
                 &exclude,
-                &used,
+                used,
                 &mut self.rng,
             );
             if picked.is_empty() {
@@ -642,20 +652,20 @@ impl Rounds {
                 let region = c.region.clone();
                 let prefix = c.prefix;
                 if let Some(p) = prefix {
-                    self.share.note(p);
-                    // A failed task's validator will not answer: a
-                    // replacement from its network is not a repeat.
-                    let live: Vec<Option<NetPrefix>> = round
-                        .tasks
-                        .iter()
-                        .filter(|t| t.state != TaskState::Failed)
-                        .map(|t| t.prefix)
-                        .collect();
-                    let repeated_before = live
-                        .iter()
-                        .enumerate()
-                        .any(|(i, q)| q.is_some() && live[..i].contains(q));
-                    if !repeated_before && live.contains(&Some(p)) {
+                    if self.diversity.max_task_share < 1.0 {
+                        self.share.note(p);
+                    }
+                    // With one validator per network the picker never
+                    // repeats one. A failed task's validator will not
+                    // answer: a replacement from its network is no repeat.
+                    if !self.diversity.one_per_prefix
+                        && !round.prefix_repeated
+                        && round
+                            .tasks
+                            .iter()
+                            .any(|t| t.state != TaskState::Failed && t.prefix == Some(p))
+                    {
+                        round.prefix_repeated = true;
                         self.prefix_repeats += 1;
                     }
                 }

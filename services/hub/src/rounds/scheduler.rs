@@ -67,10 +67,11 @@ pub struct Candidate {
     pub counts: bool,
 }
 
-/// What a round already has, for [`pick`].
-#[derive(Debug, Default)]
+/// What a round already has, for [`pick`], which adds its picks to it.
+/// Regions are a handful at most: a list compares faster than a hash.
+#[derive(Debug, Default, Clone)]
 pub struct Used<'a> {
-    pub regions: HashSet<&'a str>,
+    pub regions: Vec<&'a str>,
     pub prefixes: Vec<NetPrefix>,
     /// At most one validator per network in the round
     /// (`HUB_PREFIX_DIVERSITY`).
@@ -106,12 +107,15 @@ pub fn pick(
     cands: &[Candidate],
     k: usize,
     exclude: &HashSet<PublicKey>,
-    used: &Used<'_>,
+    used: Used<'_>,
     rng: &mut fastrand::Rng,
 ) -> Vec<usize> {
-    // A handful of regions at most: a list compares faster than a hash.
-    let mut regions: Vec<&str> = used.regions.iter().copied().collect();
-    let mut prefixes: Vec<NetPrefix> = used.prefixes.clone();
+    let Used {
+        mut regions,
+        mut prefixes,
+        one_per_prefix,
+        shadow_only,
+    } = used;
     let mut chosen: Vec<usize> = Vec::with_capacity(k);
     let mut scratch: Vec<usize> = Vec::new();
     while chosen.len() < k {
@@ -124,10 +128,10 @@ pub fn pick(
             {
                 return None;
             }
-            if used.one_per_prefix && c.prefix.is_some_and(|p| prefixes.contains(&p)) {
+            if one_per_prefix && c.prefix.is_some_and(|p| prefixes.contains(&p)) {
                 return None;
             }
-            if used.shadow_only && c.counts {
+            if shadow_only && c.counts {
                 return None;
             }
             // A validator held by another hub costs a message there and a
@@ -241,7 +245,7 @@ mod tests {
 
     fn regions<'a>(r: &[&'a str]) -> Used<'a> {
         Used {
-            regions: r.iter().copied().collect(),
+            regions: r.to_vec(),
             ..Used::default()
         }
     }
@@ -263,7 +267,7 @@ mod tests {
             ..Used::default()
         };
         for _ in 0..200 {
-            let got = pick(&cands, 3, &HashSet::new(), &rule, &mut rng);
+            let got = pick(&cands, 3, &HashSet::new(), rule.clone(), &mut rng);
             assert_eq!(got.len(), 3, "{got:?}");
             let shared = got.iter().filter(|i| **i < 4).count();
             assert_eq!(shared, 1, "one of the shared network's keys: {got:?}");
@@ -274,19 +278,19 @@ mod tests {
             one_per_prefix: true,
             ..Used::default()
         };
-        let mut got = pick(&cands, 3, &HashSet::new(), &in_round, &mut rng);
+        let mut got = pick(&cands, 3, &HashSet::new(), in_round, &mut rng);
         got.sort_unstable();
         assert_eq!(got, vec![4, 5]);
         // Without the rule, regions decide: the shared network's four
         // regions win over two validators in one region.
-        let got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
+        let got = pick(&cands, 3, &HashSet::new(), Used::default(), &mut rng);
         assert!(got.iter().all(|i| *i < 4), "{got:?}");
         // A crowded network comes after the others, whatever its regions.
         for c in &mut cands[..4] {
             c.crowded = true;
         }
         for _ in 0..50 {
-            let mut got = pick(&cands, 2, &HashSet::new(), &Used::default(), &mut rng);
+            let mut got = pick(&cands, 2, &HashSet::new(), Used::default(), &mut rng);
             got.sort_unstable();
             assert_eq!(got, vec![4, 5]);
         }
@@ -327,7 +331,7 @@ mod tests {
         ];
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..100 {
-            let got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
+            let got = pick(&cands, 3, &HashSet::new(), Used::default(), &mut rng);
             let regions: HashSet<&str> = got.iter().map(|i| cands[*i].region.as_str()).collect();
             assert_eq!(regions.len(), 3, "{got:?}");
         }
@@ -342,9 +346,9 @@ mod tests {
         ];
         let mut rng = fastrand::Rng::with_seed(2);
         let exclude: HashSet<PublicKey> = [PublicKey([1; 32])].into_iter().collect();
-        let got = pick(&cands, 3, &exclude, &Used::default(), &mut rng);
+        let got = pick(&cands, 3, &exclude, Used::default(), &mut rng);
         assert_eq!(got, vec![1], "excluded and full validators are skipped");
-        let got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
+        let got = pick(&cands, 3, &HashSet::new(), Used::default(), &mut rng);
         assert_eq!(got.len(), 2);
     }
 
@@ -354,7 +358,10 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(3);
         let used = regions(&["eu"]);
         for _ in 0..20 {
-            assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
+            assert_eq!(
+                pick(&cands, 1, &HashSet::new(), used.clone(), &mut rng),
+                vec![1]
+            );
         }
     }
 
@@ -366,7 +373,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(4);
         let mut wins = [0u32; 10];
         for _ in 0..10_000 {
-            wins[pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng)[0]] += 1;
+            wins[pick(&cands, 1, &HashSet::new(), Used::default(), &mut rng)[0]] += 1;
         }
         assert!(wins[0] > wins[5] && wins[5] > wins[9], "{wins:?}");
         assert!(wins[0] < 5_000, "no herding onto one validator: {wins:?}");
@@ -382,7 +389,7 @@ mod tests {
         cands[417] = cand(251, "us", 0, 10);
         let mut rng = fastrand::Rng::with_seed(5);
         assert_eq!(
-            pick(&cands, 2, &HashSet::new(), &Used::default(), &mut rng),
+            pick(&cands, 2, &HashSet::new(), Used::default(), &mut rng),
             vec![417]
         );
     }
@@ -398,26 +405,29 @@ mod tests {
         ];
         for _ in 0..200 {
             assert_eq!(
-                pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng),
+                pick(&cands, 1, &HashSet::new(), Used::default(), &mut rng),
                 vec![1]
             );
         }
         // A region the round lacks beats a local validator in a used one.
         let used = regions(&["eu"]);
         let cands = vec![cand(1, "eu", 0, 16), remote(2, "us", 0, 16)];
-        assert_eq!(pick(&cands, 1, &HashSet::new(), &used, &mut rng), vec![1]);
+        assert_eq!(
+            pick(&cands, 1, &HashSet::new(), used.clone(), &mut rng),
+            vec![1]
+        );
         // A busy local validator with room still beats an idle remote one;
         // a full one is never picked, and the remote one takes the task.
         let cands = vec![cand(1, "eu", 15, 16), remote(2, "eu", 0, 16)];
         for _ in 0..50 {
             assert_eq!(
-                pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng),
+                pick(&cands, 1, &HashSet::new(), Used::default(), &mut rng),
                 vec![0]
             );
         }
         let cands = vec![cand(1, "eu", 16, 16), remote(2, "eu", 0, 16)];
         assert_eq!(
-            pick(&cands, 1, &HashSet::new(), &Used::default(), &mut rng),
+            pick(&cands, 1, &HashSet::new(), Used::default(), &mut rng),
             vec![1]
         );
         // Three picks, three regions, locals first in each.
@@ -429,7 +439,7 @@ mod tests {
             remote(5, "ap", 0, 16),
         ];
         for _ in 0..50 {
-            let mut got = pick(&cands, 3, &HashSet::new(), &Used::default(), &mut rng);
+            let mut got = pick(&cands, 3, &HashSet::new(), Used::default(), &mut rng);
             got.sort_unstable();
             assert_eq!(got, vec![0, 3, 4]);
         }

@@ -45,13 +45,14 @@ async fn validators(hub: &TestHub, stop: &CancellationToken) -> Vec<tokio::task:
     out
 }
 
-/// Rounds with results from two or more of keys 1-3, and rounds in all.
-async fn shared_network_rounds(db: &TestDb) -> (i64, i64) {
+/// Rounds with results from two or more of keys 1-3, rounds with one of
+/// them, and rounds in all.
+async fn shared_network_rounds(db: &TestDb) -> (i64, i64, i64) {
     let shared: Vec<String> = (1..=3)
         .map(|n| protocol::PublicKey::from(&key(n)).to_base58())
         .collect();
     sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE n > 1), count(*) FROM ( \
+        "SELECT count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE n = 1), count(*) FROM ( \
              SELECT t.round_id, count(*) FILTER (WHERE v.public_key = ANY($1)) AS n \
              FROM ticks t JOIN validators v ON v.id = t.validator_id GROUP BY t.round_id) r",
     )
@@ -61,7 +62,9 @@ async fn shared_network_rounds(db: &TestDb) -> (i64, i64) {
     .unwrap()
 }
 
-async fn run(one_per_prefix: bool) -> (i64, i64, f64) {
+/// Rounds with two or more keys of the shared network, with one, in all;
+/// and the metric.
+async fn run(one_per_prefix: bool) -> (i64, i64, i64, f64) {
     let db = TestDb::new().await.unwrap();
     let mut s = settings(&db);
     s.prefix_diversity = one_per_prefix;
@@ -73,7 +76,7 @@ async fn run(one_per_prefix: bool) -> (i64, i64, f64) {
     let stop = CancellationToken::new();
     let tasks = validators(&hub, &stop).await;
     crate::common::eventually(20, "30 rounds with results", || async {
-        let (_, rounds) = shared_network_rounds(&db).await;
+        let (_, _, rounds) = shared_network_rounds(&db).await;
         (rounds >= 30).then_some(())
     })
     .await;
@@ -81,16 +84,21 @@ async fn run(one_per_prefix: bool) -> (i64, i64, f64) {
     for t in tasks {
         let _ = t.await;
     }
-    let (shared, rounds) = shared_network_rounds(&db).await;
+    let (shared, once, rounds) = shared_network_rounds(&db).await;
     let repeated = metric(&hub.state, "uptime_hub_rounds_prefix_repeated_total", &[]);
     hub.stop().await;
-    (shared, rounds, repeated)
+    (shared, once, rounds, repeated)
 }
 
 #[tokio::test]
 async fn one_network_never_supplies_two_results_of_a_round() {
-    let (shared, rounds, repeated) = run(true).await;
+    let (shared, once, rounds, repeated) = run(true).await;
     assert!(rounds >= 30);
+    // The network keeps its one place: most rounds have one of its keys.
+    assert!(
+        once * 2 > rounds,
+        "{once} of {rounds} rounds with one of its keys"
+    );
     assert_eq!(
         shared, 0,
         "rounds with two keys of 127.0.0.0/24 of {rounds}"
@@ -100,7 +108,7 @@ async fn one_network_never_supplies_two_results_of_a_round() {
 
 #[tokio::test]
 async fn without_the_rule_claimed_regions_pull_one_network_in_twice() {
-    let (shared, rounds, repeated) = run(false).await;
+    let (shared, _, rounds, repeated) = run(false).await;
     assert!(
         shared * 2 > rounds,
         "the three-region network should fill most rounds: {shared} of {rounds}"

@@ -2,8 +2,6 @@
 //! hello may name a payout address, and hubs serve version 1 and 2 peers
 //! side by side (a rolling upgrade).
 
-use std::time::Duration;
-
 use ed25519_dalek::SigningKey;
 use protocol::crypto::{sign_hello, sign_result};
 use protocol::{
@@ -212,6 +210,5 @@ async fn the_reference_validator_signs_what_it_saw_and_names_its_payout_address(
     assert_eq!(named, Some(payout.to_base58()));
     stop_validators(&stop, vec![v, other]).await;
     stop_sites.cancel();
-    tokio::time::sleep(Duration::from_millis(10)).await;
     hub.stop().await;
 }

@@ -283,7 +283,21 @@ async fn ten_honest_keys_outvote_twenty_hostile_ones_on_one_network() {
         "hostile keys got {hostile} of {all} tasks"
     );
 
-    // 4. No round had two validators of one network.
+    // 4. No round had results from two keys of the hostile network, and the
+    //    metric agrees.
+    let hostile_keys: Vec<String> = (HONEST + 1..=HONEST + HOSTILE)
+        .map(|n| protocol::PublicKey::from(&key(n)).to_base58())
+        .collect();
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT t.round_id FROM ticks t \
+           JOIN validators v ON v.id = t.validator_id WHERE v.public_key = ANY($1) \
+          GROUP BY t.round_id HAVING count(*) > 1) r",
+    )
+    .bind(&hostile_keys)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(doubled, 0, "rounds with two hostile keys");
     assert_eq!(
         metric(&hub.state, "uptime_hub_rounds_prefix_repeated_total", &[]),
         0.0

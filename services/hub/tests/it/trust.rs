@@ -134,17 +134,28 @@ async fn newcomers_work_their_way_in_and_lazy_or_lying_keys_decide_and_earn_noth
     for t in tasks {
         let _ = t.await;
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Every round past its deadline closed, then settled.
+    eventually(10, "the last rounds closed", || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM rounds WHERE status = 'open' AND deadline < now()",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        (open == 0).then_some(())
+    })
+    .await;
     db.store
         .settle_rounds_with(epoch, Duration::ZERO, 1_000, probation)
         .await
         .unwrap();
 
-    // No round was decided by the probation keys: with the liar's `down`
-    // counted, rounds of 1, 2 and 5 would have tied (unknown) or gone down.
-    let (up, other): (i64, i64) = sqlx::query_as(
+    // No round counted a probation key's result: only the liar (always on
+    // probation) says down, and `results_down` holds counted results only.
+    let (up, other, counted_down): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'up'), \
-                count(*) FILTER (WHERE status IN ('down', 'unknown')) \
+                count(*) FILTER (WHERE status IN ('down', 'unknown')), \
+                COALESCE(sum(results_down), 0)::int8 \
            FROM rounds WHERE website_id = $1 AND status <> 'open'",
     )
     .bind(site)
@@ -152,6 +163,7 @@ async fn newcomers_work_their_way_in_and_lazy_or_lying_keys_decide_and_earn_noth
     .await
     .unwrap();
     assert!(up >= 5, "{up} rounds up");
+    assert_eq!(counted_down, 0, "the liar's down results were counted");
     // A round can close unknown only when a trusted key missed it.
     assert!(other * 5 <= up, "{other} rounds not up against {up}");
 

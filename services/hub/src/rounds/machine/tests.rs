@@ -554,6 +554,7 @@ fn a_round_is_decided_only_when_no_result_can_be_on_its_way() {
             deadline_ms: 10_000,
             url: spec.url,
             check: spec.check,
+            prefix_repeated: false,
             tasks: states
                 .iter()
                 .enumerate()
@@ -755,9 +756,9 @@ fn crowding_and_shadow_places_are_relative_to_the_pool() {
         c.prefix = Some(NetPrefix(1));
     }
     let mut pool = r.pool(one);
-    assert!(pool.0.cands.iter().all(|c| !c.crowded));
+    assert!(pool.dispatch.cands.iter().all(|c| !c.crowded));
     assert!(
-        !pool.1,
+        !pool.has_shadow_candidates,
         "no key whose results do not count: no shadow place"
     );
     // Beside another network, the crowded one is crowded; a key on
@@ -767,7 +768,7 @@ fn crowding_and_shadow_places_are_relative_to_the_pool() {
     two.cands[1].prefix = Some(NetPrefix(2));
     two.cands[2].counts = false;
     pool = r.pool(two);
-    let crowded: Vec<bool> = pool.0.cands.iter().map(|c| c.crowded).collect();
+    let crowded: Vec<bool> = pool.dispatch.cands.iter().map(|c| c.crowded).collect();
     assert_eq!(crowded, [true, false, false]);
-    assert!(pool.1);
+    assert!(pool.has_shadow_candidates);
 }
