@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Load-test the hubs on this machine: a private PostgreSQL and Redis, 1 or more hubs (release
 # build) behind HAProxy, and the `loadtest` binary running one scenario against them through
-# HAProxy; everything is stopped at the end, whatever happens.
+# HAProxy (burst: straight to the hubs); everything is stopped at the end, whatever happens.
 #
 #   scripts/loadtest.sh SCENARIO [--hubs N] [--no-build] [--pg-fast] [--api-reads] [LOADTEST ARGS...]
 #
-#   SCENARIO      connections | ingest | schedule | soak  (see `loadtest SCENARIO --help`)
+#   SCENARIO      connections | ingest | schedule | soak | burst  (see `loadtest SCENARIO --help`)
+#                 burst: every simulated website due in the same second (33,334 sites x 3 =
+#                 100,002 tasks for 1,100 validators of capacity 100), held 50 s past it; fails
+#                 (exit 3) if any result is never acknowledged. See "burst" below.
 #   --hubs N      hub replicas, 1..4 (default 1)
 #   --no-build    use target/release/hub and target/release/loadtest as they are
 #   --pg-fast     PostgreSQL with fsync, synchronous_commit and full_page_writes off (default:
@@ -24,6 +27,7 @@
 #   scripts/loadtest.sh ingest --validators 200 --sites 1000 --interval-secs 1 --hold-secs 20
 #   scripts/loadtest.sh schedule --hubs 2 --sites 10000 --hold-secs 70
 #   scripts/loadtest.sh soak --duration 30m
+#   scripts/loadtest.sh burst --sites 3000 --validators 100 --hold-secs 45
 #
 # What it does, in order:
 #   1. cargo build --release -p hub -p loadtest (release: the figures are about speed)
@@ -36,21 +40,35 @@
 #        HUB_MAX_CONNECTIONS=100000 HUB_MIN_INTERVAL_SECS=1 HUB_MAX_MESSAGES_PER_SEC=1000
 #        HUB_MESSAGE_BURST=2000 HUB_TASK_DEADLINE_MS=10000 (RUST_LOG passes through too)
 #        HUB_MAX_PREAUTH_CONNECTIONS=100000 HUB_MAX_PREAUTH_PER_IP=100000
-#        HUB_HELLO_RATE_PER_IP=100000 HUB_HELLO_BURST_PER_IP=100000 (every simulated validator
-#        connects from 127.0.0.1, and the connections scenario ramps thousands a second)
+#        HUB_HELLO_RATE_PER_IP=100000 HUB_HELLO_BURST_PER_IP=100000 (the simulated validators
+#        connect from a few loopback addresses, and the connections scenario ramps thousands
+#        a second); every scenario: HUB_PREFIX_DIVERSITY=false and HUB_PROBATION_RESULTS=0
+#        (all validators share 127.0.0.0/24, and every key is new)
+#      burst sets none of the first group but HUB_TASK_DEADLINE_MS=30000 (the default): the
+#        hubs run under their hardening defaults (per IP: 16 sockets before hello, 5 hellos/s
+#        with a burst of 20; 1,024 sockets before hello in all; 50 messages/s per session with
+#        a burst of 100; 20,000 connections; intervals from 10 s). The tool spreads its 1,100
+#        validators over 64 source addresses (--source-addrs, about 17 each) and a 10 s ramp
+#        to stay under them; bigger runs may need HUB_MAX_CONNECTIONS from the environment.
 #   5. HAProxy (scripts/lib/haproxy.sh) on a free port from 19070, with HAPROXY_MAXCONN set to
 #      twice the validators plus 1024, at least 4096, at most what the open-file limit allows
 #      (HAProxy needs two descriptors per connection and refuses to start otherwise); the
 #      environment's HAPROXY_MAXCONN wins
 #   6. loadtest SCENARIO --hub-url ws://127.0.0.1:LB/ws --database-url ... --metrics-url (each
 #      hub) --hub-pid (each hub) --haproxy-pid --redis-pid --pg-pid --json REPORT [ARGS...]
-#      (a --hub-url, --metrics-url or --hub-pid among ARGS replaces all of this script's)
+#      (a --hub-url, --metrics-url or --hub-pid among ARGS replaces all of this script's);
+#      burst: --hub-url ws://127.0.0.1:HUB/ws of each hub instead (no HAProxy in between, so
+#      the hubs see each validator's own source address and apply their per-IP limits to it)
+#      Every scenario also times one verify_result (the bench's per_result/verify_result) on
+#      this machine before and after the load, and prints hub CPU per stored tick in them
+#      (--no-calibrate skips it; about 2.5 s each)
 #   7. stops HAProxy, the hubs (SIGTERM: they drain), Redis and PostgreSQL
 # Ports stay clear of scripts/dev.sh (18070, 18080.., 55432, 56379) and scripts/test.sh.
 # Files: .tmp/loadtest/ (git-ignored): pg/, redis/, haproxy/ (haproxy.cfg and its log),
 # logs/hub-N.log, reports/SCENARIO-YYYYmmdd-HHMMSS.json (the JSON report; the human summary is
 # on stdout, progress on stderr). Ctrl-C stops the load tool, which still reports, then the
-# stack. Exit status: the load tool's (0 completed, 130 interrupted, 124 its time limit).
+# stack. Exit status: the load tool's (0 completed, 3 a burst that lost results, 130
+# interrupted, 124 its time limit).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -72,9 +90,9 @@ LOG_PREFIX=loadtest.sh
 }
 SCENARIO=${1:-}
 case $SCENARIO in
-connections | ingest | schedule | soak) shift ;;
-'') die "which scenario? connections, ingest, schedule or soak (try --help)" ;;
-*) die "unknown scenario '$SCENARIO' (connections, ingest, schedule or soak)" ;;
+connections | ingest | schedule | soak | burst) shift ;;
+'') die "which scenario? connections, ingest, schedule, soak or burst (try --help)" ;;
+*) die "unknown scenario '$SCENARIO' (connections, ingest, schedule, soak or burst)" ;;
 esac
 HUBS=1
 BUILD=1
@@ -206,11 +224,28 @@ REDIS_PID=$(cat "$LT/redis/redis.pid")
 
 # ---- 4. hubs -----------------------------------------------------------------------------------
 TOKEN_KEY=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+if [[ $SCENARIO == burst ]]; then
+    # The hardening defaults (see the header); the deadline as in production.
+    HUB_LOAD_ENV=(HUB_TASK_DEADLINE_MS="${HUB_TASK_DEADLINE_MS:-30000}")
+else
+    HUB_LOAD_ENV=(
+        HUB_MAX_CONNECTIONS="${HUB_MAX_CONNECTIONS:-100000}"
+        HUB_MIN_INTERVAL_SECS="${HUB_MIN_INTERVAL_SECS:-1}"
+        HUB_MAX_MESSAGES_PER_SEC="${HUB_MAX_MESSAGES_PER_SEC:-1000}"
+        HUB_MESSAGE_BURST="${HUB_MESSAGE_BURST:-2000}"
+        HUB_TASK_DEADLINE_MS="${HUB_TASK_DEADLINE_MS:-10000}"
+        HUB_MAX_PREAUTH_CONNECTIONS="${HUB_MAX_PREAUTH_CONNECTIONS:-100000}"
+        HUB_MAX_PREAUTH_PER_IP="${HUB_MAX_PREAUTH_PER_IP:-100000}"
+        HUB_HELLO_RATE_PER_IP="${HUB_HELLO_RATE_PER_IP:-100000}"
+        HUB_HELLO_BURST_PER_IP="${HUB_HELLO_BURST_PER_IP:-100000}"
+    )
+fi
 port=19080
 for ((n = 1; n <= HUBS; n++)); do
     port=$(free_port "$port")
     : >"$LOGS/hub-$n.log"
-    HUB_DATABASE_URL="$DATABASE_URL" \
+    env "${HUB_LOAD_ENV[@]}" \
+        HUB_DATABASE_URL="$DATABASE_URL" \
         HUB_REDIS_URL="$REDIS_URL" \
         HUB_LISTEN="127.0.0.1:$port" \
         HUB_ID="hub-$n" \
@@ -218,15 +253,6 @@ for ((n = 1; n <= HUBS; n++)); do
         HUB_TRUSTED_PROXIES=127.0.0.1 \
         HUB_PREFIX_DIVERSITY="${HUB_PREFIX_DIVERSITY:-false}" \
         HUB_PROBATION_RESULTS="${HUB_PROBATION_RESULTS:-0}" \
-        HUB_MAX_CONNECTIONS="${HUB_MAX_CONNECTIONS:-100000}" \
-        HUB_MIN_INTERVAL_SECS="${HUB_MIN_INTERVAL_SECS:-1}" \
-        HUB_MAX_MESSAGES_PER_SEC="${HUB_MAX_MESSAGES_PER_SEC:-1000}" \
-        HUB_MESSAGE_BURST="${HUB_MESSAGE_BURST:-2000}" \
-        HUB_TASK_DEADLINE_MS="${HUB_TASK_DEADLINE_MS:-10000}" \
-        HUB_MAX_PREAUTH_CONNECTIONS="${HUB_MAX_PREAUTH_CONNECTIONS:-100000}" \
-        HUB_MAX_PREAUTH_PER_IP="${HUB_MAX_PREAUTH_PER_IP:-100000}" \
-        HUB_HELLO_RATE_PER_IP="${HUB_HELLO_RATE_PER_IP:-100000}" \
-        HUB_HELLO_BURST_PER_IP="${HUB_HELLO_BURST_PER_IP:-100000}" \
         NO_COLOR=1 setsid "$BIN/hub" serve </dev/null >>"$LOGS/hub-$n.log" 2>&1 9>&- &
     HUB_PIDS+=("$!")
     HUB_PORTS+=("$port")
@@ -247,6 +273,7 @@ if [[ ! $validators =~ ^[0-9]+$ ]]; then
     case $SCENARIO in
     connections) validators=2000 ;;
     schedule) validators=300 ;;
+    burst) validators=1100 ;;
     *) validators=200 ;;
     esac
 fi
@@ -305,7 +332,15 @@ fi
 # ---- 6. the load -------------------------------------------------------------------------------
 REPORT=$REPORTS/$SCENARIO-$(date +%Y%m%d-%H%M%S).json
 TOOL=("$BIN/loadtest" "$SCENARIO")
-arg_given hub-url || TOOL+=(--hub-url "ws://127.0.0.1:$LB_PORT/ws")
+if ! arg_given hub-url; then
+    if [[ $SCENARIO == burst ]]; then
+        for p in "${HUB_PORTS[@]}"; do
+            TOOL+=(--hub-url "ws://127.0.0.1:$p/ws")
+        done
+    else
+        TOOL+=(--hub-url "ws://127.0.0.1:$LB_PORT/ws")
+    fi
+fi
 if ! arg_given metrics-url; then
     for p in "${HUB_PORTS[@]}"; do
         TOOL+=(--metrics-url "http://127.0.0.1:$p/metrics")

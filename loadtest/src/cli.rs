@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::burst;
 use crate::net::{self, HubTarget};
 
 #[derive(Debug, Parser)]
@@ -37,13 +38,18 @@ pub enum ScenarioCmd {
     /// Ingest held for --duration, hub RSS sampled every --sample-secs:
     /// first, last and max show whether memory stays flat.
     Soak(RunArgs),
+    /// Every simulated website due in the same second (ids chosen so that
+    /// their schedule phases fall in one second of the interval), a few
+    /// seconds after the ramp; held --hold-secs past that second: how the
+    /// hubs take the spike and drain it, and whether any result is lost.
+    Burst(RunArgs),
 }
 
 /// Flags every scenario takes. Unset numbers take the scenario's default
-/// (shown as connections / ingest / schedule / soak).
+/// (shown as connections / ingest / schedule / soak / burst).
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Defaults written [a / b / c / d] are those of connections / ingest / schedule / soak.\nEvery URL must be loopback. Report fields: loadtest/README.md."
+    after_help = "Defaults written [a / b / c / d / e] are those of connections / ingest / schedule / soak / burst.\nEvery URL must be loopback. Report fields: loadtest/README.md."
 )]
 pub struct RunArgs {
     /// Hub WebSocket URL (repeatable; validator i uses URL i mod count).
@@ -62,11 +68,11 @@ pub struct RunArgs {
     /// (repeatable: one per hub). Without it, hub-side figures are null.
     #[arg(long = "metrics-url", value_name = "URL")]
     pub metrics_urls: Vec<String>,
-    /// Simulated validators [2000 / 200 / 300 / 200].
+    /// Simulated validators [2000 / 200 / 300 / 200 / 1100].
     #[arg(long, value_name = "N")]
     pub validators: Option<usize>,
     /// Tasks each validator takes at once (hello.capacity, 1..=1000)
-    /// [1 / 16 / 100 / 16].
+    /// [1 / 16 / 100 / 16 / 100].
     #[arg(long, value_name = "C")]
     pub capacity: Option<u32>,
     /// Regions, comma-separated; validator i is in region i mod count, so
@@ -77,30 +83,36 @@ pub struct RunArgs {
         default_value = "eu-west,us-east,ap-south"
     )]
     pub regions: Vec<String>,
-    /// Simulated websites [0 / 1000 / 10000 / 1000].
+    /// Simulated websites [0 / 1000 / 10000 / 1000 / 33334]. Burst: more
+    /// than 1000 (fewer new websites at once are run at once by a hub,
+    /// not at their next slot).
     #[arg(long, value_name = "M")]
     pub sites: Option<u32>,
-    /// Websites' check interval, seconds [- / 1 / 60 / 1]. The hubs floor
-    /// it at HUB_MIN_INTERVAL_SECS.
+    /// Websites' check interval, seconds [- / 1 / 60 / 1 / 60]. The hubs
+    /// floor it at HUB_MIN_INTERVAL_SECS (a floor above it would scatter a
+    /// burst: the phase depends on the interval).
     #[arg(long, value_name = "SECS")]
     pub interval_secs: Option<u32>,
     /// Websites' check timeout (task.check.timeout_ms; nothing is fetched).
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub site_timeout_ms: u32,
-    /// Simulated check time before a result is sent [- / 50 / 20 / 50].
+    /// Simulated check time before a result is sent [- / 50 / 20 / 50 / 50].
     #[arg(long, value_name = "MS")]
     pub check_latency_ms: Option<u64>,
-    /// Extra random check time, uniform in 0..=MS.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    pub check_jitter_ms: u64,
+    /// Extra random check time, uniform in 0..=MS [0 / 0 / 0 / 0 / 2000].
+    #[arg(long, value_name = "MS")]
+    pub check_jitter_ms: Option<u64>,
     /// Fraction of rounds reported down (decided per website and slot, so
-    /// the validators of a round agree) [- / 0.05 / 0 / 0.05].
+    /// the validators of a round agree) [- / 0.05 / 0 / 0.05 / 0].
     #[arg(long, value_name = "FRACTION")]
     pub failure_rate: Option<f64>,
-    /// Connections are opened evenly over this long [20 / 10 / 10 / 10].
+    /// Connections are opened evenly over this long [20 / 10 / 10 / 10 /
+    /// 10]. Burst: the ramp ends 5 s before the burst is due.
     #[arg(long, value_name = "SECS")]
     pub ramp_secs: Option<f64>,
-    /// The measured window [30 / 30 / 70 / --duration].
+    /// The measured window [30 / 30 / 70 / --duration / 50]. Burst: the
+    /// hold starts after the ramp and ends this long after the burst's due
+    /// second (less than the interval, so the next slot stays out).
     #[arg(long, value_name = "SECS")]
     pub hold_secs: Option<f64>,
     /// Soak only: how long to hold, e.g. 600, 600s, 10m, 2h [600].
@@ -112,18 +124,20 @@ pub struct RunArgs {
     /// After the ramp, wait at most this long for the last connections.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub settle_secs: f64,
-    /// Hub RSS is sampled this often during the hold.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub sample_secs: f64,
+    /// Hub RSS is sampled this often during the hold [10 / 10 / 10 / 10 /
+    /// 1].
+    #[arg(long, value_name = "SECS")]
+    pub sample_secs: Option<f64>,
     /// A progress line on stderr this often.
     #[arg(long, default_value_t = 3.0, value_name = "SECS")]
     pub progress_secs: f64,
     /// Client sockets are bound to 127.0.0.1 ..= 127.0.0.K (about 28k
-    /// connections per source address and destination).
-    #[arg(long, default_value_t = 4, value_name = "K")]
-    pub source_addrs: usize,
+    /// connections per source address and destination; the hubs' per-IP
+    /// limits count each address apart) [4 / 4 / 4 / 4 / 64].
+    #[arg(long, value_name = "K")]
+    pub source_addrs: Option<usize>,
     /// Hard limit on the whole run; default ramp + settle + hold + ramp-down
-    /// + 120 s.
+    /// + 120 s (burst: + 15 s more, the wait for the burst).
     #[arg(long, value_name = "SECS")]
     pub max_secs: Option<f64>,
     /// A hub process to measure (repeatable); default: every process named
@@ -146,6 +160,10 @@ pub struct RunArgs {
     /// Leave the simulated websites enabled at the end.
     #[arg(long)]
     pub keep_sites: bool,
+    /// Skip timing `verify_result` before and after the run (the yardstick
+    /// for hub CPU per tick; about 2.5 s each).
+    #[arg(long)]
+    pub no_calibrate: bool,
     /// Tokio worker threads for the tool [number of CPUs].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -175,6 +193,7 @@ pub enum Scenario {
     Ingest,
     Schedule,
     Soak,
+    Burst,
 }
 
 impl Scenario {
@@ -184,6 +203,7 @@ impl Scenario {
             Self::Ingest => "ingest",
             Self::Schedule => "schedule",
             Self::Soak => "soak",
+            Self::Burst => "burst",
         }
     }
 }
@@ -220,6 +240,7 @@ pub struct Plan {
     pub check_jitter_ms: u64,
     pub failure_rate: f64,
     pub ramp_secs: f64,
+    /// Burst: counted from the burst's due second.
     pub hold_secs: f64,
     pub ramp_down_secs: f64,
     pub settle_secs: f64,
@@ -234,6 +255,8 @@ pub struct Plan {
     #[serde(skip)]
     pub json: Option<PathBuf>,
     pub keep_sites: bool,
+    /// Time `verify_result` before and after the run.
+    pub calibrate: bool,
     #[serde(skip)]
     pub threads: Option<usize>,
 }
@@ -245,9 +268,12 @@ struct Defaults {
     sites: u32,
     interval_secs: u32,
     check_latency_ms: u64,
+    check_jitter_ms: u64,
     failure_rate: f64,
     ramp_secs: f64,
     hold_secs: f64,
+    sample_secs: f64,
+    source_addrs: usize,
 }
 
 fn defaults(s: Scenario) -> Defaults {
@@ -258,9 +284,12 @@ fn defaults(s: Scenario) -> Defaults {
             sites: 0,
             interval_secs: 60,
             check_latency_ms: 0,
+            check_jitter_ms: 0,
             failure_rate: 0.0,
             ramp_secs: 20.0,
             hold_secs: 30.0,
+            sample_secs: 10.0,
+            source_addrs: 4,
         },
         Scenario::Ingest | Scenario::Soak => Defaults {
             validators: 200,
@@ -268,9 +297,12 @@ fn defaults(s: Scenario) -> Defaults {
             sites: 1000,
             interval_secs: 1,
             check_latency_ms: 50,
+            check_jitter_ms: 0,
             failure_rate: 0.05,
             ramp_secs: 10.0,
             hold_secs: if s == Scenario::Soak { 600.0 } else { 30.0 },
+            sample_secs: 10.0,
+            source_addrs: 4,
         },
         Scenario::Schedule => Defaults {
             validators: 300,
@@ -278,9 +310,30 @@ fn defaults(s: Scenario) -> Defaults {
             sites: 10_000,
             interval_secs: 60,
             check_latency_ms: 20,
+            check_jitter_ms: 0,
             failure_rate: 0.0,
             ramp_secs: 10.0,
             hold_secs: 70.0,
+            sample_secs: 10.0,
+            source_addrs: 4,
+        },
+        // 33,334 sites x K = 3 is 100,002 tasks in one second, for 1,100
+        // validators x 100 = 110k places. 64 source addresses: about 17
+        // validators each, under the hubs' default per-IP limits (16
+        // sockets before hello at once, 5 hellos/s with a burst of 20)
+        // with the ramp spreading them over 10 s.
+        Scenario::Burst => Defaults {
+            validators: 1_100,
+            capacity: 100,
+            sites: 33_334,
+            interval_secs: 60,
+            check_latency_ms: 50,
+            check_jitter_ms: 2_000,
+            failure_rate: 0.0,
+            ramp_secs: 10.0,
+            hold_secs: 50.0,
+            sample_secs: 1.0,
+            source_addrs: 64,
         },
     }
 }
@@ -300,6 +353,7 @@ impl Cli {
             ScenarioCmd::Ingest(a) => (Scenario::Ingest, a),
             ScenarioCmd::Schedule(a) => (Scenario::Schedule, a),
             ScenarioCmd::Soak(a) => (Scenario::Soak, a),
+            ScenarioCmd::Burst(a) => (Scenario::Burst, a),
         };
         plan(scenario, a)
     }
@@ -360,7 +414,8 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
         bail!("--failure-rate must be 0..=1, got {failure_rate}");
     }
     let check_latency_ms = a.check_latency_ms.unwrap_or(d.check_latency_ms);
-    if check_latency_ms > 600_000 || a.check_jitter_ms > 600_000 {
+    let check_jitter_ms = a.check_jitter_ms.unwrap_or(d.check_jitter_ms);
+    if check_latency_ms > 600_000 || check_jitter_ms > 600_000 {
         bail!("--check-latency-ms and --check-jitter-ms must be at most 600000");
     }
     if scenario != Scenario::Soak && a.duration.is_some() {
@@ -371,15 +426,20 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
     let ramp_secs = secs("--ramp-secs", a.ramp_secs.unwrap_or(d.ramp_secs), 0.0)?;
     let ramp_down_secs = secs("--ramp-down-secs", a.ramp_down_secs, 0.0)?;
     let settle_secs = secs("--settle-secs", a.settle_secs, 0.0)?;
-    let sample_secs = secs("--sample-secs", a.sample_secs, 1.0)?;
+    let sample_secs = secs("--sample-secs", a.sample_secs.unwrap_or(d.sample_secs), 1.0)?;
     let progress_secs = secs("--progress-secs", a.progress_secs, 1.0)?;
-    if !(1..=254).contains(&a.source_addrs) {
+    let source_addrs = a.source_addrs.unwrap_or(d.source_addrs);
+    if !(1..=254).contains(&source_addrs) {
         bail!("--source-addrs must be 1..=254");
     }
-    let max_secs = match a.max_secs {
-        Some(m) => secs("--max-secs", m, 1.0)?,
-        None => ramp_secs + settle_secs + hold_secs + ramp_down_secs + 120.0,
-    };
+    let mut max_secs = ramp_secs + settle_secs + hold_secs + ramp_down_secs + 120.0;
+    if scenario == Scenario::Burst {
+        check_burst(sites, interval_secs, ramp_secs, hold_secs)?;
+        max_secs += (burst::OWN_MARGIN_MS + burst::LEAD_MS) as f64 / 1000.0;
+    }
+    if let Some(m) = a.max_secs {
+        max_secs = secs("--max-secs", m, 1.0)?;
+    }
     if sites > 0 && a.database_url.is_none() {
         bail!("--database-url (or DATABASE_URL) is needed to write the {sites} simulated websites");
     }
@@ -409,7 +469,7 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
         interval_secs,
         site_timeout_ms: a.site_timeout_ms,
         check_latency_ms,
-        check_jitter_ms: a.check_jitter_ms,
+        check_jitter_ms,
         failure_rate,
         ramp_secs,
         hold_secs,
@@ -417,7 +477,7 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
         settle_secs,
         sample_secs,
         progress_secs,
-        source_addrs: a.source_addrs,
+        source_addrs,
         max_secs,
         hub_pids: a.hub_pids,
         haproxy_pid: a.haproxy_pid,
@@ -425,8 +485,41 @@ pub fn plan(scenario: Scenario, a: RunArgs) -> anyhow::Result<Plan> {
         pg_pid: a.pg_pid,
         json: a.json,
         keep_sites: a.keep_sites,
+        calibrate: !a.no_calibrate,
         threads: a.threads,
     })
+}
+
+/// A burst must land where the tool can see it: after the ramp, in the
+/// websites' next slot after they are written, with the hold ending before
+/// the slot after it.
+fn check_burst(
+    sites: u32,
+    interval_secs: u32,
+    ramp_secs: f64,
+    hold_secs: f64,
+) -> anyhow::Result<()> {
+    if sites <= burst::HUB_CATCH_UP_BULK {
+        bail!(
+            "--sites must be more than {} for burst: a hub runs fewer new websites at once, not at their next slot",
+            burst::HUB_CATCH_UP_BULK
+        );
+    }
+    let interval = f64::from(interval_secs);
+    let lead = (burst::OWN_MARGIN_MS + burst::LEAD_MS + burst::WINDOW_MS) as f64 / 1000.0;
+    if ramp_secs + lead >= interval {
+        bail!(
+            "--ramp-secs must be under {} for burst at --interval-secs {interval_secs}: the burst is due {lead} s after the ramp could end, within one interval of the write",
+            interval - lead
+        );
+    }
+    if hold_secs + 1.0 >= interval {
+        bail!(
+            "--hold-secs must be under {} for burst at --interval-secs {interval_secs} (the next slot would fall in the hold)",
+            interval - 1.0
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -470,6 +563,39 @@ mod tests {
         // The last of a repeated single-valued flag wins (scripts add theirs first).
         let p = parse(&["connections", "--validators", "5", "--validators", "7"]).unwrap();
         assert_eq!(p.validators, 7);
+        assert!(p.calibrate);
+        assert_eq!(
+            (p.source_addrs, p.sample_secs, p.check_jitter_ms),
+            (4, 10.0, 0)
+        );
+        let p = parse(&["burst", "--database-url", "postgres://u@127.0.0.1/db"]).unwrap();
+        assert_eq!(
+            (p.validators, p.capacity, p.sites, p.interval_secs),
+            (1_100, 100, 33_334, 60)
+        );
+        assert_eq!(
+            (p.source_addrs, p.sample_secs, p.check_jitter_ms),
+            (64, 1.0, 2_000)
+        );
+        assert_eq!(
+            (p.failure_rate, p.ramp_secs, p.hold_secs),
+            (0.0, 10.0, 50.0)
+        );
+        // The wait for the burst counts in the time limit.
+        assert_eq!(p.max_secs, 10.0 + 10.0 + 50.0 + 5.0 + 120.0 + 15.0);
+        let p = parse(&[
+            "burst",
+            "--database-url",
+            "postgres://u@127.0.0.1/db",
+            "--no-calibrate",
+            "--check-jitter-ms",
+            "0",
+            "--max-secs",
+            "30",
+        ])
+        .unwrap();
+        assert!(!p.calibrate);
+        assert_eq!((p.check_jitter_ms, p.max_secs), (0, 30.0));
     }
 
     #[test]
@@ -493,6 +619,13 @@ mod tests {
             (
                 &["connections", "--metrics-url", "http://8.8.8.8/metrics"],
                 "loopback",
+            ),
+            (&["burst", "--sites", "1000"], "--sites"),
+            (&["burst", "--ramp-secs", "45"], "--ramp-secs"),
+            (&["burst", "--hold-secs", "59"], "--hold-secs"),
+            (
+                &["burst", "--interval-secs", "30", "--ramp-secs", "15"],
+                "--ramp-secs",
             ),
         ];
         for (args, want) in cases {

@@ -10,16 +10,23 @@
 //!   loopback only; a progress line on stderr every few seconds; a human
 //!   summary on stdout and the same report as JSON with `--json`.
 //!
-//! Scenarios: `connections`, `ingest`, `schedule`, `soak` (see `--help`).
-//! `scripts/loadtest.sh` starts a private stack (PostgreSQL, Redis, hubs,
-//! HAProxy) and runs this against it.
+//! Scenarios: `connections`, `ingest`, `schedule`, `soak`, `burst` (see
+//! `--help`). `scripts/loadtest.sh` starts a private stack (PostgreSQL,
+//! Redis, hubs, HAProxy) and runs this against it.
+//!
+//! Hub CPU per tick is also given in `verify_result`s timed on this machine
+//! before the load and after it ([`calibrate`]), on the main thread while
+//! the runtime is not running.
 //!
 //! Exit status: 0 completed, 2 bad arguments, 1 a setup failure (database,
-//! report file), 130 interrupted (SIGINT/SIGTERM) and 124 stopped by
-//! `--max-secs`; the last two still print the report.
+//! report file), 3 a burst that completed and failed its verdict (results
+//! lost), 130 interrupted (SIGINT/SIGTERM) and 124 stopped by
+//! `--max-secs`; the last three still print the report.
 //!
 //! # Modules
 //! - [`cli`]: flags, scenario defaults, the checked [`cli::Plan`];
+//! - [`burst`]: the burst's due second and the website ids that land in it;
+//! - [`calibrate`]: `verify_result` timed on this machine, the CPU model;
 //! - [`validator`]: one simulated validator;
 //! - [`run`]: the phases of a run and the report assembly;
 //! - [`stats`]: counters and tool-side histograms;
@@ -31,6 +38,8 @@
 //!   the `/metrics` GET;
 //! - [`report`]: the report, as text and JSON.
 
+mod burst;
+mod calibrate;
 mod cli;
 mod net;
 mod procs;
@@ -70,6 +79,11 @@ fn main() -> ExitCode {
     if let Some(n) = plan.threads {
         rt.worker_threads(n);
     }
+    let calibrate = plan.calibrate;
+    let before = calibrate.then(|| {
+        log("timing verify_result before the load (--no-calibrate skips it)");
+        calibrate::verify_result_timing()
+    });
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,13 +95,26 @@ fn main() -> ExitCode {
     let result = rt.block_on(run::run(plan));
     // Validators still closing are not waited for any longer.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    let (report, exit) = match result {
+    let (mut report, exit) = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("loadtest: {e:#}");
             return ExitCode::from(1);
         }
     };
+    // Every connection is closed now. Not after an interruption: whoever
+    // pressed Ctrl-C wants the report now.
+    let after = (calibrate && exit != Exit::Interrupted).then(|| {
+        log("timing verify_result after the load");
+        calibrate::verify_result_timing()
+    });
+    report.cpu_model = calibrate::read_cpu_model();
+    report.hub_cpu_per_tick_in_verify_results = calibrate::in_verify_results(
+        report.hub_cpu_us_per_tick,
+        [before.as_ref(), after.as_ref()],
+    );
+    report.verify_result_us_before = before;
+    report.verify_result_us_after = after;
     print!("{}", report.render());
     log(format!(
         "{}: {}",
@@ -101,7 +128,12 @@ fn main() -> ExitCode {
         }
         log(format!("report written to {}", path.display()));
     }
+    let failed = report
+        .burst
+        .as_ref()
+        .is_some_and(|b| !b.failures.is_empty());
     match exit {
+        Exit::Completed if failed => ExitCode::from(3),
         Exit::Completed => ExitCode::SUCCESS,
         Exit::Interrupted => ExitCode::from(130),
         Exit::TimedOut => ExitCode::from(124),

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::calibrate::VerifyTiming;
 use crate::cli::Plan;
 use crate::sites::Seeded;
 use crate::stats::Percentiles;
@@ -49,9 +50,82 @@ pub struct Report {
     /// Hub CPU time in the hold window per tick stored in it (PostgreSQL
     /// count, or the hubs' ticks_written_total without a database).
     pub hub_cpu_us_per_tick: Option<f64>,
+    /// One `verify_result` on this machine, µs, timed before the load and
+    /// after every connection closed (null with --no-calibrate).
+    pub verify_result_us_before: Option<VerifyTiming>,
+    pub verify_result_us_after: Option<VerifyTiming>,
+    /// `hub_cpu_us_per_tick` / the lower of the two medians.
+    pub hub_cpu_per_tick_in_verify_results: Option<f64>,
+    /// `model name` of /proc/cpuinfo.
+    pub cpu_model: Option<String>,
     /// Sum of hub RSS sampled during the hold (every --sample-secs).
     pub hub_rss_samples: Vec<RssSample>,
     pub hub_rss_kib: Option<FirstLastMax>,
+    /// The burst scenario's figures (null in the others).
+    pub burst: Option<BurstReport>,
+}
+
+/// What one burst did: every simulated website due in one second.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BurstReport {
+    /// Unix ms of the burst's second: every simulated website's slot
+    /// starts in `[due_ms, due_ms + 1000)`.
+    pub due_ms: i64,
+    /// That second's place in the interval (`due_ms mod interval`), ms.
+    pub phase_ms: i64,
+    /// Simulated websites enabled (the burst's).
+    pub websites: u64,
+    /// Validators connected when the burst was due.
+    pub connected_at_due: Option<i64>,
+    /// Tasks received in the hold: the burst's (the sites' next slot is an
+    /// interval later, past the hold). Of which before the due second
+    /// (expected: none).
+    pub tasks: u64,
+    pub tasks_before_due: u64,
+    pub results_sent: u64,
+    pub acks_stored: u64,
+    pub acks_duplicate: u64,
+    pub acks_rejected: u64,
+    pub rejected_by_code: BTreeMap<String, u64>,
+    /// Results checked or sent and never acknowledged (whole run): lost.
+    /// Any fails the verdict.
+    pub lost: u64,
+    pub tasks_dropped_while_closing: u64,
+    /// Ticks in PostgreSQL of the burst's websites with `scheduled_at` in
+    /// the burst's second.
+    pub ticks_stored_db: Option<u64>,
+    /// Hub counters over the hold (all hubs summed): rounds opened,
+    /// closed by status, opened with fewer than K tasks, slots already
+    /// taken, slots skipped for lack of validators, tasks replaced after a
+    /// missed deadline.
+    pub rounds_opened: Option<u64>,
+    pub rounds_closed: BTreeMap<String, u64>,
+    pub rounds_unstaffed: Option<u64>,
+    pub rounds_skipped: Option<u64>,
+    pub slots_missed: Option<u64>,
+    pub tasks_replaced: Option<u64>,
+    /// The hold's last ack (Unix ms) and how long after `due_ms` it came.
+    pub last_ack_ms: Option<i64>,
+    pub drain_secs: Option<f64>,
+    /// Per second with anything in it, from the due second (`t` = 0).
+    pub per_second: Vec<BurstSecond>,
+    /// Hub RSS (all hubs): the last sample before the due second, and the
+    /// largest from it on (sampled every --sample-secs).
+    pub hub_rss_kib_before: Option<u64>,
+    pub hub_rss_kib_peak: Option<u64>,
+    /// `pass` or `fail`; why it failed.
+    pub verdict: &'static str,
+    pub failures: Vec<String>,
+}
+
+/// One second of a burst.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct BurstSecond {
+    /// Seconds from the due second.
+    pub t: i64,
+    pub tasks: u64,
+    pub results: u64,
+    pub acks: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -405,12 +479,37 @@ impl Report {
                     b / 1024.0
                 ))
         );
+        let unit = [&self.verify_result_us_before, &self.verify_result_us_after]
+            .into_iter()
+            .flatten()
+            .map(|t| t.median)
+            .reduce(f64::min);
+        let cpu = self.cpu_model.as_deref().unwrap_or("CPU model unknown");
         let _ = writeln!(
             o,
             "hub CPU per stored tick: {}",
-            self.hub_cpu_us_per_tick
-                .map_or("n/a".into(), |u| format!("{u:.1} µs"))
+            match (self.hub_cpu_us_per_tick, self.hub_cpu_per_tick_in_verify_results, unit) {
+                (None, _, _) => "n/a".into(),
+                (Some(u), Some(r), Some(v)) => format!(
+                    "{u:.1} µs = {r:.2} verify_result (verify_result {v:.1} µs on this machine, {cpu})"
+                ),
+                (Some(u), _, _) => format!("{u:.1} µs (verify_result not timed: --no-calibrate)"),
+            }
         );
+        if unit.is_some() {
+            let t = |v: &Option<VerifyTiming>| {
+                v.map_or("n/a".into(), |t| {
+                    format!("{:.1} µs (min {:.1}, max {:.1})", t.median, t.min, t.max)
+                })
+            };
+            let _ = writeln!(
+                o,
+                "verify_result on one core, median of {} batches: before the load {}, after {}; the ratio uses the lower",
+                crate::calibrate::BATCHES,
+                t(&self.verify_result_us_before),
+                t(&self.verify_result_us_after)
+            );
+        }
         if let Some(r) = &self.hub_rss_kib {
             let _ = writeln!(
                 o,
@@ -421,7 +520,96 @@ impl Report {
                 r.max as f64 / 1024.0
             );
         }
+        if let Some(b) = &self.burst {
+            b.render(&mut o);
+        }
         o
+    }
+}
+
+impl BurstReport {
+    fn render(&self, o: &mut String) {
+        let mib =
+            |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let n = |v: Option<u64>| v.map_or("n/a".into(), |v| v.to_string());
+        let _ = writeln!(
+            o,
+            "burst: {} websites due at {} ({} ms into the interval); connected then: {}",
+            self.websites,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.due_ms.max(0) as u64)
+            ),
+            self.phase_ms,
+            self.connected_at_due
+                .map_or("n/a".into(), |c| c.to_string())
+        );
+        let _ = writeln!(
+            o,
+            "  tasks received {} ({} before the due second), results sent {}, acks stored {} / duplicate {} / rejected {}{}",
+            self.tasks,
+            self.tasks_before_due,
+            self.results_sent,
+            self.acks_stored,
+            self.acks_duplicate,
+            self.acks_rejected,
+            if self.rejected_by_code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kv(&self.rejected_by_code))
+            }
+        );
+        let _ = writeln!(
+            o,
+            "  lost (never acked): {}; tasks dropped while closing: {}; ticks stored for the slot (PostgreSQL): {}",
+            self.lost,
+            self.tasks_dropped_while_closing,
+            n(self.ticks_stored_db)
+        );
+        let _ = writeln!(
+            o,
+            "  rounds (hubs): opened {}, closed {}{}, unstaffed {}, skipped {}, slots missed {}, tasks replaced {}",
+            n(self.rounds_opened),
+            self.rounds_closed.values().sum::<u64>(),
+            if self.rounds_closed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kv(&self.rounds_closed))
+            },
+            n(self.rounds_unstaffed),
+            n(self.rounds_skipped),
+            n(self.slots_missed),
+            n(self.tasks_replaced)
+        );
+        let _ = writeln!(
+            o,
+            "  drained: last ack {} after the due second; hub RSS {} before, {} peak",
+            self.drain_secs
+                .map_or("n/a".into(), |d| format!("{d:.1} s")),
+            mib(self.hub_rss_kib_before),
+            mib(self.hub_rss_kib_peak)
+        );
+        let _ = writeln!(
+            o,
+            "  {:>5} {:>8} {:>8} {:>8}",
+            "t s", "tasks", "results", "acks"
+        );
+        for s in &self.per_second {
+            let _ = writeln!(
+                o,
+                "  {:>+5} {:>8} {:>8} {:>8}",
+                s.t, s.tasks, s.results, s.acks
+            );
+        }
+        let _ = if self.failures.is_empty() {
+            writeln!(o, "burst verdict: {}", self.verdict.to_uppercase())
+        } else {
+            writeln!(
+                o,
+                "burst verdict: {}: {}",
+                self.verdict.to_uppercase(),
+                self.failures.join("; ")
+            )
+        };
     }
 }
 
@@ -446,6 +634,134 @@ fn kv<V: std::fmt::Display>(m: &BTreeMap<String, V>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(hub_cpu_us_per_tick: Option<f64>) -> Report {
+        use clap::Parser;
+        let plan = crate::cli::Cli::try_parse_from(["loadtest", "connections"])
+            .unwrap()
+            .plan()
+            .unwrap();
+        Report {
+            scenario: "connections",
+            started_at_ms: 0,
+            plan,
+            stopped_early: None,
+            sites: None,
+            window: Window::default(),
+            connections: Connections::default(),
+            tasks: Rate::default(),
+            results_sent: Rate::default(),
+            acks: Acks::default(),
+            error_frames_by_code: BTreeMap::new(),
+            tasks_foreign: 0,
+            tasks_dropped_while_closing: 0,
+            heartbeats_sent: 0,
+            ticks_stored_db: None,
+            hub: None,
+            hub_scrape_errors: Vec::new(),
+            tool_latency: ToolLatency::default(),
+            processes: Vec::new(),
+            rss_per_connection_bytes: None,
+            hub_cpu_us_per_tick,
+            verify_result_us_before: None,
+            verify_result_us_after: None,
+            hub_cpu_per_tick_in_verify_results: None,
+            cpu_model: None,
+            hub_rss_samples: Vec::new(),
+            hub_rss_kib: None,
+            burst: None,
+        }
+    }
+
+    fn timing(median: f64) -> VerifyTiming {
+        VerifyTiming {
+            median,
+            min: median - 1.0,
+            max: median + 2.0,
+            batches: 15,
+            calls_per_batch: 3_000,
+        }
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+    }
+
+    #[test]
+    fn hub_cpu_per_tick_is_also_given_in_verify_results() {
+        let mut r = report(Some(73.5));
+        r.verify_result_us_before = Some(timing(47.0));
+        r.verify_result_us_after = Some(timing(45.4));
+        r.hub_cpu_per_tick_in_verify_results = Some(73.5 / 45.4);
+        r.cpu_model = Some("Intel(R) Xeon(R) Processor".into());
+        let text = r.render();
+        assert_eq!(
+            line(&text, "hub CPU per stored tick:"),
+            "hub CPU per stored tick: 73.5 µs = 1.62 verify_result (verify_result 45.4 µs on this machine, Intel(R) Xeon(R) Processor)"
+        );
+        assert!(line(&text, "verify_result on one core").contains(
+            "before the load 47.0 µs (min 46.0, max 49.0), after 45.4 µs (min 44.4, max 47.4)"
+        ));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["verify_result_us_after"]["median"], 45.4);
+        assert_eq!(json["cpu_model"], "Intel(R) Xeon(R) Processor");
+
+        // Not timed: the µs alone, and no timing line.
+        let text = report(Some(73.5)).render();
+        assert!(line(&text, "hub CPU per stored tick:")
+            .ends_with("73.5 µs (verify_result not timed: --no-calibrate)"));
+        assert!(!text.contains("verify_result on one core"));
+        let text = report(None).render();
+        assert_eq!(
+            line(&text, "hub CPU per stored tick:"),
+            "hub CPU per stored tick: n/a"
+        );
+    }
+
+    #[test]
+    fn a_burst_prints_its_seconds_and_verdict() {
+        let mut r = report(None);
+        r.burst = Some(BurstReport {
+            due_ms: 1_796_140_453_000,
+            tasks: 9,
+            lost: 2,
+            rounds_closed: [("up".to_string(), 3)].into(),
+            per_second: vec![
+                BurstSecond {
+                    t: 0,
+                    tasks: 9,
+                    results: 4,
+                    acks: 3,
+                },
+                BurstSecond {
+                    t: 31,
+                    tasks: 0,
+                    results: 3,
+                    acks: 4,
+                },
+            ],
+            verdict: "fail",
+            failures: vec!["2 results never acknowledged (lost)".into()],
+            ..Default::default()
+        });
+        let text = r.render();
+        assert!(line(&text, "burst: ").contains("due at 2026-12-01T15:54:13Z"));
+        assert!(line(&text, "  rounds (hubs):").contains("closed 3 (up=3)"));
+        assert!(
+            text.contains("\n     +0        9        4        3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    +31        0        3        4\n"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "burst verdict"),
+            "burst verdict: FAIL: 2 results never acknowledged (lost)"
+        );
+    }
 
     #[test]
     fn rates_need_a_window() {

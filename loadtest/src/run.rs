@@ -12,6 +12,12 @@
 //! 5. **report**: count the window's ticks in PostgreSQL, disable the
 //!    simulated websites, assemble the [`Report`].
 //!
+//! `burst` times this around its due second ([`crate::burst`]): the
+//! websites are written so that they are all due `OWN_MARGIN + ramp + LEAD`
+//! after the write; the ramp waits so that it ends `LEAD` before that
+//! second, the settle ends before it, and the hold ends `--hold-secs` after
+//! it.
+//!
 //! Bounded: `--max-secs` ends the run at whatever phase it is in (the
 //! ramp-down then closes everything at once and the report is still made);
 //! a watchdog exits the process if even that hangs. SIGINT or SIGTERM does
@@ -29,12 +35,13 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::burst;
 use crate::cli::{MetricsTarget, Plan, Scenario};
 use crate::procs::{self, Group, GroupSample, Selector};
 use crate::prom::{self, counter_delta, Scrape};
 use crate::report::{
-    Acks, Connections, FirstLastMax, HistogramSummary, HubReport, ProcessReport, Rate, Report,
-    RssSample, SitesReport, ToolLatency, Window,
+    Acks, BurstReport, Connections, FirstLastMax, HistogramSummary, HubReport, ProcessReport, Rate,
+    Report, RssSample, SitesReport, ToolLatency, Window,
 };
 use crate::sites::{self, Seeded};
 use crate::stats::{by_name, diff_codes, Percentiles, Stats};
@@ -59,6 +66,7 @@ const HUB_COUNTERS: &[&str] = &[
     "uptime_hub_rounds_opened_total",
     "uptime_hub_rounds_skipped_total",
     "uptime_hub_rounds_unstaffed_total",
+    "uptime_hub_slots_missed_total",
     "uptime_hub_sessions_replaced_total",
     "uptime_hub_cross_hub_messages_total",
     "uptime_hub_cross_hub_dropped_total",
@@ -214,17 +222,17 @@ fn summarize(h: &prom::Histogram, scale: f64) -> Option<HistogramSummary> {
     })
 }
 
-/// Waits (at most a minute) until the hubs together schedule `want`
+/// Waits (until `deadline`) until the hubs together schedule `want`
 /// websites (`uptime_hub_websites_owned` summed), so the load starts from a
 /// loaded schedule and the memory read before connecting includes it.
 /// Returns how long that took, or `None` if it did not happen.
 async fn wait_until_owned(
     targets: &[MetricsTarget],
     want: u64,
+    deadline: Instant,
     cancel: &CancellationToken,
 ) -> Option<f64> {
     let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(60);
     let mut owned = 0.0;
     while Instant::now() < deadline && !cancel.is_cancelled() {
         if let Ok(Some(s)) = scrape_all(targets).await {
@@ -338,6 +346,11 @@ async fn progress(
     }
 }
 
+/// When the wall clock reads `unix_ms` (now, if it is past).
+fn instant_at(unix_ms: i64) -> Instant {
+    Instant::now() + Duration::from_millis(u64::try_from(unix_ms - now_ms()).unwrap_or(0))
+}
+
 /// Tracks the fewest and most connections seen.
 struct MinMax {
     min: i64,
@@ -414,8 +427,34 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
         None => None,
     };
     let mut sites_report = None;
+    let ramp_ms = (plan.ramp_secs * 1000.0) as i64;
+    // Burst: the second every website is due in.
+    let mut burst_due_ms = None;
     if let Some(pool) = &pool {
-        let seeded = if plan.sites > 0 {
+        let seeded = if plan.scenario == Scenario::Burst {
+            let due = burst::due_ms(now_ms(), burst::OWN_MARGIN_MS + ramp_ms + burst::LEAD_MS);
+            let ids = burst::website_ids(due, plan.interval_secs, plan.sites);
+            log(format!(
+                "writing {} simulated websites at {} s, all due at {} ({:.1} s from now)",
+                plan.sites,
+                plan.interval_secs,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(due as u64)
+                ),
+                (due - now_ms()) as f64 / 1000.0
+            ));
+            let seeded =
+                sites::seed_burst(pool, &ids, plan.interval_secs, plan.site_timeout_ms).await?;
+            if seeded.enabled != ids.len() as u64 {
+                log(format!(
+                    "warning: {} of the burst's {} websites are enabled (ids taken by other websites?)",
+                    seeded.enabled,
+                    ids.len()
+                ));
+            }
+            burst_due_ms = Some(due);
+            seeded
+        } else if plan.sites > 0 {
             log(format!(
                 "writing {} simulated websites at {} s",
                 plan.sites, plan.interval_secs
@@ -435,8 +474,19 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
                 "note: {other_enabled} other enabled websites; their tasks are answered and counted too"
             ));
         }
+        // A burst's ramp starts on time, owned or not.
+        let deadline = match burst_due_ms {
+            Some(due) => instant_at(due - burst::LEAD_MS - ramp_ms),
+            None => Instant::now() + Duration::from_secs(60),
+        };
         let hubs_own_all_after_secs = if plan.sites > 0 && !plan.metrics.is_empty() {
-            wait_until_owned(&plan.metrics, seeded.enabled + other_enabled, &cancel).await
+            wait_until_owned(
+                &plan.metrics,
+                seeded.enabled + other_enabled,
+                deadline,
+                &cancel,
+            )
+            .await
         } else {
             None
         };
@@ -466,6 +516,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
         t0,
         done.clone(),
     ));
+
+    if let Some(due) = burst_due_ms {
+        let start = due - burst::LEAD_MS - ramp_ms;
+        let wait = (start - now_ms()) as f64 / 1000.0;
+        if wait > 0.0 {
+            log(format!(
+                "waiting {wait:.1} s to start the ramp, so that it ends {} s before the burst",
+                burst::LEAD_MS / 1000
+            ));
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = sleep_until(instant_at(start)) => {}
+            }
+        }
+    }
 
     // ---- ramp-up ----
     set_phase(Phase::RampUp);
@@ -512,7 +577,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
 
     // ---- settle ----
     set_phase(Phase::Settle);
-    let settle_until = Instant::now() + Duration::from_secs_f64(plan.settle_secs);
+    let mut settle_until = Instant::now() + Duration::from_secs_f64(plan.settle_secs);
+    if let Some(due) = burst_due_ms {
+        // The hold must see the burst from before it starts.
+        settle_until = settle_until.min(instant_at(due - 1_000));
+    }
     while !cancel.is_cancelled() && Instant::now() < settle_until {
         let c = stats.connected.load(Relaxed);
         seen.see(c);
@@ -539,11 +608,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
     let scrape_start = scrape_all(&plan.metrics).await;
     if !cancel.is_cancelled() {
         log(format!(
-            "holding {} s with {} connections",
-            plan.hold_secs, c0.connected
+            "holding {} s{} with {} connections",
+            plan.hold_secs,
+            if burst_due_ms.is_some() {
+                " past the burst's second"
+            } else {
+                ""
+            },
+            c0.connected
         ));
     }
-    let hold_until = hold_t0 + Duration::from_secs_f64(plan.hold_secs);
+    let hold_until = match burst_due_ms {
+        Some(due) => instant_at(due + (plan.hold_secs * 1000.0) as i64),
+        None => hold_t0 + Duration::from_secs_f64(plan.hold_secs),
+    };
+    let mut connected_at_due = None;
     let mut during = MinMax::new();
     during.see(c0.connected);
     let mut rss_samples = vec![RssSample {
@@ -560,6 +639,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
         let c = stats.connected.load(Relaxed);
         during.see(c);
         seen.see(c);
+        if connected_at_due.is_none() && burst_due_ms.is_some_and(|due| now_ms() >= due) {
+            connected_at_due = Some(c);
+        }
         if Instant::now() >= next_sample && Instant::now() < hold_until {
             let s = procs::sample(&groups[..1]);
             rss_samples.push(RssSample {
@@ -621,11 +703,20 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
     set_phase(Phase::Report);
     done.cancel();
     let mut ticks_stored_db = None;
+    let mut burst_ticks = None;
     if let Some(pool) = &pool {
         match timeout(DB_TIMEOUT, sites::ticks_between(pool, start_ms, end_ms)).await {
             Ok(Ok(n)) => ticks_stored_db = Some(Rate::over(n, window_secs)),
             Ok(Err(e)) => log(format!("warning: {e:#}")),
             Err(_) => log("warning: counting ticks took too long; ticks_stored_db is null"),
+        }
+        if let Some(due) = burst_due_ms {
+            let count = sites::burst_ticks(pool, due, due + burst::WINDOW_MS);
+            match timeout(DB_TIMEOUT, count).await {
+                Ok(Ok(n)) => burst_ticks = Some(n),
+                Ok(Err(e)) => log(format!("warning: {e:#}")),
+                Err(_) => log("warning: counting the burst's ticks took too long"),
+            }
         }
         if plan.sites > 0 && !plan.keep_sites {
             match timeout(DB_TIMEOUT, sites::disable(pool)).await {
@@ -683,6 +774,71 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
         ),
         result_to_ack_ms: Percentiles::of(&stats.ack_rtt_us.lock().expect("poisoned"), 0.001),
     };
+    let burst = burst_due_ms.map(|due| {
+        let counter = |name: &str| {
+            hub.as_ref()
+                .and_then(|h| h.counters.get(name))
+                .map(|v| v.round() as u64)
+        };
+        let per_second = burst::per_second(&stats.per_second.seconds(), due);
+        let samples: Vec<(i64, u64)> = rss_samples
+            .iter()
+            .map(|s| (start_ms + (s.t_secs * 1000.0) as i64, s.rss_kib))
+            .collect();
+        let (hub_rss_kib_before, hub_rss_kib_peak) = if at_hold_start[0].procs.is_empty() {
+            (None, None)
+        } else {
+            burst::rss_before_and_peak(&samples, due)
+        };
+        let last_ack_ms = stats.last_ack_ms();
+        let mut b = BurstReport {
+            due_ms: due,
+            phase_ms: due.rem_euclid(i64::from(plan.interval_secs) * 1000),
+            websites: sites_report.as_ref().map_or(0, |s| s.seeded.enabled),
+            connected_at_due,
+            tasks: c1.tasks - c0.tasks,
+            tasks_before_due: per_second.iter().filter(|s| s.t < 0).map(|s| s.tasks).sum(),
+            results_sent: c1.results_sent - c0.results_sent,
+            acks_stored: c1.stored - c0.stored,
+            acks_duplicate: c1.duplicate - c0.duplicate,
+            acks_rejected: c1.rejected - c0.rejected,
+            rejected_by_code: by_name(diff_codes(rej0, rej1)),
+            lost: stats.unacked_at_close.load(Relaxed),
+            tasks_dropped_while_closing: stats.tasks_dropped.load(Relaxed),
+            ticks_stored_db: burst_ticks,
+            rounds_opened: counter("rounds_opened_total"),
+            rounds_closed: hub
+                .as_ref()
+                .map(|h| {
+                    h.counters
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            let status = k.strip_prefix("rounds_closed_")?;
+                            Some((status.to_string(), v.round() as u64))
+                        })
+                        .filter(|(_, v)| *v > 0)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            rounds_unstaffed: counter("rounds_unstaffed_total"),
+            rounds_skipped: counter("rounds_skipped_total"),
+            slots_missed: counter("slots_missed_total"),
+            tasks_replaced: counter("tasks_replaced_total"),
+            last_ack_ms,
+            drain_secs: last_ack_ms.map(|t| (t - due) as f64 / 1000.0),
+            per_second,
+            hub_rss_kib_before,
+            hub_rss_kib_peak,
+            verdict: "pass",
+            failures: Vec::new(),
+        };
+        let other = sites_report.as_ref().map_or(0, |s| s.other_enabled);
+        b.failures = burst::failures(&b, other);
+        if !b.failures.is_empty() {
+            b.verdict = "fail";
+        }
+        b
+    });
     let stopped = reason.get();
     let report = Report {
         scenario: plan.scenario.name(),
@@ -726,9 +882,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<(Report, Exit)> {
         processes,
         rss_per_connection_bytes,
         hub_cpu_us_per_tick,
+        // Filled in by the caller, which times verify_result outside the
+        // runtime (see main).
+        verify_result_us_before: None,
+        verify_result_us_after: None,
+        hub_cpu_per_tick_in_verify_results: None,
+        cpu_model: None,
         hub_rss_kib: FirstLastMax::of(rss_samples.iter().map(|s| s.rss_kib))
             .filter(|_| !at_hold_start[0].procs.is_empty()),
         hub_rss_samples: rss_samples,
+        burst,
         plan,
     };
     let exit = stopped.map_or(Exit::Completed, |(e, _)| e);
@@ -814,6 +977,19 @@ pub fn headline(r: &Report) -> String {
                 .and_then(|t| t.per_sec)
                 .map_or("n/a".into(), |v| format!("{v:.0}"))
         ),
+        Scenario::Burst => match &r.burst {
+            Some(b) => format!(
+                "burst {}: {} tasks, {} acks stored, {} lost, {} ticks for the slot in PostgreSQL, drained {}",
+                b.verdict.to_uppercase(),
+                b.tasks,
+                b.acks_stored,
+                b.lost,
+                b.ticks_stored_db.map_or("n/a".into(), |t| t.to_string()),
+                b.drain_secs
+                    .map_or("n/a".into(), |d| format!("{d:.1} s after it was due"))
+            ),
+            None => "burst: n/a (no database)".into(),
+        },
         Scenario::Schedule => format!(
             "dispatch jitter p50 {} ms, p99 {} ms",
             r.tool_latency

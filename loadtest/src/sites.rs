@@ -7,8 +7,10 @@
 //! per statement): a 100k-site insert row by row would take minutes of
 //! commits. The rows are reused between runs: `seed` enables
 //! `lt/0 .. lt/{M-1}` with the wanted interval and disables any other `lt/`
-//! row; `disable` turns them all off at the end so the hubs stop scheduling
-//! them.
+//! row; `seed_burst` enables `lt/{id}` for the ids the burst chose (rows
+//! with those very ids, from 2^40 up; see `burst`) and disables every other
+//! `lt/` row; `disable` turns them all off at the end so the hubs stop
+//! scheduling them.
 //!
 //! The statements live in `store` (`shared/store/src/simulated.rs`), like
 //! all SQL; the services never run them, and they touch only rows whose URL
@@ -54,6 +56,34 @@ pub async fn seed(
         updated: s.updated,
         enabled: s.enabled,
     })
+}
+
+/// Makes exactly the websites `ids` (the burst's) the enabled simulated
+/// ones, at `interval_secs` with check timeout `timeout_ms`, in one
+/// transaction.
+pub async fn seed_burst(
+    store: &Store,
+    ids: &[store::WebsiteId],
+    interval_secs: u32,
+    timeout_ms: u32,
+) -> anyhow::Result<Seeded> {
+    let s = store
+        .seed_simulated_burst(ids, interval_secs as i32, timeout_ms as i32)
+        .await
+        .context("writing the burst's websites")?;
+    Ok(Seeded {
+        inserted: s.inserted,
+        updated: s.updated,
+        enabled: s.enabled,
+    })
+}
+
+/// Ticks of the burst's websites whose slot starts in `[from_ms, to_ms)`.
+pub async fn burst_ticks(store: &Store, from_ms: i64, to_ms: i64) -> anyhow::Result<u64> {
+    store
+        .count_burst_ticks_scheduled_between(from_ms, to_ms)
+        .await
+        .context("counting the burst's ticks")
 }
 
 /// Disables every simulated website; returns how many were enabled.

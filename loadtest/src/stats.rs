@@ -1,7 +1,8 @@
 //! What the simulated validators count, shared by all of them: lock-free
 //! counters for totals (read by the progress line and snapshotted at the
-//! edges of the hold window) and HDR histograms for the tool-side latencies,
-//! recorded only while the hold window is open.
+//! edges of the hold window), per-second counts through the hold, and HDR
+//! histograms for the tool-side latencies, recorded only while the hold
+//! window is open.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -75,6 +76,75 @@ pub struct Stats {
     pub dispatch_to_ack_ms: Mutex<Histogram<u64>>,
     /// Result written to the socket until its ack arrived, µs.
     pub ack_rtt_us: Mutex<Histogram<u64>>,
+    /// Tasks, results and acks per second, while the hold window is open.
+    pub per_second: PerSecond,
+    /// When the last ack of the hold arrived (Unix ms; 0: none yet).
+    last_ack_ms: AtomicI64,
+}
+
+/// Seconds of the hold [`PerSecond`] keeps; later ones are not counted.
+pub const PER_SECOND_SPAN: usize = 3_600;
+
+/// Counts per whole Unix second from the hold's first, lock-free.
+pub struct PerSecond {
+    /// The hold's first second (Unix s); `i64::MAX` while closed.
+    origin_sec: AtomicI64,
+    tasks: Box<[AtomicU64]>,
+    results: Box<[AtomicU64]>,
+    acks: Box<[AtomicU64]>,
+}
+
+/// One second of [`PerSecond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SecondCounts {
+    /// Unix second.
+    pub sec: i64,
+    pub tasks: u64,
+    pub results: u64,
+    pub acks: u64,
+}
+
+impl PerSecond {
+    fn new() -> Self {
+        let zeros = || (0..PER_SECOND_SPAN).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            origin_sec: AtomicI64::new(i64::MAX),
+            tasks: zeros(),
+            results: zeros(),
+            acks: zeros(),
+        }
+    }
+
+    fn slot(&self, now_ms: i64) -> Option<usize> {
+        let i = now_ms.div_euclid(1000) - self.origin_sec.load(Relaxed);
+        usize::try_from(i).ok().filter(|i| *i < PER_SECOND_SPAN)
+    }
+
+    fn add(&self, measuring: &AtomicBool, counts: &[AtomicU64], now_ms: i64) {
+        if !measuring.load(Relaxed) {
+            return;
+        }
+        if let Some(i) = self.slot(now_ms) {
+            counts[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Every second with something counted, in order.
+    pub fn seconds(&self) -> Vec<SecondCounts> {
+        let origin = self.origin_sec.load(Relaxed);
+        if origin == i64::MAX {
+            return Vec::new();
+        }
+        (0..PER_SECOND_SPAN)
+            .map(|i| SecondCounts {
+                sec: origin + i as i64,
+                tasks: self.tasks[i].load(Relaxed),
+                results: self.results[i].load(Relaxed),
+                acks: self.acks[i].load(Relaxed),
+            })
+            .filter(|c| c.tasks + c.results + c.acks > 0)
+            .collect()
+    }
 }
 
 /// Counter values at one instant.
@@ -147,7 +217,38 @@ impl Stats {
             jitter_ms: Mutex::new(new_histogram(24 * 3_600_000)),
             dispatch_to_ack_ms: Mutex::new(new_histogram(24 * 3_600_000)),
             ack_rtt_us: Mutex::new(new_histogram(3_600_000_000)),
+            per_second: PerSecond::new(),
+            last_ack_ms: AtomicI64::new(0),
         }
+    }
+
+    /// A task received at `now_ms` for a slot starting at `scheduled_at_ms`.
+    pub fn task_received(&self, scheduled_at_ms: i64, now_ms: i64) {
+        self.tasks.fetch_add(1, Relaxed);
+        self.record_jitter(scheduled_at_ms, now_ms);
+        self.per_second
+            .add(&self.measuring, &self.per_second.tasks, now_ms);
+    }
+
+    /// A result written to its socket at `now_ms`.
+    pub fn result_sent(&self, now_ms: i64) {
+        self.results_sent.fetch_add(1, Relaxed);
+        self.per_second
+            .add(&self.measuring, &self.per_second.results, now_ms);
+    }
+
+    /// An ack (any outcome) read at `now_ms`; the outcome is counted apart.
+    pub fn ack_received(&self, now_ms: i64) {
+        self.per_second
+            .add(&self.measuring, &self.per_second.acks, now_ms);
+        if self.measuring.load(Relaxed) {
+            self.last_ack_ms.fetch_max(now_ms, Relaxed);
+        }
+    }
+
+    /// When the hold's last ack arrived (Unix ms), if any did.
+    pub fn last_ack_ms(&self) -> Option<i64> {
+        Some(self.last_ack_ms.load(Relaxed)).filter(|t| *t > 0)
     }
 
     pub fn connect_failed(&self, reason: String) {
@@ -183,14 +284,21 @@ impl Stats {
         self.record(&self.ack_rtt_us, us);
     }
 
-    /// Opens or closes the window in which histograms record; opening it
-    /// clears them and counts jitter only for slots from `now_ms` on.
+    /// Opens or closes the window in which histograms record and seconds
+    /// are counted; opening it clears them, counts jitter only for slots
+    /// from `now_ms` on, and seconds from `now_ms`'s.
     pub fn set_measuring(&self, on: bool, now_ms: i64) {
+        let p = &self.per_second;
         if on {
             self.jitter_from_ms.store(now_ms, Relaxed);
             for h in [&self.jitter_ms, &self.dispatch_to_ack_ms, &self.ack_rtt_us] {
                 h.lock().expect("stats lock poisoned").reset();
             }
+            for c in p.tasks.iter().chain(p.results.iter()).chain(p.acks.iter()) {
+                c.store(0, Relaxed);
+            }
+            self.last_ack_ms.store(0, Relaxed);
+            p.origin_sec.store(now_ms.div_euclid(1000), Relaxed);
         }
         self.measuring.store(on, Relaxed);
     }
@@ -265,6 +373,41 @@ mod tests {
         assert!(Percentiles::of(&s.ack_rtt_us.lock().unwrap(), 0.001).is_none());
         s.set_measuring(true, 0);
         assert_eq!(s.jitter_ms.lock().unwrap().len(), 0, "reopening clears");
+    }
+
+    #[test]
+    fn seconds_are_counted_only_inside_the_window() {
+        let s = Stats::new();
+        s.task_received(0, 9_000_500);
+        assert!(s.per_second.seconds().is_empty(), "closed: nothing");
+        s.set_measuring(true, 10_000_400);
+        s.task_received(10_000_000, 10_000_401);
+        s.task_received(10_000_000, 10_000_999);
+        s.result_sent(10_001_000);
+        s.ack_received(10_003_500);
+        s.task_received(10_000_000, 9_999_999); // before the window's second
+        assert_eq!(s.last_ack_ms(), Some(10_003_500));
+        s.set_measuring(false, 10_004_000);
+        s.ack_received(10_004_100);
+        let got: Vec<(i64, u64, u64, u64)> = s
+            .per_second
+            .seconds()
+            .iter()
+            .map(|c| (c.sec, c.tasks, c.results, c.acks))
+            .collect();
+        assert_eq!(
+            got,
+            [(10_000, 2, 0, 0), (10_001, 0, 1, 0), (10_003, 0, 0, 1)]
+        );
+        assert_eq!(
+            s.last_ack_ms(),
+            Some(10_003_500),
+            "after the window: not it"
+        );
+        assert_eq!(s.counters().tasks, 4, "the totals count everything");
+        s.set_measuring(true, 20_000_000);
+        assert!(s.per_second.seconds().is_empty(), "reopening clears");
+        assert_eq!(s.last_ack_ms(), None);
     }
 
     #[test]

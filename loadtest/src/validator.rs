@@ -398,8 +398,7 @@ async fn serve(
                 Some(Ok(Message::Text(t))) => {
                     match HubMessage::decode(t.as_str()) {
                         Ok(HubMessage::Task(task)) => {
-                            stats.tasks.fetch_add(1, Relaxed);
-                            stats.record_jitter(task.scheduled_at_ms, protocol::now_ms());
+                            stats.task_received(task.scheduled_at_ms, protocol::now_ms());
                             if task.validator != me {
                                 stats.foreign_tasks.fetch_add(1, Relaxed);
                             } else if draining.is_some() {
@@ -457,7 +456,7 @@ async fn serve(
                     count_unacked(stats, checking + 1, &sent);
                     return lost(&draining);
                 }
-                stats.results_sent.fetch_add(1, Relaxed);
+                stats.result_sent(protocol::now_ms());
                 sent.insert(id, Sent { at: Instant::now(), latency_ms });
             }
             _ = sleep(wait), if !wait.is_zero() => {}
@@ -500,6 +499,7 @@ fn on_ack(
     outcome: AckOutcome,
     code: Option<ErrorCode>,
 ) {
+    stats.ack_received(protocol::now_ms());
     match outcome {
         AckOutcome::Stored => stats.stored.fetch_add(1, Relaxed),
         AckOutcome::Duplicate => stats.duplicate.fetch_add(1, Relaxed),

@@ -250,6 +250,7 @@ impl Application {
             store: store.clone(),
             metrics: metrics.clone(),
             batch_max: s.ingest.batch_max,
+            linger: s.ingest.linger,
             router: router.clone(),
             backlog: backlog.clone(),
             shutdown_grace: s.sessions.drain_timeout,

@@ -73,6 +73,9 @@ pub struct Config {
     pub write_batch_max: usize,
     /// Concurrent tick writers.
     pub writers: usize,
+    /// How long a tick writer waits, after its first result, for more to
+    /// share the write, ms (0: it writes what is there at once).
+    pub write_linger_ms: u64,
     /// On SIGTERM, how long sessions may take to hand in their results, ms.
     pub drain_timeout_ms: u64,
     /// Redis for cluster coordination; empty runs this hub alone. May hold
@@ -242,6 +245,7 @@ impl Default for Config {
             ingest_queue: 10_000,
             write_batch_max: 2_000,
             writers: 2,
+            write_linger_ms: 10,
             drain_timeout_ms: 10_000,
             redis_url: Secret::default(),
             redis_tls_ca: String::new(),
@@ -485,6 +489,7 @@ impl Config {
                 queue: c.ingest_queue,
                 batch_max: c.write_batch_max,
                 writers: c.writers,
+                linger: Duration::from_millis(c.write_linger_ms),
             },
             http: HttpSettings {
                 listen: c.listen,
@@ -636,6 +641,9 @@ impl Config {
         }
         self.validate_payouts()?;
         self.validate_abuse_limits()?;
+        if self.write_linger_ms > 1000 {
+            return Err(invalid("HUB_WRITE_LINGER_MS", "must be at most 1000"));
+        }
         for (var, v) in [
             ("HUB_MAX_CONNECTIONS", self.max_connections),
             ("HUB_SESSION_QUEUE", self.session_queue),
@@ -999,6 +1007,8 @@ pub struct IngestSettings {
     /// Most rows per write.
     pub batch_max: usize,
     pub writers: usize,
+    /// Wait this long after the first result for more (see `Writer::run`).
+    pub linger: Duration,
 }
 
 #[derive(Debug, Clone)]

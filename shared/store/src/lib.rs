@@ -9,6 +9,8 @@
 //!   and the round's state, encoded as their columns are.
 //! - `payouts`: the ledger and payout statements, fenced by an epoch.
 //! - `simulated`: the load tool's statements (simulated websites).
+//! - [`schedule_phase_ms`]: where in its interval a website is checked (the
+//!   hubs schedule by it; the load tool picks website ids with it).
 //! - `accounts`, `owner_sites`: the owners' API (services/api): accounts,
 //!   sessions, API keys, and websites scoped to their account.
 //! - `access`: the operator's allow and deny rules for validators.
@@ -27,6 +29,7 @@ mod payouts;
 mod reconcile;
 mod retention;
 mod rollups;
+mod schedule;
 mod simulated;
 mod types;
 mod website_url;
@@ -53,7 +56,8 @@ pub use crate::payouts::{
 };
 pub use crate::reconcile::{ChainCursor, FoundBatch, FoundOutcome};
 pub use crate::rollups::{KEEP_1D, KEEP_1H, KEEP_5M, LATENCY_BOUNDS_MS};
-pub use crate::simulated::{SeededWebsites, SIMULATED_URL_PREFIX};
+pub use crate::schedule::schedule_phase_ms;
+pub use crate::simulated::{SeededWebsites, SIMULATED_BURST_FIRST_ID, SIMULATED_URL_PREFIX};
 pub use crate::types::{
     AccountId, ApiKeyId, RoundId, RoundStatus, UnknownRoundStatus, ValidatorId, WebsiteId,
 };

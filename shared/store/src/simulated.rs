@@ -6,11 +6,24 @@
 //! `loadtest`. Every statement here touches only rows whose URL starts with
 //! the prefix, which is why the prefix is a constant here and not an
 //! argument: an empty one would reach every website.
+//!
+//! Two sets share the prefix. The regular one ([`Store::seed_simulated_websites`]):
+//! `i` is an index `0 .. count`, the row's id comes from the sequence. The
+//! burst set ([`Store::seed_simulated_burst`]): rows whose ids the tool chose
+//! (from [`SIMULATED_BURST_FIRST_ID`] up, so that their schedule phases fall
+//! in one second) and `i` is the id itself. Seeding either disables the
+//! other; `disable` reaches both.
 
 use crate::{AccountId, Result, Store, WebsiteId};
 
-/// Every simulated website's URL starts with this; a decimal index follows.
+/// Every simulated website's URL starts with this; a decimal number follows.
 pub const SIMULATED_URL_PREFIX: &str = "http://127.0.0.1:9/lt/";
+
+/// The burst set's ids start here: `websites.id` is a `bigserial` no
+/// sequence reaches this far (2^40), so explicit ids from here on collide
+/// with no other website; and as an index of the regular set (the same URL
+/// form) it is far beyond any `count`, so seeding that set disables them.
+pub const SIMULATED_BURST_FIRST_ID: i64 = 1 << 40;
 
 /// What [`Store::seed_simulated_websites`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +103,97 @@ impl Store {
             updated,
             enabled: enabled as u64,
         })
+    }
+
+    /// Makes exactly the websites `ids` (each at least
+    /// [`SIMULATED_BURST_FIRST_ID`]; smaller ones are ignored) the enabled
+    /// simulated websites, at `interval_secs` with check timeout
+    /// `timeout_ms`, as `{SIMULATED_URL_PREFIX}{id}` with that very id; every
+    /// other simulated website (of either set) is disabled. One
+    /// transaction; the missing rows go in with one statement whatever
+    /// their number, and rows from earlier runs are reused, only those that
+    /// change written. An id some other website already has is left alone,
+    /// so `enabled` then falls short of `ids.len()`.
+    pub async fn seed_simulated_burst(
+        &self,
+        ids: &[WebsiteId],
+        interval_secs: i32,
+        timeout_ms: i32,
+    ) -> Result<SeededWebsites> {
+        let ids: Vec<i64> = ids
+            .iter()
+            .map(|id| id.0)
+            .filter(|id| *id >= SIMULATED_BURST_FIRST_ID)
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE websites w
+                SET enabled = n.want,
+                    interval_secs = CASE WHEN n.want THEN $2 ELSE w.interval_secs END,
+                    timeout_ms = CASE WHEN n.want THEN $3 ELSE w.timeout_ms END,
+                    updated_at = now()
+               FROM (SELECT w2.id, s.id IS NOT NULL AS want
+                       FROM websites w2
+                       LEFT JOIN unnest($1::bigint[]) AS s(id) ON s.id = w2.id
+                      WHERE w2.url LIKE $4 || '%') n
+              WHERE w.id = n.id
+                AND (w.enabled IS DISTINCT FROM n.want
+                     OR (n.want AND (w.interval_secs, w.timeout_ms) IS DISTINCT FROM ($2, $3)))",
+        )
+        .bind(&ids)
+        .bind(interval_secs)
+        .bind(timeout_ms)
+        .bind(SIMULATED_URL_PREFIX)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO websites (id, url, interval_secs, timeout_ms, owner)
+             SELECT s.id, $4 || s.id, $2, $3, 'loadtest'
+               FROM unnest($1::bigint[]) AS s(id)
+              WHERE NOT EXISTS (SELECT 1 FROM websites w WHERE w.id = s.id)",
+        )
+        .bind(&ids)
+        .bind(interval_secs)
+        .bind(timeout_ms)
+        .bind(SIMULATED_URL_PREFIX)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        let enabled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM websites WHERE url LIKE $1 || '%' AND enabled",
+        )
+        .bind(SIMULATED_URL_PREFIX)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SeededWebsites {
+            inserted,
+            updated,
+            enabled: enabled as u64,
+        })
+    }
+
+    /// Ticks of the burst set's websites (ids from
+    /// [`SIMULATED_BURST_FIRST_ID`]) whose slot (`scheduled_at`) falls in
+    /// `[from_ms, to_ms)`.
+    pub async fn count_burst_ticks_scheduled_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ticks
+              WHERE website_id >= $3
+                AND scheduled_at >= to_timestamp($1::float8 / 1000)
+                AND scheduled_at <  to_timestamp($2::float8 / 1000)",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(SIMULATED_BURST_FIRST_ID)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     /// Disables every simulated website; returns how many were enabled.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,6 +22,7 @@ use crate::config::HttpSettings;
 use crate::edge::earnings;
 use crate::edge::preauth::{client_key, PreAuth, PreAuthFull};
 use crate::edge::session::Sessions;
+use crate::edge::wire::Handshake;
 use crate::metrics::Metrics;
 
 /// What the routes are built from.
@@ -128,12 +129,15 @@ fn client_addr(
 }
 
 async fn ws(
-    upgrade: WebSocketUpgrade,
     State(door): State<Arc<Door>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
+    mut req: axum::extract::Request,
 ) -> Response {
-    let peer = client_addr(&door.trusted_proxies, peer, &headers);
+    let handshake = match Handshake::check(&mut req) {
+        Ok(h) => h,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let peer = client_addr(&door.trusted_proxies, peer, req.headers());
     if door.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -168,21 +172,16 @@ async fn ws(
             "too many connections",
         );
     };
-    let max = door.sessions.max_frame_bytes();
-    let (sessions, tracker) = (door.sessions.clone(), door.tracker.clone());
-    // 4 KiB buffers instead of the 128 KiB default: ~5 KB per idle socket.
-    upgrade
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                sessions.run(socket, peer, preauth).await;
-                drop(permit);
-            })
-        })
+    let (response, socket) = handshake.accept(door.sessions.max_frame_bytes());
+    let sessions = door.sessions.clone();
+    door.tracker.spawn(async move {
+        match socket.await {
+            Ok(socket) => sessions.run(socket, peer, preauth).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+        }
+        drop(permit);
+    });
+    response
 }
 
 async fn readyz(State(r): State<Arc<Readiness>>) -> Response {

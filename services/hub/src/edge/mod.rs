@@ -7,6 +7,7 @@ pub(crate) mod earnings;
 pub(crate) mod http;
 pub(crate) mod preauth;
 pub(crate) mod session;
+pub(crate) mod wire;
 
 use std::net::IpAddr;
 use std::sync::Arc;

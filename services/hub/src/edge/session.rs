@@ -19,10 +19,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use ed25519_dalek::VerifyingKey;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use governor::RateLimiter;
 use std::pin::Pin;
 use tokio::sync::mpsc;
@@ -41,6 +38,7 @@ use crate::cluster::router::Router;
 use crate::config::SessionSettings;
 use crate::edge::access::{AccessPolicy, Refusal};
 use crate::edge::preauth::{client_key, PreAuthGuard};
+use crate::edge::wire::{Incoming, Socket};
 use crate::edge::HelloLimiter;
 use crate::ingest::{Backlog, IngestItem, Verifier, MAX_REFUSED_ROWS};
 use crate::metrics::Metrics;
@@ -92,8 +90,6 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 
-type Sink = SplitSink<WebSocket, Message>;
-type Stream = SplitStream<WebSocket>;
 type Limiter = governor::DefaultDirectRateLimiter;
 
 /// Why the session ended, for logs.
@@ -103,42 +99,16 @@ enum End {
     #[allow(dead_code, reason = "read through Debug in logs")]
     Error(ErrorCode),
     Drained,
+    /// The peer broke the framing rules; closed with this code.
+    #[allow(dead_code, reason = "read through Debug in logs")]
+    Framing(u16),
     Io,
 }
 
-/// What one read from the socket produced.
-enum Incoming {
-    Text(Utf8Bytes),
-    /// Ping/pong (answered by the library) or binary: nothing to process.
-    Other(bool),
-    Closed,
-    TooBig,
-}
-
-async fn read(stream: &mut Stream) -> Incoming {
-    match stream.next().await {
-        None | Some(Ok(Message::Close(_))) => Incoming::Closed,
-        Some(Ok(Message::Text(t))) => Incoming::Text(t),
-        Some(Ok(Message::Binary(_))) => Incoming::Other(true),
-        Some(Ok(_)) => Incoming::Other(false),
-        Some(Err(e)) => {
-            let too_big = e
-                .into_inner()
-                .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-                .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
-            if too_big {
-                Incoming::TooBig
-            } else {
-                Incoming::Closed
-            }
-        }
-    }
-}
-
-/// Runs one write step (`feed`, `flush` or `send`) under [`WRITE_TIMEOUT`].
-/// A loopback or healthy peer's socket takes the bytes at once, so the step
-/// is polled once first and a timer is armed only if it has to wait.
-async fn timed(step: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+/// Runs one flush under [`WRITE_TIMEOUT`]. A loopback or healthy peer's
+/// socket takes the bytes at once, so the flush is polled once first and a
+/// timer is armed only if it has to wait.
+async fn timed(step: impl Future<Output = std::io::Result<()>>) -> Result<(), End> {
     let mut step = std::pin::pin!(step);
     let first = std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await;
     let done = match first {
@@ -157,27 +127,21 @@ fn instant_of(at_ms: i64, now: Instant, now_ms: i64) -> Instant {
     now + Duration::from_millis((at_ms - now_ms).max(0) as u64)
 }
 
-fn text(msg: &HubMessage) -> Message {
-    Message::Text(msg.encode().into())
-}
-
 /// Writes one frame and flushes it.
-async fn send(sink: &mut Sink, msg: &HubMessage) -> Result<(), End> {
-    timed(sink.send(text(msg))).await
+async fn send(sock: &mut Socket, msg: &HubMessage) -> Result<(), End> {
+    sock.queue_json(msg);
+    timed(sock.flush()).await
 }
 
-async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    let _ = timeout(WRITE_TIMEOUT, sink.send(frame)).await;
+async fn close(sock: &mut Socket, code: u16, reason: &'static str) {
+    sock.queue_close(code, reason);
+    let _ = timeout(WRITE_TIMEOUT, sock.flush()).await;
 }
 
 /// Sends an error frame and counts it.
 async fn send_error(
     app: &Sessions,
-    sink: &mut Sink,
+    sock: &mut Socket,
     code: ErrorCode,
     message: impl Into<String>,
 ) -> Result<(), End> {
@@ -185,13 +149,13 @@ async fn send_error(
         .protocol_errors
         .with_label_values(&[code.as_str()])
         .inc();
-    send(sink, &HubMessage::error(code, message)).await
+    send(sock, &HubMessage::error(code, message)).await
 }
 
 /// Sends an error frame, then closes the socket.
-async fn fail(app: &Sessions, sink: &mut Sink, code: ErrorCode, message: String, ws: u16) -> End {
-    let _ = send_error(app, sink, code, message).await;
-    close(sink, ws, code.as_str()).await;
+async fn fail(app: &Sessions, sock: &mut Socket, code: ErrorCode, message: String, ws: u16) -> End {
+    let _ = send_error(app, sock, code, message).await;
+    close(sock, ws, code.as_str()).await;
     End::Error(code)
 }
 
@@ -215,8 +179,7 @@ struct Peer {
 /// Challenge, then wait for a valid hello within the auth timeout.
 async fn authenticate(
     app: &Sessions,
-    sink: &mut Sink,
-    stream: &mut Stream,
+    sock: &mut Socket,
     limiter: &Limiter,
     client: std::net::IpAddr,
     addr: std::net::IpAddr,
@@ -228,28 +191,29 @@ async fn authenticate(
         protocol_versions: SUPPORTED_VERSIONS.to_vec(),
         server_time_ms: now_ms(),
     });
-    send(sink, &challenge).await?;
+    send(sock, &challenge).await?;
     let until = Instant::now() + app.settings.auth_timeout;
     loop {
         let incoming = tokio::select! {
-            i = read(stream) => i,
+            i = sock.read() => i,
             _ = sleep_until(until) => {
-                return Err(fail(app, sink, ErrorCode::AuthTimeout,
+                return Err(fail(app, sock, ErrorCode::AuthTimeout,
                     format!("no valid hello within {} ms", app.settings.auth_timeout.as_millis()),
                     CLOSE_POLICY).await);
             }
         };
         let text = match incoming {
             Incoming::Closed => return Err(End::PeerClosed),
-            Incoming::TooBig => return Err(too_big(app, sink).await),
-            Incoming::Other(false) => continue,
-            Incoming::Other(true) => {
+            Incoming::TooBig => return Err(too_big(app, sock).await),
+            Incoming::Invalid(code) => return Err(broken_framing(sock, code).await),
+            Incoming::Control => continue,
+            Incoming::Binary => {
                 if limiter.check().is_err() {
-                    return Err(rate_limited(app, sink).await);
+                    return Err(rate_limited(app, sock).await);
                 }
                 send_error(
                     app,
-                    sink,
+                    sock,
                     ErrorCode::MalformedFrame,
                     "binary frames are not accepted",
                 )
@@ -259,28 +223,28 @@ async fn authenticate(
             Incoming::Text(t) => t,
         };
         if limiter.check().is_err() {
-            return Err(rate_limited(app, sink).await);
+            return Err(rate_limited(app, sock).await);
         }
         match ValidatorMessage::decode(&text) {
-            Err(e) => send_error(app, sink, e.code(), e.to_string()).await?,
+            Err(e) => send_error(app, sock, e.code(), e.to_string()).await?,
             Ok(ValidatorMessage::Hello(hello)) => {
                 // Before any work a hello costs (a signature check, a row).
                 if app.hello_limiter.check_key(&client).is_err() {
-                    return Err(hello_rate_limited(app, sink).await);
+                    return Err(hello_rate_limited(app, sock).await);
                 }
                 if let Err(problem) = validate_hello(&hello) {
                     return Err(
-                        fail(app, sink, ErrorCode::InvalidHello, problem, CLOSE_POLICY).await,
+                        fail(app, sock, ErrorCode::InvalidHello, problem, CLOSE_POLICY).await,
                     );
                 }
                 // A banned network costs no signature check.
                 if let Err(why) = app.access.check_address(addr) {
-                    return Err(access_denied(app, sink, &why).await);
+                    return Err(access_denied(app, sock, &why).await);
                 }
                 let Some(version) = negotiate_version(&hello.protocol_versions) else {
                     return Err(fail(
                         app,
-                        sink,
+                        sock,
                         ErrorCode::UnsupportedVersion,
                         format!("this hub speaks protocol versions {SUPPORTED_VERSIONS:?}"),
                         CLOSE_POLICY,
@@ -290,7 +254,7 @@ async fn authenticate(
                 if let Err(e) = protocol::limits::check_hello_version(&hello, version) {
                     return Err(fail(
                         app,
-                        sink,
+                        sock,
                         ErrorCode::InvalidHello,
                         e.to_string(),
                         CLOSE_POLICY,
@@ -300,11 +264,11 @@ async fn authenticate(
                 return match verify_hello(&nonce, &hello) {
                     Ok(vk) => match app.access.check_key(&hello.public_key) {
                         Ok(()) => Ok(Peer { hello, vk, version }),
-                        Err(why) => Err(access_denied(app, sink, &why).await),
+                        Err(why) => Err(access_denied(app, sock, &why).await),
                     },
                     Err(e) => Err(fail(
                         app,
-                        sink,
+                        sock,
                         ErrorCode::BadSignature,
                         format!("hello signature over this connection's nonce: {e}"),
                         CLOSE_POLICY,
@@ -315,7 +279,7 @@ async fn authenticate(
             Ok(_) => {
                 return Err(fail(
                     app,
-                    sink,
+                    sock,
                     ErrorCode::NotAuthenticated,
                     "send hello first".into(),
                     CLOSE_POLICY,
@@ -326,10 +290,10 @@ async fn authenticate(
     }
 }
 
-async fn access_denied(app: &Sessions, sink: &mut Sink, why: &Refusal) -> End {
+async fn access_denied(app: &Sessions, sock: &mut Socket, why: &Refusal) -> End {
     fail(
         app,
-        sink,
+        sock,
         ErrorCode::AccessDenied,
         why.to_string(),
         CLOSE_POLICY,
@@ -337,11 +301,11 @@ async fn access_denied(app: &Sessions, sink: &mut Sink, why: &Refusal) -> End {
     .await
 }
 
-async fn too_big(app: &Sessions, sink: &mut Sink) -> End {
+async fn too_big(app: &Sessions, sock: &mut Socket) -> End {
     let max = app.settings.max_frame_bytes;
     fail(
         app,
-        sink,
+        sock,
         ErrorCode::FrameTooLarge,
         format!("frames are limited to {max} bytes"),
         CLOSE_TOO_BIG,
@@ -349,13 +313,13 @@ async fn too_big(app: &Sessions, sink: &mut Sink) -> End {
     .await
 }
 
-async fn rate_limited(app: &Sessions, sink: &mut Sink) -> End {
+async fn rate_limited(app: &Sessions, sock: &mut Socket) -> End {
     let s = &app.settings;
     let msg = format!(
         "more than {} messages/s (burst {})",
         s.messages_per_sec, s.message_burst
     );
-    fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
+    fail(app, sock, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
 }
 
 /// Forgets the result an ack answers.
@@ -371,7 +335,7 @@ fn acked(awaiting: &mut HashSet<Uuid>, ack: &HubMessage) {
 /// ack; it gets a WebSocket ping every heartbeat interval instead, so it
 /// does not take the wait for a dead hub and reconnect (which could not be
 /// welcomed while the database is away).
-async fn enqueue(app: &Sessions, sink: &mut Sink, item: IngestItem) -> Result<(), End> {
+async fn enqueue(app: &Sessions, sock: &mut Socket, item: IngestItem) -> Result<(), End> {
     let key = item.key();
     // Room at once (the usual case): no timer is armed.
     let item = match app.ingest.try_send(item) {
@@ -389,7 +353,8 @@ async fn enqueue(app: &Sessions, sink: &mut Sink, item: IngestItem) -> Result<()
         tokio::select! {
             r = &mut send => break r.map_err(|_| End::Io),
             () = tokio::time::sleep(every) => {
-                if let Err(end) = timed(sink.send(Message::Ping(Default::default()))).await {
+                sock.queue_ping();
+                if let Err(end) = timed(sock.flush()).await {
                     break Err(end);
                 }
             }
@@ -463,17 +428,15 @@ const LINGER: Duration = Duration::from_secs(2);
 /// close reply or [`LINGER`], because closing a socket with unread input
 /// makes the kernel reset it, and the reset can destroy the error and close
 /// frames before the peer reads them.
-async fn finish(sink: &mut Sink, stream: &mut Stream, end: &End) {
+async fn finish(sock: &mut Socket, end: &End) {
     match end {
         End::PeerClosed => {
-            let _ = timeout(LINGER, sink.flush()).await;
+            let _ = timeout(LINGER, sock.flush()).await;
         }
-        End::Error(_) | End::Drained => {
+        End::Error(_) | End::Drained | End::Framing(_) => {
             let _ = timeout(LINGER, async {
-                while let Some(Ok(m)) = stream.next().await {
-                    if matches!(m, Message::Close(_)) {
-                        // Completes the handshake on our side too.
-                        let _ = sink.flush().await;
+                loop {
+                    if let Incoming::Closed | Incoming::Invalid(_) = sock.read().await {
                         break;
                     }
                 }
@@ -484,31 +447,38 @@ async fn finish(sink: &mut Sink, stream: &mut Stream, end: &End) {
     }
 }
 
+/// The peer broke the framing rules (see `wire`): a close frame with the
+/// code, no error frame (the stream cannot be trusted to carry one).
+async fn broken_framing(sock: &mut Socket, code: u16) -> End {
+    close(sock, code, "").await;
+    End::Framing(code)
+}
+
 impl Sessions {
     /// Runs one connection to its end.
-    pub async fn run(&self, socket: WebSocket, peer_addr: SocketAddr, preauth: PreAuthGuard) {
+    pub async fn run(&self, mut sock: Socket, peer_addr: SocketAddr, preauth: PreAuthGuard) {
         let app = self;
-        let (mut sink, mut stream) = socket.split();
         let limiter = limiter(app);
         // IPv4 clients of a dual-stack listener (or proxy) arrive as
         // `::ffff:a.b.c.d`; rules and prefixes name the IPv4 address.
         let peer_addr = SocketAddr::new(peer_addr.ip().to_canonical(), peer_addr.port());
         let client = client_key(peer_addr.ip());
-        let authenticated = authenticate(
+        // Boxed, as the hello's record below: one-time steps, so the
+        // session's task does not carry their state for its whole life.
+        let authenticated = Box::pin(authenticate(
             app,
-            &mut sink,
-            &mut stream,
+            &mut sock,
             &limiter,
             client,
             peer_addr.ip(),
-        )
+        ))
         .await;
         // A valid hello (or the end): no longer a pre-auth socket.
         drop(preauth);
         let peer = match authenticated {
             Ok(p) => p,
             Err(end) => {
-                finish(&mut sink, &mut stream, &end).await;
+                finish(&mut sock, &end).await;
                 tracing::debug!(%peer_addr, ?end, "session ended before hello");
                 return;
             }
@@ -525,31 +495,31 @@ impl Sessions {
             trusted: app.settings.trusted.contains(&key),
             probation: app.settings.probation,
         };
-        let standing = match app.store.record_hello(&record).await {
+        let standing = match Box::pin(app.store.record_hello(&record)).await {
             Ok(Ok(s)) => s,
             Ok(Err(taken)) => {
                 let end = fail(
                     app,
-                    &mut sink,
+                    &mut sock,
                     ErrorCode::InvalidHello,
                     taken.to_string(),
                     CLOSE_POLICY,
                 )
                 .await;
-                finish(&mut sink, &mut stream, &end).await;
+                finish(&mut sock, &end).await;
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording validator failed");
                 let end = fail(
                     app,
-                    &mut sink,
+                    &mut sock,
                     ErrorCode::Internal,
                     "try again later".into(),
                     1011,
                 )
                 .await;
-                finish(&mut sink, &mut stream, &end).await;
+                finish(&mut sock, &end).await;
                 return;
             }
         };
@@ -583,14 +553,14 @@ impl Sessions {
         app.metrics.validators_connected.inc();
         app.router.claim(&handle);
         tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id = validator_id.0, "validator connected");
-        let end = Conn::new(app, &handle, &peer, &mut sink, &limiter)
-            .serve(&mut stream, rx)
+        let end = Conn::new(app, &handle, &peer, &mut sock, &limiter)
+            .serve(rx)
             .await;
         app.registry.unregister(&key, handle.generation);
         app.metrics.validators_connected.dec();
         app.router.session_closed(key, handle.generation);
         // Unregistered first: no task waits on a session that is closing.
-        finish(&mut sink, &mut stream, &end).await;
+        finish(&mut sock, &end).await;
         app.router.release(key, handle.generation);
         tracing::info!(validator = %key, ?end, "validator disconnected");
     }
@@ -601,7 +571,7 @@ struct Conn<'a> {
     app: &'a Sessions,
     handle: &'a SessionHandle,
     peer: &'a Peer,
-    sink: &'a mut Sink,
+    sock: &'a mut Socket,
     limiter: &'a Limiter,
     /// Resends of results still held draw on a budget of their own.
     resend_limiter: Limiter,
@@ -629,14 +599,14 @@ impl<'a> Conn<'a> {
         app: &'a Sessions,
         handle: &'a SessionHandle,
         peer: &'a Peer,
-        sink: &'a mut Sink,
+        sock: &'a mut Socket,
         limiter: &'a Limiter,
     ) -> Self {
         Self {
             app,
             handle,
             peer,
-            sink,
+            sock,
             limiter,
             resend_limiter: self::limiter(app),
             open_tasks: HashMap::new(),
@@ -652,7 +622,7 @@ impl<'a> Conn<'a> {
     /// task deadlines, the end of a drain) shares one timer that is moved
     /// only when something must happen earlier than it is set for; when it
     /// fires early, [`Self::on_timer`] looks again.
-    async fn serve(mut self, stream: &mut Stream, mut rx: mpsc::Receiver<Outbound>) -> End {
+    async fn serve(mut self, mut rx: mpsc::Receiver<Outbound>) -> End {
         if let Err(end) = self.welcome().await {
             return end;
         }
@@ -666,10 +636,22 @@ impl<'a> Conn<'a> {
         let mut queued: Vec<Outbound> = Vec::new();
         loop {
             if self.drained() {
-                close(self.sink, CLOSE_GOING_AWAY, "shutting_down").await;
+                close(self.sock, CLOSE_GOING_AWAY, "shutting_down").await;
                 return End::Drained;
             }
+            // In this order, and the first ready wins: the frequent steps
+            // are polled first, so a wake-up for a frame or a queued
+            // message does not also poll (and lock) the three cancellation
+            // tokens. Those are polled whenever neither is ready, which a
+            // rate-limited socket and a bounded queue guarantee often.
             let step = tokio::select! {
+                biased;
+                // Everything already queued (up to WRITE_BATCH) goes out in one flush.
+                n = rx.recv_many(&mut queued, WRITE_BATCH) => {
+                    self.write_queued(n, &mut queued, wake.as_mut()).await
+                }
+                incoming = self.sock.read() => self.on_read(incoming).await,
+                () = &mut wake => self.on_timer(wake.as_mut()).await,
                 _ = &mut replaced => Err(self.replaced().await),
                 _ = &mut shutdown, if self.drain_until.is_none() => {
                     self.start_drain(wake.as_mut(), HINT_SHUTDOWN).await
@@ -677,12 +659,6 @@ impl<'a> Conn<'a> {
                 _ = &mut rebalanced, if self.drain_until.is_none() => {
                     self.start_drain(wake.as_mut(), HINT_REBALANCE).await
                 }
-                incoming = read(stream) => self.on_read(incoming).await,
-                // Everything already queued (up to WRITE_BATCH) goes out in one flush.
-                n = rx.recv_many(&mut queued, WRITE_BATCH) => {
-                    self.write_queued(n, &mut queued, wake.as_mut()).await
-                }
-                () = &mut wake => self.on_timer(wake.as_mut()).await,
             };
             if let Err(end) = step {
                 return end;
@@ -700,7 +676,7 @@ impl<'a> Conn<'a> {
             heartbeat_timeout_ms: s.heartbeat_timeout.as_millis() as u64,
             limits: s.limits(),
         });
-        send(self.sink, &welcome).await
+        send(self.sock, &welcome).await
     }
 
     /// Draining, and nothing left to wait for.
@@ -712,7 +688,7 @@ impl<'a> Conn<'a> {
         if let Some(Kick::Refused(why)) = self.handle.kicked.get() {
             return fail(
                 self.app,
-                self.sink,
+                self.sock,
                 ErrorCode::AccessDenied,
                 why.clone(),
                 CLOSE_POLICY,
@@ -721,7 +697,7 @@ impl<'a> Conn<'a> {
         }
         fail(
             self.app,
-            self.sink,
+            self.sock,
             ErrorCode::SessionReplaced,
             "a newer session with this key connected".into(),
             CLOSE_GOING_AWAY,
@@ -744,23 +720,24 @@ impl<'a> Conn<'a> {
             retry_after_ms: 500,
             urls: Vec::new(),
         });
-        send(self.sink, &hint).await
+        send(self.sock, &hint).await
     }
 
     /// Read: one frame from the socket.
     async fn on_read(&mut self, incoming: Incoming) -> Step {
         let text = match incoming {
             Incoming::Closed => return Err(End::PeerClosed),
-            Incoming::TooBig => return Err(too_big(self.app, self.sink).await),
-            Incoming::Other(binary) => {
+            Incoming::TooBig => return Err(too_big(self.app, self.sock).await),
+            Incoming::Invalid(code) => return Err(broken_framing(self.sock, code).await),
+            Incoming::Control | Incoming::Binary => {
                 self.last_heard = Instant::now();
-                if binary {
+                if incoming == Incoming::Binary {
                     if self.limiter.check().is_err() {
-                        return Err(rate_limited(self.app, self.sink).await);
+                        return Err(rate_limited(self.app, self.sock).await);
                     }
                     send_error(
                         self.app,
-                        self.sink,
+                        self.sock,
                         ErrorCode::MalformedFrame,
                         "binary frames are not accepted",
                     )
@@ -783,14 +760,14 @@ impl<'a> Conn<'a> {
                 .redirect((r.task_id, self.handle.validator_id), &self.handle.tx)
             {
                 if self.resend_limiter.check().is_err() {
-                    return Err(rate_limited(self.app, self.sink).await);
+                    return Err(rate_limited(self.app, self.sock).await);
                 }
                 self.app.metrics.results_resent.inc();
                 return Ok(());
             }
         }
         if self.limiter.check().is_err() {
-            return Err(rate_limited(self.app, self.sink).await);
+            return Err(rate_limited(self.app, self.sock).await);
         }
         let reply = match decoded {
             Err(e) => HubMessage::error(e.code(), e.to_string()),
@@ -816,7 +793,7 @@ impl<'a> Conn<'a> {
                 .with_label_values(&[e.code.as_str()])
                 .inc();
         }
-        send(self.sink, &reply).await
+        send(self.sock, &reply).await
     }
 
     /// Check: a result's checks at the door (all but the signature, which
@@ -880,7 +857,7 @@ impl<'a> Conn<'a> {
             return Ok(());
         }
         self.awaiting_acks.insert(item.tick.task_id);
-        enqueue(app, self.sink, item).await?;
+        enqueue(app, self.sock, item).await?;
         // Time spent waiting here was ours, not the validator's silence.
         self.last_heard = Instant::now();
         Ok(())
@@ -931,13 +908,13 @@ impl<'a> Conn<'a> {
                     m
                 }
             };
-            timed(self.sink.feed(text(&msg))).await?;
+            self.sock.queue_json(&*msg);
         }
-        timed(self.sink.flush()).await?;
+        timed(self.sock.flush()).await?;
         if self.refused_rows >= MAX_REFUSED_ROWS {
             return Err(fail(
                 self.app,
-                self.sink,
+                self.sock,
                 ErrorCode::InvalidResult,
                 format!(
                     "{} results refused by the database on this connection",
@@ -954,13 +931,13 @@ impl<'a> Conn<'a> {
     async fn on_timer(&mut self, wake: Pin<&mut Sleep>) -> Step {
         let now = Instant::now();
         if self.drain_until.is_some_and(|d| d <= now) {
-            close(self.sink, CLOSE_GOING_AWAY, "shutting_down").await;
+            close(self.sock, CLOSE_GOING_AWAY, "shutting_down").await;
             return Err(End::Drained);
         }
         if self.last_heard + self.heartbeat_timeout <= now {
             return Err(fail(
                 self.app,
-                self.sink,
+                self.sock,
                 ErrorCode::HeartbeatTimeout,
                 format!(
                     "nothing received for {} ms",
@@ -998,7 +975,7 @@ impl<'a> Conn<'a> {
 }
 
 /// Too many hellos from this client address (`HUB_HELLO_RATE_PER_IP`).
-async fn hello_rate_limited(app: &Sessions, sink: &mut Sink) -> End {
+async fn hello_rate_limited(app: &Sessions, sock: &mut Socket) -> End {
     let s = &app.settings;
     app.metrics
         .connections_refused
@@ -1008,5 +985,5 @@ async fn hello_rate_limited(app: &Sessions, sink: &mut Sink) -> End {
         "more than {} hellos/s from this address (burst {})",
         s.hello_rate_per_ip, s.hello_burst_per_ip
     );
-    fail(app, sink, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
+    fail(app, sock, ErrorCode::RateLimited, msg, CLOSE_POLICY).await
 }

@@ -17,21 +17,13 @@ pub struct Schedule {
     pub phase_ms: i64,
 }
 
-/// SplitMix64: a fixed, well-mixed hash so the phase never depends on the
-/// process (std's hasher is randomly seeded).
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl Schedule {
+    /// The phase is [`store::schedule_phase_ms`] (a fixed hash of the id),
+    /// in `store` so the load tool can pick ids that land where it wants.
     pub fn new(website_id: WebsiteId, interval_secs: u32) -> Self {
-        let interval_ms = i64::from(interval_secs.max(1)) * 1000;
         Self {
-            interval_ms,
-            phase_ms: (mix(website_id.0 as u64) % interval_ms as u64) as i64,
+            interval_ms: i64::from(interval_secs.max(1)) * 1000,
+            phase_ms: store::schedule_phase_ms(website_id, interval_secs),
         }
     }
 
