@@ -174,13 +174,14 @@ async fn ws(
     };
     let (response, socket) = handshake.accept(door.sessions.max_frame_bytes());
     let sessions = door.sessions.clone();
-    door.tracker.spawn(async move {
+    let session = async move {
         match socket.await {
             Ok(socket) => sessions.run(socket, peer, preauth).await,
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
         drop(permit);
-    });
+    };
+    door.tracker.spawn(session);
     response
 }
 

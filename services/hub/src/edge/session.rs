@@ -170,6 +170,12 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
 }
 
 /// The authenticated peer.
+/// What a session keeps of its peer once welcomed.
+struct Authenticated {
+    vk: VerifyingKey,
+    version: u16,
+}
+
 struct Peer {
     hello: Hello,
     vk: VerifyingKey,
@@ -183,7 +189,7 @@ async fn authenticate(
     limiter: &Limiter,
     client: std::net::IpAddr,
     addr: std::net::IpAddr,
-) -> Result<Peer, End> {
+) -> Result<Box<Peer>, End> {
     let nonce = Nonce::random();
     let challenge = HubMessage::Challenge(Challenge {
         nonce,
@@ -263,7 +269,7 @@ async fn authenticate(
                 }
                 return match verify_hello(&nonce, &hello) {
                     Ok(vk) => match app.access.check_key(&hello.public_key) {
-                        Ok(()) => Ok(Peer { hello, vk, version }),
+                        Ok(()) => Ok(Box::new(Peer { hello, vk, version })),
                         Err(why) => Err(access_denied(app, sock, &why).await),
                     },
                     Err(e) => Err(fail(
@@ -478,7 +484,7 @@ impl Sessions {
         let peer = match authenticated {
             Ok(p) => p,
             Err(end) => {
-                finish(&mut sock, &end).await;
+                Box::pin(finish(&mut sock, &end)).await;
                 tracing::debug!(%peer_addr, ?end, "session ended before hello");
                 return;
             }
@@ -498,28 +504,28 @@ impl Sessions {
         let standing = match Box::pin(app.store.record_hello(&record)).await {
             Ok(Ok(s)) => s,
             Ok(Err(taken)) => {
-                let end = fail(
+                let end = Box::pin(fail(
                     app,
                     &mut sock,
                     ErrorCode::InvalidHello,
                     taken.to_string(),
                     CLOSE_POLICY,
-                )
+                ))
                 .await;
-                finish(&mut sock, &end).await;
+                Box::pin(finish(&mut sock, &end)).await;
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording validator failed");
-                let end = fail(
+                let end = Box::pin(fail(
                     app,
                     &mut sock,
                     ErrorCode::Internal,
                     "try again later".into(),
                     1011,
-                )
+                ))
                 .await;
-                finish(&mut sock, &end).await;
+                Box::pin(finish(&mut sock, &end)).await;
                 return;
             }
         };
@@ -553,6 +559,12 @@ impl Sessions {
         app.metrics.validators_connected.inc();
         app.router.claim(&handle);
         tracing::info!(%peer_addr, validator = %key, region = %peer.hello.region, validator_id = validator_id.0, "validator connected");
+        // What the loop needs of the hello; the rest is not kept for the
+        // session's life.
+        let peer = Authenticated {
+            vk: peer.vk,
+            version: peer.version,
+        };
         let end = Conn::new(app, &handle, &peer, &mut sock, &limiter)
             .serve(rx)
             .await;
@@ -560,7 +572,7 @@ impl Sessions {
         app.metrics.validators_connected.dec();
         app.router.session_closed(key, handle.generation);
         // Unregistered first: no task waits on a session that is closing.
-        finish(&mut sock, &end).await;
+        Box::pin(finish(&mut sock, &end)).await;
         app.router.release(key, handle.generation);
         tracing::info!(validator = %key, ?end, "validator disconnected");
     }
@@ -570,7 +582,7 @@ impl Sessions {
 struct Conn<'a> {
     app: &'a Sessions,
     handle: &'a SessionHandle,
-    peer: &'a Peer,
+    peer: &'a Authenticated,
     sock: &'a mut Socket,
     limiter: &'a Limiter,
     /// Resends of results still held draw on a budget of their own.
@@ -598,7 +610,7 @@ impl<'a> Conn<'a> {
     fn new(
         app: &'a Sessions,
         handle: &'a SessionHandle,
-        peer: &'a Peer,
+        peer: &'a Authenticated,
         sock: &'a mut Socket,
         limiter: &'a Limiter,
     ) -> Self {
@@ -623,7 +635,7 @@ impl<'a> Conn<'a> {
     /// only when something must happen earlier than it is set for; when it
     /// fires early, [`Self::on_timer`] looks again.
     async fn serve(mut self, mut rx: mpsc::Receiver<Outbound>) -> End {
-        if let Err(end) = self.welcome().await {
+        if let Err(end) = Box::pin(self.welcome()).await {
             return end;
         }
         let wake = sleep_until(self.last_heard + self.heartbeat_timeout);
@@ -636,7 +648,7 @@ impl<'a> Conn<'a> {
         let mut queued: Vec<Outbound> = Vec::new();
         loop {
             if self.drained() {
-                close(self.sock, CLOSE_GOING_AWAY, "shutting_down").await;
+                Box::pin(close(self.sock, CLOSE_GOING_AWAY, "shutting_down")).await;
                 return End::Drained;
             }
             // In this order, and the first ready wins: the frequent steps
@@ -644,20 +656,24 @@ impl<'a> Conn<'a> {
             // message does not also poll (and lock) the three cancellation
             // tokens. Those are polled whenever neither is ready, which a
             // rate-limited socket and a bounded queue guarantee often.
+            //
+            // Each step's future is boxed: it exists only while the step
+            // runs, instead of every idle session's task being as large as
+            // its largest step (5.5 KB, with them inline).
             let step = tokio::select! {
                 biased;
                 // Everything already queued (up to WRITE_BATCH) goes out in one flush.
                 n = rx.recv_many(&mut queued, WRITE_BATCH) => {
-                    self.write_queued(n, &mut queued, wake.as_mut()).await
+                    Box::pin(self.write_queued(n, &mut queued, wake.as_mut())).await
                 }
-                incoming = self.sock.read() => self.on_read(incoming).await,
-                () = &mut wake => self.on_timer(wake.as_mut()).await,
-                _ = &mut replaced => Err(self.replaced().await),
+                incoming = self.sock.read() => Box::pin(self.on_read(incoming)).await,
+                () = &mut wake => Box::pin(self.on_timer(wake.as_mut())).await,
+                _ = &mut replaced => Err(Box::pin(self.replaced()).await),
                 _ = &mut shutdown, if self.drain_until.is_none() => {
-                    self.start_drain(wake.as_mut(), HINT_SHUTDOWN).await
+                    Box::pin(self.start_drain(wake.as_mut(), HINT_SHUTDOWN)).await
                 }
                 _ = &mut rebalanced, if self.drain_until.is_none() => {
-                    self.start_drain(wake.as_mut(), HINT_REBALANCE).await
+                    Box::pin(self.start_drain(wake.as_mut(), HINT_REBALANCE)).await
                 }
             };
             if let Err(end) = step {
