@@ -31,6 +31,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 /// usually takes every frame a validator has sent since the last.
 const READ_CHUNK: usize = 4096;
 
+/// What a frame the hub writes usually takes (a task is under 1 KiB).
+const FRAME_GUESS: usize = 1024;
+
 /// The longest header a server writes: 2 bytes, then a 64-bit length.
 const MAX_HEADER: usize = 10;
 
@@ -275,6 +278,9 @@ impl Socket {
     /// Adds one text frame holding `msg` as JSON to what goes out with the
     /// next [`Self::flush`].
     pub fn queue_json(&mut self, msg: &impl Serialize) {
+        // Room for a typical frame at once, not grown from nothing by
+        // doubling per frame.
+        self.wbuf.reserve(FRAME_GUESS);
         let start = self.wbuf.len();
         self.wbuf.resize(start + MAX_HEADER, 0);
         serde_json::to_writer(&mut self.wbuf, msg).expect("messages always serialize");
