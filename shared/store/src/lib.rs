@@ -367,13 +367,17 @@ fn website_from_row(r: &sqlx::postgres::PgRow) -> Website {
 
 /// Majority of at least two results, else unknown. Shared by every close.
 /// Only results of validators in good standing count (not on probation,
-/// trust at least 0.5: migrations/20261202000004_trust.sql); the others are
-/// stored and judged, and decide nothing.
+/// trust at least 0.5: migrations/20261202000004_trust.sql), and only if
+/// the validator was not on probation when the result arrived
+/// (`ticks.on_probation`); the others are stored and judged, and decide
+/// nothing.
 const CLOSE_ROUNDS_SQL: &str = "
 WITH counts AS (
     SELECT r.id,
-           count(t.task_id) FILTER (WHERE t.status = 'up' AND v.counts)   AS up,
-           count(t.task_id) FILTER (WHERE t.status = 'down' AND v.counts) AS down
+           count(t.task_id) FILTER (WHERE t.status = 'up' AND v.counts
+                                     AND t.on_probation IS NOT TRUE)   AS up,
+           count(t.task_id) FILTER (WHERE t.status = 'down' AND v.counts
+                                     AND t.on_probation IS NOT TRUE) AS down
       FROM rounds r
       LEFT JOIN ticks t
         ON t.round_id = r.id AND t.website_id = r.website_id AND t.scheduled_at = r.scheduled_at
@@ -915,16 +919,19 @@ impl Store {
             reward.push(t.reward_lamports);
             received.push(t.received_at_ms);
         }
+        // `on_probation`: the validator's probation as the result is stored,
+        // fixed on the tick (migrations/20261202000005).
         let rows = sqlx::query(
             "INSERT INTO ticks (website_id, round_id, validator_id, task_id, scheduled_at, status, \
                http_status, latency_ms, error, checked_at, reward_lamports, hub_id, received_at, \
-               evidence_sha256, evidence_bytes, remote_ip) \
+               evidence_sha256, evidence_bytes, remote_ip, on_probation) \
              SELECT w, r, v, t, to_timestamp(s / 1000.0), st, h, l, e, to_timestamp(c / 1000.0), \
-                    rw, $12, to_timestamp(ra / 1000.0), ed, eb, ei::inet \
+                    rw, $12, to_timestamp(ra / 1000.0), ed, eb, ei::inet, vv.probation \
                FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::uuid[], $5::int8[], \
                            $6::text[], $7::int2[], $8::int4[], $9::text[], $10::int8[], \
                            $11::int8[], $13::int8[], $14::bytea[], $15::int4[], $16::text[]) \
                     AS u(w, r, v, t, s, st, h, l, e, c, rw, ra, ed, eb, ei) \
+               LEFT JOIN validators vv ON vv.id = u.v \
              ON CONFLICT DO NOTHING \
              RETURNING task_id, validator_id",
         )

@@ -183,6 +183,66 @@ async fn settlement_credits_each_closed_round_once() {
     );
 }
 
+/// A result is judged by its validator's probation when it was stored, not
+/// when its round is settled: `c` is on probation when its results are
+/// stored and leaves it before settlement, as when settlement ends a
+/// probation while some of the key's probation-era rounds wait to be
+/// settled. Its work decides nothing and is never paid.
+#[tokio::test]
+async fn probation_work_is_never_paid_even_once_probation_has_ended() {
+    let db = db().await;
+    let s = &db.store;
+    let epoch = s.next_epoch("payouts").await.unwrap();
+    let (a, b, c) = (
+        validator(s, "a", "eu").await,
+        validator(s, "b", "us").await,
+        validator(s, "c", "ap").await,
+    );
+    let set_probation = |on: bool| {
+        sqlx::query("UPDATE validators SET probation = $1 WHERE id = $2")
+            .bind(on)
+            .bind(c)
+            .execute(s.pool())
+    };
+    set_probation(true).await.unwrap();
+    // Decided up by a and b; c agrees.
+    let w1 = website(s, 1).await;
+    let r1 = open_round(s, w1.id, past_ms()).await;
+    store_ticks(
+        s,
+        &[tick(&r1, a, true), tick(&r1, b, true), tick(&r1, c, true)],
+    )
+    .await;
+    // a and c alone: only a's result counts, and one result decides nothing.
+    let w2 = website(s, 2).await;
+    let r2 = open_round(s, w2.id, past_ms()).await;
+    store_ticks(s, &[tick(&r2, a, true), tick(&r2, c, true)]).await;
+    set_probation(false).await.unwrap();
+    let closed = s
+        .close_rounds(&[r1.round_id, r2.round_id], "h1", &[])
+        .await
+        .unwrap();
+    let status = |id: RoundId| {
+        closed
+            .iter()
+            .find(|r| r.round_id == id)
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(status(r1.round_id), "up");
+    assert_eq!(
+        status(r2.round_id),
+        "unknown",
+        "a probation-era result decided it"
+    );
+    assert_eq!(settle(s, epoch).await, 2);
+    assert_eq!(ledger(s, a).await.unwrap().0, 1_000, "a earns round 1 only");
+    assert_eq!(ledger(s, b).await.unwrap().0, 1_000);
+    let paid_c = ledger(s, c).await.map_or(0, |l| l.0);
+    assert_eq!(paid_c, 0, "probation-era work was paid");
+}
+
 #[tokio::test]
 async fn claims_move_unclaimed_earnings_into_one_payout_per_validator() {
     let db = db().await;
