@@ -77,6 +77,10 @@ impl Sessions {
 /// How long one frame may take to write before the peer counts as stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The session loop looks at its rare events (replacement, a drain, the
+/// timer) directly at least once every this many steps.
+const RARE_EVERY: u32 = 32;
+
 /// At most this many queued frames go out in one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -169,13 +173,13 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
     protocol::limits::check_hello(h).map_err(|e| e.to_string())
 }
 
-/// The authenticated peer.
 /// What a session keeps of its peer once welcomed.
 struct Authenticated {
     vk: VerifyingKey,
     version: u16,
 }
 
+/// The authenticated peer.
 struct Peer {
     hello: Hello,
     vk: VerifyingKey,
@@ -212,7 +216,14 @@ async fn authenticate(
             Incoming::Closed => return Err(End::PeerClosed),
             Incoming::TooBig => return Err(too_big(app, sock).await),
             Incoming::Invalid(code) => return Err(broken_framing(sock, code).await),
-            Incoming::Control => continue,
+            // Pings and pongs count against the message rate too: each
+            // ping costs the hub a pong.
+            Incoming::Control => {
+                if limiter.check().is_err() {
+                    return Err(rate_limited(app, sock).await);
+                }
+                continue;
+            }
             Incoming::Binary => {
                 if limiter.check().is_err() {
                     return Err(rate_limited(app, sock).await);
@@ -646,7 +657,35 @@ impl<'a> Conn<'a> {
         // Frames taken from the queue for one write; empty between writes
         // (an idle session never allocates it).
         let mut queued: Vec<Outbound> = Vec::new();
+        let mut steps: u32 = 0;
         loop {
+            // The select below is biased toward the queue and the socket;
+            // every RARE_EVERY steps the rest is looked at directly, so a
+            // socket or queue that is always ready cannot hold off
+            // replacement, access refusal, a drain or the timer.
+            steps = steps.wrapping_add(1);
+            if steps % RARE_EVERY == 0 {
+                if self.handle.replaced.is_cancelled() {
+                    return Box::pin(self.replaced()).await;
+                }
+                if self.drain_until.is_none()
+                    && (self.app.draining.is_cancelled() || self.handle.rebalanced.is_cancelled())
+                {
+                    let hint = if self.app.draining.is_cancelled() {
+                        HINT_SHUTDOWN
+                    } else {
+                        HINT_REBALANCE
+                    };
+                    if let Err(end) = Box::pin(self.start_drain(wake.as_mut(), hint)).await {
+                        return end;
+                    }
+                }
+                if wake.deadline() <= Instant::now() {
+                    if let Err(end) = Box::pin(self.on_timer(wake.as_mut())).await {
+                        return end;
+                    }
+                }
+            }
             if self.drained() {
                 Box::pin(close(self.sock, CLOSE_GOING_AWAY, "shutting_down")).await;
                 return End::Drained;
@@ -747,10 +786,12 @@ impl<'a> Conn<'a> {
             Incoming::Invalid(code) => return Err(broken_framing(self.sock, code).await),
             Incoming::Control | Incoming::Binary => {
                 self.last_heard = Instant::now();
+                // Pings and pongs count against the message rate too: each
+                // ping costs the hub a pong.
+                if self.limiter.check().is_err() {
+                    return Err(rate_limited(self.app, self.sock).await);
+                }
                 if incoming == Incoming::Binary {
-                    if self.limiter.check().is_err() {
-                        return Err(rate_limited(self.app, self.sock).await);
-                    }
                     send_error(
                         self.app,
                         self.sock,

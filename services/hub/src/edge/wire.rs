@@ -34,6 +34,9 @@ const READ_CHUNK: usize = 4096;
 /// What a frame the hub writes usually takes (a task is under 1 KiB).
 const FRAME_GUESS: usize = 1024;
 
+/// Pongs are queued only while less than this is waiting to be written.
+const PONG_ROOM: usize = 4096;
+
 /// The longest header a server writes: 2 bytes, then a 64-bit length.
 const MAX_HEADER: usize = 10;
 
@@ -192,10 +195,16 @@ impl Socket {
             let payload = &self.rbuf[begin..begin + len];
             let incoming = match head.opcode {
                 OpCode::Control(Control::Ping) => {
-                    let mut echo = [0u8; 125];
-                    echo[..len].copy_from_slice(payload);
-                    self.queue_frame(0x8A, len, |out| out.extend_from_slice(&echo[..len]));
-                    self.write_now();
+                    // Not after our close; and at most a little waiting
+                    // output: a peer that pings and never reads gets no
+                    // more pongs (RFC 6455 5.5.3 lets only the latest ping
+                    // be answered), so its pongs cannot pile up here.
+                    if !self.close_sent && self.wbuf.len() - self.wpos <= PONG_ROOM {
+                        let mut echo = [0u8; 125];
+                        echo[..len].copy_from_slice(payload);
+                        self.queue_frame(0x8A, len, |out| out.extend_from_slice(&echo[..len]));
+                        self.write_now();
+                    }
                     Incoming::Control
                 }
                 OpCode::Control(Control::Pong) => Incoming::Control,
@@ -204,7 +213,11 @@ impl Socket {
                     // session's last flush sends it.
                     let code = match payload {
                         [] => Some(CLOSE_NORMAL),
-                        [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+                        // The reason, if any, must be UTF-8.
+                        [a, b, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
+                            Some(u16::from_be_bytes([*a, *b]))
+                        }
+                        [_, _, ..] => return Some(self.invalid(CLOSE_INVALID_DATA)),
                         [_] => None,
                     };
                     match code {
@@ -669,6 +682,50 @@ mod tests {
         assert!(sock.wbuf.is_empty(), "a second close frame was queued");
         drop(client);
         assert_eq!(sock.read().await, Incoming::Closed);
+    }
+
+    #[tokio::test]
+    async fn pongs_do_not_pile_up_for_a_peer_that_never_reads() {
+        let (mut sock, mut tcp) = pair(1024).await;
+        let ping = client_frame(0x89, &[7u8; 125], true);
+        const PINGS: usize = 60_000; // ~7.9 MB of pongs: more than both socket buffers
+        let writer = tokio::spawn(async move {
+            let mut burst = Vec::new();
+            for _ in 0..100 {
+                burst.extend_from_slice(&ping);
+            }
+            for _ in 0..PINGS / 100 {
+                tcp.write_all(&burst).await.unwrap();
+            }
+            tcp // never read: the pongs stay in the kernel, then here
+        });
+        for _ in 0..PINGS {
+            assert_eq!(sock.read().await, Incoming::Control);
+        }
+        assert!(
+            sock.wbuf.len() - sock.wpos <= PONG_ROOM + 127,
+            "{} bytes of pongs waiting",
+            sock.wbuf.len() - sock.wpos
+        );
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn after_our_close_pings_get_no_pong_and_a_close_reason_must_be_utf8() {
+        let (mut sock, mut tcp) = pair(1024).await;
+        sock.queue_close(1000, "");
+        sock.flush().await.unwrap();
+        tcp.write_all(&client_frame(0x89, b"still there?", true))
+            .await
+            .unwrap();
+        assert_eq!(sock.read().await, Incoming::Control);
+        assert!(sock.wbuf.is_empty(), "a pong after our close frame");
+
+        let (mut sock, mut tcp) = pair(1024).await;
+        tcp.write_all(&client_frame(0x88, &[0x03, 0xE8, 0xFF, 0xFE], true))
+            .await
+            .unwrap();
+        assert_eq!(sock.read().await, Incoming::Invalid(CLOSE_INVALID_DATA));
     }
 
     #[tokio::test]
