@@ -5,10 +5,9 @@
 //! where microseconds alone cannot.
 //!
 //! The result verified is the one `shared/protocol/benches/verify.rs`
-//! times as `per_result/verify_result`, built the same way (a task with a
-//! token from a fresh keyring, `CheckResult::for_task` up, 200, 87 ms,
-//! signed with `sign_result`, no evidence), so the figure is that
-//! benchmark's. It is timed on the calling thread in [`BATCHES`] batches of
+//! times as `per_result/verify_result`: a result of `Task::sample` (the
+//! same function), `CheckResult::for_task` up, 200, 87 ms, signed with
+//! `sign_result`, no evidence, so the figure is that benchmark's. It is timed on the calling thread in [`BATCHES`] batches of
 //! about [`BATCH`] each after a warm-up; the median batch is the figure,
 //! min and max show the spread. The tool measures before the load (the
 //! machine idle) and again after every connection closed.
@@ -18,12 +17,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use protocol::crypto::{sign_result, verify_result};
-use protocol::{
-    keypair, CheckResult, CheckSpec, CheckStatus, Keyring, PublicKey, StatusRange, Task,
-    TokenFields,
-};
+use protocol::{keypair, CheckResult, CheckStatus, Keyring, PublicKey, Task};
 use serde::Serialize;
-use uuid::Uuid;
 
 /// Batches timed; the median is reported.
 pub const BATCHES: usize = 15;
@@ -49,34 +44,7 @@ fn fixture() -> (VerifyingKey, CheckResult) {
     let signer = keypair::generate();
     let validator = PublicKey::from(&signer);
     let now = protocol::now_ms();
-    let (task_id, website_id, round_id, slot) = (Uuid::new_v4(), 1_000, 50_000, 1_754_000_000);
-    let deadline_ms = now + 30_000;
-    let token = keyring.issue(&TokenFields {
-        task_id,
-        website_id,
-        round_id,
-        slot,
-        scheduled_at_ms: now,
-        validator: &validator,
-        deadline_ms,
-    });
-    let task = Task {
-        task_id,
-        website_id,
-        round_id,
-        slot,
-        scheduled_at_ms: now,
-        url: "https://example.com/health".into(),
-        check: CheckSpec {
-            timeout_ms: 10_000,
-            expected_status: StatusRange::DEFAULT,
-            keyword: None,
-            follow_redirects: true,
-        },
-        validator,
-        deadline_ms,
-        token,
-    };
+    let task = Task::sample(&keyring, validator, 0, now);
     let mut r = CheckResult::for_task(&task, CheckStatus::Up, Some(200), 87, None, now + 200);
     sign_result(&signer, &mut r);
     (signer.verifying_key(), r)

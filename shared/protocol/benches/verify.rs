@@ -11,8 +11,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use protocol::crypto::{sign_result, verify_result, verify_results_batch};
 use protocol::{
-    keypair, CheckResult, CheckSpec, CheckStatus, Keyring, PublicKey, StatusRange, Task,
-    TokenFields, ValidatorMessage,
+    keypair, CheckResult, CheckStatus, Keyring, PublicKey, Task, TokenFields, ValidatorMessage,
 };
 use uuid::Uuid;
 
@@ -40,7 +39,7 @@ impl Fixture {
         let results = (0..n)
             .map(|i| {
                 let signer = &signers[i % VALIDATORS];
-                let task = task(&keyring, PublicKey::from(signer), i as i64, now);
+                let task = Task::sample(&keyring, PublicKey::from(signer), i as i64, now);
                 let mut r =
                     CheckResult::for_task(&task, CheckStatus::Up, Some(200), 87, None, now + 200);
                 sign_result(signer, &mut r);
@@ -59,38 +58,6 @@ impl Fixture {
             .iter()
             .map(|(k, r)| (&self.keys[*k].1, r))
             .collect()
-    }
-}
-
-fn task(keyring: &Keyring, validator: PublicKey, n: i64, now: i64) -> Task {
-    let task_id = Uuid::new_v4();
-    let (website_id, round_id, slot) = (1_000 + n, 50_000 + n, 1_754_000_000 + n);
-    let deadline_ms = now + 30_000;
-    let token = keyring.issue(&fields_of(
-        task_id,
-        website_id,
-        round_id,
-        slot,
-        now,
-        &validator,
-        deadline_ms,
-    ));
-    Task {
-        task_id,
-        website_id,
-        round_id,
-        slot,
-        scheduled_at_ms: now,
-        url: "https://example.com/health".into(),
-        check: CheckSpec {
-            timeout_ms: 10_000,
-            expected_status: StatusRange::DEFAULT,
-            keyword: None,
-            follow_redirects: true,
-        },
-        validator,
-        deadline_ms,
-        token,
     }
 }
 

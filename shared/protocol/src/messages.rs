@@ -217,6 +217,43 @@ pub struct Evidence {
 }
 
 impl Task {
+    /// A representative task for `validator` (an HTTPS health check), its
+    /// token issued by `keyring`; `n` varies its ids. What the signature
+    /// benchmark (`benches/verify.rs`) and the load tool's yardstick
+    /// (`loadtest/src/calibrate.rs`) verify results of, so both time the
+    /// same bytes.
+    pub fn sample(keyring: &crate::Keyring, validator: PublicKey, n: i64, now_ms: i64) -> Self {
+        let task_id = Uuid::new_v4();
+        let (website_id, round_id, slot) = (1_000 + n, 50_000 + n, 1_754_000_000 + n);
+        let deadline_ms = now_ms + 30_000;
+        let token = keyring.issue(&TokenFields {
+            task_id,
+            website_id,
+            round_id,
+            slot,
+            scheduled_at_ms: now_ms,
+            validator: &validator,
+            deadline_ms,
+        });
+        Self {
+            task_id,
+            website_id,
+            round_id,
+            slot,
+            scheduled_at_ms: now_ms,
+            url: "https://example.com/health".into(),
+            check: CheckSpec {
+                timeout_ms: 10_000,
+                expected_status: StatusRange::DEFAULT,
+                keyword: None,
+                follow_redirects: true,
+            },
+            validator,
+            deadline_ms,
+            token,
+        }
+    }
+
     /// What this task's token binds.
     pub fn token_fields(&self) -> TokenFields<'_> {
         TokenFields {

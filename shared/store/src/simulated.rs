@@ -92,17 +92,22 @@ impl Store {
         .await?
         .rows_affected();
         tx.commit().await?;
+        Ok(SeededWebsites {
+            inserted,
+            updated,
+            enabled: self.simulated_enabled().await?,
+        })
+    }
+
+    /// How many simulated websites are enabled.
+    async fn simulated_enabled(&self) -> Result<u64> {
         let enabled: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM websites WHERE url LIKE $1 || '%' AND enabled",
         )
         .bind(SIMULATED_URL_PREFIX)
         .fetch_one(&self.pool)
         .await?;
-        Ok(SeededWebsites {
-            inserted,
-            updated,
-            enabled: enabled as u64,
-        })
+        Ok(enabled as u64)
     }
 
     /// Makes exactly the websites `ids` (each at least
@@ -161,16 +166,10 @@ impl Store {
         .await?
         .rows_affected();
         tx.commit().await?;
-        let enabled: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM websites WHERE url LIKE $1 || '%' AND enabled",
-        )
-        .bind(SIMULATED_URL_PREFIX)
-        .fetch_one(&self.pool)
-        .await?;
         Ok(SeededWebsites {
             inserted,
             updated,
-            enabled: enabled as u64,
+            enabled: self.simulated_enabled().await?,
         })
     }
 
