@@ -105,6 +105,11 @@ pub struct SessionHandle {
     /// (rebalancing): the session sends `reconnect`, takes no new task, and
     /// closes once its work is handed in, as in a drain.
     pub rebalanced: CancellationToken,
+    /// Cancelled with `replaced` or `rebalanced`, and by the hub's drain
+    /// (it is a child of the drain's token): the one token the session's
+    /// loop waits on while it works, instead of three, one of them shared
+    /// by every session (each wait locks what it waits on).
+    pub attention: CancellationToken,
 }
 
 impl SessionHandle {
@@ -116,8 +121,20 @@ impl SessionHandle {
     /// Ends the session for `why`; true the first time.
     pub fn kick(&self, why: Kick) -> bool {
         let first = self.kicked.set(why).is_ok();
-        self.replaced.cancel();
+        self.replace();
         first
+    }
+
+    /// A newer session with this key took over (or a kick): end this one.
+    pub fn replace(&self) {
+        self.replaced.cancel();
+        self.attention.cancel();
+    }
+
+    /// Ask the validator to reconnect elsewhere (see `rebalanced`).
+    pub fn rebalance(&self) {
+        self.rebalanced.cancel();
+        self.attention.cancel();
     }
 }
 
@@ -153,7 +170,7 @@ impl Registry {
             .expect("registry lock")
             .insert(handle.key, handle);
         if let Some(o) = &old {
-            o.replaced.cancel();
+            o.replace();
         }
         old
     }
@@ -215,6 +232,7 @@ mod tests {
             tx,
             replaced: CancellationToken::new(),
             rebalanced: CancellationToken::new(),
+            attention: CancellationToken::new(),
         })
     }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
-use hmac::{Mac, SimpleHmac};
+use hmac::{Hmac, Mac};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Sha256;
@@ -106,10 +106,32 @@ impl Serialize for PublicKey {
 
 impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        Self::from_base58(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected a base58 ed25519 public key"))
+        parse_str(d, "a base58 ed25519 public key", Self::from_base58)
     }
+}
+
+/// Reads a string and parses it, copying nothing (serde's `Cow<str>`
+/// always copies): keys, signatures and MACs are decoded for every result.
+/// A string that does not parse fails with "expected {what}".
+fn parse_str<'de, D: Deserializer<'de>, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, D::Error> {
+    struct Parse<T> {
+        what: &'static str,
+        parse: fn(&str) -> Option<T>,
+    }
+    impl<T> serde::de::Visitor<'_> for Parse<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+            (self.parse)(s).ok_or_else(|| E::custom(format_args!("expected {}", self.what)))
+        }
+    }
+    d.deserialize_str(Parse { what, parse })
 }
 
 impl JsonSchema for PublicKey {
@@ -161,9 +183,7 @@ impl Serialize for Signature {
 
 impl<'de> Deserialize<'de> for Signature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        Self::from_base58(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected a base58 64-byte ed25519 signature"))
+        parse_str(d, "a base58 64-byte ed25519 signature", Self::from_base58)
     }
 }
 
@@ -246,15 +266,17 @@ impl Digest {
 }
 
 fn ser_hex32<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(b))
+    let mut buf = [0u8; 64];
+    hex::encode_to_slice(b, &mut buf).expect("64 digits for 32 bytes");
+    s.serialize_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"))
 }
 
 fn de_hex32<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-    let s = <Cow<'de, str>>::deserialize(d)?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s.as_bytes(), &mut out)
-        .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))?;
-    Ok(out)
+    parse_str(d, "64 hex digits", |s| {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s.as_bytes(), &mut out).ok()?;
+        Some(out)
+    })
 }
 
 fn hex32_schema(description: &str) -> Schema {
@@ -501,7 +523,10 @@ pub enum KeyringError {
 #[derive(Clone)]
 pub struct Keyring {
     current: String,
-    keys: HashMap<String, Vec<u8>>,
+    /// Each key's HMAC state with the key already absorbed (its inner and
+    /// outer pads), cloned per token instead of rekeyed: two of the five
+    /// SHA-256 blocks a token costs.
+    keys: HashMap<String, HmacSha256>,
 }
 
 impl fmt::Debug for Keyring {
@@ -514,7 +539,11 @@ impl fmt::Debug for Keyring {
     }
 }
 
-type HmacSha256 = SimpleHmac<Sha256>;
+type HmacSha256 = Hmac<Sha256>;
+
+fn keyed(key: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(key).expect("HMAC takes any key length")
+}
 
 impl Keyring {
     /// Parses `kid:hexkey[,kid:hexkey...]`; the first entry signs.
@@ -531,7 +560,7 @@ impl Keyring {
             if key.len() < 32 {
                 return Err(KeyringError::Short(kid.to_string()));
             }
-            if keys.insert(kid.to_string(), key).is_some() {
+            if keys.insert(kid.to_string(), keyed(&key)).is_some() {
                 return Err(KeyringError::Duplicate(kid.to_string()));
             }
             current.get_or_insert_with(|| kid.to_string());
@@ -547,12 +576,12 @@ impl Keyring {
         let Nonce(k) = Nonce::random();
         Self {
             current: kid.to_string(),
-            keys: HashMap::from([(kid.to_string(), k.to_vec())]),
+            keys: HashMap::from([(kid.to_string(), keyed(&k))]),
         }
     }
 
-    fn mac(key: &[u8], f: &TokenFields<'_>) -> HmacSha256 {
-        let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    fn mac(key: &HmacSha256, f: &TokenFields<'_>) -> HmacSha256 {
+        let mut m = key.clone();
         m.update(&f.bytes());
         m
     }

@@ -506,7 +506,116 @@ impl DecodeError {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
+/// A message whose variant is known by its `type`, read in one pass from
+/// a map whose first key is `type` (as every encoder here writes it).
+trait TypeFirst: Sized {
+    fn variant<'de, A: serde::de::MapAccess<'de>>(kind: &str, rest: A) -> Result<Self, A::Error>;
+}
+
+/// The fast path of [`decode`]: a frame whose first key is `type` goes
+/// straight into its variant's struct, without serde's tagged-enum
+/// buffering (which copies the whole object into an intermediate tree
+/// first: most of a result frame's decoding cost). Anything else fails here
+/// and takes the general path, which also words every error.
+struct FastTagged<T>(T);
+
+impl<'de, T: TypeFirst> Deserialize<'de> for FastTagged<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FastVisitor(std::marker::PhantomData))
+    }
+}
+
+struct FastVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: TypeFirst> serde::de::Visitor<'de> for FastVisitor<T> {
+    type Value = FastTagged<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object whose first key is `type`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        if map.next_key::<Key<'de>>()?.as_ref().map(Key::as_str) != Some("type") {
+            return Err(A::Error::custom("`type` is not the first key"));
+        }
+        let kind: Key<'de> = map.next_value()?;
+        T::variant(kind.as_str(), map).map(FastTagged)
+    }
+}
+
+/// A string read without a copy unless it has escapes.
+enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(s.to_owned()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The rest of a map, after its `type`, as one struct.
+fn rest<'de, T: Deserialize<'de>, A: serde::de::MapAccess<'de>>(map: A) -> Result<T, A::Error> {
+    T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+}
+
+impl TypeFirst for ValidatorMessage {
+    fn variant<'de, A: serde::de::MapAccess<'de>>(kind: &str, map: A) -> Result<Self, A::Error> {
+        match kind {
+            "result" => rest(map).map(Self::Result),
+            "heartbeat" => rest(map).map(Self::Heartbeat),
+            "hello" => rest(map).map(Self::Hello),
+            _ => Err(serde::de::Error::custom("unknown type")),
+        }
+    }
+}
+
+impl TypeFirst for HubMessage {
+    fn variant<'de, A: serde::de::MapAccess<'de>>(kind: &str, map: A) -> Result<Self, A::Error> {
+        match kind {
+            "task" => rest(map).map(Self::Task),
+            "result_ack" => rest(map).map(Self::ResultAck),
+            "heartbeat_ack" => rest(map).map(Self::HeartbeatAck),
+            "challenge" => rest(map).map(Self::Challenge),
+            "welcome" => rest(map).map(Self::Welcome),
+            "error" => rest(map).map(Self::Error),
+            "reconnect" => rest(map).map(Self::Reconnect),
+            _ => Err(serde::de::Error::custom("unknown type")),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned + TypeFirst>(
+    text: &str,
+    known: &[&str],
+) -> Result<T, DecodeError> {
+    if let Ok(FastTagged(m)) = serde_json::from_str::<FastTagged<T>>(text) {
+        return Ok(m);
+    }
     match serde_json::from_str::<T>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
@@ -587,6 +696,30 @@ mod tests {
             matches!(e, DecodeError::Invalid { .. }),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn type_need_not_come_first_nor_be_written_plainly() {
+        let want = ValidatorMessage::Heartbeat(Heartbeat {
+            seq: 1,
+            in_flight: 0,
+        });
+        for text in [
+            r#"{"type":"heartbeat","seq":1,"in_flight":0}"#,
+            r#"{"seq":1,"type":"heartbeat","in_flight":0}"#,
+            r#"{"seq":1,"in_flight":0,"type":"heartbeat"}"#,
+            r#"{"typ\u0065":"heart\u0062eat","seq":1,"in_flight":0}"#,
+        ] {
+            assert_eq!(ValidatorMessage::decode(text), Ok(want.clone()), "{text}");
+        }
+        // A second `type` is refused whichever key comes first.
+        let twice = r#"{"type":"heartbeat","seq":1,"in_flight":0,"type":"heartbeat"}"#;
+        assert_eq!(
+            ValidatorMessage::decode(twice).map_err(|e| e.code()),
+            Err(ErrorCode::MalformedFrame)
+        );
+        let m = HubMessage::decode(r#"{"type":"heartbeat_ack","seq":3,"server_time_ms":9}"#);
+        assert!(matches!(m, Ok(HubMessage::HeartbeatAck(a)) if a.seq == 3));
     }
 
     #[test]

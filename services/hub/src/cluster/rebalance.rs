@@ -395,7 +395,7 @@ pub async fn run(
             if h.is_leaving() || h.replaced.is_cancelled() {
                 continue;
             }
-            h.rebalanced.cancel();
+            h.rebalance();
             moving.hinted(&h);
             metrics.rebalance_hints.inc();
         }
@@ -576,6 +576,7 @@ mod tests {
             tx,
             replaced: CancellationToken::new(),
             rebalanced: CancellationToken::new(),
+            attention: CancellationToken::new(),
         })
     }
 
@@ -584,7 +585,7 @@ mod tests {
         let busy = handle(1, 1, 2);
         let idle = handle(2, 1, 0);
         let leaving = handle(3, 1, 0);
-        leaving.rebalanced.cancel();
+        leaving.rebalance();
         let some = handle(4, 1, 1);
         let all = [busy.clone(), idle.clone(), leaving, some.clone()];
         let keys = |v: Vec<Arc<SessionHandle>>| v.iter().map(|h| h.key).collect::<Vec<_>>();

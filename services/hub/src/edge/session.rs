@@ -556,6 +556,7 @@ impl Sessions {
             replaced: CancellationToken::new(),
             kicked: std::sync::OnceLock::new(),
             rebalanced: CancellationToken::new(),
+            attention: app.draining.child_token(),
         });
         if app.registry.register(handle.clone()).is_some() {
             app.metrics.sessions_replaced.inc();
@@ -650,10 +651,12 @@ impl<'a> Conn<'a> {
             return end;
         }
         let wake = sleep_until(self.last_heard + self.heartbeat_timeout);
-        let shutdown = self.app.draining.cancelled();
+        // Replacement, a rebalance or the hub's drain: while working, the
+        // loop waits on the one token all three cancel; once draining, on
+        // replacement alone (the drain has begun; a replacement ends it).
+        let attention = self.handle.attention.cancelled();
         let replaced = self.handle.replaced.cancelled();
-        let rebalanced = self.handle.rebalanced.cancelled();
-        tokio::pin!(wake, shutdown, replaced, rebalanced);
+        tokio::pin!(wake, attention, replaced);
         // Frames taken from the queue for one write; empty between writes
         // (an idle session never allocates it).
         let mut queued: Vec<Outbound> = Vec::new();
@@ -665,18 +668,8 @@ impl<'a> Conn<'a> {
             // replacement, access refusal, a drain or the timer.
             steps = steps.wrapping_add(1);
             if steps % RARE_EVERY == 0 {
-                if self.handle.replaced.is_cancelled() {
-                    return Box::pin(self.replaced()).await;
-                }
-                if self.drain_until.is_none()
-                    && (self.app.draining.is_cancelled() || self.handle.rebalanced.is_cancelled())
-                {
-                    let hint = if self.app.draining.is_cancelled() {
-                        HINT_SHUTDOWN
-                    } else {
-                        HINT_REBALANCE
-                    };
-                    if let Err(end) = Box::pin(self.start_drain(wake.as_mut(), hint)).await {
+                if self.handle.attention.is_cancelled() {
+                    if let Err(end) = Box::pin(self.attend(wake.as_mut())).await {
                         return end;
                     }
                 }
@@ -692,9 +685,9 @@ impl<'a> Conn<'a> {
             }
             // In this order, and the first ready wins: the frequent steps
             // are polled first, so a wake-up for a frame or a queued
-            // message does not also poll (and lock) the three cancellation
-            // tokens. Those are polled whenever neither is ready, which a
-            // rate-limited socket and a bounded queue guarantee often.
+            // message does not also poll (and lock) the attention token.
+            // It is polled whenever neither is ready, which a rate-limited
+            // socket and a bounded queue guarantee often.
             //
             // Each step's future is boxed: it exists only while the step
             // runs, instead of every idle session's task being as large as
@@ -707,12 +700,11 @@ impl<'a> Conn<'a> {
                 }
                 incoming = self.sock.read() => Box::pin(self.on_read(incoming)).await,
                 () = &mut wake => Box::pin(self.on_timer(wake.as_mut())).await,
-                _ = &mut replaced => Err(Box::pin(self.replaced()).await),
-                _ = &mut shutdown, if self.drain_until.is_none() => {
-                    Box::pin(self.start_drain(wake.as_mut(), HINT_SHUTDOWN)).await
+                _ = &mut attention, if self.drain_until.is_none() => {
+                    Box::pin(self.attend(wake.as_mut())).await
                 }
-                _ = &mut rebalanced, if self.drain_until.is_none() => {
-                    Box::pin(self.start_drain(wake.as_mut(), HINT_REBALANCE)).await
+                _ = &mut replaced, if self.drain_until.is_some() => {
+                    Err(Box::pin(self.replaced()).await)
                 }
             };
             if let Err(end) = step {
@@ -737,6 +729,24 @@ impl<'a> Conn<'a> {
     /// Draining, and nothing left to wait for.
     fn drained(&self) -> bool {
         self.drain_until.is_some() && self.open_tasks.is_empty() && self.awaiting_acks.is_empty()
+    }
+
+    /// The attention token fired: replaced (the end), or told to drain by
+    /// the hub's shutdown or a rebalance. Nothing once draining but a
+    /// replacement.
+    async fn attend(&mut self, wake: Pin<&mut Sleep>) -> Step {
+        if self.handle.replaced.is_cancelled() {
+            return Err(self.replaced().await);
+        }
+        if self.drain_until.is_some() {
+            return Ok(());
+        }
+        let hint = if self.app.draining.is_cancelled() {
+            HINT_SHUTDOWN
+        } else {
+            HINT_REBALANCE
+        };
+        self.start_drain(wake, hint).await
     }
 
     async fn replaced(&mut self) -> End {
