@@ -76,6 +76,11 @@ pub struct Config {
     /// How long a tick writer waits, after its first result, for more to
     /// share the write, ms (0: it writes what is there at once).
     pub write_linger_ms: u64,
+    /// How long a session may hold acknowledgements back, ms, so they go
+    /// out in one write with the next task instead of a write each (0:
+    /// sent at once). Only while tasks flow to the session (one was sent
+    /// within the last second), and never while it drains.
+    pub ack_hold_ms: u64,
     /// On SIGTERM, how long sessions may take to hand in their results, ms.
     pub drain_timeout_ms: u64,
     /// Redis for cluster coordination; empty runs this hub alone. May hold
@@ -245,7 +250,8 @@ impl Default for Config {
             ingest_queue: 10_000,
             write_batch_max: 2_000,
             writers: 2,
-            write_linger_ms: 10,
+            write_linger_ms: 50,
+            ack_hold_ms: 200,
             drain_timeout_ms: 10_000,
             redis_url: Secret::default(),
             redis_tls_ca: String::new(),
@@ -476,6 +482,7 @@ impl Config {
                 message_burst: positive(c.message_burst),
                 queue: c.session_queue,
                 drain_timeout: ms(c.drain_timeout_ms),
+                ack_hold: ms(c.ack_hold_ms),
                 max_connections: c.max_connections,
                 max_preauth_connections: c.max_preauth_connections.min(c.max_connections),
                 max_preauth_per_ip: c.max_preauth_per_ip,
@@ -643,6 +650,9 @@ impl Config {
         self.validate_abuse_limits()?;
         if self.write_linger_ms > 1000 {
             return Err(invalid("HUB_WRITE_LINGER_MS", "must be at most 1000"));
+        }
+        if self.ack_hold_ms > 1000 {
+            return Err(invalid("HUB_ACK_HOLD_MS", "must be at most 1000"));
         }
         for (var, v) in [
             ("HUB_MAX_CONNECTIONS", self.max_connections),
@@ -963,6 +973,8 @@ pub struct SessionSettings {
     pub queue: usize,
     /// On shutdown, how long a session may take to hand in its results.
     pub drain_timeout: Duration,
+    /// `HUB_ACK_HOLD_MS`.
+    pub ack_hold: Duration,
     pub max_connections: usize,
     /// Never above `max_connections`.
     pub max_preauth_connections: usize,
@@ -1123,6 +1135,8 @@ mod tests {
             (("rebalance_max_per_sec", "0"), "HUB_REBALANCE_MAX_PER_SEC"),
             (("rebalance_max_share", "0.0"), "HUB_REBALANCE_MAX_SHARE"),
             (("rebalance_max_share", "1.5"), "HUB_REBALANCE_MAX_SHARE"),
+            (("write_linger_ms", "1001"), "HUB_WRITE_LINGER_MS"),
+            (("ack_hold_ms", "1001"), "HUB_ACK_HOLD_MS"),
         ] {
             let e = from_pairs(&[("database_url", DB), ("token_keys", KEY), pair])
                 .unwrap_err()

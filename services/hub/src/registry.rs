@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use protocol::{HubMessage, PublicKey};
 use store::ValidatorId;
@@ -97,44 +97,83 @@ pub struct SessionHandle {
     /// Tasks sent on this socket and not yet answered (kept by the session).
     pub in_flight: AtomicU32,
     pub tx: mpsc::Sender<Outbound>,
-    /// Cancelled when a newer session with the same key takes over, or
-    /// when [`Self::kick`] ends it (then `kicked` says why).
-    pub replaced: CancellationToken,
     pub kicked: OnceLock<Kick>,
-    /// Cancelled when this hub asks the validator to reconnect elsewhere
-    /// (rebalancing): the session sends `reconnect`, takes no new task, and
-    /// closes once its work is handed in, as in a drain.
-    pub rebalanced: CancellationToken,
-    /// Cancelled with `replaced` or `rebalanced`, and by the hub's drain
-    /// (it is a child of the drain's token): the one token the session's
-    /// loop waits on while it works, instead of three, one of them shared
-    /// by every session (each wait locks what it waits on).
-    pub attention: CancellationToken,
+    /// Replacement and the rebalancing hint.
+    pub signals: Signals,
 }
 
 impl SessionHandle {
     /// Told to go elsewhere: no new task should be sent here.
     pub fn is_leaving(&self) -> bool {
-        self.rebalanced.is_cancelled()
+        self.signals.is_rebalanced()
     }
 
     /// Ends the session for `why`; true the first time.
     pub fn kick(&self, why: Kick) -> bool {
         let first = self.kicked.set(why).is_ok();
-        self.replace();
+        self.signals.replace();
         first
     }
+}
 
-    /// A newer session with this key took over (or a kick): end this one.
+/// What others tell a session: to end (a newer session with its key took
+/// over, or a kick), or to reconnect elsewhere (rebalancing: it sends
+/// `reconnect`, takes no new task, and closes once its work is handed in,
+/// as in a drain). Either also cancels the attention token, which the
+/// hub's drain cancels too (it is a child of the drain's token): the one
+/// token the session's loop waits on while it works, instead of three, one
+/// of them shared by every session (each wait locks what it waits on). The
+/// tokens are private so that nothing cancels one without the other.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    replaced: CancellationToken,
+    rebalanced: CancellationToken,
+    attention: CancellationToken,
+}
+
+impl Signals {
+    /// `draining`: the hub's drain, which the attention token follows.
+    pub fn new(draining: &CancellationToken) -> Self {
+        Self {
+            replaced: CancellationToken::new(),
+            rebalanced: CancellationToken::new(),
+            attention: draining.child_token(),
+        }
+    }
+
+    /// End the session (a newer one took over, or a kick).
     pub fn replace(&self) {
         self.replaced.cancel();
         self.attention.cancel();
     }
 
-    /// Ask the validator to reconnect elsewhere (see `rebalanced`).
+    /// Ask the validator to reconnect elsewhere.
     pub fn rebalance(&self) {
         self.rebalanced.cancel();
         self.attention.cancel();
+    }
+
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.is_cancelled()
+    }
+
+    pub fn is_rebalanced(&self) -> bool {
+        self.rebalanced.is_cancelled()
+    }
+
+    /// Replaced, rebalanced, or the hub drains.
+    pub fn needs_attention(&self) -> bool {
+        self.attention.is_cancelled()
+    }
+
+    /// Resolves once [`Self::needs_attention`].
+    pub fn attention(&self) -> WaitForCancellationFuture<'_> {
+        self.attention.cancelled()
+    }
+
+    /// Resolves once replaced.
+    pub fn on_replaced(&self) -> WaitForCancellationFuture<'_> {
+        self.replaced.cancelled()
     }
 }
 
@@ -170,7 +209,7 @@ impl Registry {
             .expect("registry lock")
             .insert(handle.key, handle);
         if let Some(o) = &old {
-            o.replace();
+            o.signals.replace();
         }
         old
     }
@@ -230,9 +269,7 @@ mod tests {
             kicked: OnceLock::new(),
             in_flight: AtomicU32::new(0),
             tx,
-            replaced: CancellationToken::new(),
-            rebalanced: CancellationToken::new(),
-            attention: CancellationToken::new(),
+            signals: Signals::new(&CancellationToken::new()),
         })
     }
 
@@ -257,7 +294,7 @@ mod tests {
         let new = handle(&reg, 1);
         assert!(reg.register(old.clone()).is_none());
         assert!(reg.register(new.clone()).is_some());
-        assert!(old.replaced.is_cancelled());
+        assert!(old.signals.is_replaced());
         assert!(
             !reg.unregister(&old.key, old.generation),
             "stale delete refused"

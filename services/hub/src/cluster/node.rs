@@ -282,7 +282,7 @@ async fn run_presence(
                 for h in found.superseded.iter().filter_map(|i| sessions.get(*i)) {
                     tracing::info!(validator = %h.key, "a newer session on another hub holds this key");
                     metrics.sessions_replaced.inc();
-                    h.replaced.cancel();
+                    h.signals.replace();
                 }
                 // This session's claim found an older session's in place
                 // (its own claim failed, or Redis lost it): that one goes.

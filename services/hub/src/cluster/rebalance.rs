@@ -307,7 +307,7 @@ impl Pace {
 fn choose(sessions: &[Arc<SessionHandle>], n: usize) -> Vec<Arc<SessionHandle>> {
     let mut staying: Vec<_> = sessions
         .iter()
-        .filter(|h| !h.is_leaving() && !h.replaced.is_cancelled())
+        .filter(|h| !h.is_leaving() && !h.signals.is_replaced())
         .cloned()
         .collect();
     staying.sort_by_key(|h| h.in_flight.load(Relaxed));
@@ -392,10 +392,10 @@ pub async fn run(
             if !fresh(&view) {
                 break;
             }
-            if h.is_leaving() || h.replaced.is_cancelled() {
+            if h.is_leaving() || h.signals.is_replaced() {
                 continue;
             }
-            h.rebalance();
+            h.signals.rebalance();
             moving.hinted(&h);
             metrics.rebalance_hints.inc();
         }
@@ -574,9 +574,7 @@ mod tests {
             kicked: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicU32::new(in_flight),
             tx,
-            replaced: CancellationToken::new(),
-            rebalanced: CancellationToken::new(),
-            attention: CancellationToken::new(),
+            signals: crate::registry::Signals::new(&CancellationToken::new()),
         })
     }
 
@@ -585,7 +583,7 @@ mod tests {
         let busy = handle(1, 1, 2);
         let idle = handle(2, 1, 0);
         let leaving = handle(3, 1, 0);
-        leaving.rebalance();
+        leaving.signals.rebalance();
         let some = handle(4, 1, 1);
         let all = [busy.clone(), idle.clone(), leaving, some.clone()];
         let keys = |v: Vec<Arc<SessionHandle>>| v.iter().map(|h| h.key).collect::<Vec<_>>();

@@ -262,7 +262,7 @@ impl Router {
     fn close_if_current(&self, key: &PublicKey, generation: u64) {
         if let Some(h) = self.0.registry.get(key) {
             if h.generation == generation {
-                h.replaced.cancel();
+                h.signals.replace();
             }
         }
     }
@@ -293,7 +293,7 @@ impl Router {
             return;
         };
         let (router, link) = (self.clone(), link.clone());
-        let (key, generation, replaced) = (handle.key, handle.generation, handle.replaced.clone());
+        let (key, generation, signals) = (handle.key, handle.generation, handle.signals.clone());
         tokio::spawn(async move {
             match link.presence.claim(&key.to_base58(), generation).await {
                 Ok(Claim::Won(Some((hub, generation)))) => router.kick(&hub, key, generation),
@@ -304,7 +304,7 @@ impl Router {
                     // the later hello stays.
                     tracing::info!(validator = %key, newer_on = %hub, "a newer session holds this key");
                     router.0.metrics.sessions_replaced.inc();
-                    replaced.cancel();
+                    signals.replace();
                 }
                 Err(e) => {
                     router.0.metrics.redis_errors.inc();

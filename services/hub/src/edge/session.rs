@@ -84,6 +84,14 @@ const RARE_EVERY: u32 = 32;
 /// At most this many queued frames go out in one flush.
 const WRITE_BATCH: usize = 64;
 
+/// A session counts as receiving tasks (so acks may wait for the next one,
+/// `HUB_ACK_HOLD_MS`) while one was sent within this long.
+const TASKS_FLOWING: Duration = Duration::from_secs(1);
+
+/// Most bytes of acks held back at once (about 20): well under what
+/// leaves room for a pong.
+const HELD_MAX_BYTES: usize = 2048;
+
 /// The `reason` of the `reconnect` hint: on shutdown, and to a session this
 /// hub chose to move elsewhere (`cluster::rebalance`). For humans only: a
 /// validator does the same with either.
@@ -553,10 +561,8 @@ impl Sessions {
             counts: standing.counts().into(),
             in_flight: std::sync::atomic::AtomicU32::new(0),
             tx,
-            replaced: CancellationToken::new(),
             kicked: std::sync::OnceLock::new(),
-            rebalanced: CancellationToken::new(),
-            attention: app.draining.child_token(),
+            signals: crate::registry::Signals::new(&app.draining),
         });
         if app.registry.register(handle.clone()).is_some() {
             app.metrics.sessions_replaced.inc();
@@ -609,6 +615,11 @@ struct Conn<'a> {
     /// Rows of this session's the database refused (see ingest).
     refused_rows: u32,
     drain_until: Option<Instant>,
+    /// When the last task was written to the socket.
+    last_task_at: Option<Instant>,
+    /// Acks are queued on the socket, unwritten, until then at the latest
+    /// (`HUB_ACK_HOLD_MS`): the next task takes them along in its write.
+    held_until: Option<Instant>,
     /// A plain store on every message; compared with the clock only when
     /// the timer fires.
     last_heard: Instant,
@@ -637,6 +648,8 @@ impl<'a> Conn<'a> {
             awaiting_acks: HashSet::default(),
             refused_rows: 0,
             drain_until: None,
+            last_task_at: None,
+            held_until: None,
             last_heard: Instant::now(),
             heartbeat_timeout: app.settings.heartbeat_timeout,
         }
@@ -654,8 +667,8 @@ impl<'a> Conn<'a> {
         // Replacement, a rebalance or the hub's drain: while working, the
         // loop waits on the one token all three cancel; once draining, on
         // replacement alone (the drain has begun; a replacement ends it).
-        let attention = self.handle.attention.cancelled();
-        let replaced = self.handle.replaced.cancelled();
+        let attention = self.handle.signals.attention();
+        let replaced = self.handle.signals.on_replaced();
         tokio::pin!(wake, attention, replaced);
         // Frames taken from the queue for one write; empty between writes
         // (an idle session never allocates it).
@@ -668,7 +681,7 @@ impl<'a> Conn<'a> {
             // replacement, access refusal, a drain or the timer.
             steps = steps.wrapping_add(1);
             if steps % RARE_EVERY == 0 {
-                if self.handle.attention.is_cancelled() {
+                if self.handle.signals.needs_attention() {
                     if let Err(end) = Box::pin(self.attend(wake.as_mut())).await {
                         return end;
                     }
@@ -735,7 +748,7 @@ impl<'a> Conn<'a> {
     /// the hub's shutdown or a rebalance. Nothing once draining but a
     /// replacement.
     async fn attend(&mut self, wake: Pin<&mut Sleep>) -> Step {
-        if self.handle.replaced.is_cancelled() {
+        if self.handle.signals.is_replaced() {
             return Err(self.replaced().await);
         }
         if self.drain_until.is_some() {
@@ -941,9 +954,12 @@ impl<'a> Conn<'a> {
         if n == 0 {
             return Err(End::Io);
         }
+        // Only acknowledgements (no task, no other frame) may be held.
+        let (mut urgent, mut task) = (false, false);
         for item in queued.drain(..) {
             let msg = match item {
                 Outbound::Frame(m) => {
+                    urgent = true;
                     if let HubMessage::Task(t) = &*m {
                         if self.drain_until.is_some() {
                             // Queued before the drain began (the hint is
@@ -954,6 +970,7 @@ impl<'a> Conn<'a> {
                             tracing::debug!(task_id = %t.task_id, "not sending a task to a draining session");
                             continue;
                         }
+                        task = true;
                         self.open_tasks.insert(t.task_id, t.deadline_ms);
                         self.handle
                             .in_flight
@@ -977,7 +994,24 @@ impl<'a> Conn<'a> {
             };
             self.sock.queue_json(&*msg);
         }
-        timed(self.sock.flush()).await?;
+        let now = Instant::now();
+        if task {
+            self.last_task_at = Some(now);
+        }
+        if !urgent && self.may_hold(now) {
+            let until = *self
+                .held_until
+                .get_or_insert(now + self.app.settings.ack_hold);
+            if until < wake.deadline() {
+                wake.reset(until);
+            }
+        } else {
+            timed(self.sock.flush()).await?;
+            if self.held_until.take().is_some() {
+                // The timer may be set for the hold: back to what is due.
+                wake.reset(self.next_wake(now, now_ms()));
+            }
+        }
         if self.refused_rows >= MAX_REFUSED_ROWS {
             return Err(fail(
                 self.app,
@@ -994,9 +1028,46 @@ impl<'a> Conn<'a> {
         Ok(())
     }
 
-    /// Timers: the end of a drain, heartbeat silence, task deadlines.
-    async fn on_timer(&mut self, wake: Pin<&mut Sleep>) -> Step {
+    /// Whether acks queued now may wait for the next task's write: tasks
+    /// are flowing to this session (one was sent within
+    /// [`TASKS_FLOWING`]), it is not draining, and few bytes are held.
+    fn may_hold(&self, now: Instant) -> bool {
+        !self.app.settings.ack_hold.is_zero()
+            && self.drain_until.is_none()
+            && self.sock.pending_output() <= HELD_MAX_BYTES
+            && self
+                .last_task_at
+                .is_some_and(|t| now.duration_since(t) < TASKS_FLOWING)
+    }
+
+    /// When the timer must next fire: heartbeat silence, the earliest task
+    /// deadline, the end of a drain, the end of an ack hold.
+    fn next_wake(&self, now: Instant, now_ms: i64) -> Instant {
+        let next_task = self
+            .open_tasks
+            .values()
+            .min()
+            .map(|d| instant_of(*d, now, now_ms));
+        [
+            Some(self.last_heard + self.heartbeat_timeout),
+            next_task,
+            self.drain_until,
+            self.held_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("the silence check is always set")
+    }
+
+    /// Timers: the end of a drain, heartbeat silence, task deadlines, the
+    /// end of an ack hold.
+    async fn on_timer(&mut self, mut wake: Pin<&mut Sleep>) -> Step {
         let now = Instant::now();
+        if self.held_until.is_some_and(|h| h <= now) {
+            self.held_until = None;
+            timed(self.sock.flush()).await?;
+        }
         if self.drain_until.is_some_and(|d| d <= now) {
             close(self.sock, CLOSE_GOING_AWAY, "shutting_down").await;
             return Err(End::Drained);
@@ -1022,21 +1093,8 @@ impl<'a> Conn<'a> {
         self.handle
             .in_flight
             .store(self.open_tasks.len() as u32, Relaxed);
-        let next_task = self
-            .open_tasks
-            .values()
-            .min()
-            .map(|d| instant_of(*d, now, now_ms));
-        let next = [
-            Some(self.last_heard + self.heartbeat_timeout),
-            next_task,
-            self.drain_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("the silence check is always set");
-        wake.reset(next);
+        let next = self.next_wake(now, now_ms);
+        wake.as_mut().reset(next);
         Ok(())
     }
 }

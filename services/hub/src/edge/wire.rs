@@ -347,6 +347,11 @@ impl Socket {
         });
     }
 
+    /// Bytes queued and not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
     /// Adds an empty ping to what goes out next.
     pub fn queue_ping(&mut self) {
         self.queue_frame(0x89, 0, |_| {});
