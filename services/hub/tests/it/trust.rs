@@ -128,8 +128,32 @@ async fn newcomers_work_their_way_in_and_lazy_or_lying_keys_decide_and_earn_noth
         (!standing(&db, 3).await.probation).then_some(())
     })
     .await;
-    // A few more rounds, now that 3 counts.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // More rounds, now that 3 counts, until one of them pays it (a fixed
+    // few seconds were sometimes too few on a loaded machine: key 3 gets a
+    // place in a round by the picker's draw).
+    eventually(
+        20,
+        "the newcomer paid for work after its probation",
+        || async {
+            db.store
+                .settle_rounds_with(epoch, Duration::ZERO, 1_000, probation)
+                .await
+                .unwrap();
+            (standing(&db, 3).await.earned > 0).then_some(())
+        },
+    )
+    .await;
+    eventually(20, "five rounds up", || async {
+        let up: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM rounds WHERE website_id = $1 AND status = 'up'",
+        )
+        .bind(site)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        (up >= 5).then_some(())
+    })
+    .await;
     stop.cancel();
     for t in tasks {
         let _ = t.await;
