@@ -279,7 +279,16 @@ struct Session<'a> {
     /// Wakes a drain when a check finishes or an ack arrives.
     stats_rx: watch::Receiver<Stats>,
     drain: Option<Drain>,
+    /// When a draining session last sent a heartbeat to ask for held acks.
+    last_nudge: Instant,
 }
+
+/// While draining with every check done and only acks outstanding, a
+/// heartbeat this often: a hub may hold acks back up to 200 ms to send
+/// them with the next task (docs/protocol.md, "Acknowledgements"), and its
+/// answer to a heartbeat carries them at once, so the drain does not wait
+/// (and drop the tasks that keep coming meanwhile).
+const DRAIN_NUDGE: Duration = Duration::from_millis(50);
 
 async fn serve(
     ctx: &Ctx,
@@ -347,6 +356,7 @@ impl<'a> Session<'a> {
             resend_tick: delayed_interval(resend_every / 2),
             stats_rx: ctx.shared.subscribe(),
             drain: None,
+            last_nudge: Instant::now(),
         }
     }
 
@@ -359,12 +369,17 @@ impl<'a> Session<'a> {
             let draining = self.drain.is_some();
             let drain_until = self.drain.as_ref().map_or_else(Instant::now, |d| d.until);
             let shutting_down = self.shutting_down();
+            let nudge = draining && self.ctx.shared.in_flight() == 0 && !self.ctx.shared.is_idle();
             // Each branch's future is dropped before its step runs, so the
             // steps may borrow the whole session.
             let step = tokio::select! {
                 _ = shutdown.cancelled(), if !shutting_down => self.begin_shutdown(),
                 _ = sleep_until(drain_until), if draining => self.drain_timed_out(),
                 _ = self.stats_rx.changed(), if draining => Step::Continue(()),
+                _ = sleep_until(self.last_nudge + DRAIN_NUDGE), if nudge => {
+                    self.send_heartbeat();
+                    Step::Continue(())
+                }
                 res = &mut self.writer => self.writer_ended(res),
                 _ = self.resend_tick.tick() => self.resend_due(),
                 _ = self.heartbeat.ticker.tick() => self.heartbeat_tick(),
@@ -564,7 +579,24 @@ impl<'a> Session<'a> {
             );
             return Step::Break(self.lost());
         }
+        self.send_heartbeat();
+        let hb = &mut self.heartbeat;
+        if hb.last_rx.elapsed() >= hb.every {
+            let _ = self.urgent_tx.try_send(Out::Ping);
+        }
+        // Results sent before a deadline may be acked after it, so only
+        // forget them once even a skewed hub clock is past it.
+        self.ctx
+            .shared
+            .prune(protocol::now_ms() - protocol::limits::RESULT_RESEND_GRACE_MS);
+        Step::Continue(())
+    }
+
+    /// Sends a heartbeat now.
+    fn send_heartbeat(&mut self) {
+        let hb = &mut self.heartbeat;
         hb.seq += 1;
+        self.last_nudge = Instant::now();
         // Queued tasks count as load too: the hub should not pile more on a
         // validator whose slots are all taken.
         let in_flight = u32::try_from(self.ctx.shared.in_flight()).unwrap_or(u32::MAX);
@@ -575,15 +607,6 @@ impl<'a> Session<'a> {
         if self.urgent_tx.try_send(Out::Msg(Box::new(beat))).is_err() {
             debug!("writer busy; skipped a heartbeat");
         }
-        if hb.last_rx.elapsed() >= hb.every {
-            let _ = self.urgent_tx.try_send(Out::Ping);
-        }
-        // Results sent before a deadline may be acked after it, so only
-        // forget them once even a skewed hub clock is past it.
-        self.ctx
-            .shared
-            .prune(protocol::now_ms() - protocol::limits::RESULT_RESEND_GRACE_MS);
-        Step::Continue(())
     }
 
     /// The socket is gone; a drain in progress still decides what comes next.

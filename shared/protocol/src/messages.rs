@@ -507,7 +507,11 @@ impl DecodeError {
 }
 
 /// A message whose variant is known by its `type`, read in one pass from
-/// a map whose first key is `type` (as every encoder here writes it).
+/// a map whose first key is `type` (as every encoder here writes it). Only
+/// for messages whose every variant refuses unknown fields, so that a
+/// second `type` is refused as serde's tagged-enum path refuses it
+/// (validator -> hub); hub -> validator messages ignore unknown fields and
+/// take that path.
 trait TypeFirst: Sized {
     fn variant<'de, A: serde::de::MapAccess<'de>>(kind: &str, rest: A) -> Result<Self, A::Error>;
 }
@@ -594,28 +598,7 @@ impl TypeFirst for ValidatorMessage {
     }
 }
 
-impl TypeFirst for HubMessage {
-    fn variant<'de, A: serde::de::MapAccess<'de>>(kind: &str, map: A) -> Result<Self, A::Error> {
-        match kind {
-            "task" => rest(map).map(Self::Task),
-            "result_ack" => rest(map).map(Self::ResultAck),
-            "heartbeat_ack" => rest(map).map(Self::HeartbeatAck),
-            "challenge" => rest(map).map(Self::Challenge),
-            "welcome" => rest(map).map(Self::Welcome),
-            "error" => rest(map).map(Self::Error),
-            "reconnect" => rest(map).map(Self::Reconnect),
-            _ => Err(serde::de::Error::custom("unknown type")),
-        }
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned + TypeFirst>(
-    text: &str,
-    known: &[&str],
-) -> Result<T, DecodeError> {
-    if let Ok(FastTagged(m)) = serde_json::from_str::<FastTagged<T>>(text) {
-        return Ok(m);
-    }
+fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
     match serde_json::from_str::<T>(text) {
         Ok(m) => Ok(m),
         Err(e) => {
@@ -641,6 +624,9 @@ impl ValidatorMessage {
     pub const TYPES: &'static [&'static str] = &["hello", "heartbeat", "result"];
 
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        if let Ok(FastTagged(m)) = serde_json::from_str::<FastTagged<Self>>(text) {
+            return Ok(m);
+        }
         decode(text, Self::TYPES)
     }
 
@@ -718,8 +704,13 @@ mod tests {
             ValidatorMessage::decode(twice).map_err(|e| e.code()),
             Err(ErrorCode::MalformedFrame)
         );
-        let m = HubMessage::decode(r#"{"type":"heartbeat_ack","seq":3,"server_time_ms":9}"#);
-        assert!(matches!(m, Ok(HubMessage::HeartbeatAck(a)) if a.seq == 3));
+        let m = HubMessage::decode(
+            r#"{"type":"heartbeat_ack","seq":3,"server_time_ms":9,"type":"task"}"#,
+        );
+        assert!(
+            m.is_err(),
+            "a second `type` is refused from a hub too: {m:?}"
+        );
     }
 
     #[test]

@@ -371,6 +371,14 @@ async fn enqueue(app: &Sessions, sock: &mut Socket, item: IngestItem) -> Result<
             return Err(End::Io);
         }
     };
+    // Acks held for the next task (HUB_ACK_HOLD_MS) must not wait out the
+    // wait for room: the loop and its timer are not polled meanwhile.
+    if sock.pending_output() > 0 {
+        if let Err(end) = timed(sock.flush()).await {
+            app.backlog.leave(std::iter::once(key));
+            return Err(end);
+        }
+    }
     let every = app.settings.heartbeat_interval;
     let send = app.ingest.send(item);
     tokio::pin!(send);
