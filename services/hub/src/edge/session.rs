@@ -962,6 +962,11 @@ impl<'a> Conn<'a> {
         if n == 0 {
             return Err(End::Io);
         }
+        // A hold's deadline belongs to bytes still unwritten: one left from
+        // acks another write (a heartbeat's answer) already took is stale.
+        if self.sock.pending_output() == 0 {
+            self.held_until = None;
+        }
         // Only acknowledgements (no task, no other frame) may be held.
         let (mut urgent, mut task) = (false, false);
         for item in queued.drain(..) {
